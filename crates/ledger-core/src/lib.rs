@@ -1,0 +1,103 @@
+//! A crash-safe, multi-process **in-flight ledger** for task runners.
+//!
+//! A runner that hands tasks to executor backends records each dispatch here
+//! while it runs. A dispatch holds a *slot*, keyed by `(backend, task id)`,
+//! that counts against the backend's `max_concurrent` cap until it is
+//! finished. The ledger makes that bookkeeping exact:
+//!
+//! - [`Ledger::admit`] checks every cap and records the start in **one**
+//!   durable write transaction, so no two processes can both take the last
+//!   slot;
+//! - [`Ledger::finish`] is conditional on the run id and idempotent, so a late
+//!   or repeated finish never closes a newer dispatch;
+//! - every decision is an [`Event`] in an append-only, sequenced audit log;
+//! - several processes keep one file open at once (redb's multi-writer
+//!   mode), and a process killed at any moment leaves the file consistent.
+//!
+//! Slots whose owner died are found and reclaimed by the orphan rules of the
+//! `reconcile` crate; this crate only stores.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use ledger_core::*;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = std::env::temp_dir().join(format!("ledger-doc-{}", std::process::id()));
+//! let ledger = Ledger::open(dir.join("inflight.redb"))?;
+//! let now = Timestamp::from_unix_millis(1_800_000_000_000);
+//! let limits = Limits {
+//!     global_max_concurrent: None,
+//!     backend: BackendLimits { max_concurrent: 1, max_per_hour: Some(60), max_per_day: None },
+//! };
+//! let owner = Owner {
+//!     host: "runner-1".into(),
+//!     boot_id: "5f1c…".into(),
+//!     runner: ProcessIdentity { pid: 4242, start_time: 917_311 },
+//!     executor: None,
+//! };
+//! let key = SlotKey::new(Backend::new("local")?, TaskId::new("ROCK-12")?);
+//! let request = AdmitRequest {
+//!     key: key.clone(),
+//!     run_id: RunId::new("run-1")?,
+//!     owner: owner.clone(),
+//!     lease: Duration::from_secs(60),
+//! };
+//!
+//! // The first dispatch takes the backend's only slot…
+//! let AdmitOutcome::Admitted(slot) = ledger.admit(&request, &limits, now)? else {
+//!     panic!("the backend was idle");
+//! };
+//! // …so a second task is refused, with the figures that fired.
+//! let other = AdmitRequest {
+//!     key: SlotKey::new(Backend::new("local")?, TaskId::new("ROCK-13")?),
+//!     run_id: RunId::new("run-2")?,
+//!     ..request.clone()
+//! };
+//! match ledger.admit(&other, &limits, now)? {
+//!     AdmitOutcome::Denied(denial) => {
+//!         assert_eq!(denial.reason, DenyReason::BackendConcurrencyExceeded);
+//!         assert_eq!((denial.current, denial.limit), (1, 1));
+//!     }
+//!     AdmitOutcome::Admitted(_) => unreachable!("the cap is 1"),
+//! }
+//!
+//! // Finishing is conditional on the run, and idempotent.
+//! let done = ledger.finish(&key, Some(&slot.run_id), FinishReason::Completed, now)?;
+//! assert!(matches!(done, FinishOutcome::Finished(_)));
+//! let again = ledger.finish(&key, Some(&slot.run_id), FinishReason::Completed, now)?;
+//! assert_eq!(again, FinishOutcome::NotInFlight);
+//! # std::fs::remove_dir_all(dir)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Sharing one file between processes
+//!
+//! Every process that opens a ledger must use the same [`SharingMode`]
+//! (the default, [`SharingMode::MultiProcess`]), read-mostly tools included.
+//! A write transaction is taken with a bounded wait
+//! ([`LedgerOptions::write_deadline`]), never indefinitely, and no I/O
+//! besides the file itself happens inside one.
+
+#![warn(missing_docs)]
+
+mod error;
+mod guard;
+pub mod ids;
+pub mod import;
+mod lock;
+mod model;
+pub mod schema;
+mod store;
+pub mod time;
+
+pub use error::{LedgerError, Result, StorageSource};
+pub use guard::SlotGuard;
+pub use ids::{Backend, IdError, RunId, TaskId};
+pub use import::ImportReport;
+pub use lock::ReconcileLock;
+pub use model::*;
+pub use store::{IntegrityReport, Ledger, LedgerOptions, PruneReport, SharingMode};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp, TimestampError};

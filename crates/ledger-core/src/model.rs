@@ -1,0 +1,450 @@
+//! The ledger's data: who holds a slot, the slot itself, the caps, and the
+//! audit events. Everything here is plain data with a stable JSON form, since
+//! it is what the redb tables hold and what operators read.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Backend, RunId, TaskId, Timestamp};
+
+/// One process, identified so that pid reuse cannot fool a liveness check:
+/// a pid plus the process's start time (field 22 of `/proc/<pid>/stat`, in
+/// clock ticks since boot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    /// The process id.
+    pub pid: u32,
+    /// Start time in clock ticks after boot.
+    pub start_time: u64,
+}
+
+/// The executor child a runner spawned for a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorIdentity {
+    /// The executor's pid and start time.
+    #[serde(flatten)]
+    pub process: ProcessIdentity,
+    /// The process group the executor leads; what is left of it is
+    /// terminated when the slot of a dead owner is reclaimed.
+    pub process_group: u32,
+}
+
+/// Who holds a slot: the runner process on a given host and boot, and, once
+/// spawned, its executor child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// Host name of the runner.
+    pub host: String,
+    /// `/proc/sys/kernel/random/boot_id` of that host when the slot was taken:
+    /// a different boot id means every pid recorded here is gone.
+    pub boot_id: String,
+    /// The runner process.
+    pub runner: ProcessIdentity,
+    /// The executor child, once spawned.
+    #[serde(default)]
+    pub executor: Option<ExecutorIdentity>,
+}
+
+impl Owner {
+    /// The host name given to slots rebuilt from the reference system's
+    /// `usage.json`, whose owners are not known. No real host has this name,
+    /// so a liveness check answers "unknown" for them, never "dead".
+    pub const IMPORTED_HOST: &'static str = "(imported from usage.json)";
+
+    /// The owner of a slot rebuilt by an import.
+    pub fn imported() -> Self {
+        Owner {
+            host: Self::IMPORTED_HOST.to_owned(),
+            boot_id: String::new(),
+            runner: ProcessIdentity {
+                pid: 0,
+                start_time: 0,
+            },
+            executor: None,
+        }
+    }
+}
+
+/// The key of a slot: one task on one backend.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SlotKey {
+    /// The backend whose cap the slot counts against.
+    pub backend: Backend,
+    /// The task being run.
+    pub task_id: TaskId,
+}
+
+impl SlotKey {
+    /// Builds a key.
+    pub fn new(backend: Backend, task_id: TaskId) -> Self {
+        Self { backend, task_id }
+    }
+}
+
+impl fmt::Display for SlotKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.backend, self.task_id)
+    }
+}
+
+/// An open slot: a dispatch that has started and not yet finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// Backend and task.
+    #[serde(flatten)]
+    pub key: SlotKey,
+    /// This dispatch's run id.
+    pub run_id: RunId,
+    /// When the slot was admitted.
+    pub started_at: Timestamp,
+    /// Who holds it.
+    pub owner: Owner,
+    /// Until when the owner has promised to be working on it; renewed while
+    /// the executor runs.
+    pub lease_until: Timestamp,
+    /// Sequence number of the `started` event that opened it.
+    pub started_seq: u64,
+}
+
+/// A backend's caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendLimits {
+    /// How many slots of this backend may be open at once.
+    pub max_concurrent: u32,
+    /// How many dispatches may start within any sliding hour; `None` for no cap.
+    pub max_per_hour: Option<u32>,
+    /// How many dispatches may start within any sliding 24 hours; `None` for no cap.
+    pub max_per_day: Option<u32>,
+}
+
+/// The caps an admission is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// How many slots may be open at once across every backend; `None` for no cap.
+    pub global_max_concurrent: Option<u32>,
+    /// The caps of the backend being admitted to.
+    pub backend: BackendLimits,
+}
+
+/// A request to open a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmitRequest {
+    /// Backend and task.
+    pub key: SlotKey,
+    /// The run id of this dispatch. Admitting the same run again is
+    /// idempotent, so a retry after an ambiguous failure is safe.
+    pub run_id: RunId,
+    /// Who will hold the slot.
+    pub owner: Owner,
+    /// How long the first lease lasts.
+    pub lease: Duration,
+}
+
+/// Which cap refused an admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DenyReason {
+    /// Too many slots open across all backends.
+    GlobalConcurrencyExceeded,
+    /// Too many slots of this backend open.
+    BackendConcurrencyExceeded,
+    /// Too many dispatches of this backend started within the window.
+    BackendRateExceeded,
+    /// This task already holds a slot on this backend.
+    AlreadyInFlight,
+}
+
+impl DenyReason {
+    /// The snake_case name used in events and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::GlobalConcurrencyExceeded => "global_concurrency_exceeded",
+            DenyReason::BackendConcurrencyExceeded => "backend_concurrency_exceeded",
+            DenyReason::BackendRateExceeded => "backend_rate_exceeded",
+            DenyReason::AlreadyInFlight => "already_in_flight",
+        }
+    }
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The sliding window a rate cap counts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateWindow {
+    /// The last 60 minutes.
+    Hourly,
+    /// The last 24 hours.
+    Daily,
+}
+
+impl RateWindow {
+    /// The window's length.
+    pub fn length(self) -> Duration {
+        match self {
+            RateWindow::Hourly => Duration::from_secs(3600),
+            RateWindow::Daily => Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// Why an admission was refused, with the figures that made the cap fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denial {
+    /// Which cap fired.
+    pub reason: DenyReason,
+    /// For a rate cap, its window.
+    pub window: Option<RateWindow>,
+    /// How many slots (or starts in the window) there were.
+    pub current: u32,
+    /// The cap.
+    pub limit: u32,
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} of {}", self.reason, self.current, self.limit)?;
+        match self.window {
+            Some(RateWindow::Hourly) => f.write_str(" in the last hour)"),
+            Some(RateWindow::Daily) => f.write_str(" in the last 24 hours)"),
+            None => f.write_str(")"),
+        }
+    }
+}
+
+/// What `admit` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdmitOutcome {
+    /// The slot is open and recorded.
+    Admitted(Slot),
+    /// A cap refused it; a `denied` event was recorded.
+    Denied(Denial),
+}
+
+/// Why a slot was closed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FinishReason {
+    /// The executor exited successfully.
+    Completed,
+    /// The executor failed or timed out.
+    Failed,
+    /// The runner was told to stop, or its guard was dropped without an
+    /// explicit finish.
+    Interrupted,
+    /// An orphan rule reclaimed the slot.
+    Reconciled {
+        /// The rule's name, e.g. `DEAD_OWNER_CLEAR`.
+        rule: String,
+    },
+    /// An operator released the slot by hand.
+    ReleasedByOperator,
+    /// The slot's lease or window ran out.
+    Expired,
+    /// Closed by a `usage.json` import (the reference system did not record
+    /// how a dispatch ended).
+    Imported,
+}
+
+impl fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FinishReason::Completed => f.write_str("completed"),
+            FinishReason::Failed => f.write_str("failed"),
+            FinishReason::Interrupted => f.write_str("interrupted"),
+            FinishReason::Reconciled { rule } => write!(f, "reconciled by {rule}"),
+            FinishReason::ReleasedByOperator => f.write_str("released by operator"),
+            FinishReason::Expired => f.write_str("expired"),
+            FinishReason::Imported => f.write_str("imported"),
+        }
+    }
+}
+
+/// What `finish` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishOutcome {
+    /// The slot was open and is now closed; this is the slot as it was.
+    Finished(Slot),
+    /// No slot is open under that key: it was never admitted or is already
+    /// finished. Nothing changed.
+    NotInFlight,
+    /// A slot is open under that key, but for another run (a newer dispatch
+    /// of the same task). Nothing changed.
+    OtherRunInFlight {
+        /// The run that holds the slot.
+        open_run: RunId,
+    },
+}
+
+/// What a conditional update of an open slot (lease, executor) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// The slot was updated.
+    Updated,
+    /// No slot of that run is open; nothing changed.
+    NotInFlight,
+}
+
+/// One entry of the append-only audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the log: consecutive, starting at 1.
+    pub seq: u64,
+    /// When it happened (the caller's clock).
+    pub at: Timestamp,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What an [`Event`] records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A slot was opened.
+    Started {
+        /// Backend and task.
+        #[serde(flatten)]
+        key: SlotKey,
+        /// The run.
+        run_id: RunId,
+        /// Who took it.
+        owner: Owner,
+    },
+    /// A slot was closed.
+    Finished {
+        /// Backend and task.
+        #[serde(flatten)]
+        key: SlotKey,
+        /// The run.
+        run_id: RunId,
+        /// When the slot had been opened.
+        started_at: Timestamp,
+        /// Why it closed.
+        #[serde(flatten)]
+        reason: FinishReason,
+    },
+    /// An admission was refused.
+    Denied {
+        /// Backend and task.
+        #[serde(flatten)]
+        key: SlotKey,
+        /// The run that asked.
+        run_id: RunId,
+        /// Which cap fired, and its figures.
+        denial: Denial,
+    },
+}
+
+/// How often a task has been dispatched, and how those dispatches ended.
+/// Kept per task id across all backends, and never pruned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAttempts {
+    /// Dispatches started.
+    pub started: u64,
+    /// Finished as completed.
+    pub completed: u64,
+    /// Finished as failed.
+    pub failed: u64,
+    /// Finished as interrupted.
+    pub interrupted: u64,
+    /// Reclaimed by an orphan rule.
+    pub reconciled: u64,
+    /// Released by an operator.
+    pub released: u64,
+    /// Expired.
+    pub expired: u64,
+}
+
+impl TaskAttempts {
+    /// Attempts that ended without the executor reporting back: the runner
+    /// was interrupted or died. A task that keeps killing its runner is
+    /// recognised by this count reaching `max_attempts`.
+    pub fn lost(&self) -> u64 {
+        self.interrupted + self.reconciled + self.expired
+    }
+
+    pub(crate) fn record_finish(&mut self, reason: &FinishReason) {
+        let counter = match reason {
+            FinishReason::Completed | FinishReason::Imported => &mut self.completed,
+            FinishReason::Failed => &mut self.failed,
+            FinishReason::Interrupted => &mut self.interrupted,
+            FinishReason::Reconciled { .. } => &mut self.reconciled,
+            FinishReason::ReleasedByOperator => &mut self.released,
+            FinishReason::Expired => &mut self.expired,
+        };
+        *counter += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SlotKey {
+        SlotKey::new(Backend::new("local").unwrap(), TaskId::new("T-1").unwrap())
+    }
+
+    #[test]
+    fn events_have_a_flat_readable_json_form() {
+        let event = Event {
+            seq: 7,
+            at: Timestamp::from_unix_millis(1000),
+            kind: EventKind::Finished {
+                key: key(),
+                run_id: RunId::new("r1").unwrap(),
+                started_at: Timestamp::from_unix_millis(500),
+                reason: FinishReason::Reconciled {
+                    rule: "DEAD_OWNER_CLEAR".into(),
+                },
+            },
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["kind"], "finished");
+        assert_eq!(json["backend"], "local");
+        assert_eq!(json["task_id"], "T-1");
+        assert_eq!(json["reason"], "reconciled");
+        assert_eq!(json["rule"], "DEAD_OWNER_CLEAR");
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn denial_reads_well() {
+        let denial = Denial {
+            reason: DenyReason::BackendRateExceeded,
+            window: Some(RateWindow::Hourly),
+            current: 60,
+            limit: 60,
+        };
+        assert_eq!(
+            denial.to_string(),
+            "backend_rate_exceeded (60 of 60 in the last hour)"
+        );
+    }
+
+    #[test]
+    fn lost_attempts_count_only_unreported_endings() {
+        let mut attempts = TaskAttempts::default();
+        for reason in [
+            FinishReason::Completed,
+            FinishReason::Failed,
+            FinishReason::Interrupted,
+            FinishReason::Reconciled { rule: "X".into() },
+            FinishReason::Expired,
+            FinishReason::ReleasedByOperator,
+        ] {
+            attempts.record_finish(&reason);
+        }
+        assert_eq!(attempts.lost(), 3);
+    }
+}

@@ -1,0 +1,51 @@
+//! Every redb table of the ledger, in one place, and the schema version.
+//!
+//! Keys are chosen so that each hot query is a range scan over exactly the
+//! rows it needs: counting a backend's open slots never touches history, and
+//! a rate-window check touches only that backend's starts inside the window.
+//! Values are JSON so a record stays readable (and forward-compatible with
+//! added fields) without a schema tool.
+
+use redb::TableDefinition;
+
+/// The schema this build writes. Bump it on any incompatible change, and add
+/// a file of the old schema to `tests/data/` with a test that opens it.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Value of [`META_FORMAT`]: tells an inflight ledger from any other redb file.
+pub(crate) const FORMAT_NAME: &str = "inflight-ledger";
+
+/// `meta`: `"format"` → [`FORMAT_NAME`], `"schema_version"` → decimal string.
+pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+pub(crate) const META_FORMAT: &str = "format";
+pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
+
+/// `open_slots`: (backend, task id) → JSON [`crate::Slot`]. Only open slots;
+/// a finish deletes the row.
+pub(crate) const OPEN_SLOTS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("open_slots");
+
+/// `events`: sequence → JSON [`crate::Event`]. Append-only; retention removes
+/// a prefix, so the retained sequence never has holes.
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+/// `events_by_time`: (at in ms, sequence) → (). Serves time-range queries of
+/// the audit log without scanning it.
+pub(crate) const EVENTS_BY_TIME: TableDefinition<(i64, u64), ()> =
+    TableDefinition::new("events_by_time");
+
+/// `starts`: (backend, started at in ms, sequence) → (). The rate-window
+/// index: a window check is one range scan of this backend's recent starts.
+pub(crate) const STARTS: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new("starts");
+
+/// `runs`: run id → sequence of its `started` event, and of its `finished`
+/// event once it has one. Makes a retried `admit` of the same run idempotent.
+pub(crate) const RUNS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("runs");
+
+/// `attempts`: task id → JSON [`crate::TaskAttempts`]. Never pruned.
+pub(crate) const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attempts");
+
+/// `imported`: fingerprint of one `usage.json` entry → sequence of the event
+/// it became. Makes re-importing a file (or a longer copy of it) a no-op for
+/// what was already taken in.
+pub(crate) const IMPORTED: TableDefinition<u64, u64> = TableDefinition::new("imported");

@@ -1,0 +1,1114 @@
+//! The redb-backed ledger: opening a file safely, and every operation on it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{LedgerError, Result};
+use crate::model::{
+    AdmitOutcome, AdmitRequest, Denial, DenyReason, Event, EventKind, ExecutorIdentity,
+    FinishOutcome, FinishReason, Limits, RateWindow, Slot, SlotKey, TaskAttempts, UpdateOutcome,
+};
+use crate::schema::{self, *};
+use crate::{Backend, RunId, TaskId, Timestamp};
+
+/// The first bytes of every redb file. Checked before redb sees the file, so
+/// that an empty or foreign file is refused without redb ever writing to it
+/// (redb initialises an empty file it is asked to create).
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// How processes share the ledger file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SharingMode {
+    /// Any number of processes keep the file open and write one transaction
+    /// at a time (redb's multi-writer mode). Every process sharing a file must
+    /// use this mode, read-mostly ones included.
+    #[default]
+    MultiProcess,
+    /// This process alone has the file open. Commits are faster; another
+    /// process trying to open the file gets [`LedgerError::AlreadyOpen`].
+    Exclusive,
+}
+
+/// How a ledger is opened and run.
+#[derive(Debug, Clone)]
+pub struct LedgerOptions {
+    /// How processes share the file.
+    pub sharing: SharingMode,
+    /// How long an operation waits for another process's write transaction
+    /// before giving up with [`LedgerError::Busy`]. redb's blocking
+    /// `begin_write` would wait forever behind a stuck holder.
+    pub write_deadline: Duration,
+    /// How long events are kept. Open slots are never pruned. Values under a
+    /// day are raised to a day, since the daily rate window reads that far
+    /// back.
+    pub retention: Duration,
+    /// Memory redb may use to cache pages.
+    pub cache_bytes: usize,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        Self {
+            sharing: SharingMode::MultiProcess,
+            write_deadline: Duration::from_secs(10),
+            retention: Duration::from_secs(7 * 86_400),
+            cache_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A crash-safe in-flight ledger in one redb file.
+///
+/// Every method that changes the ledger runs in one write transaction that is
+/// durable (fsynced) when the method returns, and takes every decision from
+/// what it reads inside that transaction, never from an earlier read.
+pub struct Ledger {
+    db: redb::Database,
+    path: PathBuf,
+    options: LedgerOptions,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("path", &self.path)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a write transaction's changes are kept.
+enum Tx<T> {
+    Commit(T),
+    /// Nothing changed: skip the commit and its fsync.
+    Abort(T),
+}
+
+impl Ledger {
+    /// Opens the ledger at `path` in multi-process mode, creating it (and its
+    /// parent folders) if it does not exist.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, LedgerOptions::default())
+    }
+
+    /// Opens the ledger at `path` with `options`, creating it if it does not
+    /// exist. A file that exists but is not a ledger is reported, never
+    /// rewritten.
+    pub fn open_with(path: impl AsRef<Path>, mut options: LedgerOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        options.retention = options.retention.max(RateWindow::Daily.length());
+        match fs::metadata(&path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(LedgerError::NotALedger {
+                    path,
+                    detail: "not a regular file".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_new_file(&path)?,
+            Err(source) => return Err(LedgerError::Io { path, source }),
+        }
+        check_magic(&path)?;
+        // A read-write open lets redb write to the file (allocator state,
+        // recovery flags) before this code could look at the schema, so the
+        // file is first looked at through a read-only handle, which cannot
+        // write. A file that is not ours is refused before any write. The
+        // read-only open fails only for reasons a read-write open handles
+        // (say, a crash that needs recovery), so that failure is not fatal.
+        match open_database(&path, &options, Access::ReadOnly) {
+            Ok(Handle::ReadOnly(db)) => {
+                let txn = db.begin_read().map_err(|e| storage_error(&path, e.into()))?;
+                check_schema(&path, &txn)?;
+            }
+            Ok(Handle::ReadWrite(_)) => {}
+            Err(e @ (LedgerError::NotALedger { .. } | LedgerError::Corrupt { .. })) => return Err(e),
+            Err(_) => {}
+        }
+        let Handle::ReadWrite(db) = open_database(&path, &options, Access::ReadWrite)? else {
+            unreachable!("a read-write open returns a read-write handle")
+        };
+        let txn = db.begin_read().map_err(|e| storage_error(&path, e.into()))?;
+        check_schema(&path, &txn)?;
+        drop(txn);
+        Ok(Ledger { db, path, options })
+    }
+
+    /// The file this ledger lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &LedgerOptions {
+        &self.options
+    }
+
+    fn storage(&self, e: impl Into<redb::Error>) -> LedgerError {
+        storage_error(&self.path, e.into())
+    }
+
+    fn encode(&self, table: &'static str, value: &impl Serialize) -> Result<Vec<u8>> {
+        serde_json::to_vec(value).map_err(|e| LedgerError::Decode {
+            path: self.path.clone(),
+            table,
+            detail: e.to_string(),
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(&self, table: &'static str, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|e| LedgerError::Decode {
+            path: self.path.clone(),
+            table,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Takes the write lock without ever blocking indefinitely: another
+    /// process may hold it, and a stuck holder must not hang this one.
+    fn begin_write(&self) -> Result<WriteTransaction> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_micros(20);
+        let mut jitter_state = u64::from(std::process::id()) ^ (started.elapsed().as_nanos() as u64);
+        loop {
+            match self.db.try_begin_write() {
+                Ok(txn) => return Ok(txn),
+                Err(redb::TransactionError::WouldBlock) => {}
+                Err(e) => return Err(self.storage(e)),
+            }
+            let waited = started.elapsed();
+            if waited >= self.options.write_deadline {
+                return Err(LedgerError::Busy {
+                    path: self.path.clone(),
+                    waited,
+                });
+            }
+            // Jitter keeps processes that woke together from colliding again.
+            jitter_state ^= jitter_state << 13;
+            jitter_state ^= jitter_state >> 7;
+            jitter_state ^= jitter_state << 17;
+            let jitter = Duration::from_nanos(jitter_state % (backoff.as_nanos() as u64 + 1));
+            std::thread::sleep(backoff + jitter);
+            backoff = (backoff * 2).min(Duration::from_millis(2));
+        }
+    }
+
+    fn write<T>(&self, apply: impl FnOnce(&WriteTransaction) -> Result<Tx<T>>) -> Result<T> {
+        let txn = self.begin_write()?;
+        // On an error the transaction is dropped, which aborts it.
+        match apply(&txn)? {
+            Tx::Commit(value) => {
+                txn.commit().map_err(|e| self.storage(e))?;
+                Ok(value)
+            }
+            Tx::Abort(value) => {
+                txn.abort().map_err(|e| self.storage(e))?;
+                Ok(value)
+            }
+        }
+    }
+
+    /// Appends an event at the end of the log and indexes it by time.
+    fn append_event(&self, txn: &WriteTransaction, at: Timestamp, kind: EventKind) -> Result<u64> {
+        let mut events = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
+        let seq = match events.last().map_err(|e| self.storage(e))? {
+            Some((k, _)) => k.value() + 1,
+            None => 1,
+        };
+        let event = Event { seq, at, kind };
+        let bytes = self.encode("events", &event)?;
+        events
+            .insert(seq, bytes.as_slice())
+            .map_err(|e| self.storage(e))?;
+        let mut by_time = txn.open_table(EVENTS_BY_TIME).map_err(|e| self.storage(e))?;
+        by_time
+            .insert((at.as_unix_millis(), seq), ())
+            .map_err(|e| self.storage(e))?;
+        Ok(seq)
+    }
+
+    fn update_attempts(
+        &self,
+        txn: &WriteTransaction,
+        task: &TaskId,
+        change: impl FnOnce(&mut TaskAttempts),
+    ) -> Result<()> {
+        let mut table = txn.open_table(ATTEMPTS).map_err(|e| self.storage(e))?;
+        let mut attempts = match table.get(task.as_str()).map_err(|e| self.storage(e))? {
+            Some(g) => self.decode::<TaskAttempts>("attempts", g.value())?,
+            None => TaskAttempts::default(),
+        };
+        change(&mut attempts);
+        let bytes = self.encode("attempts", &attempts)?;
+        table
+            .insert(task.as_str(), bytes.as_slice())
+            .map_err(|e| self.storage(e))?;
+        Ok(())
+    }
+
+    /// Opens a slot if every cap allows it, in one write transaction: the cap
+    /// check and the record of the start cannot be separated by another
+    /// process's admission.
+    ///
+    /// Checks, in order: the key is not already in flight, the global cap, the
+    /// backend's `max_concurrent`, its hourly and daily rate caps. A denial is
+    /// recorded as a `denied` event. Admitting a run that is already open
+    /// returns its slot unchanged, so a retry after an ambiguous failure (a
+    /// commit that landed although the caller saw an error) is safe.
+    pub fn admit(
+        &self,
+        request: &AdmitRequest,
+        limits: &Limits,
+        now: Timestamp,
+    ) -> Result<AdmitOutcome> {
+        let key = &request.key;
+        let key_tuple = (key.backend.as_str(), key.task_id.as_str());
+        self.write(|txn| {
+            let mut open = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+            let existing = match open.get(key_tuple).map_err(|e| self.storage(e))? {
+                Some(g) => Some(self.decode::<Slot>("open_slots", g.value())?),
+                None => None,
+            };
+            {
+                let runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
+                if let Some(g) = runs
+                    .get(request.run_id.as_str())
+                    .map_err(|e| self.storage(e))?
+                {
+                    let (_, finished_seq) = g.value();
+                    match &existing {
+                        Some(slot) if slot.run_id == request.run_id => {
+                            return Ok(Tx::Abort(AdmitOutcome::Admitted(slot.clone())));
+                        }
+                        _ if finished_seq != 0 => {
+                            return Err(LedgerError::RunAlreadyFinished {
+                                key: key.clone(),
+                                run_id: request.run_id.clone(),
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(denial) = self.check_caps(txn, &open, existing.is_some(), key, limits, now)?
+            {
+                self.append_event(
+                    txn,
+                    now,
+                    EventKind::Denied {
+                        key: key.clone(),
+                        run_id: request.run_id.clone(),
+                        denial,
+                    },
+                )?;
+                return Ok(Tx::Commit(AdmitOutcome::Denied(denial)));
+            }
+            let seq = self.append_event(
+                txn,
+                now,
+                EventKind::Started {
+                    key: key.clone(),
+                    run_id: request.run_id.clone(),
+                    owner: request.owner.clone(),
+                },
+            )?;
+            let slot = Slot {
+                key: key.clone(),
+                run_id: request.run_id.clone(),
+                started_at: now,
+                owner: request.owner.clone(),
+                lease_until: now.saturating_add(request.lease),
+                started_seq: seq,
+            };
+            let bytes = self.encode("open_slots", &slot)?;
+            open.insert(key_tuple, bytes.as_slice())
+                .map_err(|e| self.storage(e))?;
+            self.record_start(txn, &slot)?;
+            Ok(Tx::Commit(AdmitOutcome::Admitted(slot)))
+        })
+    }
+
+    /// The bookkeeping of a start besides the slot and its event: the run
+    /// index, the rate-window index and the task's attempt count.
+    fn record_start(&self, txn: &WriteTransaction, slot: &Slot) -> Result<()> {
+        self.mark_run_open(txn, &slot.run_id, slot.started_seq)?;
+        self.index_start(txn, &slot.key.backend, slot.started_at, slot.started_seq)?;
+        self.update_attempts(txn, &slot.key.task_id, |a| a.started += 1)
+    }
+
+    pub(crate) fn mark_run_open(&self, txn: &WriteTransaction, run: &RunId, started_seq: u64) -> Result<()> {
+        let mut runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
+        runs.insert(run.as_str(), (started_seq, 0))
+            .map_err(|e| self.storage(e))?;
+        Ok(())
+    }
+
+    /// Adds a start to the rate-window index.
+    pub(crate) fn index_start(
+        &self,
+        txn: &WriteTransaction,
+        backend: &Backend,
+        at: Timestamp,
+        seq: u64,
+    ) -> Result<()> {
+        let mut starts = txn.open_table(STARTS).map_err(|e| self.storage(e))?;
+        starts
+            .insert((backend.as_str(), at.as_unix_millis(), seq), ())
+            .map_err(|e| self.storage(e))?;
+        Ok(())
+    }
+
+    fn check_caps(
+        &self,
+        txn: &WriteTransaction,
+        open: &redb::Table<(&str, &str), &[u8]>,
+        key_in_flight: bool,
+        key: &SlotKey,
+        limits: &Limits,
+        now: Timestamp,
+    ) -> Result<Option<Denial>> {
+        if key_in_flight {
+            return Ok(Some(Denial {
+                reason: DenyReason::AlreadyInFlight,
+                window: None,
+                current: 1,
+                limit: 1,
+            }));
+        }
+        if let Some(limit) = limits.global_max_concurrent {
+            let current = open.len().map_err(|e| self.storage(e))?;
+            if current >= u64::from(limit) {
+                return Ok(Some(Denial {
+                    reason: DenyReason::GlobalConcurrencyExceeded,
+                    window: None,
+                    current: saturate(current),
+                    limit,
+                }));
+            }
+        }
+        let backend = key.backend.as_str();
+        let current = count_backend_slots(open, backend).map_err(|e| self.storage(e))?;
+        let limit = limits.backend.max_concurrent;
+        if current >= u64::from(limit) {
+            return Ok(Some(Denial {
+                reason: DenyReason::BackendConcurrencyExceeded,
+                window: None,
+                current: saturate(current),
+                limit,
+            }));
+        }
+        let starts = txn.open_table(STARTS).map_err(|e| self.storage(e))?;
+        for (window, limit) in [
+            (RateWindow::Hourly, limits.backend.max_per_hour),
+            (RateWindow::Daily, limits.backend.max_per_day),
+        ] {
+            let Some(limit) = limit else { continue };
+            let current =
+                count_starts_in_window(&starts, backend, window, now).map_err(|e| self.storage(e))?;
+            if current >= u64::from(limit) {
+                return Ok(Some(Denial {
+                    reason: DenyReason::BackendRateExceeded,
+                    window: Some(window),
+                    current: saturate(current),
+                    limit,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Closes the slot under `key`. With `expected_run`, only if that run
+    /// holds it: a late finish of an old run can never close a newer run of
+    /// the same task. Finishing a slot that is not open changes nothing and
+    /// reports [`FinishOutcome::NotInFlight`].
+    pub fn finish(
+        &self,
+        key: &SlotKey,
+        expected_run: Option<&RunId>,
+        reason: FinishReason,
+        now: Timestamp,
+    ) -> Result<FinishOutcome> {
+        let key_tuple = (key.backend.as_str(), key.task_id.as_str());
+        self.write(|txn| {
+            let mut open = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+            let slot: Slot = match open.get(key_tuple).map_err(|e| self.storage(e))? {
+                Some(g) => self.decode("open_slots", g.value())?,
+                None => return Ok(Tx::Abort(FinishOutcome::NotInFlight)),
+            };
+            if let Some(run) = expected_run {
+                if *run != slot.run_id {
+                    return Ok(Tx::Abort(FinishOutcome::OtherRunInFlight {
+                        open_run: slot.run_id,
+                    }));
+                }
+            }
+            open.remove(key_tuple).map_err(|e| self.storage(e))?;
+            let seq = self.append_event(
+                txn,
+                now,
+                EventKind::Finished {
+                    key: key.clone(),
+                    run_id: slot.run_id.clone(),
+                    started_at: slot.started_at,
+                    reason: reason.clone(),
+                },
+            )?;
+            let mut runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
+            runs.insert(slot.run_id.as_str(), (slot.started_seq, seq))
+                .map_err(|e| self.storage(e))?;
+            self.update_attempts(txn, &key.task_id, |a| a.record_finish(&reason))?;
+            Ok(Tx::Commit(FinishOutcome::Finished(slot)))
+        })
+    }
+
+    /// Applies `change` to the open slot of `run` under `key`, if that run
+    /// still holds it.
+    fn update_slot(
+        &self,
+        key: &SlotKey,
+        run: &RunId,
+        change: impl FnOnce(&mut Slot),
+    ) -> Result<UpdateOutcome> {
+        let key_tuple = (key.backend.as_str(), key.task_id.as_str());
+        self.write(|txn| {
+            let mut open = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+            let mut slot: Slot = match open.get(key_tuple).map_err(|e| self.storage(e))? {
+                Some(g) => self.decode("open_slots", g.value())?,
+                None => return Ok(Tx::Abort(UpdateOutcome::NotInFlight)),
+            };
+            if slot.run_id != *run {
+                return Ok(Tx::Abort(UpdateOutcome::NotInFlight));
+            }
+            change(&mut slot);
+            let bytes = self.encode("open_slots", &slot)?;
+            open.insert(key_tuple, bytes.as_slice())
+                .map_err(|e| self.storage(e))?;
+            Ok(Tx::Commit(UpdateOutcome::Updated))
+        })
+    }
+
+    /// Extends the lease of `run`'s slot to `until`.
+    pub fn renew_lease(
+        &self,
+        key: &SlotKey,
+        run: &RunId,
+        until: Timestamp,
+    ) -> Result<UpdateOutcome> {
+        self.update_slot(key, run, |slot| slot.lease_until = slot.lease_until.max(until))
+    }
+
+    /// Records the executor child that `run`'s runner spawned, so a liveness
+    /// check and a reclaim can find it.
+    pub fn set_executor(
+        &self,
+        key: &SlotKey,
+        run: &RunId,
+        executor: ExecutorIdentity,
+    ) -> Result<UpdateOutcome> {
+        self.update_slot(key, run, |slot| slot.owner.executor = Some(executor))
+    }
+
+    fn read_txn(&self) -> Result<redb::ReadTransaction> {
+        self.db.begin_read().map_err(|e| self.storage(e))
+    }
+
+    fn collect_slots<'a>(
+        &self,
+        range: impl Iterator<
+            Item = std::result::Result<
+                (redb::AccessGuard<'a, (&'static str, &'static str)>, redb::AccessGuard<'a, &'static [u8]>),
+                redb::StorageError,
+            >,
+        >,
+    ) -> Result<Vec<Slot>> {
+        range
+            .map(|entry| {
+                let (_, v) = entry.map_err(|e| self.storage(e))?;
+                self.decode("open_slots", v.value())
+            })
+            .collect()
+    }
+
+    /// Every open slot, ordered by backend then task id.
+    pub fn open_slots(&self) -> Result<Vec<Slot>> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+        let iter = table.iter().map_err(|e| self.storage(e))?;
+        self.collect_slots(iter)
+    }
+
+    /// The open slots of one backend.
+    pub fn open_slots_of(&self, backend: &Backend) -> Result<Vec<Slot>> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+        let (lo, hi) = backend_bounds(backend.as_str());
+        let iter = table
+            .range((lo.0, lo.1)..(hi.0.as_str(), hi.1))
+            .map_err(|e| self.storage(e))?;
+        self.collect_slots(iter)
+    }
+
+    /// The open slot under `key`, if any.
+    pub fn slot(&self, key: &SlotKey) -> Result<Option<Slot>> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+        let found = table
+            .get((key.backend.as_str(), key.task_id.as_str()))
+            .map_err(|e| self.storage(e))?;
+        found
+            .map(|g| self.decode("open_slots", g.value()))
+            .transpose()
+    }
+
+    /// How many slots each backend has open (backends with none are absent).
+    pub fn open_counts(&self) -> Result<BTreeMap<Backend, u32>> {
+        let mut counts = BTreeMap::new();
+        for slot in self.open_slots()? {
+            *counts.entry(slot.key.backend).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Up to `limit` events with a sequence number above `after`, in order.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
+        let mut out = Vec::new();
+        for entry in table
+            .range(after.saturating_add(1)..)
+            .map_err(|e| self.storage(e))?
+            .take(limit)
+        {
+            let (_, v) = entry.map_err(|e| self.storage(e))?;
+            out.push(self.decode("events", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Every event with `from <= at < to`, ordered by time then sequence.
+    pub fn events_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Event>> {
+        let txn = self.read_txn()?;
+        let by_time = txn.open_table(EVENTS_BY_TIME).map_err(|e| self.storage(e))?;
+        let events = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
+        let mut out = Vec::new();
+        for entry in by_time
+            .range((from.as_unix_millis(), 0)..(to.as_unix_millis(), 0))
+            .map_err(|e| self.storage(e))?
+        {
+            let (k, _) = entry.map_err(|e| self.storage(e))?;
+            let (_, seq) = k.value();
+            if let Some(v) = events.get(seq).map_err(|e| self.storage(e))? {
+                out.push(self.decode("events", v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The sequence numbers of the oldest and newest retained events.
+    pub fn event_range(&self) -> Result<Option<(u64, u64)>> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
+        let first = table.first().map_err(|e| self.storage(e))?.map(|(k, _)| k.value());
+        let last = table.last().map_err(|e| self.storage(e))?.map(|(k, _)| k.value());
+        Ok(first.zip(last))
+    }
+
+    /// How often `task` has been dispatched and how those dispatches ended.
+    pub fn attempts(&self, task: &TaskId) -> Result<TaskAttempts> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(ATTEMPTS).map_err(|e| self.storage(e))?;
+        let found = table.get(task.as_str()).map_err(|e| self.storage(e))?;
+        match found {
+            Some(g) => self.decode("attempts", g.value()),
+            None => Ok(TaskAttempts::default()),
+        }
+    }
+
+    /// Removes events older than the retention. Removal takes a prefix of
+    /// the log and stops at the `started` event of the oldest open slot and
+    /// before the newest event, so the retained log has no holes, every open
+    /// slot keeps its `started` event, and sequence numbers never restart.
+    /// Open slots themselves are never pruned.
+    pub fn prune(&self, now: Timestamp) -> Result<PruneReport> {
+        const BATCH: usize = 5_000;
+        let cutoff = now.saturating_sub(self.options.retention);
+        let mut report = PruneReport::default();
+        loop {
+            let removed = self.write(|txn| {
+                let open = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+                let mut oldest_open = u64::MAX;
+                for entry in open.iter().map_err(|e| self.storage(e))? {
+                    let (_, v) = entry.map_err(|e| self.storage(e))?;
+                    let slot: Slot = self.decode("open_slots", v.value())?;
+                    oldest_open = oldest_open.min(slot.started_seq);
+                }
+                let mut events = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
+                let last = events
+                    .last()
+                    .map_err(|e| self.storage(e))?
+                    .map_or(0, |(k, _)| k.value());
+                let stop = oldest_open.min(last);
+                let mut doomed = Vec::new();
+                for entry in events.range(..stop).map_err(|e| self.storage(e))?.take(BATCH) {
+                    let (_, v) = entry.map_err(|e| self.storage(e))?;
+                    let event: Event = self.decode("events", v.value())?;
+                    if event.at >= cutoff {
+                        break;
+                    }
+                    doomed.push(event);
+                }
+                if doomed.is_empty() {
+                    return Ok(Tx::Abort(0));
+                }
+                let mut by_time = txn.open_table(EVENTS_BY_TIME).map_err(|e| self.storage(e))?;
+                let mut starts = txn.open_table(STARTS).map_err(|e| self.storage(e))?;
+                let mut runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
+                for event in &doomed {
+                    events.remove(event.seq).map_err(|e| self.storage(e))?;
+                    by_time
+                        .remove((event.at.as_unix_millis(), event.seq))
+                        .map_err(|e| self.storage(e))?;
+                    if let EventKind::Started { key, run_id, .. } = &event.kind {
+                        starts
+                            .remove((key.backend.as_str(), event.at.as_unix_millis(), event.seq))
+                            .map_err(|e| self.storage(e))?;
+                        runs.remove(run_id.as_str()).map_err(|e| self.storage(e))?;
+                    }
+                }
+                Ok(Tx::Commit(doomed.len()))
+            })?;
+            report.events_removed += removed as u64;
+            if removed < BATCH {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Checks the ledger's own invariants: the retained log has no holes and
+    /// each record sits under its own sequence number; every open slot has
+    /// its `started` event and no `finished` event after it; the indexes
+    /// agree with the log. A clean report means nothing was lost or torn.
+    pub fn verify(&self) -> Result<IntegrityReport> {
+        let txn = self.read_txn()?;
+        let events = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
+        let by_time = txn.open_table(EVENTS_BY_TIME).map_err(|e| self.storage(e))?;
+        let open = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+        let runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
+        let mut report = IntegrityReport::default();
+        let mut expected: Option<u64> = None;
+        let mut finished_runs = std::collections::HashSet::new();
+        for entry in events.iter().map_err(|e| self.storage(e))? {
+            let (k, v) = entry.map_err(|e| self.storage(e))?;
+            let seq = k.value();
+            report.first_seq.get_or_insert(seq);
+            report.last_seq = Some(seq);
+            report.events += 1;
+            if let Some(want) = expected {
+                if seq != want {
+                    report
+                        .problems
+                        .push(format!("events {want}..{} are missing", seq - 1));
+                }
+            }
+            expected = Some(seq + 1);
+            let event: Event = match self.decode("events", v.value()) {
+                Ok(event) => event,
+                Err(e) => {
+                    report.problems.push(e.to_string());
+                    continue;
+                }
+            };
+            if event.seq != seq {
+                report
+                    .problems
+                    .push(format!("event stored under {seq} says it is {}", event.seq));
+            }
+            if by_time
+                .get((event.at.as_unix_millis(), seq))
+                .map_err(|e| self.storage(e))?
+                .is_none()
+            {
+                report.problems.push(format!("event {seq} is missing from the time index"));
+            }
+            if let EventKind::Finished { run_id, .. } = &event.kind {
+                finished_runs.insert(run_id.clone());
+            }
+        }
+        for entry in open.iter().map_err(|e| self.storage(e))? {
+            let (k, v) = entry.map_err(|e| self.storage(e))?;
+            report.open_slots += 1;
+            let (backend, task) = k.value();
+            let slot: Slot = match self.decode("open_slots", v.value()) {
+                Ok(slot) => slot,
+                Err(e) => {
+                    report.problems.push(e.to_string());
+                    continue;
+                }
+            };
+            if slot.key.backend.as_str() != backend || slot.key.task_id.as_str() != task {
+                report
+                    .problems
+                    .push(format!("slot stored under {backend}/{task} says it is {}", slot.key));
+            }
+            let retained = report.first_seq.is_some_and(|first| slot.started_seq >= first);
+            if retained {
+                match events.get(slot.started_seq).map_err(|e| self.storage(e))? {
+                    Some(v) => match self.decode::<Event>("events", v.value()) {
+                        Ok(Event {
+                            kind: EventKind::Started { key, run_id, .. },
+                            ..
+                        }) if key == slot.key && run_id == slot.run_id => {}
+                        _ => report.problems.push(format!(
+                            "open slot {} (run {}) points at event {}, which is not its start",
+                            slot.key, slot.run_id, slot.started_seq
+                        )),
+                    },
+                    None => report.problems.push(format!(
+                        "open slot {} (run {}) has no started event {}",
+                        slot.key, slot.run_id, slot.started_seq
+                    )),
+                }
+            }
+            if finished_runs.contains(&slot.run_id) {
+                report.problems.push(format!(
+                    "open slot {} (run {}) has a finished event",
+                    slot.key, slot.run_id
+                ));
+            }
+            match runs.get(slot.run_id.as_str()).map_err(|e| self.storage(e))? {
+                Some(g) if g.value().1 == 0 => {}
+                _ => report.problems.push(format!(
+                    "open slot {} (run {}) is not recorded as running",
+                    slot.key, slot.run_id
+                )),
+            }
+        }
+        Ok(report)
+    }
+
+    pub(crate) fn write_import(
+        &self,
+        apply: impl FnOnce(&WriteTransaction) -> Result<()>,
+    ) -> Result<()> {
+        self.write(|txn| apply(txn).map(Tx::Commit))
+    }
+
+    pub(crate) fn append_event_in(
+        &self,
+        txn: &WriteTransaction,
+        at: Timestamp,
+        kind: EventKind,
+    ) -> Result<u64> {
+        self.append_event(txn, at, kind)
+    }
+
+    pub(crate) fn update_attempts_in(
+        &self,
+        txn: &WriteTransaction,
+        task: &TaskId,
+        change: impl FnOnce(&mut TaskAttempts),
+    ) -> Result<()> {
+        self.update_attempts(txn, task, change)
+    }
+
+    pub(crate) fn storage_error(&self, e: impl Into<redb::Error>) -> LedgerError {
+        self.storage(e)
+    }
+
+    pub(crate) fn encode_value(&self, table: &'static str, value: &impl Serialize) -> Result<Vec<u8>> {
+        self.encode(table, value)
+    }
+
+    pub(crate) fn decode_value<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        bytes: &[u8],
+    ) -> Result<T> {
+        self.decode(table, bytes)
+    }
+}
+
+/// What [`Ledger::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Events removed.
+    pub events_removed: u64,
+}
+
+/// What [`Ledger::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntegrityReport {
+    /// Retained events.
+    pub events: u64,
+    /// Sequence number of the oldest retained event.
+    pub first_seq: Option<u64>,
+    /// Sequence number of the newest event.
+    pub last_seq: Option<u64>,
+    /// Open slots.
+    pub open_slots: u64,
+    /// Every broken invariant, in words. Empty when the ledger is sound.
+    pub problems: Vec<String>,
+}
+
+impl IntegrityReport {
+    /// Whether every invariant holds.
+    pub fn is_sound(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+fn saturate(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The key range holding exactly one backend's slots. No identifier may
+/// contain a control character, so `backend + "\0"` sorts after every key of
+/// `backend` and before every key of a longer backend name.
+fn backend_bounds(backend: &str) -> ((&str, &str), (String, &'static str)) {
+    ((backend, ""), (format!("{backend}\0"), ""))
+}
+
+fn count_backend_slots(
+    open: &redb::Table<(&str, &str), &[u8]>,
+    backend: &str,
+) -> std::result::Result<u64, redb::StorageError> {
+    let (lo, hi) = backend_bounds(backend);
+    let mut n = 0;
+    for entry in open.range((lo.0, lo.1)..(hi.0.as_str(), hi.1))? {
+        entry?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Starts of `backend` within the window ending at `now`: one range scan of
+/// the start index, independent of how long the history is.
+fn count_starts_in_window(
+    starts: &redb::Table<(&str, i64, u64), ()>,
+    backend: &str,
+    window: RateWindow,
+    now: Timestamp,
+) -> std::result::Result<u64, redb::StorageError> {
+    let since = now.saturating_sub(window.length()).as_unix_millis();
+    let mut n = 0;
+    for entry in starts.range((backend, since.saturating_add(1), 0)..=(backend, i64::MAX, u64::MAX))? {
+        entry?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn storage_error(path: &Path, e: redb::Error) -> LedgerError {
+    let path = path.to_path_buf();
+    match e {
+        redb::Error::Corrupted(detail) => LedgerError::Corrupt { path, detail },
+        redb::Error::DatabaseAlreadyOpen => LedgerError::AlreadyOpen { path },
+        redb::Error::UpgradeRequired(v) => LedgerError::NotALedger {
+            path,
+            detail: format!("a redb file in the old format {v}"),
+        },
+        redb::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            LedgerError::NotALedger {
+                path,
+                detail: e.to_string(),
+            }
+        }
+        redb::Error::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            LedgerError::NotALedger {
+                path,
+                detail: "shorter than a redb header".into(),
+            }
+        }
+        redb::Error::Io(source) => LedgerError::Io { path, source },
+        other => LedgerError::Storage {
+            path,
+            source: Box::new(other),
+        },
+    }
+}
+
+fn check_schema(path: &Path, txn: &redb::ReadTransaction) -> Result<()> {
+    let not_ours = |detail: &str| LedgerError::NotALedger {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    };
+    let meta = match txn.open_table(META) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            return Err(not_ours("a redb file without inflight's tables"));
+        }
+        Err(e) => return Err(storage_error(path, e.into())),
+    };
+    let format = meta
+        .get(META_FORMAT)
+        .map_err(|e| storage_error(path, e.into()))?;
+    if format.as_ref().map(|g| g.value()) != Some(FORMAT_NAME) {
+        return Err(not_ours("a redb file of another program"));
+    }
+    let version = meta
+        .get(META_SCHEMA_VERSION)
+        .map_err(|e| storage_error(path, e.into()))?
+        .and_then(|g| g.value().parse::<u64>().ok())
+        .ok_or_else(|| LedgerError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "the schema version is missing or unreadable".into(),
+        })?;
+    if version > SCHEMA_VERSION {
+        return Err(LedgerError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+fn check_magic(path: &Path) -> Result<()> {
+    let io = |source| LedgerError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut head = Vec::with_capacity(REDB_MAGIC.len());
+    fs::File::open(path)
+        .map_err(io)?
+        .take(REDB_MAGIC.len() as u64)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    if head.is_empty() {
+        return Err(LedgerError::NotALedger {
+            path: path.to_path_buf(),
+            detail: "the file is empty".into(),
+        });
+    }
+    if head != REDB_MAGIC {
+        return Err(LedgerError::NotALedger {
+            path: path.to_path_buf(),
+            detail: "no redb header".into(),
+        });
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+enum Handle {
+    ReadOnly(redb::ReadOnlyDatabase),
+    ReadWrite(redb::Database),
+}
+
+fn open_database(path: &Path, options: &LedgerOptions, access: Access) -> Result<Handle> {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(options.cache_bytes);
+    builder.set_concurrency_mode(match options.sharing {
+        SharingMode::MultiProcess => redb::ConcurrencyMode::MultiWriter,
+        SharingMode::Exclusive => redb::ConcurrencyMode::ExclusiveWriter,
+    });
+    // A damaged file can make a storage engine trip over its own assertions;
+    // whatever the file holds, opening it must end in an error, not a panic.
+    let opened = catch_unwind(AssertUnwindSafe(|| match access {
+        Access::ReadOnly => builder.open_read_only(path).map(Handle::ReadOnly),
+        Access::ReadWrite => builder.open(path).map(Handle::ReadWrite),
+    }));
+    match opened {
+        Ok(Ok(handle)) => Ok(handle),
+        Ok(Err(e)) => Err(storage_error(path, e.into())),
+        Err(_) => Err(LedgerError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "the storage engine could not read it".into(),
+        }),
+    }
+}
+
+/// Creates a new, initialised ledger at `path` without ever exposing a
+/// half-made file: it is built under a temporary name in the same folder and
+/// hard-linked into place, which fails if anything (a file, a symlink another
+/// user planted) already has that name. When two processes race, one link
+/// wins and the other opens the winner's file.
+fn create_new_file(path: &Path) -> Result<()> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| LedgerError::Io { path: p, source }
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io(&dir))?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ledger".into());
+    static NEXT_TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{file_name}.{}.{}.new",
+        std::process::id(),
+        NEXT_TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let result = (|| {
+        // `create_new` (O_EXCL) refuses an existing name, a planted symlink
+        // included, and the mode makes the file private from its first byte.
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        let db = redb::Builder::new()
+            .create(&tmp)
+            .map_err(|e| storage_error(&tmp, e.into()))?;
+        let txn = db.begin_write().map_err(|e| storage_error(&tmp, e.into()))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| storage_error(&tmp, e.into()))?;
+            meta.insert(META_FORMAT, FORMAT_NAME)
+                .map_err(|e| storage_error(&tmp, e.into()))?;
+            meta.insert(META_SCHEMA_VERSION, schema::SCHEMA_VERSION.to_string().as_str())
+                .map_err(|e| storage_error(&tmp, e.into()))?;
+            // Every table exists from the start, so readers never meet a
+            // missing one.
+            let e = |e: redb::TableError| storage_error(&tmp, e.into());
+            txn.open_table(OPEN_SLOTS).map_err(e)?;
+            txn.open_table(EVENTS).map_err(e)?;
+            txn.open_table(EVENTS_BY_TIME).map_err(e)?;
+            txn.open_table(STARTS).map_err(e)?;
+            txn.open_table(RUNS).map_err(e)?;
+            txn.open_table(ATTEMPTS).map_err(e)?;
+            txn.open_table(IMPORTED).map_err(e)?;
+        }
+        txn.commit().map_err(|e| storage_error(&tmp, e.into()))?;
+        drop(db);
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(LedgerError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        // Make the new name durable before anyone relies on the file.
+        if let Ok(d) = fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
