@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{RunId, SlotKey};
 
 /// A boxed error from the storage engine. redb's own types stay out of the
 /// public API so that callers are not tied to its major version.
@@ -92,15 +91,6 @@ pub enum LedgerError {
         table: &'static str,
         /// What the decoder said.
         detail: String,
-    },
-    /// `admit` was retried with a run id that has already finished: a run id
-    /// is used for one dispatch only.
-    #[error("run {run_id} of {key} has already finished; a run id cannot be admitted twice")]
-    RunAlreadyFinished {
-        /// The slot key asked for.
-        key: SlotKey,
-        /// The run id.
-        run_id: RunId,
     },
     /// The `usage.json` given to an import is not in the reference format at
     /// all (individual bad entries are counted, not fatal).

@@ -17,7 +17,7 @@ use redb::ReadableTable;
 use serde_json::Value;
 
 use crate::model::{EventKind, FinishReason, Owner, Slot, SlotKey};
-use crate::schema::{IMPORTED, OPEN_SLOTS, RUNS};
+use crate::schema::{IMPORTED, OPEN_SLOTS};
 use crate::{Backend, Ledger, LedgerError, Result, RunId, TaskId, Timestamp};
 
 /// What an import did.
@@ -208,14 +208,17 @@ impl Ledger {
         open_after.sort();
         report.open_after_fold = open_after;
 
+        let closed_runs: HashSet<RunId> = closed_runs.into_iter().map(run_id_for).collect();
+
         self.write_import(|txn| {
             let mut imported = txn.open_table(IMPORTED).map_err(|e| self.storage_error(e))?;
-            let mut seq_of_start: HashMap<u64, u64> = HashMap::new();
+            let mut new_starts: HashMap<u64, u64> = HashMap::new();
             for (entry, run_fp) in entries.iter().zip(&run_of_entry) {
-                if let Some(g) = imported.get(entry.fingerprint).map_err(|e| self.storage_error(e))? {
-                    if entry.kind == Kind::Started {
-                        seq_of_start.insert(entry.fingerprint, g.value());
-                    }
+                if imported
+                    .get(entry.fingerprint)
+                    .map_err(|e| self.storage_error(e))?
+                    .is_some()
+                {
                     report.already_imported += 1;
                     continue;
                 }
@@ -240,10 +243,9 @@ impl Ledger {
                 report.events_recorded += 1;
                 match entry.kind {
                     Kind::Started => {
-                        seq_of_start.insert(entry.fingerprint, seq);
+                        new_starts.insert(entry.fingerprint, seq);
                         // Recent imported starts count against rate caps.
                         self.index_start(txn, &entry.key.backend, entry.at, seq)?;
-                        self.update_attempts_in(txn, &entry.key.task_id, |a| a.started += 1)?;
                     }
                     Kind::Finished => self.update_attempts_in(txn, &entry.key.task_id, |a| {
                         a.record_finish(&FinishReason::Imported)
@@ -252,29 +254,23 @@ impl Ledger {
             }
             drop(imported);
 
-            // Close slots an earlier import opened that the file now finishes.
+            // Close the slots an earlier import opened that the file now
+            // finishes (their finish events were appended above).
             let mut slots = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage_error(e))?;
             let mut to_close = Vec::new();
             for item in slots.iter().map_err(|e| self.storage_error(e))? {
                 let (_, v) = item.map_err(|e| self.storage_error(e))?;
                 let slot: Slot = self.decode_value("open_slots", v.value())?;
-                if closed_runs.iter().any(|fp| run_id_for(*fp) == slot.run_id) {
-                    to_close.push(slot);
+                if closed_runs.contains(&slot.run_id) {
+                    to_close.push(slot.key);
                 }
             }
-            let mut runs = txn.open_table(RUNS).map_err(|e| self.storage_error(e))?;
-            for slot in to_close {
+            for key in to_close {
                 slots
-                    .remove((slot.key.backend.as_str(), slot.key.task_id.as_str()))
-                    .map_err(|e| self.storage_error(e))?;
-                // The run's finish event was appended above; any non-zero
-                // second field marks the run finished, so a retried admit or
-                // a later import cannot reopen it.
-                runs.insert(slot.run_id.as_str(), (slot.started_seq, slot.started_seq))
+                    .remove((key.backend.as_str(), key.task_id.as_str()))
                     .map_err(|e| self.storage_error(e))?;
                 report.slots_closed += 1;
             }
-            drop(runs);
 
             for (key, (start_fp, at)) in &open {
                 let run_id = run_id_for(*start_fp);
@@ -286,19 +282,9 @@ impl Ledger {
                     }
                     continue;
                 }
-                {
-                    // A run that was reclaimed or released since the last
-                    // import stays closed.
-                    let runs = txn.open_table(RUNS).map_err(|e| self.storage_error(e))?;
-                    if runs
-                        .get(run_id.as_str())
-                        .map_err(|e| self.storage_error(e))?
-                        .is_some()
-                    {
-                        continue;
-                    }
-                }
-                let Some(&started_seq) = seq_of_start.get(start_fp) else {
+                // A start taken in by an earlier import whose slot is gone
+                // was reclaimed or released since: it stays closed.
+                let Some(&started_seq) = new_starts.get(start_fp) else {
                     continue;
                 };
                 let slot = Slot {
@@ -313,7 +299,6 @@ impl Ledger {
                 slots
                     .insert(tuple, bytes.as_slice())
                     .map_err(|e| self.storage_error(e))?;
-                self.mark_run_open(txn, &slot.run_id, started_seq)?;
                 report.slots_opened += 1;
             }
             Ok(())

@@ -349,7 +349,7 @@ pub enum EventKind {
 /// Kept per task id across all backends, and never pruned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskAttempts {
-    /// Dispatches started.
+    /// Dispatches started: the finished ones plus those still running.
     pub started: u64,
     /// Finished as completed.
     pub completed: u64,
@@ -371,6 +371,11 @@ impl TaskAttempts {
     /// recognised by this count reaching `max_attempts`.
     pub fn lost(&self) -> u64 {
         self.interrupted + self.reconciled + self.expired
+    }
+
+    /// Dispatches that have finished, however they ended.
+    pub fn finished(&self) -> u64 {
+        self.completed + self.failed + self.interrupted + self.reconciled + self.released + self.expired
     }
 
     pub(crate) fn record_finish(&mut self, reason: &FinishReason) {

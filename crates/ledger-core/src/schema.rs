@@ -3,6 +3,9 @@
 //! Keys are chosen so that each hot query is a range scan over exactly the
 //! rows it needs: counting a backend's open slots never touches history, and
 //! a rate-window check touches only that backend's starts inside the window.
+//! An admission writes three tables (`open_slots`, `events`, `starts`) and a
+//! finish three (`open_slots`, `events`, `attempts`): every table a commit
+//! touches adds pages to write and fsync, so nothing else is indexed.
 //! Values are JSON so a record stays readable (and forward-compatible with
 //! added fields) without a schema tool.
 
@@ -29,20 +32,12 @@ pub(crate) const OPEN_SLOTS: TableDefinition<(&str, &str), &[u8]> =
 /// a prefix, so the retained sequence never has holes.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
-/// `events_by_time`: (at in ms, sequence) → (). Serves time-range queries of
-/// the audit log without scanning it.
-pub(crate) const EVENTS_BY_TIME: TableDefinition<(i64, u64), ()> =
-    TableDefinition::new("events_by_time");
-
 /// `starts`: (backend, started at in ms, sequence) → (). The rate-window
 /// index: a window check is one range scan of this backend's recent starts.
 pub(crate) const STARTS: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new("starts");
 
-/// `runs`: run id → sequence of its `started` event, and of its `finished`
-/// event once it has one. Makes a retried `admit` of the same run idempotent.
-pub(crate) const RUNS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("runs");
-
-/// `attempts`: task id → JSON [`crate::TaskAttempts`]. Never pruned.
+/// `attempts`: task id → JSON [`crate::TaskAttempts`] of its *finished*
+/// dispatches (the running ones are its open slots). Never pruned.
 pub(crate) const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attempts");
 
 /// `imported`: fingerprint of one `usage.json` entry → sequence of the event

@@ -9,7 +9,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -126,10 +126,10 @@ impl Ledger {
         // read-only open fails only for reasons a read-write open handles
         // (say, a crash that needs recovery), so that failure is not fatal.
         match open_database(&path, &options, Access::ReadOnly) {
-            Ok(Handle::ReadOnly(db)) => {
+            Ok(Handle::ReadOnly(db)) => contain_panics(&path, || {
                 let txn = db.begin_read().map_err(|e| storage_error(&path, e.into()))?;
-                check_schema(&path, &txn)?;
-            }
+                check_schema(&path, &txn)
+            })?,
             Ok(Handle::ReadWrite(_)) => {}
             Err(e @ (LedgerError::NotALedger { .. } | LedgerError::Corrupt { .. })) => return Err(e),
             Err(_) => {}
@@ -137,9 +137,10 @@ impl Ledger {
         let Handle::ReadWrite(db) = open_database(&path, &options, Access::ReadWrite)? else {
             unreachable!("a read-write open returns a read-write handle")
         };
-        let txn = db.begin_read().map_err(|e| storage_error(&path, e.into()))?;
-        check_schema(&path, &txn)?;
-        drop(txn);
+        contain_panics(&path, || {
+            let txn = db.begin_read().map_err(|e| storage_error(&path, e.into()))?;
+            check_schema(&path, &txn)
+        })?;
         Ok(Ledger { db, path, options })
     }
 
@@ -177,7 +178,7 @@ impl Ledger {
     /// process may hold it, and a stuck holder must not hang this one.
     fn begin_write(&self) -> Result<WriteTransaction> {
         let started = Instant::now();
-        let mut backoff = Duration::from_micros(20);
+        let mut backoff = Duration::from_micros(10);
         let mut jitter_state = u64::from(std::process::id()) ^ (started.elapsed().as_nanos() as u64);
         loop {
             match self.db.try_begin_write() {
@@ -198,11 +199,20 @@ impl Ledger {
             jitter_state ^= jitter_state << 17;
             let jitter = Duration::from_nanos(jitter_state % (backoff.as_nanos() as u64 + 1));
             std::thread::sleep(backoff + jitter);
-            backoff = (backoff * 2).min(Duration::from_millis(2));
+            // A commit takes well under a millisecond, so a waiter that
+            // sleeps much longer than that leaves the lock idle.
+            backoff = (backoff * 2).min(Duration::from_micros(200));
         }
     }
 
     fn write<T>(&self, apply: impl FnOnce(&WriteTransaction) -> Result<Tx<T>>) -> Result<T> {
+        contain_panics(&self.path, || self.write_unguarded(apply))
+    }
+
+    fn write_unguarded<T>(
+        &self,
+        apply: impl FnOnce(&WriteTransaction) -> Result<Tx<T>>,
+    ) -> Result<T> {
         let txn = self.begin_write()?;
         // On an error the transaction is dropped, which aborts it.
         match apply(&txn)? {
@@ -228,10 +238,6 @@ impl Ledger {
         let bytes = self.encode("events", &event)?;
         events
             .insert(seq, bytes.as_slice())
-            .map_err(|e| self.storage(e))?;
-        let mut by_time = txn.open_table(EVENTS_BY_TIME).map_err(|e| self.storage(e))?;
-        by_time
-            .insert((at.as_unix_millis(), seq), ())
             .map_err(|e| self.storage(e))?;
         Ok(seq)
     }
@@ -278,29 +284,13 @@ impl Ledger {
                 Some(g) => Some(self.decode::<Slot>("open_slots", g.value())?),
                 None => None,
             };
-            {
-                let runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
-                if let Some(g) = runs
-                    .get(request.run_id.as_str())
-                    .map_err(|e| self.storage(e))?
-                {
-                    let (_, finished_seq) = g.value();
-                    match &existing {
-                        Some(slot) if slot.run_id == request.run_id => {
-                            return Ok(Tx::Abort(AdmitOutcome::Admitted(slot.clone())));
-                        }
-                        _ if finished_seq != 0 => {
-                            return Err(LedgerError::RunAlreadyFinished {
-                                key: key.clone(),
-                                run_id: request.run_id.clone(),
-                            });
-                        }
-                        _ => {}
-                    }
-                }
+            if let Some(slot) = existing.as_ref().filter(|s| s.run_id == request.run_id) {
+                return Ok(Tx::Abort(AdmitOutcome::Admitted(slot.clone())));
             }
-            if let Some(denial) = self.check_caps(txn, &open, existing.is_some(), key, limits, now)?
-            {
+            let starts = txn.open_table(STARTS).map_err(|e| self.storage(e))?;
+            let denial = self.check_caps(&open, &starts, existing.is_some(), key, limits, now)?;
+            drop(starts);
+            if let Some(denial) = denial {
                 self.append_event(
                     txn,
                     now,
@@ -332,24 +322,9 @@ impl Ledger {
             let bytes = self.encode("open_slots", &slot)?;
             open.insert(key_tuple, bytes.as_slice())
                 .map_err(|e| self.storage(e))?;
-            self.record_start(txn, &slot)?;
+            self.index_start(txn, &slot.key.backend, slot.started_at, slot.started_seq)?;
             Ok(Tx::Commit(AdmitOutcome::Admitted(slot)))
         })
-    }
-
-    /// The bookkeeping of a start besides the slot and its event: the run
-    /// index, the rate-window index and the task's attempt count.
-    fn record_start(&self, txn: &WriteTransaction, slot: &Slot) -> Result<()> {
-        self.mark_run_open(txn, &slot.run_id, slot.started_seq)?;
-        self.index_start(txn, &slot.key.backend, slot.started_at, slot.started_seq)?;
-        self.update_attempts(txn, &slot.key.task_id, |a| a.started += 1)
-    }
-
-    pub(crate) fn mark_run_open(&self, txn: &WriteTransaction, run: &RunId, started_seq: u64) -> Result<()> {
-        let mut runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
-        runs.insert(run.as_str(), (started_seq, 0))
-            .map_err(|e| self.storage(e))?;
-        Ok(())
     }
 
     /// Adds a start to the rate-window index.
@@ -367,10 +342,31 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether `admit` would accept `key` right now, and if not, which cap
+    /// would fire. Read-only and advisory: another process may admit in
+    /// between, which is why `admit` repeats the check inside its own write
+    /// transaction.
+    pub fn check_admission(
+        &self,
+        key: &SlotKey,
+        limits: &Limits,
+        now: Timestamp,
+    ) -> Result<Option<Denial>> {
+        self.read(|txn| {
+            let open = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+            let starts = txn.open_table(STARTS).map_err(|e| self.storage(e))?;
+            let in_flight = open
+                .get((key.backend.as_str(), key.task_id.as_str()))
+                .map_err(|e| self.storage(e))?
+                .is_some();
+            self.check_caps(&open, &starts, in_flight, key, limits, now)
+        })
+    }
+
     fn check_caps(
         &self,
-        txn: &WriteTransaction,
-        open: &redb::Table<(&str, &str), &[u8]>,
+        open: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+        starts: &impl ReadableTable<(&'static str, i64, u64), ()>,
         key_in_flight: bool,
         key: &SlotKey,
         limits: &Limits,
@@ -406,14 +402,13 @@ impl Ledger {
                 limit,
             }));
         }
-        let starts = txn.open_table(STARTS).map_err(|e| self.storage(e))?;
         for (window, limit) in [
             (RateWindow::Hourly, limits.backend.max_per_hour),
             (RateWindow::Daily, limits.backend.max_per_day),
         ] {
             let Some(limit) = limit else { continue };
             let current =
-                count_starts_in_window(&starts, backend, window, now).map_err(|e| self.storage(e))?;
+                count_starts_in_window(starts, backend, window, now).map_err(|e| self.storage(e))?;
             if current >= u64::from(limit) {
                 return Ok(Some(Denial {
                     reason: DenyReason::BackendRateExceeded,
@@ -452,7 +447,7 @@ impl Ledger {
                 }
             }
             open.remove(key_tuple).map_err(|e| self.storage(e))?;
-            let seq = self.append_event(
+            self.append_event(
                 txn,
                 now,
                 EventKind::Finished {
@@ -462,9 +457,6 @@ impl Ledger {
                     reason: reason.clone(),
                 },
             )?;
-            let mut runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
-            runs.insert(slot.run_id.as_str(), (slot.started_seq, seq))
-                .map_err(|e| self.storage(e))?;
             self.update_attempts(txn, &key.task_id, |a| a.record_finish(&reason))?;
             Ok(Tx::Commit(FinishOutcome::Finished(slot)))
         })
@@ -517,8 +509,12 @@ impl Ledger {
         self.update_slot(key, run, |slot| slot.owner.executor = Some(executor))
     }
 
-    fn read_txn(&self) -> Result<redb::ReadTransaction> {
-        self.db.begin_read().map_err(|e| self.storage(e))
+    /// Runs a query in one read transaction (a consistent snapshot).
+    fn read<T>(&self, query: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
+        contain_panics(&self.path, || {
+            let txn = self.db.begin_read().map_err(|e| self.storage(e))?;
+            query(&txn)
+        })
     }
 
     fn collect_slots<'a>(
@@ -540,33 +536,36 @@ impl Ledger {
 
     /// Every open slot, ordered by backend then task id.
     pub fn open_slots(&self) -> Result<Vec<Slot>> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
-        let iter = table.iter().map_err(|e| self.storage(e))?;
-        self.collect_slots(iter)
+        self.read(|txn| {
+            let table = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+            let iter = table.iter().map_err(|e| self.storage(e))?;
+            self.collect_slots(iter)
+        })
     }
 
     /// The open slots of one backend.
     pub fn open_slots_of(&self, backend: &Backend) -> Result<Vec<Slot>> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
-        let (lo, hi) = backend_bounds(backend.as_str());
-        let iter = table
-            .range((lo.0, lo.1)..(hi.0.as_str(), hi.1))
-            .map_err(|e| self.storage(e))?;
-        self.collect_slots(iter)
+        self.read(|txn| {
+            let table = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+            let (lo, hi) = backend_bounds(backend.as_str());
+            let iter = table
+                .range((lo.0, lo.1)..(hi.0.as_str(), hi.1))
+                .map_err(|e| self.storage(e))?;
+            self.collect_slots(iter)
+        })
     }
 
     /// The open slot under `key`, if any.
     pub fn slot(&self, key: &SlotKey) -> Result<Option<Slot>> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
-        let found = table
-            .get((key.backend.as_str(), key.task_id.as_str()))
-            .map_err(|e| self.storage(e))?;
-        found
-            .map(|g| self.decode("open_slots", g.value()))
-            .transpose()
+        self.read(|txn| {
+            let table = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+            let found = table
+                .get((key.backend.as_str(), key.task_id.as_str()))
+                .map_err(|e| self.storage(e))?;
+            found
+                .map(|g| self.decode("open_slots", g.value()))
+                .transpose()
+        })
     }
 
     /// How many slots each backend has open (backends with none are absent).
@@ -580,57 +579,74 @@ impl Ledger {
 
     /// Up to `limit` events with a sequence number above `after`, in order.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
-        let mut out = Vec::new();
-        for entry in table
-            .range(after.saturating_add(1)..)
-            .map_err(|e| self.storage(e))?
-            .take(limit)
-        {
-            let (_, v) = entry.map_err(|e| self.storage(e))?;
-            out.push(self.decode("events", v.value())?);
-        }
-        Ok(out)
+        self.read(|txn| {
+            let table = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
+            let mut out = Vec::new();
+            for entry in table
+                .range(after.saturating_add(1)..)
+                .map_err(|e| self.storage(e))?
+                .take(limit)
+            {
+                let (_, v) = entry.map_err(|e| self.storage(e))?;
+                out.push(self.decode("events", v.value())?);
+            }
+            Ok(out)
+        })
     }
 
     /// Every event with `from <= at < to`, ordered by time then sequence.
+    ///
+    /// This scans the retained log (at most the retention period's worth):
+    /// it serves operators' queries, and keeping a time index up to date
+    /// would cost every admission a third of its commit time.
     pub fn events_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.read_txn()?;
-        let by_time = txn.open_table(EVENTS_BY_TIME).map_err(|e| self.storage(e))?;
-        let events = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
-        let mut out = Vec::new();
-        for entry in by_time
-            .range((from.as_unix_millis(), 0)..(to.as_unix_millis(), 0))
-            .map_err(|e| self.storage(e))?
-        {
-            let (k, _) = entry.map_err(|e| self.storage(e))?;
-            let (_, seq) = k.value();
-            if let Some(v) = events.get(seq).map_err(|e| self.storage(e))? {
-                out.push(self.decode("events", v.value())?);
+        self.read(|txn| {
+            let events = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
+            let mut out = Vec::new();
+            for entry in events.iter().map_err(|e| self.storage(e))? {
+                let (_, v) = entry.map_err(|e| self.storage(e))?;
+                let event: Event = self.decode("events", v.value())?;
+                if event.at >= from && event.at < to {
+                    out.push(event);
+                }
             }
-        }
-        Ok(out)
+            out.sort_by_key(|e| (e.at, e.seq));
+            Ok(out)
+        })
     }
 
     /// The sequence numbers of the oldest and newest retained events.
     pub fn event_range(&self) -> Result<Option<(u64, u64)>> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
-        let first = table.first().map_err(|e| self.storage(e))?.map(|(k, _)| k.value());
-        let last = table.last().map_err(|e| self.storage(e))?.map(|(k, _)| k.value());
-        Ok(first.zip(last))
+        self.read(|txn| {
+            let table = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
+            let first = table.first().map_err(|e| self.storage(e))?.map(|(k, _)| k.value());
+            let last = table.last().map_err(|e| self.storage(e))?.map(|(k, _)| k.value());
+            Ok(first.zip(last))
+        })
     }
 
     /// How often `task` has been dispatched and how those dispatches ended.
     pub fn attempts(&self, task: &TaskId) -> Result<TaskAttempts> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(ATTEMPTS).map_err(|e| self.storage(e))?;
-        let found = table.get(task.as_str()).map_err(|e| self.storage(e))?;
-        match found {
-            Some(g) => self.decode("attempts", g.value()),
-            None => Ok(TaskAttempts::default()),
-        }
+        self.read(|txn| {
+            let table = txn.open_table(ATTEMPTS).map_err(|e| self.storage(e))?;
+            let found = table.get(task.as_str()).map_err(|e| self.storage(e))?;
+            let mut attempts = match found {
+                Some(g) => self.decode::<TaskAttempts>("attempts", g.value())?,
+                None => TaskAttempts::default(),
+            };
+            // Only finishes are stored, which keeps an admission's commit
+            // small; the dispatches still running are the open slots.
+            let open = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+            let mut running = 0;
+            for entry in open.iter().map_err(|e| self.storage(e))? {
+                let (k, _) = entry.map_err(|e| self.storage(e))?;
+                if k.value().1 == task.as_str() {
+                    running += 1;
+                }
+            }
+            attempts.started = attempts.finished() + running;
+            Ok(attempts)
+        })
     }
 
     /// Removes events older than the retention. Removal takes a prefix of
@@ -669,19 +685,13 @@ impl Ledger {
                 if doomed.is_empty() {
                     return Ok(Tx::Abort(0));
                 }
-                let mut by_time = txn.open_table(EVENTS_BY_TIME).map_err(|e| self.storage(e))?;
                 let mut starts = txn.open_table(STARTS).map_err(|e| self.storage(e))?;
-                let mut runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
                 for event in &doomed {
                     events.remove(event.seq).map_err(|e| self.storage(e))?;
-                    by_time
-                        .remove((event.at.as_unix_millis(), event.seq))
-                        .map_err(|e| self.storage(e))?;
-                    if let EventKind::Started { key, run_id, .. } = &event.kind {
+                    if let EventKind::Started { key, .. } = &event.kind {
                         starts
                             .remove((key.backend.as_str(), event.at.as_unix_millis(), event.seq))
                             .map_err(|e| self.storage(e))?;
-                        runs.remove(run_id.as_str()).map_err(|e| self.storage(e))?;
                     }
                 }
                 Ok(Tx::Commit(doomed.len()))
@@ -695,104 +705,88 @@ impl Ledger {
 
     /// Checks the ledger's own invariants: the retained log has no holes and
     /// each record sits under its own sequence number; every open slot has
-    /// its `started` event and no `finished` event after it; the indexes
-    /// agree with the log. A clean report means nothing was lost or torn.
+    /// its `started` event and no `finished` event after it. A clean report means nothing was lost or torn.
     pub fn verify(&self) -> Result<IntegrityReport> {
-        let txn = self.read_txn()?;
-        let events = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
-        let by_time = txn.open_table(EVENTS_BY_TIME).map_err(|e| self.storage(e))?;
-        let open = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
-        let runs = txn.open_table(RUNS).map_err(|e| self.storage(e))?;
-        let mut report = IntegrityReport::default();
-        let mut expected: Option<u64> = None;
-        let mut finished_runs = std::collections::HashSet::new();
-        for entry in events.iter().map_err(|e| self.storage(e))? {
-            let (k, v) = entry.map_err(|e| self.storage(e))?;
-            let seq = k.value();
-            report.first_seq.get_or_insert(seq);
-            report.last_seq = Some(seq);
-            report.events += 1;
-            if let Some(want) = expected {
-                if seq != want {
+        self.read(|txn| {
+            let events = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
+            let open = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+            let mut report = IntegrityReport::default();
+            let mut expected: Option<u64> = None;
+            let mut finished_runs = std::collections::HashSet::new();
+            for entry in events.iter().map_err(|e| self.storage(e))? {
+                let (k, v) = entry.map_err(|e| self.storage(e))?;
+                let seq = k.value();
+                report.first_seq.get_or_insert(seq);
+                report.last_seq = Some(seq);
+                report.events += 1;
+                if let Some(want) = expected {
+                    if seq != want {
+                        report
+                            .problems
+                            .push(format!("events {want}..{} are missing", seq - 1));
+                    }
+                }
+                expected = Some(seq + 1);
+                let event: Event = match self.decode("events", v.value()) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        report.problems.push(e.to_string());
+                        continue;
+                    }
+                };
+                if event.seq != seq {
                     report
                         .problems
-                        .push(format!("events {want}..{} are missing", seq - 1));
+                        .push(format!("event stored under {seq} says it is {}", event.seq));
+                }
+                if let EventKind::Finished { run_id, .. } = &event.kind {
+                    finished_runs.insert(run_id.clone());
                 }
             }
-            expected = Some(seq + 1);
-            let event: Event = match self.decode("events", v.value()) {
-                Ok(event) => event,
-                Err(e) => {
-                    report.problems.push(e.to_string());
-                    continue;
+            for entry in open.iter().map_err(|e| self.storage(e))? {
+                let (k, v) = entry.map_err(|e| self.storage(e))?;
+                report.open_slots += 1;
+                let (backend, task) = k.value();
+                let slot: Slot = match self.decode("open_slots", v.value()) {
+                    Ok(slot) => slot,
+                    Err(e) => {
+                        report.problems.push(e.to_string());
+                        continue;
+                    }
+                };
+                if slot.key.backend.as_str() != backend || slot.key.task_id.as_str() != task {
+                    report
+                        .problems
+                        .push(format!("slot stored under {backend}/{task} says it is {}", slot.key));
                 }
-            };
-            if event.seq != seq {
-                report
-                    .problems
-                    .push(format!("event stored under {seq} says it is {}", event.seq));
-            }
-            if by_time
-                .get((event.at.as_unix_millis(), seq))
-                .map_err(|e| self.storage(e))?
-                .is_none()
-            {
-                report.problems.push(format!("event {seq} is missing from the time index"));
-            }
-            if let EventKind::Finished { run_id, .. } = &event.kind {
-                finished_runs.insert(run_id.clone());
-            }
-        }
-        for entry in open.iter().map_err(|e| self.storage(e))? {
-            let (k, v) = entry.map_err(|e| self.storage(e))?;
-            report.open_slots += 1;
-            let (backend, task) = k.value();
-            let slot: Slot = match self.decode("open_slots", v.value()) {
-                Ok(slot) => slot,
-                Err(e) => {
-                    report.problems.push(e.to_string());
-                    continue;
-                }
-            };
-            if slot.key.backend.as_str() != backend || slot.key.task_id.as_str() != task {
-                report
-                    .problems
-                    .push(format!("slot stored under {backend}/{task} says it is {}", slot.key));
-            }
-            let retained = report.first_seq.is_some_and(|first| slot.started_seq >= first);
-            if retained {
-                match events.get(slot.started_seq).map_err(|e| self.storage(e))? {
-                    Some(v) => match self.decode::<Event>("events", v.value()) {
-                        Ok(Event {
-                            kind: EventKind::Started { key, run_id, .. },
-                            ..
-                        }) if key == slot.key && run_id == slot.run_id => {}
-                        _ => report.problems.push(format!(
-                            "open slot {} (run {}) points at event {}, which is not its start",
+                let retained = report.first_seq.is_some_and(|first| slot.started_seq >= first);
+                if retained {
+                    match events.get(slot.started_seq).map_err(|e| self.storage(e))? {
+                        Some(v) => match self.decode::<Event>("events", v.value()) {
+                            Ok(Event {
+                                kind: EventKind::Started { key, run_id, .. },
+                                ..
+                            }) if key == slot.key && run_id == slot.run_id => {}
+                            _ => report.problems.push(format!(
+                                "open slot {} (run {}) points at event {}, which is not its start",
+                                slot.key, slot.run_id, slot.started_seq
+                            )),
+                        },
+                        None => report.problems.push(format!(
+                            "open slot {} (run {}) has no started event {}",
                             slot.key, slot.run_id, slot.started_seq
                         )),
-                    },
-                    None => report.problems.push(format!(
-                        "open slot {} (run {}) has no started event {}",
-                        slot.key, slot.run_id, slot.started_seq
-                    )),
+                    }
+                }
+                if finished_runs.contains(&slot.run_id) {
+                    report.problems.push(format!(
+                        "open slot {} (run {}) has a finished event",
+                        slot.key, slot.run_id
+                    ));
                 }
             }
-            if finished_runs.contains(&slot.run_id) {
-                report.problems.push(format!(
-                    "open slot {} (run {}) has a finished event",
-                    slot.key, slot.run_id
-                ));
-            }
-            match runs.get(slot.run_id.as_str()).map_err(|e| self.storage(e))? {
-                Some(g) if g.value().1 == 0 => {}
-                _ => report.problems.push(format!(
-                    "open slot {} (run {}) is not recorded as running",
-                    slot.key, slot.run_id
-                )),
-            }
-        }
-        Ok(report)
+            Ok(report)
+        })
     }
 
     pub(crate) fn write_import(
@@ -878,7 +872,7 @@ fn backend_bounds(backend: &str) -> ((&str, &str), (String, &'static str)) {
 }
 
 fn count_backend_slots(
-    open: &redb::Table<(&str, &str), &[u8]>,
+    open: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     backend: &str,
 ) -> std::result::Result<u64, redb::StorageError> {
     let (lo, hi) = backend_bounds(backend);
@@ -893,7 +887,7 @@ fn count_backend_slots(
 /// Starts of `backend` within the window ending at `now`: one range scan of
 /// the start index, independent of how long the history is.
 fn count_starts_in_window(
-    starts: &redb::Table<(&str, i64, u64), ()>,
+    starts: &impl ReadableTable<(&'static str, i64, u64), ()>,
     backend: &str,
     window: RateWindow,
     now: Timestamp,
@@ -970,6 +964,19 @@ fn check_schema(path: &Path, txn: &redb::ReadTransaction) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Runs `f`, turning a panic into [`LedgerError::Corrupt`]. A damaged file
+/// can make the storage engine trip over its own assertions when it reads a
+/// page; whatever the file holds, the answer must be an error naming it, not
+/// a crashed runner.
+fn contain_panics<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(LedgerError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "the storage engine failed while reading it".into(),
+        })
+    })
 }
 
 fn check_magic(path: &Path) -> Result<()> {
@@ -1085,9 +1092,7 @@ fn create_new_file(path: &Path) -> Result<()> {
             let e = |e: redb::TableError| storage_error(&tmp, e.into());
             txn.open_table(OPEN_SLOTS).map_err(e)?;
             txn.open_table(EVENTS).map_err(e)?;
-            txn.open_table(EVENTS_BY_TIME).map_err(e)?;
             txn.open_table(STARTS).map_err(e)?;
-            txn.open_table(RUNS).map_err(e)?;
             txn.open_table(ATTEMPTS).map_err(e)?;
             txn.open_table(IMPORTED).map_err(e)?;
         }
