@@ -1,1 +1,210 @@
-fn main() {}
+//! inflight's build tool. `cargo xtask <command>`; see `cargo xtask help`.
+//!
+//! Every check CI runs lives here, so a developer can run exactly what CI
+//! runs with one command, and CI's script stays one line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+const HELP: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci              every check CI runs: rustfmt, clippy (warnings denied), the
+                  whole test suite, rustdoc (warnings denied) and the crate
+                  dependency boundaries of docs/ARCHITECTURE.md
+  bench [NAME]    run the benchmarks (all, or one of: ledger) and write the
+                  figures to target/bench-report.md
+  demo            run the watcher and the watchdog against the embedded Plane
+                  simulator (arrives with the binaries)
+  help            this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("demo") => Err(
+            "the demo runs the watcher and watchdog binaries, which do not exist yet; \
+             it arrives with them"
+                .into(),
+        ),
+        Some("help" | "--help" | "-h") | None => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => {
+            eprint!("xtask: unknown command {other:?}\n\n{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn run(step: &str, mut cmd: Command) -> Result {
+    eprintln!("\n==> {step}");
+    let started = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{step}: could not start: {e}"))?;
+    eprintln!("==> {step}: {:.1}s", started.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{step} failed ({status})"))
+    }
+}
+
+fn output(mut cmd: Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("could not run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ci() -> Result {
+    let started = Instant::now();
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run("rustfmt", fmt)?;
+
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run("clippy", clippy)?;
+
+    check_boundaries()?;
+
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--locked"]);
+    run("tests", test)?;
+
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps", "--locked"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    run("rustdoc", doc)?;
+
+    eprintln!(
+        "\nci: every check passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The dependency rules of docs/ARCHITECTURE.md that a machine can check:
+/// which crates may never appear in another's normal dependency tree.
+const FORBIDDEN: &[(&str, &[&str])] = &[
+    ("ledger-core", &["tokio", "reqwest", "hyper", "mockall"]),
+    ("reconcile", &["reqwest", "redb", "hyper", "tokio"]),
+    ("plane-client", &["redb"]),
+];
+
+fn check_boundaries() -> Result {
+    eprintln!("\n==> dependency boundaries");
+    let members = output({
+        let mut c = cargo();
+        c.args(["metadata", "--no-deps", "--format-version", "1", "--locked"]);
+        c
+    })?;
+    let mut violations = Vec::new();
+    for (krate, banned) in FORBIDDEN {
+        // A crate that does not exist yet has nothing to check.
+        if !members.contains(&format!("\"name\":\"{krate}\"")) {
+            continue;
+        }
+        let tree = output({
+            let mut c = cargo();
+            c.args([
+                "tree", "--locked", "-p", krate, "-e", "normal", "--prefix", "none", "--format",
+                "{p}",
+            ]);
+            c
+        })?;
+        for line in tree.lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if banned.contains(&name) {
+                violations.push(format!("{krate} depends on {name}"));
+            }
+        }
+        eprintln!("{krate}: none of {banned:?}");
+    }
+    violations.sort();
+    violations.dedup();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "dependency boundaries broken (see docs/ARCHITECTURE.md): {}",
+            violations.join("; ")
+        ))
+    }
+}
+
+const BENCHES: &[(&str, &str, &str)] = &[("ledger", "ledger-core", "ledger")];
+
+fn bench(only: Option<&str>) -> Result {
+    let chosen: Vec<_> = BENCHES
+        .iter()
+        .filter(|(name, _, _)| only.is_none_or(|o| o == *name))
+        .collect();
+    if chosen.is_empty() {
+        let names: Vec<_> = BENCHES.iter().map(|(n, _, _)| *n).collect();
+        return Err(format!(
+            "no benchmark named {:?}; there are: {}",
+            only.unwrap_or(""),
+            names.join(", ")
+        ));
+    }
+    let mut report = String::from("# inflight benchmarks\n\n");
+    for (name, package, target) in chosen {
+        eprintln!("\n==> bench {name}");
+        let out = output({
+            let mut c = cargo();
+            c.args(["bench", "--locked", "-p", package, "--bench", target]);
+            c
+        })?;
+        print!("{out}");
+        report.push_str(&out);
+        report.push('\n');
+    }
+    let path = workspace_root().join("target/bench-report.md");
+    std::fs::write(&path, report).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("\nreport written to {}", path.display());
+    Ok(())
+}

@@ -20,14 +20,23 @@ const CAP_CHECKS: usize = 5_000;
 fn main() {
     // Child mode: one of the concurrent processes.
     if let Ok(path) = std::env::var("LEDGER_BENCH_CHILD") {
-        let worker: usize = std::env::var("LEDGER_BENCH_WORKER").unwrap().parse().unwrap();
+        let worker: usize = std::env::var("LEDGER_BENCH_WORKER")
+            .unwrap()
+            .parse()
+            .unwrap();
         child_cycles(Path::new(&path), worker);
         return;
     }
-    let dir = tempfile::Builder::new().prefix("ledger-bench").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("ledger-bench")
+        .tempdir()
+        .unwrap();
     println!("# ledger-core benchmark");
     println!();
-    println!("Machine: {} cores. Medians over the stated number of samples.", cores());
+    println!(
+        "Machine: {} cores. Medians over the stated number of samples.",
+        cores()
+    );
     println!();
 
     let floor = redb_commit_floor(&dir.path().join("floor.redb"));
@@ -40,14 +49,27 @@ fn main() {
 
     println!("| measure | figure | target |");
     println!("|---|---|---|");
-    println!("| redb's floor: one-row durable commit, multi-writer mode, no ledger ({CYCLES} commits) | {} | |", ms(floor));
-    println!("| durable admit+finish cycle, multi-process mode ({CYCLES} cycles) | {} | within 1 ms |", ms(multi));
+    println!(
+        "| redb's floor: one-row durable commit, multi-writer mode, no ledger ({CYCLES} commits) | {} | |",
+        ms(floor)
+    );
+    println!(
+        "| durable admit+finish cycle, multi-process mode ({CYCLES} cycles) | {} | within 1 ms |",
+        ms(multi)
+    );
     println!(
         "| cycle / two floor commits | {:.2}x | |",
         multi.as_secs_f64() / (2.0 * floor.as_secs_f64())
     );
-    println!("| durable admit+finish cycle, exclusive mode ({CYCLES} cycles) | {} | |", ms(exclusive));
-    println!("| reference-style JSON cycle at 1,000 events, no fsync ({} cycles) | {} | |", BASELINE_CYCLES, ms(baseline));
+    println!(
+        "| durable admit+finish cycle, exclusive mode ({CYCLES} cycles) | {} | |",
+        ms(exclusive)
+    );
+    println!(
+        "| reference-style JSON cycle at 1,000 events, no fsync ({} cycles) | {} | |",
+        BASELINE_CYCLES,
+        ms(baseline)
+    );
     println!(
         "| baseline / multi-process cycle | {:.1}x | at least 14x |",
         baseline.as_secs_f64() / multi.as_secs_f64()
@@ -56,8 +78,14 @@ fn main() {
         "| {PROCESSES} processes at once, aggregate | {aggregate:.0} commits/s ({:.0} cycles/s) | at least 1,500 commits/s |",
         aggregate / 2.0
     );
-    println!("| cap check, 1,000 events of history ({CAP_CHECKS} checks) | {} | |", us(check_small));
-    println!("| cap check, 1,000,000 events of history ({CAP_CHECKS} checks) | {} | |", us(check_large));
+    println!(
+        "| cap check, 1,000 events of history ({CAP_CHECKS} checks) | {} | |",
+        us(check_small)
+    );
+    println!(
+        "| cap check, 1,000,000 events of history ({CAP_CHECKS} checks) | {} | |",
+        us(check_large)
+    );
     println!(
         "| cap check at 1,000,000 / at 1,000 | {:.2}x | at most 2x |",
         check_large.as_secs_f64() / check_small.as_secs_f64()
@@ -89,7 +117,10 @@ fn owner() -> Owner {
     Owner {
         host: "bench".into(),
         boot_id: "boot".into(),
-        runner: ProcessIdentity { pid: std::process::id(), start_time: 1 },
+        runner: ProcessIdentity {
+            pid: std::process::id(),
+            start_time: 1,
+        },
         executor: None,
     }
 }
@@ -106,7 +137,11 @@ fn request(backend: &str, task: String, run: String) -> AdmitRequest {
 fn limits() -> Limits {
     Limits {
         global_max_concurrent: Some(1_000),
-        backend: BackendLimits { max_concurrent: 4, max_per_hour: Some(1_000_000), max_per_day: Some(1_000_000) },
+        backend: BackendLimits {
+            max_concurrent: 4,
+            max_per_hour: Some(1_000_000),
+            max_per_day: Some(1_000_000),
+        },
     }
 }
 
@@ -116,11 +151,20 @@ fn cycle(ledger: &Ledger, backend: &str, tag: &str, i: usize) {
         AdmitOutcome::Admitted(_) => {}
         AdmitOutcome::Denied(d) => panic!("bench admission denied: {d}"),
     }
-    ledger.finish(&req.key, Some(&req.run_id), FinishReason::Completed, now()).unwrap();
+    ledger
+        .finish(&req.key, Some(&req.run_id), FinishReason::Completed, now())
+        .unwrap();
 }
 
 fn cycle_median(path: &Path, sharing: SharingMode) -> Duration {
-    let ledger = Ledger::open_with(path, LedgerOptions { sharing, ..LedgerOptions::default() }).unwrap();
+    let ledger = Ledger::open_with(
+        path,
+        LedgerOptions {
+            sharing,
+            ..LedgerOptions::default()
+        },
+    )
+    .unwrap();
     let samples = (0..CYCLES)
         .map(|i| {
             let t = Instant::now();
@@ -188,20 +232,27 @@ fn cap_check_median(path: &Path, history: usize) -> Duration {
     let old = now().saturating_sub(Duration::from_secs(3 * 86_400));
     let mut events = Vec::with_capacity(history);
     for i in 0..history / 2 {
-        let at = old.saturating_add(Duration::from_millis(i as u64)).to_string();
+        let at = old
+            .saturating_add(Duration::from_millis(i as u64))
+            .to_string();
         let task = format!("h{i}");
         events.push(serde_json::json!({"kind": "execution_started", "task_id": task, "backend": "bench", "timestamp": at}));
         events.push(serde_json::json!({"kind": "execution_finished", "task_id": task, "backend": "bench", "timestamp": at}));
     }
     let usage = serde_json::to_vec(&serde_json::json!({ "events": events })).unwrap();
     drop(events);
-    ledger.import_usage_json_bytes(Path::new("generated"), &usage).unwrap();
+    ledger
+        .import_usage_json_bytes(Path::new("generated"), &usage)
+        .unwrap();
     // The same recent activity in both cases: a few open slots and starts.
     for i in 0..3 {
         let req = request("bench", format!("open{i}"), format!("open-r{i}"));
         ledger.admit(&req, &limits(), now()).unwrap();
     }
-    let key = SlotKey::new(Backend::new("bench").unwrap(), TaskId::new("candidate").unwrap());
+    let key = SlotKey::new(
+        Backend::new("bench").unwrap(),
+        TaskId::new("candidate").unwrap(),
+    );
     let samples = (0..CAP_CHECKS)
         .map(|_| {
             let t = Instant::now();
@@ -228,15 +279,21 @@ fn baseline_cycle_median(path: &PathBuf, history: usize) -> Duration {
             })
         })
         .collect();
-    std::fs::write(path, serde_json::to_vec(&serde_json::json!({ "events": events })).unwrap()).unwrap();
+    std::fs::write(
+        path,
+        serde_json::to_vec(&serde_json::json!({ "events": events })).unwrap(),
+    )
+    .unwrap();
     events.clear();
-    let append = |kind: &str, task: &str| {
-        let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        doc["events"].as_array_mut().unwrap().push(serde_json::json!({
+    let append =
+        |kind: &str, task: &str| {
+            let mut doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+            doc["events"].as_array_mut().unwrap().push(serde_json::json!({
             "kind": kind, "task_id": task, "backend": "bench", "timestamp": now().to_string()
         }));
-        std::fs::write(path, serde_json::to_vec(&doc).unwrap()).unwrap();
-    };
+            std::fs::write(path, serde_json::to_vec(&doc).unwrap()).unwrap();
+        };
     // The reference's cap check: fold the whole log for the open slots and
     // the starts inside the hourly and daily windows.
     let open_count = || {

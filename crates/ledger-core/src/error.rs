@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-
 /// A boxed error from the storage engine. redb's own types stay out of the
 /// public API so that callers are not tied to its major version.
 pub type StorageSource = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -62,14 +62,20 @@ impl Drop for SlotGuard<'_> {
         } else {
             FinishReason::Interrupted
         };
-        match self
-            .ledger
-            .finish(&self.key, Some(&self.run_id), reason.clone(), self.clock.now())
-        {
-            Ok(outcome) => tracing::debug!(slot = %self.key, run = %self.run_id, %reason, ?outcome, "slot guard finished its slot on drop"),
+        match self.ledger.finish(
+            &self.key,
+            Some(&self.run_id),
+            reason.clone(),
+            self.clock.now(),
+        ) {
+            Ok(outcome) => {
+                tracing::debug!(slot = %self.key, run = %self.run_id, %reason, ?outcome, "slot guard finished its slot on drop")
+            }
             // Drop cannot return an error; the slot stays open and the orphan
             // rules will reclaim it.
-            Err(error) => tracing::error!(slot = %self.key, run = %self.run_id, %error, "slot guard could not finish its slot"),
+            Err(error) => {
+                tracing::error!(slot = %self.key, run = %self.run_id, %error, "slot guard could not finish its slot")
+            }
         }
     }
 }

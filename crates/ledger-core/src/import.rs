@@ -87,7 +87,7 @@ fn parse_entry(value: &Value) -> std::result::Result<Option<(Kind, SlotKey, Time
         Some(Value::String(s)) => Timestamp::parse_rfc3339(s).map_err(|e| e.to_string())?,
         // The reference system also wrote `time.time()` floats.
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(secs) if secs.is_finite() && secs >= 0.0 && secs < 1e13 => {
+            Some(secs) if (0.0..1e13).contains(&secs) => {
                 Timestamp::from_unix_millis((secs * 1000.0) as i64)
             }
             _ => return Err("`timestamp` is out of range".into()),
@@ -188,7 +188,9 @@ impl Ledger {
         for entry in &entries {
             match entry.kind {
                 Kind::Started => {
-                    if let Some((previous, _)) = open.insert(entry.key.clone(), (entry.fingerprint, entry.at)) {
+                    if let Some((previous, _)) =
+                        open.insert(entry.key.clone(), (entry.fingerprint, entry.at))
+                    {
                         // A second start without a finish supersedes the first.
                         closed_runs.insert(previous);
                     }
@@ -211,7 +213,9 @@ impl Ledger {
         let closed_runs: HashSet<RunId> = closed_runs.into_iter().map(run_id_for).collect();
 
         self.write_import(|txn| {
-            let mut imported = txn.open_table(IMPORTED).map_err(|e| self.storage_error(e))?;
+            let mut imported = txn
+                .open_table(IMPORTED)
+                .map_err(|e| self.storage_error(e))?;
             let mut new_starts: HashMap<u64, u64> = HashMap::new();
             for (entry, run_fp) in entries.iter().zip(&run_of_entry) {
                 if imported
@@ -256,7 +260,9 @@ impl Ledger {
 
             // Close the slots an earlier import opened that the file now
             // finishes (their finish events were appended above).
-            let mut slots = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage_error(e))?;
+            let mut slots = txn
+                .open_table(OPEN_SLOTS)
+                .map_err(|e| self.storage_error(e))?;
             let mut to_close = Vec::new();
             for item in slots.iter().map_err(|e| self.storage_error(e))? {
                 let (_, v) = item.map_err(|e| self.storage_error(e))?;

@@ -375,7 +375,12 @@ impl TaskAttempts {
 
     /// Dispatches that have finished, however they ended.
     pub fn finished(&self) -> u64 {
-        self.completed + self.failed + self.interrupted + self.reconciled + self.released + self.expired
+        self.completed
+            + self.failed
+            + self.interrupted
+            + self.reconciled
+            + self.released
+            + self.expired
     }
 
     pub(crate) fn record_finish(&mut self, reason: &FinishReason) {

@@ -127,18 +127,24 @@ impl Ledger {
         // (say, a crash that needs recovery), so that failure is not fatal.
         match open_database(&path, &options, Access::ReadOnly) {
             Ok(Handle::ReadOnly(db)) => contain_panics(&path, || {
-                let txn = db.begin_read().map_err(|e| storage_error(&path, e.into()))?;
+                let txn = db
+                    .begin_read()
+                    .map_err(|e| storage_error(&path, e.into()))?;
                 check_schema(&path, &txn)
             })?,
             Ok(Handle::ReadWrite(_)) => {}
-            Err(e @ (LedgerError::NotALedger { .. } | LedgerError::Corrupt { .. })) => return Err(e),
+            Err(e @ (LedgerError::NotALedger { .. } | LedgerError::Corrupt { .. })) => {
+                return Err(e);
+            }
             Err(_) => {}
         }
         let Handle::ReadWrite(db) = open_database(&path, &options, Access::ReadWrite)? else {
             unreachable!("a read-write open returns a read-write handle")
         };
         contain_panics(&path, || {
-            let txn = db.begin_read().map_err(|e| storage_error(&path, e.into()))?;
+            let txn = db
+                .begin_read()
+                .map_err(|e| storage_error(&path, e.into()))?;
             check_schema(&path, &txn)
         })?;
         Ok(Ledger { db, path, options })
@@ -179,7 +185,8 @@ impl Ledger {
     fn begin_write(&self) -> Result<WriteTransaction> {
         let started = Instant::now();
         let mut backoff = Duration::from_micros(10);
-        let mut jitter_state = u64::from(std::process::id()) ^ (started.elapsed().as_nanos() as u64);
+        let mut jitter_state =
+            u64::from(std::process::id()) ^ (started.elapsed().as_nanos() as u64);
         loop {
             match self.db.try_begin_write() {
                 Ok(txn) => return Ok(txn),
@@ -407,8 +414,8 @@ impl Ledger {
             (RateWindow::Daily, limits.backend.max_per_day),
         ] {
             let Some(limit) = limit else { continue };
-            let current =
-                count_starts_in_window(starts, backend, window, now).map_err(|e| self.storage(e))?;
+            let current = count_starts_in_window(starts, backend, window, now)
+                .map_err(|e| self.storage(e))?;
             if current >= u64::from(limit) {
                 return Ok(Some(Denial {
                     reason: DenyReason::BackendRateExceeded,
@@ -439,12 +446,12 @@ impl Ledger {
                 Some(g) => self.decode("open_slots", g.value())?,
                 None => return Ok(Tx::Abort(FinishOutcome::NotInFlight)),
             };
-            if let Some(run) = expected_run {
-                if *run != slot.run_id {
-                    return Ok(Tx::Abort(FinishOutcome::OtherRunInFlight {
-                        open_run: slot.run_id,
-                    }));
-                }
+            if let Some(run) = expected_run
+                && *run != slot.run_id
+            {
+                return Ok(Tx::Abort(FinishOutcome::OtherRunInFlight {
+                    open_run: slot.run_id,
+                }));
             }
             open.remove(key_tuple).map_err(|e| self.storage(e))?;
             self.append_event(
@@ -495,7 +502,9 @@ impl Ledger {
         run: &RunId,
         until: Timestamp,
     ) -> Result<UpdateOutcome> {
-        self.update_slot(key, run, |slot| slot.lease_until = slot.lease_until.max(until))
+        self.update_slot(key, run, |slot| {
+            slot.lease_until = slot.lease_until.max(until)
+        })
     }
 
     /// Records the executor child that `run`'s runner spawned, so a liveness
@@ -521,7 +530,10 @@ impl Ledger {
         &self,
         range: impl Iterator<
             Item = std::result::Result<
-                (redb::AccessGuard<'a, (&'static str, &'static str)>, redb::AccessGuard<'a, &'static [u8]>),
+                (
+                    redb::AccessGuard<'a, (&'static str, &'static str)>,
+                    redb::AccessGuard<'a, &'static [u8]>,
+                ),
                 redb::StorageError,
             >,
         >,
@@ -619,8 +631,14 @@ impl Ledger {
     pub fn event_range(&self) -> Result<Option<(u64, u64)>> {
         self.read(|txn| {
             let table = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
-            let first = table.first().map_err(|e| self.storage(e))?.map(|(k, _)| k.value());
-            let last = table.last().map_err(|e| self.storage(e))?.map(|(k, _)| k.value());
+            let first = table
+                .first()
+                .map_err(|e| self.storage(e))?
+                .map(|(k, _)| k.value());
+            let last = table
+                .last()
+                .map_err(|e| self.storage(e))?
+                .map(|(k, _)| k.value());
             Ok(first.zip(last))
         })
     }
@@ -674,7 +692,11 @@ impl Ledger {
                     .map_or(0, |(k, _)| k.value());
                 let stop = oldest_open.min(last);
                 let mut doomed = Vec::new();
-                for entry in events.range(..stop).map_err(|e| self.storage(e))?.take(BATCH) {
+                for entry in events
+                    .range(..stop)
+                    .map_err(|e| self.storage(e))?
+                    .take(BATCH)
+                {
                     let (_, v) = entry.map_err(|e| self.storage(e))?;
                     let event: Event = self.decode("events", v.value())?;
                     if event.at >= cutoff {
@@ -719,12 +741,12 @@ impl Ledger {
                 report.first_seq.get_or_insert(seq);
                 report.last_seq = Some(seq);
                 report.events += 1;
-                if let Some(want) = expected {
-                    if seq != want {
-                        report
-                            .problems
-                            .push(format!("events {want}..{} are missing", seq - 1));
-                    }
+                if let Some(want) = expected
+                    && seq != want
+                {
+                    report
+                        .problems
+                        .push(format!("events {want}..{} are missing", seq - 1));
                 }
                 expected = Some(seq + 1);
                 let event: Event = match self.decode("events", v.value()) {
@@ -755,11 +777,14 @@ impl Ledger {
                     }
                 };
                 if slot.key.backend.as_str() != backend || slot.key.task_id.as_str() != task {
-                    report
-                        .problems
-                        .push(format!("slot stored under {backend}/{task} says it is {}", slot.key));
+                    report.problems.push(format!(
+                        "slot stored under {backend}/{task} says it is {}",
+                        slot.key
+                    ));
                 }
-                let retained = report.first_seq.is_some_and(|first| slot.started_seq >= first);
+                let retained = report
+                    .first_seq
+                    .is_some_and(|first| slot.started_seq >= first);
                 if retained {
                     match events.get(slot.started_seq).map_err(|e| self.storage(e))? {
                         Some(v) => match self.decode::<Event>("events", v.value()) {
@@ -818,7 +843,11 @@ impl Ledger {
         self.storage(e)
     }
 
-    pub(crate) fn encode_value(&self, table: &'static str, value: &impl Serialize) -> Result<Vec<u8>> {
+    pub(crate) fn encode_value(
+        &self,
+        table: &'static str,
+        value: &impl Serialize,
+    ) -> Result<Vec<u8>> {
         self.encode(table, value)
     }
 
@@ -894,7 +923,9 @@ fn count_starts_in_window(
 ) -> std::result::Result<u64, redb::StorageError> {
     let since = now.saturating_sub(window.length()).as_unix_millis();
     let mut n = 0;
-    for entry in starts.range((backend, since.saturating_add(1), 0)..=(backend, i64::MAX, u64::MAX))? {
+    for entry in
+        starts.range((backend, since.saturating_add(1), 0)..=(backend, i64::MAX, u64::MAX))?
+    {
         entry?;
         n += 1;
     }
@@ -1080,13 +1111,20 @@ fn create_new_file(path: &Path) -> Result<()> {
         let db = redb::Builder::new()
             .create(&tmp)
             .map_err(|e| storage_error(&tmp, e.into()))?;
-        let txn = db.begin_write().map_err(|e| storage_error(&tmp, e.into()))?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| storage_error(&tmp, e.into()))?;
         {
-            let mut meta = txn.open_table(META).map_err(|e| storage_error(&tmp, e.into()))?;
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| storage_error(&tmp, e.into()))?;
             meta.insert(META_FORMAT, FORMAT_NAME)
                 .map_err(|e| storage_error(&tmp, e.into()))?;
-            meta.insert(META_SCHEMA_VERSION, schema::SCHEMA_VERSION.to_string().as_str())
-                .map_err(|e| storage_error(&tmp, e.into()))?;
+            meta.insert(
+                META_SCHEMA_VERSION,
+                schema::SCHEMA_VERSION.to_string().as_str(),
+            )
+            .map_err(|e| storage_error(&tmp, e.into()))?;
             // Every table exists from the start, so readers never meet a
             // missing one.
             let e = |e: redb::TableError| storage_error(&tmp, e.into());

@@ -120,7 +120,9 @@ fn parse_rfc3339(text: &str) -> Result<Timestamp, &'static str> {
         if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
             return Err("expected digits");
         }
-        Ok(part.iter().fold(0i64, |acc, c| acc * 10 + i64::from(c - b'0')))
+        Ok(part
+            .iter()
+            .fold(0i64, |acc, c| acc * 10 + i64::from(c - b'0')))
     };
     if b.len() < 19 {
         return Err("too short");
@@ -198,7 +200,7 @@ impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| duration_millis(d))
+            .map(duration_millis)
             .unwrap_or(0);
         Timestamp(millis)
     }
@@ -241,7 +243,10 @@ mod tests {
         assert_eq!(t.to_string(), "2026-11-28T18:02:28.015Z");
         assert_eq!(Timestamp::parse_rfc3339(&t.to_string()).unwrap(), t);
         assert_eq!(Timestamp::EPOCH.to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Timestamp::from_unix_millis(-1).to_string(), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            Timestamp::from_unix_millis(-1).to_string(),
+            "1969-12-31T23:59:59.999Z"
+        );
     }
 
     #[test]
@@ -271,7 +276,10 @@ mod tests {
             "2026-01-01T00:00:00Zjunk",
             "2026-01-01X00:00:00Z",
         ] {
-            assert!(Timestamp::parse_rfc3339(bad).is_err(), "{bad:?} was accepted");
+            assert!(
+                Timestamp::parse_rfc3339(bad).is_err(),
+                "{bad:?} was accepted"
+            );
         }
     }
 
@@ -287,8 +295,14 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         let t = Timestamp::from_unix_millis(i64::MAX - 1);
-        assert_eq!(t.saturating_add(Duration::from_secs(10)).as_unix_millis(), i64::MAX);
+        assert_eq!(
+            t.saturating_add(Duration::from_secs(10)).as_unix_millis(),
+            i64::MAX
+        );
         let a = Timestamp::from_unix_millis(5000);
-        assert_eq!(a.duration_since(Timestamp::from_unix_millis(6000)), Duration::ZERO);
+        assert_eq!(
+            a.duration_since(Timestamp::from_unix_millis(6000)),
+            Duration::ZERO
+        );
     }
 }

@@ -25,7 +25,11 @@ fn sample_ledger(path: &Path) {
     for i in 0..300 {
         let slot = admitted(
             ledger
-                .admit(&request("b", &format!("T{i}"), &format!("r{i}")), &limits(1000), T0)
+                .admit(
+                    &request("b", &format!("T{i}"), &format!("r{i}")),
+                    &limits(1000),
+                    T0,
+                )
                 .unwrap(),
         );
         if i % 2 == 0 {

@@ -39,7 +39,9 @@ pub fn bump_holders(counter: &std::path::Path, delta: i64) -> i64 {
 #[test]
 #[ignore = "child process entry point"]
 fn cycle_worker() {
-    let Some(path) = ledger_from_env() else { return };
+    let Some(path) = ledger_from_env() else {
+        return;
+    };
     let worker = env_u64("LEDGER_IT_WORKER");
     let cycles = env_u64("LEDGER_IT_CYCLES");
     let cap = env_u64("LEDGER_IT_CAP") as u32;
@@ -47,7 +49,11 @@ fn cycle_worker() {
     let ledger = Ledger::open(&path).unwrap();
     let clock = SystemClock;
     for cycle in 0..cycles {
-        let req = request("shared", &format!("w{worker}-c{cycle}"), &format!("w{worker}-r{cycle}"));
+        let req = request(
+            "shared",
+            &format!("w{worker}-c{cycle}"),
+            &format!("w{worker}-r{cycle}"),
+        );
         loop {
             match ledger.admit(&req, &limits(cap), clock.now()).unwrap() {
                 AdmitOutcome::Admitted(_) => break,
@@ -63,7 +69,12 @@ fn cycle_worker() {
         std::thread::sleep(Duration::from_millis(4));
         bump_holders(&counter, -1);
         let outcome = ledger
-            .finish(&req.key, Some(&req.run_id), FinishReason::Completed, clock.now())
+            .finish(
+                &req.key,
+                Some(&req.run_id),
+                FinishReason::Completed,
+                clock.now(),
+            )
             .unwrap();
         assert!(matches!(outcome, FinishOutcome::Finished(_)), "{outcome:?}");
     }
@@ -74,18 +85,29 @@ fn cycle_worker() {
 #[test]
 #[ignore = "child process entry point"]
 fn crash_loop() {
-    let Some(path) = ledger_from_env() else { return };
+    let Some(path) = ledger_from_env() else {
+        return;
+    };
     let life = env_u64("LEDGER_IT_LIFE");
     let ledger = Ledger::open(&path).unwrap();
     let clock = SystemClock;
     let mut out = std::io::stdout().lock();
     for i in 0.. {
-        let req = request("crash", &format!("l{life}-t{}", i % 3), &format!("l{life}-r{i}"));
+        let req = request(
+            "crash",
+            &format!("l{life}-t{}", i % 3),
+            &format!("l{life}-r{i}"),
+        );
         admitted(ledger.admit(&req, &limits(1), clock.now()).unwrap());
         writeln!(out, "ADMITTED {}", req.run_id).unwrap();
         out.flush().unwrap();
         let outcome = ledger
-            .finish(&req.key, Some(&req.run_id), FinishReason::Completed, clock.now())
+            .finish(
+                &req.key,
+                Some(&req.run_id),
+                FinishReason::Completed,
+                clock.now(),
+            )
             .unwrap();
         assert!(matches!(outcome, FinishOutcome::Finished(_)));
         writeln!(out, "FINISHED {}", req.run_id).unwrap();
@@ -97,7 +119,9 @@ fn crash_loop() {
 #[test]
 #[ignore = "child process entry point"]
 fn hold_reconcile_lock() {
-    let Some(path) = ledger_from_env() else { return };
+    let Some(path) = ledger_from_env() else {
+        return;
+    };
     let _lock = ReconcileLock::acquire(&path, Duration::from_secs(5))
         .unwrap()
         .expect("the lock is free");

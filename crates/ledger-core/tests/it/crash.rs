@@ -47,11 +47,18 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                 ops += 1;
             }
         }
-        assert!(ops > 0, "life {life}: the child was killed before it did anything");
+        assert!(
+            ops > 0,
+            "life {life}: the child was killed before it did anything"
+        );
 
         let ledger = Ledger::open(&path).unwrap_or_else(|e| panic!("after kill {life}: {e}"));
         let report = ledger.verify().unwrap();
-        assert!(report.is_sound(), "after kill {life}: {:?}", report.problems);
+        assert!(
+            report.is_sound(),
+            "after kill {life}: {:?}",
+            report.problems
+        );
         let events = all_events(&ledger);
         let mut started = HashSet::new();
         let mut finished = HashSet::new();
@@ -64,8 +71,14 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         }
         let lost_starts: Vec<_> = acknowledged_starts.difference(&started).collect();
         let lost_finishes: Vec<_> = acknowledged_finishes.difference(&finished).collect();
-        assert!(lost_starts.is_empty(), "after kill {life}: lost starts {lost_starts:?}");
-        assert!(lost_finishes.is_empty(), "after kill {life}: lost finishes {lost_finishes:?}");
+        assert!(
+            lost_starts.is_empty(),
+            "after kill {life}: lost starts {lost_starts:?}"
+        );
+        assert!(
+            lost_finishes.is_empty(),
+            "after kill {life}: lost finishes {lost_finishes:?}"
+        );
         // At most the one dispatch that was in progress is still open, and
         // it is one whose finish was never acknowledged.
         let open = ledger.open_slots().unwrap();
@@ -75,7 +88,12 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             // Release it the way an operator would, so the next life starts
             // from an idle backend.
             ledger
-                .finish(&slot.key, Some(&slot.run_id), FinishReason::ReleasedByOperator, T0)
+                .finish(
+                    &slot.key,
+                    Some(&slot.run_id),
+                    FinishReason::ReleasedByOperator,
+                    T0,
+                )
                 .unwrap();
         }
     }

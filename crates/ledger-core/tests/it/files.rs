@@ -85,7 +85,11 @@ fn the_reconcile_lock_is_exclusive_across_processes() {
     // The kernel drops the lock with its dead holder.
     holder.kill().unwrap();
     holder.wait().unwrap();
-    assert!(ReconcileLock::acquire(&path, Duration::from_secs(2)).unwrap().is_some());
+    assert!(
+        ReconcileLock::acquire(&path, Duration::from_secs(2))
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// A ledger written by schema version 1, committed to the repository. Every
@@ -102,7 +106,13 @@ fn the_schema_v1_sample_still_opens() {
     let open = ledger.open_slots().unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].key, key("local", "ROCK-2"));
-    assert_eq!(ledger.attempts(&TaskId::new("ROCK-1").unwrap()).unwrap().completed, 1);
+    assert_eq!(
+        ledger
+            .attempts(&TaskId::new("ROCK-1").unwrap())
+            .unwrap()
+            .completed,
+        1
+    );
 }
 
 /// Writes `tests/data/schema-v1.redb`. Run by hand when the schema version
@@ -110,13 +120,23 @@ fn the_schema_v1_sample_still_opens() {
 #[test]
 #[ignore = "writes the committed sample file"]
 fn write_schema_sample() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/data/schema-v{}.redb", schema::SCHEMA_VERSION));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "tests/data/schema-v{}.redb",
+        schema::SCHEMA_VERSION
+    ));
     let _ = std::fs::remove_file(&path);
     let ledger = Ledger::open(&path).unwrap();
-    let done = admitted(ledger.admit(&request("local", "ROCK-1", "run-1"), &limits(2), T0).unwrap());
+    let done = admitted(
+        ledger
+            .admit(&request("local", "ROCK-1", "run-1"), &limits(2), T0)
+            .unwrap(),
+    );
     ledger
         .finish(&done.key, Some(&done.run_id), FinishReason::Completed, T0)
         .unwrap();
-    admitted(ledger.admit(&request("local", "ROCK-2", "run-2"), &limits(2), T0).unwrap());
+    admitted(
+        ledger
+            .admit(&request("local", "ROCK-2", "run-2"), &limits(2), T0)
+            .unwrap(),
+    );
 }

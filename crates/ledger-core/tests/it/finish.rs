@@ -11,11 +11,19 @@ use crate::support::*;
 fn a_finish_with_an_old_run_id_leaves_the_newer_run_open() {
     let (_dir, path) = temp_ledger();
     let ledger = Ledger::open(&path).unwrap();
-    let old = admitted(ledger.admit(&request("b", "T", "run-old"), &limits(1), T0).unwrap());
+    let old = admitted(
+        ledger
+            .admit(&request("b", "T", "run-old"), &limits(1), T0)
+            .unwrap(),
+    );
     ledger
         .finish(&old.key, Some(&old.run_id), FinishReason::Interrupted, T0)
         .unwrap();
-    let new = admitted(ledger.admit(&request("b", "T", "run-new"), &limits(1), T0).unwrap());
+    let new = admitted(
+        ledger
+            .admit(&request("b", "T", "run-new"), &limits(1), T0)
+            .unwrap(),
+    );
     let events_before = all_events(&ledger).len();
 
     // The old run's late finish (say, from a runner that was presumed dead).
@@ -29,14 +37,22 @@ fn a_finish_with_an_old_run_id_leaves_the_newer_run_open() {
         }
     );
     assert_eq!(ledger.slot(&new.key).unwrap().unwrap().run_id, new.run_id);
-    assert_eq!(all_events(&ledger).len(), events_before, "nothing was recorded");
+    assert_eq!(
+        all_events(&ledger).len(),
+        events_before,
+        "nothing was recorded"
+    );
 }
 
 #[test]
 fn a_second_finish_of_the_same_run_reports_not_in_flight_and_changes_nothing() {
     let (_dir, path) = temp_ledger();
     let ledger = Ledger::open(&path).unwrap();
-    let slot = admitted(ledger.admit(&request("b", "T", "r1"), &limits(1), T0).unwrap());
+    let slot = admitted(
+        ledger
+            .admit(&request("b", "T", "r1"), &limits(1), T0)
+            .unwrap(),
+    );
     let first = ledger
         .finish(&slot.key, Some(&slot.run_id), FinishReason::Completed, T0)
         .unwrap();
@@ -76,7 +92,11 @@ fn admitting_an_open_run_again_is_idempotent() {
 fn lease_and_executor_updates_apply_only_to_the_holding_run() {
     let (_dir, path) = temp_ledger();
     let ledger = Ledger::open(&path).unwrap();
-    let slot = admitted(ledger.admit(&request("b", "T", "r1"), &limits(1), T0).unwrap());
+    let slot = admitted(
+        ledger
+            .admit(&request("b", "T", "r1"), &limits(1), T0)
+            .unwrap(),
+    );
     let later = T0.saturating_add(Duration::from_secs(600));
     let stranger = RunId::new("r-other").unwrap();
 
@@ -121,11 +141,19 @@ fn the_guard_finishes_on_drop_and_while_unwinding() {
     let ledger = Ledger::open(&path).unwrap();
     let clock = ManualClock::new(T0);
 
-    let slot = admitted(ledger.admit(&request("b", "dropped", "r1"), &limits(5), T0).unwrap());
+    let slot = admitted(
+        ledger
+            .admit(&request("b", "dropped", "r1"), &limits(5), T0)
+            .unwrap(),
+    );
     drop(SlotGuard::new(&ledger, &slot, &clock));
     assert!(ledger.slot(&slot.key).unwrap().is_none());
 
-    let slot = admitted(ledger.admit(&request("b", "panicked", "r2"), &limits(5), T0).unwrap());
+    let slot = admitted(
+        ledger
+            .admit(&request("b", "panicked", "r2"), &limits(5), T0)
+            .unwrap(),
+    );
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _guard = SlotGuard::new(&ledger, &slot, &clock);
         panic!("executor bookkeeping blew up");
@@ -133,7 +161,11 @@ fn the_guard_finishes_on_drop_and_while_unwinding() {
     assert!(result.is_err());
     assert!(ledger.slot(&slot.key).unwrap().is_none());
 
-    let slot = admitted(ledger.admit(&request("b", "explicit", "r3"), &limits(5), T0).unwrap());
+    let slot = admitted(
+        ledger
+            .admit(&request("b", "explicit", "r3"), &limits(5), T0)
+            .unwrap(),
+    );
     let guard = SlotGuard::new(&ledger, &slot, &clock);
     assert!(matches!(
         guard.finish(FinishReason::Completed).unwrap(),
@@ -143,9 +175,7 @@ fn the_guard_finishes_on_drop_and_while_unwinding() {
     let reasons: Vec<_> = all_events(&ledger)
         .into_iter()
         .filter_map(|e| match e.kind {
-            EventKind::Finished {
-                key, reason, ..
-            } => Some((key.task_id.to_string(), reason)),
+            EventKind::Finished { key, reason, .. } => Some((key.task_id.to_string(), reason)),
             _ => None,
         })
         .collect();
@@ -164,7 +194,11 @@ fn a_guard_never_closes_a_newer_run() {
     let (_dir, path) = temp_ledger();
     let ledger = Ledger::open(&path).unwrap();
     let clock = ManualClock::new(T0);
-    let old = admitted(ledger.admit(&request("b", "T", "r-old"), &limits(1), T0).unwrap());
+    let old = admitted(
+        ledger
+            .admit(&request("b", "T", "r-old"), &limits(1), T0)
+            .unwrap(),
+    );
     let guard = SlotGuard::new(&ledger, &old, &clock);
     // A watchdog reclaims the slot and another runner takes the task again.
     ledger
@@ -177,7 +211,11 @@ fn a_guard_never_closes_a_newer_run() {
             T0,
         )
         .unwrap();
-    let new = admitted(ledger.admit(&request("b", "T", "r-new"), &limits(1), T0).unwrap());
+    let new = admitted(
+        ledger
+            .admit(&request("b", "T", "r-new"), &limits(1), T0)
+            .unwrap(),
+    );
     drop(guard);
     assert_eq!(ledger.slot(&new.key).unwrap().unwrap().run_id, new.run_id);
 }

@@ -40,7 +40,10 @@ fn fold(usage: &Value) -> BTreeSet<(String, String)> {
             continue;
         };
         let ts = e.get("timestamp").unwrap();
-        if ts.as_str().is_some_and(|s| Timestamp::parse_rfc3339(s).is_err()) {
+        if ts
+            .as_str()
+            .is_some_and(|s| Timestamp::parse_rfc3339(s).is_err())
+        {
             continue;
         }
         let k = (backend.to_owned(), task.to_owned());
@@ -110,7 +113,13 @@ fn import_rebuilds_exactly_the_folded_open_slots_and_counts_bad_entries() {
     let t5 = ledger.slot(&key("local", "T5")).unwrap().unwrap();
     assert_eq!(t5.started_at.as_unix_millis(), 1_793_527_200_500);
     assert!(ledger.verify().unwrap().is_sound());
-    assert_eq!(ledger.attempts(&TaskId::new("T1").unwrap()).unwrap().started, 2);
+    assert_eq!(
+        ledger
+            .attempts(&TaskId::new("T1").unwrap())
+            .unwrap()
+            .started,
+        2
+    );
 }
 
 #[test]
@@ -129,7 +138,10 @@ fn importing_the_same_file_twice_changes_nothing() {
     assert_eq!((again.slots_opened, again.slots_closed), (0, 0));
     assert_eq!(all_events(&ledger), events);
     assert_eq!(ledger.open_slots().unwrap(), slots);
-    assert_eq!(ledger.attempts(&TaskId::new("T1").unwrap()).unwrap(), attempts);
+    assert_eq!(
+        ledger.attempts(&TaskId::new("T1").unwrap()).unwrap(),
+        attempts
+    );
 }
 
 #[test]
@@ -156,7 +168,11 @@ fn a_grown_file_takes_in_only_what_is_new() {
 fn a_slot_held_by_a_live_run_is_left_to_it() {
     let (dir, path) = temp_ledger();
     let ledger = Ledger::open(&path).unwrap();
-    let live = admitted(ledger.admit(&request("local", "T1", "live-run"), &limits(5), T0).unwrap());
+    let live = admitted(
+        ledger
+            .admit(&request("local", "T1", "live-run"), &limits(5), T0)
+            .unwrap(),
+    );
     let report = ledger
         .import_usage_json(&write_usage(dir.path(), &usage_json()))
         .unwrap();

@@ -36,19 +36,25 @@ fn four_processes_never_exceed_the_cap() {
         .collect();
     for child in children {
         let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "a worker failed: {:?}", output.status);
+        assert!(
+            output.status.success(),
+            "a worker failed: {:?}",
+            output.status
+        );
     }
-    eprintln!(
-        "{} cycles in {:?}",
-        WORKERS * CYCLES,
-        started.elapsed()
-    );
+    eprintln!("{} cycles in {:?}", WORKERS * CYCLES, started.elapsed());
 
     let text = std::fs::read_to_string(&counter).unwrap();
-    let figures: Vec<i64> = text.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    let figures: Vec<i64> = text
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
     let (current, max) = (figures[0], figures[1]);
     assert_eq!(current, 0, "every holder left");
-    assert!(max <= i64::from(CAP), "{max} holders at once with a cap of {CAP}");
+    assert!(
+        max <= i64::from(CAP),
+        "{max} holders at once with a cap of {CAP}"
+    );
     // With four processes contending, the cap is reached; if it never were,
     // this test would not be exercising the check at all.
     assert_eq!(max, i64::from(CAP), "the workers never contended");
