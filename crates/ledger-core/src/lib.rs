@@ -17,6 +17,13 @@
 //! Slots whose owner died are found and reclaimed by the orphan rules of the
 //! `reconcile` crate; this crate only stores.
 //!
+//! # Features
+//!
+//! - `store` (default): the redb-backed [`Ledger`], the `usage.json` import
+//!   and the [`ReconcileLock`]. Without it the crate is only the ledger's data
+//!   types, free of redb, for crates that reason about slots without storing
+//!   them.
+//!
 //! # Example
 //!
 //! ```
@@ -84,20 +91,29 @@
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "store")]
 mod guard;
 pub mod ids;
+#[cfg(feature = "store")]
 pub mod import;
+#[cfg(feature = "store")]
 mod lock;
 mod model;
+#[cfg(feature = "store")]
 pub mod schema;
+#[cfg(feature = "store")]
 mod store;
 pub mod time;
 
 pub use error::{LedgerError, Result, StorageSource};
+#[cfg(feature = "store")]
 pub use guard::SlotGuard;
 pub use ids::{Backend, IdError, RunId, TaskId};
+#[cfg(feature = "store")]
 pub use import::ImportReport;
+#[cfg(feature = "store")]
 pub use lock::ReconcileLock;
 pub use model::*;
+#[cfg(feature = "store")]
 pub use store::{IntegrityReport, Ledger, LedgerOptions, PruneReport, SharingMode};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp, TimestampError};

@@ -383,6 +383,7 @@ impl TaskAttempts {
             + self.expired
     }
 
+    #[cfg_attr(not(feature = "store"), allow(dead_code))]
     pub(crate) fn record_finish(&mut self, reason: &FinishReason) {
         let counter = match reason {
             FinishReason::Completed | FinishReason::Imported => &mut self.completed,

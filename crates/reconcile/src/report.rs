@@ -1,0 +1,138 @@
+//! What a scan reports: one action entry per reclaimed (or reclaimable)
+//! slot, in the reference watchdog's shape so its log consumers keep
+//! working.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use ledger_core::{Backend, RunId, TaskId, Timestamp};
+
+use crate::TaskState;
+
+/// The orphan rules, in the order they are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// The owner ran on this host and none of its processes is alive.
+    DeadOwnerClear,
+    /// The task is gone from Plane or terminal there.
+    OrphanedInFlightClear,
+    /// The slot is older than the window and its owner is not known alive.
+    StaleInFlightExpire,
+}
+
+impl Rule {
+    /// The rule's name as logs and the ledger record it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::DeadOwnerClear => "DEAD_OWNER_CLEAR",
+            Rule::OrphanedInFlightClear => "ORPHANED_IN_FLIGHT_CLEAR",
+            Rule::StaleInFlightExpire => "STALE_IN_FLIGHT_EXPIRE",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Rule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// What happened to a slot a rule matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The slot was reclaimed.
+    Applied,
+    /// A dry run: the slot would have been reclaimed.
+    WouldApply,
+    /// Reclaiming failed; see the entry's `error`.
+    Error,
+}
+
+/// One slot a rule matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionEntry {
+    /// The task.
+    pub task_id: TaskId,
+    /// The backend whose slot it was.
+    pub backend: Backend,
+    /// When the slot was admitted, RFC 3339.
+    #[serde(serialize_with = "rfc3339")]
+    pub started_at: Timestamp,
+    /// The rule that matched.
+    pub rule: Rule,
+    /// Why, in words.
+    pub reason: String,
+    /// What was done.
+    pub action: Action,
+    /// The failure, for `action: error` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The run that held the slot (not part of the JSON shape).
+    #[serde(skip)]
+    pub run_id: RunId,
+    /// The task's state in Plane when the scan looked it up (not part of the
+    /// JSON shape): the runner uses it to put a still-running task back.
+    #[serde(skip)]
+    pub task_state: Option<TaskState>,
+}
+
+fn rfc3339<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(t)
+}
+
+/// The result of one pass of the rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanReport {
+    /// When the scan ran, RFC 3339.
+    #[serde(serialize_with = "rfc3339")]
+    pub scanned_at: Timestamp,
+    /// Whether reclaims were applied (`false`: a dry run).
+    pub apply: bool,
+    /// One entry per slot a rule matched.
+    pub actions: Vec<ActionEntry>,
+    /// Every looked-up task was "not found" and there were enough of them to
+    /// suspect a wrong project or base URL: nothing was reclaimed on Plane's
+    /// word.
+    pub suspected_misconfiguration: bool,
+    /// Open slots the scan saw.
+    pub open_slots: usize,
+    /// Requests made to Plane.
+    pub plane_requests: u32,
+    /// Slots a rule matched but that changed between the scan and the apply
+    /// (finished, or re-admitted by a new run): left alone.
+    pub superseded: u32,
+}
+
+/// How a scan runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// Reclaim (`true`) or only report (`false`).
+    pub apply: bool,
+    /// Slots older than this whose owner is not known alive expire.
+    pub window: Duration,
+    /// Lookups in flight at once.
+    pub lookup_concurrency: usize,
+    /// At least this many looked-up tasks, all "not found", is taken for a
+    /// misconfiguration rather than mass deletion.
+    pub misconfiguration_threshold: usize,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        Self {
+            apply: false,
+            window: Duration::from_secs(24 * 3600),
+            lookup_concurrency: 8,
+            misconfiguration_threshold: 3,
+        }
+    }
+}

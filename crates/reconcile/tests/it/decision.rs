@@ -1,0 +1,163 @@
+//! The decision as plain data: one row per situation, no mocks.
+
+use std::collections::HashMap;
+
+use ledger_core::*;
+use reconcile::*;
+
+use crate::support::*;
+
+fn found(name: &str, group: &str) -> Option<Result<TaskStatus, LookupError>> {
+    Some(Ok(TaskStatus::Found(state(name, group))))
+}
+
+fn err(kind: LookupErrorKind) -> Option<Result<TaskStatus, LookupError>> {
+    Some(Err(LookupError::new(kind, "x")))
+}
+
+/// Liveness, age in hours, project evidence, the task's status, and the rule
+/// expected to fire (`None`: left alone).
+type Row = (
+    Liveness,
+    u64,
+    ProjectEvidence,
+    Option<Result<TaskStatus, LookupError>>,
+    Option<Rule>,
+);
+
+#[test]
+fn decision_table() {
+    use LookupErrorKind::*;
+    let answered = ProjectEvidence::Answered;
+    let failed = ProjectEvidence::Failed(LookupError::new(Forbidden, "403"));
+    let rows: Vec<Row> = vec![
+        (
+            Liveness::Alive,
+            1,
+            answered.clone(),
+            Some(Ok(TaskStatus::NotFound)),
+            None,
+        ),
+        (
+            Liveness::Alive,
+            99,
+            answered.clone(),
+            found("Done", "completed"),
+            None,
+        ),
+        (
+            dead(),
+            1,
+            ProjectEvidence::NotProbed,
+            None,
+            Some(Rule::DeadOwnerClear),
+        ),
+        (
+            dead(),
+            99,
+            answered.clone(),
+            found("Running", "started"),
+            Some(Rule::DeadOwnerClear),
+        ),
+        (
+            unknown(),
+            1,
+            answered.clone(),
+            Some(Ok(TaskStatus::NotFound)),
+            Some(Rule::OrphanedInFlightClear),
+        ),
+        (
+            unknown(),
+            1,
+            failed.clone(),
+            Some(Ok(TaskStatus::NotFound)),
+            None,
+        ),
+        (unknown(), 1, failed.clone(), None, None),
+        (
+            unknown(),
+            1,
+            answered.clone(),
+            found("Done", "completed"),
+            Some(Rule::OrphanedInFlightClear),
+        ),
+        (
+            unknown(),
+            1,
+            answered.clone(),
+            found("Cancelled", "cancelled"),
+            Some(Rule::OrphanedInFlightClear),
+        ),
+        (
+            unknown(),
+            1,
+            answered.clone(),
+            found("Running", "started"),
+            None,
+        ),
+        (
+            unknown(),
+            25,
+            answered.clone(),
+            found("Running", "started"),
+            Some(Rule::StaleInFlightExpire),
+        ),
+        (
+            unknown(),
+            25,
+            answered.clone(),
+            found("Backlog", "backlog"),
+            Some(Rule::StaleInFlightExpire),
+        ),
+        (unknown(), 25, answered.clone(), err(Server), None),
+        (unknown(), 25, answered.clone(), err(RouteNotFound), None),
+        (unknown(), 1, answered.clone(), err(Forbidden), None),
+        (unknown(), 1, answered.clone(), err(Decode), None),
+    ];
+    for (i, (liveness, hours, project, status, expected)) in rows.into_iter().enumerate() {
+        let s = slot("b", "T", "r", HOUR * hours as u32);
+        let statuses: HashMap<_, _> = status.into_iter().map(|st| (task("T"), st)).collect();
+        let observed = Observations {
+            slots: vec![(s, liveness.clone())],
+            project,
+            statuses,
+        };
+        let plan = decide(&observed, &apply(), NOW);
+        let rule = plan.reclaims.first().map(|r| r.rule);
+        assert_eq!(rule, expected, "row {i}: {liveness:?}, {hours}h");
+        assert_eq!(
+            plan.reclaims.len() + plan.left_alone.len(),
+            1,
+            "row {i}: every slot is accounted for"
+        );
+    }
+}
+
+#[test]
+fn the_window_is_a_setting() {
+    let s = slot("b", "T", "r", 3 * HOUR);
+    let observed = Observations {
+        slots: vec![(s, unknown())],
+        project: ProjectEvidence::Answered,
+        statuses: HashMap::from([(
+            task("T"),
+            Ok(TaskStatus::Found(state("Running", "started"))),
+        )]),
+    };
+    let short = ScanOptions {
+        window: 2 * HOUR,
+        ..apply()
+    };
+    assert_eq!(
+        decide(&observed, &short, NOW).reclaims[0].rule,
+        Rule::StaleInFlightExpire
+    );
+    assert!(decide(&observed, &apply(), NOW).reclaims.is_empty());
+}
+
+#[test]
+fn only_unknown_owners_need_a_lookup() {
+    assert!(!needs_lookup(&Liveness::Alive));
+    assert!(!needs_lookup(&dead()));
+    assert!(needs_lookup(&unknown()));
+}
