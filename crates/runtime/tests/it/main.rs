@@ -1,0 +1,5 @@
+//! The Linux process probe against real processes, and the adapters against
+//! a real ledger.
+
+mod adapters;
+mod probe;
