@@ -14,7 +14,7 @@ commands:
   ci              every check CI runs: rustfmt, clippy (warnings denied), the
                   whole test suite, rustdoc (warnings denied) and the crate
                   dependency boundaries of docs/ARCHITECTURE.md
-  bench [NAME]    run the benchmarks (all, or one of: ledger) and write the
+  bench [NAME]    run the benchmarks (all, or one of: ledger, reconcile) and write the
                   figures to target/bench-report.md
   demo            run the watcher and the watchdog against the embedded Plane
                   simulator (arrives with the binaries)
@@ -176,7 +176,11 @@ fn check_boundaries() -> Result {
     }
 }
 
-const BENCHES: &[(&str, &str, &str)] = &[("ledger", "ledger-core", "ledger")];
+/// Benchmark name, package, bench target.
+const BENCHES: &[(&str, &str, &str)] = &[
+    ("ledger", "ledger-core", "ledger"),
+    ("reconcile", "runtime", "reconcile"),
+];
 
 fn bench(only: Option<&str>) -> Result {
     let chosen: Vec<_> = BENCHES
