@@ -1,0 +1,675 @@
+//! The client: URL building, the retry loop, and the calls.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::excerpt;
+use crate::model::Page;
+use crate::pacing::{Pacer, parse_retry_after};
+use crate::{
+    Comment, Label, PlaneConfig, PlaneError, Project, RouteFamily, State, StateGroup, StateLite,
+    WorkItem,
+};
+
+/// Plane's body for a URL that matched no route (Django's `handler404`).
+const PAGE_NOT_FOUND: &str = "Page not found.";
+
+/// The two route families, once known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    WorkItems,
+    Issues,
+}
+
+impl Family {
+    fn segment(self) -> &'static str {
+        match self {
+            Family::WorkItems => "work-items",
+            Family::Issues => "issues",
+        }
+    }
+}
+
+/// What probing the project showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectProbe {
+    /// Work items in the project's list (archived, intake and deleted items
+    /// are not listed).
+    pub total_work_items: u64,
+}
+
+/// An async client for one Plane project.
+///
+/// Cheap to share behind an `Arc`; one connection pool serves every call.
+#[derive(Debug)]
+pub struct PlaneClient {
+    http: reqwest::Client,
+    config: PlaneConfig,
+    base: Url,
+    family: Mutex<Option<Family>>,
+    states: Mutex<Option<Arc<Vec<State>>>>,
+    labels: Mutex<Option<Arc<Vec<Label>>>>,
+    pacer: Pacer,
+}
+
+/// How a failed attempt goes on.
+enum Attempt {
+    Done(Result<Vec<u8>, PlaneError>),
+    Retry {
+        error: PlaneError,
+        wait: Option<Duration>,
+    },
+}
+
+impl PlaneClient {
+    /// A client for `config`'s project.
+    pub fn new(config: PlaneConfig) -> Result<Self, PlaneError> {
+        // rustls needs a crypto provider; ring is the one this workspace
+        // builds. Another part of the process may have installed one already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            // Never follow a redirect: it could carry the key to another
+            // host, and Plane's own 301 (a missing trailing slash) would turn
+            // a PATCH into a GET.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("inflight-plane-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| PlaneError::Config(format!("could not build the HTTP client: {e}")))?;
+        Self::with_http_client(config, http)
+    }
+
+    /// A client that sends through `http` (for tests, or to share a pool).
+    pub fn with_http_client(
+        config: PlaneConfig,
+        http: reqwest::Client,
+    ) -> Result<Self, PlaneError> {
+        let base = Url::parse(&config.base_url).map_err(|e| {
+            PlaneError::Config(format!("base_url {:?} is not a URL: {e}", config.base_url))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(PlaneError::Config(format!(
+                "base_url {:?} must be http or https",
+                config.base_url
+            )));
+        }
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(PlaneError::Config(
+                "base_url must not carry credentials; the API key goes in its environment variable"
+                    .into(),
+            ));
+        }
+        if base.scheme() == "http" && !is_loopback(&base) {
+            tracing::warn!(base_url = %base, "Plane is reached over plain http: the API key crosses the network unencrypted");
+        }
+        if !(1..=1000).contains(&config.page_size) {
+            return Err(PlaneError::Config(format!(
+                "page_size must be 1..=1000, not {}",
+                config.page_size
+            )));
+        }
+        let family = match config.routes {
+            RouteFamily::Detect => None,
+            RouteFamily::WorkItems => Some(Family::WorkItems),
+            RouteFamily::Issues => Some(Family::Issues),
+        };
+        Ok(Self {
+            pacer: Pacer::new(config.rate_limit),
+            http,
+            config,
+            base,
+            family: Mutex::new(family),
+            states: Mutex::new(None),
+            labels: Mutex::new(None),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &PlaneConfig {
+        &self.config
+    }
+
+    fn url(&self, tail: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty();
+            segments.extend([
+                "api",
+                "v1",
+                "workspaces",
+                &self.config.workspace,
+                "projects",
+                &self.config.project_id,
+            ]);
+            segments.extend(tail);
+            // Plane answers a path without its trailing slash with a 301.
+            segments.push("");
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        url
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> Result<T, PlaneError> {
+        let path = url.path().to_owned();
+        let bytes = self.send(method, url, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| PlaneError::Decode {
+            path,
+            detail: e.to_string(),
+            excerpt: excerpt(&bytes),
+        })
+    }
+
+    /// Sends one request with pacing, retries and an overall deadline.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> Result<Vec<u8>, PlaneError> {
+        let path = url.path().to_owned();
+        let deadline = Instant::now() + self.config.call_deadline;
+        // A POST that may have reached the server is not repeated: a second
+        // comment is worse than a missing one.
+        let idempotent = method != Method::POST;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.pacer.acquire().await;
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .header("X-API-Key", self.config.api_key.expose())
+                .timeout(self.config.request_timeout);
+            if let Some(body) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_string());
+            }
+            let outcome = match request.send().await {
+                Ok(response) => self.judge(&path, response, idempotent).await,
+                Err(e) => {
+                    let connect = e.is_connect();
+                    let error = if e.is_timeout() {
+                        PlaneError::Timeout { path: path.clone() }
+                    } else {
+                        PlaneError::Transport {
+                            path: path.clone(),
+                            detail: transport_detail(&e),
+                        }
+                    };
+                    if connect || idempotent {
+                        Attempt::Retry { error, wait: None }
+                    } else {
+                        Attempt::Done(Err(error))
+                    }
+                }
+            };
+            let (error, wait) = match outcome {
+                Attempt::Done(result) => {
+                    tracing::debug!(%method, path, attempt, ok = result.is_ok(), "plane request");
+                    return result;
+                }
+                Attempt::Retry { error, wait } => (error, wait),
+            };
+            let wait = wait.unwrap_or_else(|| self.backoff(attempt));
+            if attempt >= self.config.max_attempts || Instant::now() + wait > deadline {
+                tracing::warn!(%method, path, attempt, %error, "plane request failed; giving up");
+                return Err(error);
+            }
+            tracing::info!(%method, path, attempt, %error, wait_ms = wait.as_millis() as u64, "plane request failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Exponential backoff with full jitter: a fleet of runners that failed
+    /// together does not retry together.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .config
+            .backoff_base
+            .saturating_mul(1 << attempt.min(10))
+            .min(Duration::from_secs(10));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let fraction = f64::from(nanos % 1000) / 1000.0;
+        ceiling.mul_f64(0.5 + fraction / 2.0)
+    }
+
+    async fn judge(&self, path: &str, response: reqwest::Response, idempotent: bool) -> Attempt {
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        self.pacer.observe(
+            header("x-ratelimit-remaining").as_deref(),
+            header("x-ratelimit-reset").as_deref(),
+        );
+        let path = path.to_owned();
+        match status {
+            200..=299 => Attempt::Done(self.read_body(&path, response).await),
+            429 => {
+                let retry_after = header("retry-after").as_deref().and_then(parse_retry_after);
+                let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                self.pacer.pause(wait);
+                Attempt::Retry {
+                    error: PlaneError::RateLimited { path, retry_after },
+                    wait: Some(wait),
+                }
+            }
+            502 | 504 if idempotent => Attempt::Retry {
+                error: PlaneError::Server { path, status },
+                wait: None,
+            },
+            // 503 means the request was not processed, so even a POST may go again.
+            503 => Attempt::Retry {
+                error: PlaneError::Server { path, status },
+                wait: None,
+            },
+            300..=399 => {
+                let location = header("location").unwrap_or_default();
+                Attempt::Done(Err(PlaneError::Rejected {
+                    path,
+                    status,
+                    detail: format!(
+                        "redirected to {location:?}; set base_url to the final address"
+                    ),
+                }))
+            }
+            400..=499 => {
+                let body = match self.read_body(&path, response).await {
+                    Ok(body) => body,
+                    Err(e) => return Attempt::Done(Err(e)),
+                };
+                let detail = error_detail(&body);
+                Attempt::Done(Err(match status {
+                    401 => PlaneError::Unauthorized { path },
+                    403 => PlaneError::Forbidden { path, detail },
+                    // Only Plane's exact "object missing" body is evidence
+                    // that the resource is gone. A route miss, an HTML page
+                    // from a proxy, anything else: a configuration fault.
+                    404 if is_object_missing(&body) => PlaneError::NotFound { path },
+                    404 => PlaneError::RouteNotFound { path },
+                    _ => PlaneError::Rejected {
+                        path,
+                        status,
+                        detail,
+                    },
+                }))
+            }
+            _ => Attempt::Done(Err(PlaneError::Server { path, status })),
+        }
+    }
+
+    /// Reads a body, refusing it as soon as it is known to exceed the cap.
+    async fn read_body(
+        &self,
+        path: &str,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, PlaneError> {
+        let limit = self.config.max_response_bytes;
+        let too_large = || PlaneError::TooLarge {
+            path: path.to_owned(),
+            limit,
+        };
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > limit {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) if e.is_timeout() => {
+                    return Err(PlaneError::Timeout {
+                        path: path.to_owned(),
+                    });
+                }
+                Err(e) => {
+                    return Err(PlaneError::Transport {
+                        path: path.to_owned(),
+                        detail: format!("the body broke off: {}", transport_detail(&e)),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The route family, finding it out with one cheap list request if it is
+    /// not known yet. The same request proves the project answers.
+    async fn family(&self) -> Result<Family, PlaneError> {
+        if let Some(family) = *self.family.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(family);
+        }
+        self.probe_project().await?;
+        self.family
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ok_or_else(|| PlaneError::Config("the route family could not be determined".into()))
+    }
+
+    fn remember(&self, family: Family) {
+        *self.family.lock().unwrap_or_else(|e| e.into_inner()) = Some(family);
+    }
+
+    /// Checks that the project answers and counts its listed work items:
+    /// one request (two on a server older than Plane 1.1, whose
+    /// `/work-items/` routes do not exist; the client then uses `/issues/`).
+    pub async fn probe_project(&self) -> Result<ProjectProbe, PlaneError> {
+        let known = *self.family.lock().unwrap_or_else(|e| e.into_inner());
+        let first = known.unwrap_or(Family::WorkItems);
+        let query = [("per_page", "1".to_owned())];
+        let page: Result<Page<Value>, _> = self
+            .call(Method::GET, self.url(&[first.segment()], &query), None)
+            .await;
+        let page = match page {
+            Ok(page) => {
+                self.remember(first);
+                page
+            }
+            Err(PlaneError::RouteNotFound { .. }) if known.is_none() => {
+                tracing::info!(
+                    "this Plane server has no /work-items/ routes (older than 1.1); using /issues/"
+                );
+                let page = self
+                    .call(
+                        Method::GET,
+                        self.url(&[Family::Issues.segment()], &query),
+                        None,
+                    )
+                    .await?;
+                self.remember(Family::Issues);
+                page
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(ProjectProbe {
+            total_work_items: page.total_count,
+        })
+    }
+
+    /// The project.
+    pub async fn get_project(&self) -> Result<Project, PlaneError> {
+        self.call(Method::GET, self.url(&[], &[]), None).await
+    }
+
+    /// One work item, with its state expanded.
+    pub async fn get_work_item(&self, id: &str) -> Result<WorkItem, PlaneError> {
+        let family = self.family().await?;
+        let url = self.url(&[family.segment(), id], &[("expand", "state".to_owned())]);
+        self.call(Method::GET, url, None).await
+    }
+
+    /// Every work item of the project, with states expanded, following the
+    /// cursor until `next_page_results` is false. Items are deduplicated by
+    /// id (pages are offsets, so an item created during the walk can shift
+    /// another onto two pages). Newest first, as Plane lists them.
+    pub async fn list_work_items(&self) -> Result<Vec<WorkItem>, PlaneError> {
+        let family = self.family().await?;
+        let items: Vec<WorkItem> = self
+            .list_all(&[family.segment()], &[("expand", "state".to_owned())])
+            .await?;
+        let mut seen = HashSet::new();
+        Ok(items
+            .into_iter()
+            .filter(|item| seen.insert(item.id.clone()))
+            .collect())
+    }
+
+    async fn list_all<T: DeserializeOwned>(
+        &self,
+        tail: &[&str],
+        extra: &[(&str, String)],
+    ) -> Result<Vec<T>, PlaneError> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut seen_cursors = HashSet::new();
+        loop {
+            let mut query = vec![("per_page", self.config.page_size.to_string())];
+            query.extend(extra.iter().cloned());
+            if let Some(cursor) = &cursor {
+                query.push(("cursor", cursor.clone()));
+            }
+            let page: Page<T> = self.call(Method::GET, self.url(tail, &query), None).await?;
+            all.extend(page.results);
+            match page.next_cursor {
+                // A server that repeats a cursor would loop forever.
+                Some(next) if page.next_page_results && seen_cursors.insert(next.clone()) => {
+                    cursor = Some(next)
+                }
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// The project's states, in Plane's order. Cached: they rarely change;
+    /// see [`PlaneClient::refresh_states`].
+    pub async fn states(&self) -> Result<Arc<Vec<State>>, PlaneError> {
+        if let Some(states) = self
+            .states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(states);
+        }
+        self.refresh_states().await
+    }
+
+    /// Reloads the states.
+    pub async fn refresh_states(&self) -> Result<Arc<Vec<State>>, PlaneError> {
+        let states = Arc::new(self.list_all::<State>(&["states"], &[]).await?);
+        *self.states.lock().unwrap_or_else(|e| e.into_inner()) = Some(states.clone());
+        Ok(states)
+    }
+
+    /// The project's labels. Cached; see [`PlaneClient::refresh_labels`].
+    pub async fn labels(&self) -> Result<Arc<Vec<Label>>, PlaneError> {
+        if let Some(labels) = self
+            .labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(labels);
+        }
+        self.refresh_labels().await
+    }
+
+    /// Reloads the labels.
+    pub async fn refresh_labels(&self) -> Result<Arc<Vec<Label>>, PlaneError> {
+        let labels = Arc::new(self.list_all::<Label>(&["labels"], &[]).await?);
+        *self.labels.lock().unwrap_or_else(|e| e.into_inner()) = Some(labels.clone());
+        Ok(labels)
+    }
+
+    /// The state named `name` (trimmed, case-insensitive), reloading the
+    /// states once if it is not cached.
+    pub async fn state_named(&self, name: &str) -> Result<State, PlaneError> {
+        let find = |states: &[State]| {
+            states
+                .iter()
+                .find(|s| s.name.trim().eq_ignore_ascii_case(name.trim()))
+                .cloned()
+        };
+        if let Some(state) = find(&self.states().await?) {
+            return Ok(state);
+        }
+        let states = self.refresh_states().await?;
+        find(&states).ok_or_else(|| PlaneError::UnknownState {
+            name: name.to_owned(),
+            available: states
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// Moves a work item to the state named `state_name`. Returns the item
+    /// as Plane answers a PATCH: its `state` is the bare id.
+    pub async fn set_state(&self, id: &str, state_name: &str) -> Result<WorkItem, PlaneError> {
+        let state = self.state_named(state_name).await?;
+        let family = self.family().await?;
+        let url = self.url(&[family.segment(), id], &[]);
+        self.call(
+            Method::PATCH,
+            url,
+            Some(serde_json::json!({ "state": state.id })),
+        )
+        .await
+    }
+
+    /// Posts a comment (HTML) on a work item.
+    pub async fn post_comment(&self, id: &str, html: &str) -> Result<Comment, PlaneError> {
+        let family = self.family().await?;
+        let url = self.url(&[family.segment(), id, "comments"], &[]);
+        self.call(
+            Method::POST,
+            url,
+            Some(serde_json::json!({ "comment_html": html })),
+        )
+        .await
+    }
+
+    /// The comments on a work item, newest first.
+    pub async fn list_comments(&self, id: &str) -> Result<Vec<Comment>, PlaneError> {
+        let family = self.family().await?;
+        self.list_all(&[family.segment(), id, "comments"], &[])
+            .await
+    }
+
+    /// Whether a state means the task is finished for good: group
+    /// `completed` or `cancelled`, or a name configured as terminal.
+    pub fn is_terminal(&self, state: &StateLite) -> bool {
+        matches!(state.group, StateGroup::Completed | StateGroup::Cancelled)
+            || self
+                .config
+                .terminal_state_names
+                .iter()
+                .any(|n| n.trim().eq_ignore_ascii_case(state.name.trim()))
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host_str() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+fn transport_detail(e: &reqwest::Error) -> String {
+    // reqwest's message names the URL, never headers; the chain holds the
+    // cause (connection refused, reset, …).
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn is_object_missing(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("error")
+                .and_then(Value::as_str)
+                .map(|e| e != PAGE_NOT_FOUND)
+        })
+        .unwrap_or(false)
+}
+
+/// Plane's error message: `detail`, then `error`, then `error_message`, then
+/// a 400's field map, then the raw excerpt.
+fn error_detail(body: &[u8]) -> String {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return excerpt(body);
+    };
+    for key in ["detail", "error", "error_message"] {
+        if let Some(text) = value.get(key).and_then(Value::as_str) {
+            return text.to_owned();
+        }
+    }
+    if let Some(fields) = value.as_object() {
+        let parts: Vec<String> = fields
+            .iter()
+            .map(|(field, problems)| match problems {
+                Value::Array(list) => format!(
+                    "{field}: {}",
+                    list.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                other => format!("{field}: {other}"),
+            })
+            .collect();
+        if !parts.is_empty() {
+            return parts.join(", ");
+        }
+    }
+    excerpt(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_details_are_read_in_plane_order() {
+        assert_eq!(
+            error_detail(br#"{"detail": "Given API token is not valid"}"#),
+            "Given API token is not valid"
+        );
+        assert_eq!(
+            error_detail(br#"{"error_code": 5900, "error_message": "RATE_LIMIT_EXCEEDED"}"#),
+            "RATE_LIMIT_EXCEEDED"
+        );
+        assert_eq!(
+            error_detail(br#"{"state": ["Invalid pk \"x\" - object does not exist."]}"#),
+            "state: Invalid pk \"x\" - object does not exist."
+        );
+        assert_eq!(error_detail(b"<html>502</html>"), "<html>502</html>");
+    }
+
+    #[test]
+    fn only_the_object_missing_body_means_not_found() {
+        assert!(is_object_missing(
+            br#"{"error":"The requested resource does not exist."}"#
+        ));
+        assert!(!is_object_missing(br#"{"error": "Page not found."}"#));
+        assert!(!is_object_missing(b"<h1>Not Found</h1>"));
+        assert!(!is_object_missing(br#"{"detail": "Not found."}"#));
+    }
+}

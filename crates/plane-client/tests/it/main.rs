@@ -1,0 +1,9 @@
+//! plane-client against recorded Plane responses and, over real loopback
+//! HTTP, against plane-sim.
+
+mod fidelity;
+mod fixtures;
+mod live;
+mod pacing;
+mod secrets;
+mod support;

@@ -1,0 +1,258 @@
+//! plane-sim's own behaviour: Plane's edge cases, and the binary.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use plane_sim::{DEFAULT_API_KEY, Fault, FaultRule, PlaneSim, SimConfig};
+use serde_json::{Value, json};
+
+async fn get(sim: &PlaneSim, path_and_query: &str) -> (u16, Value) {
+    send(sim, "GET", path_and_query, None).await
+}
+
+async fn send(
+    sim: &PlaneSim,
+    method: &str,
+    path_and_query: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut request = http
+        .request(
+            method.parse().unwrap(),
+            format!("{}{path_and_query}", sim.base_url()),
+        )
+        .header("X-API-Key", DEFAULT_API_KEY);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn items_path(sim: &PlaneSim) -> String {
+    format!(
+        "/api/v1/workspaces/acme/projects/{}/work-items/",
+        sim.project_id()
+    )
+}
+
+#[tokio::test]
+async fn pagination_follows_plane_including_its_errors() {
+    let sim = PlaneSim::start(SimConfig::default()).await.unwrap();
+    for i in 0..5 {
+        sim.add_work_item(&format!("t{i}"), "Todo");
+    }
+    let base = items_path(&sim);
+    let (status, page) = get(&sim, &format!("{base}?per_page=2&cursor=2:1:0")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            page["count"].clone(),
+            page["next_cursor"].clone(),
+            page["prev_cursor"].clone(),
+            page["total_pages"].clone()
+        ),
+        (json!(2), json!("2:2:0"), json!("2:0:1"), json!(3))
+    );
+    assert_eq!(page["results"][0]["name"], "t2", "newest first, offset 2");
+    let (_, past) = get(&sim, &format!("{base}?per_page=2&cursor=2:10:0")).await;
+    assert_eq!(
+        (past["count"].clone(), past["next_page_results"].clone()),
+        (json!(0), json!(false))
+    );
+    assert_eq!(
+        get(&sim, &format!("{base}?per_page=1001")).await,
+        (
+            400,
+            json!({"detail": "Invalid per_page value. Cannot exceed 1000."})
+        )
+    );
+    assert_eq!(
+        get(&sim, &format!("{base}?per_page=x")).await,
+        (400, json!({"detail": "Invalid per_page parameter."}))
+    );
+    assert_eq!(get(&sim, &format!("{base}?per_page=0")).await.0, 500);
+    assert_eq!(
+        get(&sim, &format!("{base}?cursor=bad")).await,
+        (400, json!({"detail": "Invalid cursor parameter."}))
+    );
+    assert_eq!(
+        get(&sim, &format!("{base}?cursor=2:-1:1")).await,
+        (400, json!({"detail": "Error in parsing"}))
+    );
+}
+
+#[tokio::test]
+async fn plane_s_quirks_are_reproduced() {
+    let sim = PlaneSim::start(SimConfig::default()).await.unwrap();
+    let task = sim.add_work_item("t", "Todo");
+    let item = format!("{}{task}/", items_path(&sim));
+    // No trailing slash: a redirect, not an answer.
+    assert_eq!(get(&sim, item.trim_end_matches('/')).await.0, 301);
+    assert_eq!(
+        send(&sim, "PUT", &item, Some(json!({}))).await,
+        (405, json!({"detail": "Method \"PUT\" not allowed."}))
+    );
+    let (status, body) = send(&sim, "PATCH", &item, Some(json!({"state": "nope"}))).await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"state": ["\u{201c}nope\u{201d} is not a valid UUID."]})
+        )
+    );
+    let unknown = format!(
+        "{}00000000-0000-4000-8000-000000000001/comments/",
+        items_path(&sim)
+    );
+    assert_eq!(
+        send(&sim, "POST", &unknown, Some(json!({"comment_html": "x"}))).await,
+        (400, json!({"error": "The payload is not valid"}))
+    );
+    // A comment on a deleted item is accepted; a GET of it is a 404.
+    sim.delete_work_item(&task);
+    assert_eq!(
+        send(
+            &sim,
+            "POST",
+            &format!("{item}comments/"),
+            Some(json!({"comment_html": "late"}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(get(&sim, &item).await.0, 404);
+    // An archived item still takes a PATCH.
+    let archived = sim.add_work_item("a", "Done");
+    sim.archive_work_item(&archived);
+    let done = sim
+        .states()
+        .into_iter()
+        .find(|s| s.name == "Todo")
+        .unwrap()
+        .id;
+    assert_eq!(
+        send(
+            &sim,
+            "PATCH",
+            &format!("{}{archived}/", items_path(&sim)),
+            Some(json!({"state": done}))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(sim.state_of(&archived).as_deref(), Some("Todo"));
+}
+
+#[tokio::test]
+async fn faults_apply_to_matching_requests_for_as_many_times_as_asked() {
+    let sim = PlaneSim::start(SimConfig::default()).await.unwrap();
+    let task = sim.add_work_item("t", "Todo");
+    let item = format!("{}{task}/", items_path(&sim));
+    sim.inject(
+        FaultRule::new(Fault::Status(503))
+            .on_path(&task)
+            .on_method("GET")
+            .times(2),
+    );
+    assert_eq!(get(&sim, &item).await.0, 503);
+    assert_eq!(
+        get(&sim, &items_path(&sim)).await.0,
+        200,
+        "another path is unaffected"
+    );
+    assert_eq!(get(&sim, &item).await.0, 503);
+    assert_eq!(get(&sim, &item).await.0, 200, "used up");
+    sim.inject(FaultRule::new(Fault::ProjectForbidden));
+    assert_eq!(get(&sim, &item).await.0, 403);
+    sim.clear_faults();
+    sim.inject(FaultRule::new(Fault::Latency(Duration::from_millis(200))).times(1));
+    let started = std::time::Instant::now();
+    assert_eq!(get(&sim, &item).await.0, 200);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let statuses: Vec<u16> = sim.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503, 200, 503, 200, 403, 200]);
+}
+
+#[test]
+fn the_binary_serves_a_seed_and_prints_where() {
+    let dir = std::env::temp_dir().join(format!("plane-sim-seed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = dir.join("seed.json");
+    std::fs::write(
+        &seed,
+        json!({
+            "workspace": "demo",
+            "api_key": "plane_api_demo",
+            "states": [{"name": "Ready for AI", "group": "unstarted"}, {"name": "Running", "group": "started"}],
+            "work_items": [{"name": "first", "state": "Ready for AI", "labels": ["goal"]}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plane-sim"))
+        .args(["--port", "0", "--seed"])
+        .arg(&seed)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(info["workspace"], "demo");
+    let url = format!(
+        "{}/api/v1/workspaces/demo/projects/{}/work-items/?expand=state",
+        info["base_url"].as_str().unwrap(),
+        info["project_id"].as_str().unwrap()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body: Value = rt.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let response = reqwest::Client::new()
+            .get(url)
+            .header("X-API-Key", "plane_api_demo")
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_str(&response.text().await.unwrap()).unwrap()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(body["results"][0]["name"], "first");
+    assert_eq!(body["results"][0]["state"]["name"], "Ready for AI");
+
+    std::fs::write(
+        &seed,
+        r#"{"work_items": [{"name": "x", "state": "Nowhere"}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_plane-sim"))
+        .args(["--port", "0", "--seed"])
+        .arg(&seed)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown state \"Nowhere\""));
+    std::fs::remove_dir_all(dir).unwrap();
+}
