@@ -122,6 +122,7 @@ fn owner() -> Owner {
             start_time: 1,
         },
         executor: None,
+        role: None,
     }
 }
 

@@ -43,6 +43,7 @@
 //!     boot_id: "5f1c…".into(),
 //!     runner: ProcessIdentity { pid: 4242, start_time: 917_311 },
 //!     executor: None,
+//!     role: None,
 //! };
 //! let key = SlotKey::new(Backend::new("local")?, TaskId::new("ROCK-12")?);
 //! let request = AdmitRequest {

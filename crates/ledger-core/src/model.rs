@@ -45,6 +45,10 @@ pub struct Owner {
     /// The executor child, once spawned.
     #[serde(default)]
     pub executor: Option<ExecutorIdentity>,
+    /// The runner's role (which board column it claims from), so that a
+    /// reclaimed task can be put back where it came from.
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 impl Owner {
@@ -63,6 +67,7 @@ impl Owner {
                 start_time: 0,
             },
             executor: None,
+            role: None,
         }
     }
 }
@@ -220,6 +225,8 @@ impl fmt::Display for Denial {
 }
 
 /// What `admit` decided.
+// One outcome per admission, moved once: boxing the slot would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdmitOutcome {
     /// The slot is open and recorded.
@@ -252,6 +259,10 @@ pub enum FinishReason {
     /// Closed by a `usage.json` import (the reference system did not record
     /// how a dispatch ended).
     Imported,
+    /// Released before the executor started: the task left its claim state
+    /// between the list and the re-read, or could not be marked running.
+    /// Not an attempt that counts against `max_attempts`.
+    NotStarted,
 }
 
 impl fmt::Display for FinishReason {
@@ -264,6 +275,7 @@ impl fmt::Display for FinishReason {
             FinishReason::ReleasedByOperator => f.write_str("released by operator"),
             FinishReason::Expired => f.write_str("expired"),
             FinishReason::Imported => f.write_str("imported"),
+            FinishReason::NotStarted => f.write_str("not started"),
         }
     }
 }
@@ -363,6 +375,9 @@ pub struct TaskAttempts {
     pub released: u64,
     /// Expired.
     pub expired: u64,
+    /// Released before the executor started.
+    #[serde(default)]
+    pub not_started: u64,
 }
 
 impl TaskAttempts {
@@ -381,6 +396,7 @@ impl TaskAttempts {
             + self.reconciled
             + self.released
             + self.expired
+            + self.not_started
     }
 
     #[cfg_attr(not(feature = "store"), allow(dead_code))]
@@ -392,6 +408,7 @@ impl TaskAttempts {
             FinishReason::Reconciled { .. } => &mut self.reconciled,
             FinishReason::ReleasedByOperator => &mut self.released,
             FinishReason::Expired => &mut self.expired,
+            FinishReason::NotStarted => &mut self.not_started,
         };
         *counter += 1;
     }

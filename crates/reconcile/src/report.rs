@@ -79,6 +79,10 @@ pub struct ActionEntry {
     /// The run that held the slot (not part of the JSON shape).
     #[serde(skip)]
     pub run_id: RunId,
+    /// The role of the runner that held it, if recorded (not part of the
+    /// JSON shape): where a reclaimed task goes back to.
+    #[serde(skip)]
+    pub role: Option<String>,
     /// The task's state in Plane when the scan looked it up (not part of the
     /// JSON shape): the runner uses it to put a still-running task back.
     #[serde(skip)]

@@ -92,6 +92,7 @@ pub async fn scan(
             action: Action::WouldApply,
             error: None,
             run_id: reclaim.slot.run_id.clone(),
+            role: reclaim.slot.owner.role.clone(),
             task_state: reclaim.task_state,
         };
         if !options.apply {

@@ -150,6 +150,7 @@ fn elsewhere(i: usize) -> Owner {
             start_time: 1,
         },
         executor: None,
+        role: None,
     }
 }
 
@@ -163,6 +164,7 @@ fn dead_here(host: &HostIdentity, i: usize) -> Owner {
             start_time: 1,
         },
         executor: None,
+        role: None,
     }
 }
 

@@ -1,6 +1,7 @@
-//! What inflight's two binaries share: the Linux [`ProcessProbe`] and the
-//! adapters that let the orphan rules of `reconcile` reach the real ledger
-//! and its reconcile lock.
+//! What inflight's two binaries share: the configuration file and its
+//! validation, the Linux [`ProcessProbe`], the adapters that let the orphan
+//! rules of `reconcile` reach the real ledger, its reconcile lock and Plane,
+//! putting reclaimed tasks back on the board, and logging.
 //!
 //! # Example
 //!
@@ -24,9 +25,18 @@
 #![warn(missing_docs)]
 
 mod adapters;
+mod config;
+mod logging;
+mod plane;
 mod process;
 
 pub use adapters::{FileStartupLock, LedgerAdapter};
+pub use config::{
+    BackendSettings, Config, ConfigError, LedgerSettings, PlaneSettings, RoleSettings,
+    WatcherSettings,
+};
+pub use logging::{LogFormat, init_logging};
+pub use plane::{PlaneLookup, Requeue, html_escape, lookup_error, requeue_reclaimed, state_of};
 pub use process::{
     HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, terminate_group, this_owner, this_process,
 };

@@ -96,6 +96,7 @@ pub fn this_owner(host: &HostIdentity) -> io::Result<Owner> {
         boot_id: host.boot_id.clone(),
         runner: this_process()?,
         executor: None,
+        role: None,
     })
 }
 

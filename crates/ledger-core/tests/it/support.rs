@@ -22,6 +22,7 @@ pub fn owner() -> Owner {
             start_time: 1,
         },
         executor: None,
+        role: None,
     }
 }
 

@@ -30,6 +30,7 @@ pub fn slot(backend: &str, task: &str, run: &str, age: Duration) -> Slot {
                 },
                 process_group: 101,
             }),
+            role: Some("goal".into()),
         },
         lease_until: NOW,
         started_seq: 1,

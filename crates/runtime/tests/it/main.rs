@@ -2,4 +2,6 @@
 //! a real ledger.
 
 mod adapters;
+mod config;
+mod lookup;
 mod probe;

@@ -27,6 +27,7 @@ fn owner(host: &HostIdentity, runner: ProcessIdentity) -> Owner {
         boot_id: host.boot_id.clone(),
         runner,
         executor: None,
+        role: None,
     }
 }
 

@@ -1,0 +1,582 @@
+//! The configuration file: one TOML file shared by the watcher and the
+//! watchdog, validated whole at start-up. Every key is documented in
+//! `docs/configuration.md`.
+//!
+//! Paths inside the file are relative to the file's folder. Secrets are
+//! never in the file: `plane.api_key_env` names the environment variable
+//! that holds the API key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ledger_core::{Backend, BackendLimits, Limits};
+use plane_client::{ApiKey, PlaneConfig, RateLimit, RouteFamily};
+use serde::Deserialize;
+
+/// A configuration problem, naming the file and the key (or environment
+/// variable) at fault. The binaries exit with status 2 on one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {key}: {message}")]
+pub struct ConfigError {
+    /// The configuration file.
+    pub path: String,
+    /// The key at fault (`roles.goal.backend`), or the environment variable.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    ledger: RawLedger,
+    plane: RawPlane,
+    #[serde(default)]
+    limits: RawLimits,
+    backends: BTreeMap<String, RawBackend>,
+    roles: BTreeMap<String, RawRole>,
+    #[serde(default)]
+    watcher: RawWatcher,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    path: PathBuf,
+    #[serde(default = "default_window_hours")]
+    window_hours: u64,
+    #[serde(default = "default_retention_days")]
+    retention_days: u64,
+    #[serde(default = "default_write_deadline_secs")]
+    write_deadline_secs: u64,
+}
+
+fn default_window_hours() -> u64 {
+    24
+}
+fn default_retention_days() -> u64 {
+    7
+}
+fn default_write_deadline_secs() -> u64 {
+    10
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlane {
+    base_url: String,
+    workspace: String,
+    project_id: String,
+    #[serde(default = "default_api_key_env")]
+    api_key_env: String,
+    #[serde(default = "default_connect_timeout_secs")]
+    connect_timeout_secs: u64,
+    #[serde(default = "default_request_timeout_secs")]
+    request_timeout_secs: u64,
+    #[serde(default = "default_max_response_bytes")]
+    max_response_bytes: usize,
+    #[serde(default = "default_rate_limit_per_minute")]
+    rate_limit_per_minute: u32,
+    #[serde(default = "default_terminal_states")]
+    terminal_states: Vec<String>,
+    #[serde(default = "default_routes")]
+    routes: String,
+}
+
+fn default_api_key_env() -> String {
+    "PLANE_API_KEY".into()
+}
+fn default_connect_timeout_secs() -> u64 {
+    5
+}
+fn default_request_timeout_secs() -> u64 {
+    30
+}
+fn default_max_response_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_rate_limit_per_minute() -> u32 {
+    60
+}
+fn default_terminal_states() -> Vec<String> {
+    ["Done", "Cancelled", "Cancelled by operator", "Closed"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_routes() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_concurrent: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    max_concurrent: u32,
+    max_per_hour: Option<u32>,
+    max_per_day: Option<u32>,
+    command: Vec<String>,
+    #[serde(default = "default_timeout_secs")]
+    timeout_secs: u64,
+}
+
+fn default_timeout_secs() -> u64 {
+    3600
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    claim_state: String,
+    running_state: String,
+    done_state: String,
+    blocked_state: String,
+    backend: String,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default = "default_max_attempts")]
+    max_attempts: u32,
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatcher {
+    #[serde(default = "default_poll_interval_secs")]
+    poll_interval_secs: u64,
+    #[serde(default = "default_lease_secs")]
+    lease_secs: u64,
+    #[serde(default = "default_grace_secs")]
+    grace_secs: u64,
+    #[serde(default = "default_startup_reconcile_secs")]
+    startup_reconcile_secs: u64,
+}
+
+impl Default for RawWatcher {
+    fn default() -> Self {
+        Self {
+            poll_interval_secs: default_poll_interval_secs(),
+            lease_secs: default_lease_secs(),
+            grace_secs: default_grace_secs(),
+            startup_reconcile_secs: default_startup_reconcile_secs(),
+        }
+    }
+}
+
+fn default_poll_interval_secs() -> u64 {
+    30
+}
+fn default_lease_secs() -> u64 {
+    300
+}
+fn default_grace_secs() -> u64 {
+    10
+}
+fn default_startup_reconcile_secs() -> u64 {
+    10
+}
+
+/// `[ledger]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerSettings {
+    /// The ledger file, resolved against the configuration's folder.
+    pub path: PathBuf,
+    /// `window_hours`: slots older than this whose owner is not known alive
+    /// expire.
+    pub window: Duration,
+    /// `retention_days`: how long events are kept.
+    pub retention: Duration,
+    /// `write_deadline_secs`: how long to wait for another writer.
+    pub write_deadline: Duration,
+}
+
+/// `[plane]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaneSettings {
+    /// `base_url`.
+    pub base_url: String,
+    /// `workspace`.
+    pub workspace: String,
+    /// `project_id`.
+    pub project_id: String,
+    /// `api_key_env`: the environment variable holding the key.
+    pub api_key_env: String,
+    /// `connect_timeout_secs`.
+    pub connect_timeout: Duration,
+    /// `request_timeout_secs`.
+    pub request_timeout: Duration,
+    /// `max_response_bytes`.
+    pub max_response_bytes: usize,
+    /// `rate_limit_per_minute`.
+    pub rate_limit_per_minute: u32,
+    /// `terminal_states`.
+    pub terminal_states: Vec<String>,
+    /// `routes`: `auto`, `work-items` or `issues`.
+    pub routes: RouteFamily,
+}
+
+/// `[backends.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSettings {
+    /// The backend's name.
+    pub name: Backend,
+    /// Caps.
+    pub limits: BackendLimits,
+    /// `command`: the executor's argv, run without a shell.
+    pub command: Vec<String>,
+    /// `timeout_secs`.
+    pub timeout: Duration,
+}
+
+/// `[roles.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleSettings {
+    /// The role's name.
+    pub name: String,
+    /// `claim_state`: where the role takes tasks from.
+    pub claim_state: String,
+    /// `running_state`: where a task is while it runs.
+    pub running_state: String,
+    /// `done_state`: after exit 0.
+    pub done_state: String,
+    /// `blocked_state`: after a failure, a timeout, or `max_attempts` lost
+    /// attempts.
+    pub blocked_state: String,
+    /// `backend`.
+    pub backend: Backend,
+    /// `labels`: only tasks carrying all of these.
+    pub labels: Vec<String>,
+    /// `max_attempts`.
+    pub max_attempts: u32,
+}
+
+/// `[watcher]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatcherSettings {
+    /// `poll_interval_secs`.
+    pub poll_interval: Duration,
+    /// `lease_secs`.
+    pub lease: Duration,
+    /// `grace_secs`: between SIGTERM and SIGKILL of an executor.
+    pub grace: Duration,
+    /// `startup_reconcile_secs`: the start-up sweep's time bound.
+    pub startup_reconcile: Duration,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The folder relative paths resolve against.
+    pub dir: PathBuf,
+    /// `[ledger]`.
+    pub ledger: LedgerSettings,
+    /// `[plane]`.
+    pub plane: PlaneSettings,
+    /// `[limits] max_concurrent`: the global cap.
+    pub global_max_concurrent: Option<u32>,
+    /// `[backends.*]`.
+    pub backends: BTreeMap<String, BackendSettings>,
+    /// `[roles.*]`.
+    pub roles: BTreeMap<String, RoleSettings>,
+    /// `[watcher]`.
+    pub watcher: WatcherSettings,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let error = |key: &str, message: String| ConfigError {
+            path: shown.clone(),
+            key: key.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| error("(file)", format!("cannot read: {e}")))?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            // toml names the line and the offending key or value.
+            error("(syntax)", e.to_string().trim_end().replace('\n', "\n    "))
+        })?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+
+        let positive = |key: &str, value: u64| {
+            if value == 0 {
+                Err(error(key, "must be greater than 0".into()))
+            } else {
+                Ok(value)
+            }
+        };
+        let ledger = LedgerSettings {
+            path: dir.join(&raw.ledger.path),
+            window: Duration::from_secs(
+                positive("ledger.window_hours", raw.ledger.window_hours)? * 3600,
+            ),
+            retention: Duration::from_secs(
+                positive("ledger.retention_days", raw.ledger.retention_days)? * 86_400,
+            ),
+            write_deadline: Duration::from_secs(positive(
+                "ledger.write_deadline_secs",
+                raw.ledger.write_deadline_secs,
+            )?),
+        };
+
+        let p = raw.plane;
+        if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+            return Err(error(
+                "plane.base_url",
+                format!("{:?} must start with http:// or https://", p.base_url),
+            ));
+        }
+        for (key, value) in [
+            ("plane.workspace", &p.workspace),
+            ("plane.project_id", &p.project_id),
+            ("plane.api_key_env", &p.api_key_env),
+        ] {
+            if value.trim().is_empty() {
+                return Err(error(key, "must not be empty".into()));
+            }
+        }
+        let routes = match p.routes.as_str() {
+            "auto" => RouteFamily::Detect,
+            "work-items" => RouteFamily::WorkItems,
+            "issues" => RouteFamily::Issues,
+            other => {
+                return Err(error(
+                    "plane.routes",
+                    format!("{other:?} is not one of auto, work-items, issues"),
+                ));
+            }
+        };
+        let plane = PlaneSettings {
+            base_url: p.base_url,
+            workspace: p.workspace,
+            project_id: p.project_id,
+            api_key_env: p.api_key_env,
+            connect_timeout: Duration::from_secs(positive(
+                "plane.connect_timeout_secs",
+                p.connect_timeout_secs,
+            )?),
+            request_timeout: Duration::from_secs(positive(
+                "plane.request_timeout_secs",
+                p.request_timeout_secs,
+            )?),
+            max_response_bytes: positive("plane.max_response_bytes", p.max_response_bytes as u64)?
+                as usize,
+            rate_limit_per_minute: positive(
+                "plane.rate_limit_per_minute",
+                u64::from(p.rate_limit_per_minute),
+            )? as u32,
+            terminal_states: p.terminal_states,
+            routes,
+        };
+
+        if raw.backends.is_empty() {
+            return Err(error(
+                "backends",
+                "at least one [backends.NAME] table is needed".into(),
+            ));
+        }
+        let mut backends = BTreeMap::new();
+        for (name, b) in raw.backends {
+            let key = |field: &str| format!("backends.{name}.{field}");
+            let backend = Backend::new(name.clone())
+                .map_err(|e| error(&format!("backends.{name}"), e.to_string()))?;
+            if b.max_concurrent == 0 {
+                return Err(error(
+                    &key("max_concurrent"),
+                    "must be greater than 0".into(),
+                ));
+            }
+            if b.command.is_empty() || b.command[0].trim().is_empty() {
+                return Err(error(
+                    &key("command"),
+                    "must name a program, e.g. [\"./run-task.sh\"]".into(),
+                ));
+            }
+            let timeout = Duration::from_secs(positive(&key("timeout_secs"), b.timeout_secs)?);
+            backends.insert(
+                name,
+                BackendSettings {
+                    name: backend,
+                    limits: BackendLimits {
+                        max_concurrent: b.max_concurrent,
+                        max_per_hour: b.max_per_hour,
+                        max_per_day: b.max_per_day,
+                    },
+                    command: b.command,
+                    timeout,
+                },
+            );
+        }
+
+        if raw.roles.is_empty() {
+            return Err(error(
+                "roles",
+                "at least one [roles.NAME] table is needed".into(),
+            ));
+        }
+        let mut roles = BTreeMap::new();
+        for (name, r) in raw.roles {
+            let key = |field: &str| format!("roles.{name}.{field}");
+            let Some(backend) = backends.get(&r.backend) else {
+                let known: Vec<&str> = backends.keys().map(String::as_str).collect();
+                return Err(error(
+                    &key("backend"),
+                    format!(
+                        "backend {:?} is not defined (defined: {})",
+                        r.backend,
+                        known.join(", ")
+                    ),
+                ));
+            };
+            for (field, value) in [
+                ("claim_state", &r.claim_state),
+                ("running_state", &r.running_state),
+                ("done_state", &r.done_state),
+                ("blocked_state", &r.blocked_state),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(error(&key(field), "must name a Plane state".into()));
+                }
+            }
+            if r.claim_state
+                .trim()
+                .eq_ignore_ascii_case(r.running_state.trim())
+            {
+                return Err(error(
+                    &key("running_state"),
+                    "must differ from claim_state".into(),
+                ));
+            }
+            if r.max_attempts == 0 {
+                return Err(error(&key("max_attempts"), "must be greater than 0".into()));
+            }
+            roles.insert(
+                name.clone(),
+                RoleSettings {
+                    name,
+                    claim_state: r.claim_state,
+                    running_state: r.running_state,
+                    done_state: r.done_state,
+                    blocked_state: r.blocked_state,
+                    backend: backend.name.clone(),
+                    labels: r.labels,
+                    max_attempts: r.max_attempts,
+                },
+            );
+        }
+
+        let w = raw.watcher;
+        let watcher = WatcherSettings {
+            poll_interval: Duration::from_secs(positive(
+                "watcher.poll_interval_secs",
+                w.poll_interval_secs,
+            )?),
+            lease: Duration::from_secs(positive("watcher.lease_secs", w.lease_secs)?),
+            grace: Duration::from_secs(w.grace_secs),
+            startup_reconcile: Duration::from_secs(positive(
+                "watcher.startup_reconcile_secs",
+                w.startup_reconcile_secs,
+            )?),
+        };
+        if raw.limits.max_concurrent == Some(0) {
+            return Err(error(
+                "limits.max_concurrent",
+                "must be greater than 0".into(),
+            ));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            dir,
+            ledger,
+            plane,
+            global_max_concurrent: raw.limits.max_concurrent,
+            backends,
+            roles,
+            watcher,
+        })
+    }
+
+    /// How to open the ledger: multi-process mode (the watcher, the watchdog
+    /// and every read-only command share the file).
+    pub fn ledger_options(&self) -> ledger_core::LedgerOptions {
+        ledger_core::LedgerOptions {
+            write_deadline: self.ledger.write_deadline,
+            retention: self.ledger.retention,
+            ..ledger_core::LedgerOptions::default()
+        }
+    }
+
+    /// The caps an admission to `backend` is checked against.
+    pub fn limits_for(&self, backend: &Backend) -> Option<Limits> {
+        self.backends.get(backend.as_str()).map(|b| Limits {
+            global_max_concurrent: self.global_max_concurrent,
+            backend: b.limits,
+        })
+    }
+
+    /// The role named `name`, or an error listing the roles there are.
+    pub fn role(&self, name: &str) -> Result<&RoleSettings, ConfigError> {
+        self.roles.get(name).ok_or_else(|| ConfigError {
+            path: self.path.display().to_string(),
+            key: "--role".into(),
+            message: format!(
+                "no role named {name:?} (roles: {})",
+                self.roles
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    }
+
+    /// The Plane client's configuration, with the API key read from the
+    /// environment variable `plane.api_key_env`.
+    pub fn plane_config(&self) -> Result<PlaneConfig, ConfigError> {
+        let var = &self.plane.api_key_env;
+        let key = match std::env::var(var) {
+            Ok(value) if !value.trim().is_empty() => ApiKey::new(value.trim()),
+            _ => {
+                return Err(ConfigError {
+                    path: self.path.display().to_string(),
+                    key: "plane.api_key_env".into(),
+                    message: format!(
+                        "environment variable {var} is not set (it must hold the Plane API key)"
+                    ),
+                });
+            }
+        };
+        let mut config = PlaneConfig::new(
+            &self.plane.base_url,
+            &self.plane.workspace,
+            &self.plane.project_id,
+            key,
+        );
+        config.connect_timeout = self.plane.connect_timeout;
+        config.request_timeout = self.plane.request_timeout;
+        config.max_response_bytes = self.plane.max_response_bytes;
+        config.rate_limit = RateLimit {
+            requests: self.plane.rate_limit_per_minute,
+            per: Duration::from_secs(60),
+        };
+        config.terminal_state_names = self.plane.terminal_states.clone();
+        config.routes = self.plane.routes;
+        Ok(config)
+    }
+}

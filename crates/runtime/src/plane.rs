@@ -1,0 +1,241 @@
+//! Plane, as the orphan rules and the runners use it: the `TaskLookup`
+//! adapter over `plane-client`, and putting a reclaimed task back on the
+//! board.
+
+use std::sync::Arc;
+
+use ledger_core::{Ledger, TaskId};
+use plane_client::{PlaneClient, PlaneError, StateLite, StateRef, WorkItem};
+use reconcile::{
+    Action, ActionEntry, BoxFuture, LookupError, LookupErrorKind, ProjectSummary, TaskLookup,
+    TaskState, TaskStatus,
+};
+
+use crate::Config;
+
+/// A [`PlaneClient`] as the rules see it.
+#[derive(Debug, Clone)]
+pub struct PlaneLookup(pub Arc<PlaneClient>);
+
+/// Maps the client's error onto the rules' vocabulary. Only `NotFound` is
+/// evidence, and it is not an error at all: see [`PlaneLookup`].
+pub fn lookup_error(error: PlaneError) -> LookupError {
+    let kind = match &error {
+        PlaneError::Unauthorized { .. } => LookupErrorKind::Unauthorized,
+        PlaneError::Forbidden { .. } => LookupErrorKind::Forbidden,
+        PlaneError::RouteNotFound { .. } => LookupErrorKind::RouteNotFound,
+        PlaneError::RateLimited { .. } => LookupErrorKind::RateLimited,
+        PlaneError::Server { .. } => LookupErrorKind::Server,
+        PlaneError::Timeout { .. } => LookupErrorKind::Timeout,
+        PlaneError::Transport { .. } => LookupErrorKind::Transport,
+        PlaneError::Decode { .. } | PlaneError::TooLarge { .. } => LookupErrorKind::Decode,
+        _ => LookupErrorKind::Other,
+    };
+    LookupError::new(kind, error.to_string())
+}
+
+/// The state of `item` as the four-key object, resolving a bare id through
+/// the (cached) state list.
+pub async fn state_of(plane: &PlaneClient, item: &WorkItem) -> Result<StateLite, PlaneError> {
+    match &item.state {
+        StateRef::Expanded(state) => Ok(state.clone()),
+        StateRef::Id(id) => {
+            let find = |states: &[plane_client::State]| {
+                states.iter().find(|s| &s.id == id).map(|s| StateLite {
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                    group: s.group.clone(),
+                })
+            };
+            if let Some(state) = find(&plane.states().await?) {
+                return Ok(state);
+            }
+            find(&plane.refresh_states().await?).ok_or_else(|| PlaneError::UnknownState {
+                name: id.clone(),
+                available: "(not in the project's state list)".into(),
+            })
+        }
+    }
+}
+
+fn task_state(plane: &PlaneClient, state: &StateLite) -> TaskState {
+    TaskState {
+        name: state.name.clone(),
+        group: state.group.as_str().to_owned(),
+        terminal: plane.is_terminal(state),
+    }
+}
+
+impl TaskLookup for PlaneLookup {
+    fn probe_project(&self) -> BoxFuture<Result<ProjectSummary, LookupError>> {
+        let plane = self.0.clone();
+        Box::pin(async move {
+            plane
+                .probe_project()
+                .await
+                .map(|p| ProjectSummary {
+                    work_items: p.total_work_items,
+                })
+                .map_err(lookup_error)
+        })
+    }
+
+    fn task_status(&self, task: TaskId) -> BoxFuture<Result<TaskStatus, LookupError>> {
+        let plane = self.0.clone();
+        Box::pin(async move {
+            match plane.get_work_item(task.as_str()).await {
+                Ok(item) => {
+                    let state = state_of(&plane, &item).await.map_err(lookup_error)?;
+                    Ok(TaskStatus::Found(task_state(&plane, &state)))
+                }
+                Err(PlaneError::NotFound { .. }) => Ok(TaskStatus::NotFound),
+                Err(e) => Err(lookup_error(e)),
+            }
+        })
+    }
+
+    fn list_project(&self) -> BoxFuture<Result<Vec<(TaskId, TaskState)>, LookupError>> {
+        let plane = self.0.clone();
+        Box::pin(async move {
+            let items = plane.list_work_items().await.map_err(lookup_error)?;
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let Ok(id) = TaskId::new(item.id.clone()) else {
+                    continue;
+                };
+                let state = state_of(&plane, &item).await.map_err(lookup_error)?;
+                out.push((id, task_state(&plane, &state)));
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Escapes text for a Plane comment's HTML.
+pub fn html_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '&' => "&amp;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            c if c.is_control() && c != '\n' => " ".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// What happened to a reclaimed task on the board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeue {
+    /// Moved back to its role's claim state.
+    BackToClaim {
+        /// The task.
+        task: TaskId,
+        /// The state it went to.
+        state: String,
+    },
+    /// It had used its `max_attempts`: moved to the blocked state.
+    Blocked {
+        /// The task.
+        task: TaskId,
+        /// The state it went to.
+        state: String,
+    },
+    /// Left where it is (not in a started state, role unknown, or Plane
+    /// failed), with why.
+    Left {
+        /// The task.
+        task: TaskId,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Puts the tasks of reclaimed slots that are still in a started state in
+/// Plane back into their role's claim state, with a comment; a task whose
+/// attempts ended without a report `max_attempts` times goes to the blocked
+/// state instead, so a task that kills its runner cannot loop forever.
+pub async fn requeue_reclaimed(
+    plane: &PlaneClient,
+    ledger: &Ledger,
+    config: &Config,
+    actions: &[ActionEntry],
+) -> Vec<Requeue> {
+    let mut outcomes = Vec::new();
+    for action in actions.iter().filter(|a| a.action == Action::Applied) {
+        let task = action.task_id.clone();
+        let left = |why: String| Requeue::Left {
+            task: task.clone(),
+            why,
+        };
+        let Some(role) = action.role.as_deref().and_then(|r| config.roles.get(r)) else {
+            outcomes.push(left(
+                "the slot's role is not known to this configuration".into(),
+            ));
+            continue;
+        };
+        let group = match &action.task_state {
+            Some(state) => state.group.clone(),
+            None => match plane.get_work_item(task.as_str()).await {
+                Ok(item) => match state_of(plane, &item).await {
+                    Ok(state) => state.group.as_str().to_owned(),
+                    Err(e) => {
+                        outcomes.push(left(format!("its state could not be read: {e}")));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    outcomes.push(left(format!("it could not be read: {e}")));
+                    continue;
+                }
+            },
+        };
+        if group != "started" {
+            outcomes.push(left(format!("it is in a {group} state, not a started one")));
+            continue;
+        }
+        let lost = ledger.attempts(&task).map(|a| a.lost()).unwrap_or(0);
+        let blocked = lost >= u64::from(role.max_attempts);
+        let target = if blocked {
+            &role.blocked_state
+        } else {
+            &role.claim_state
+        };
+        let comment = format!(
+            "<p>inflight: run {} on backend {} was reclaimed by {} ({}). Attempts lost so far: {lost} of {}. {}</p>",
+            html_escape(action.run_id.as_str()),
+            html_escape(action.backend.as_str()),
+            action.rule,
+            html_escape(&action.reason),
+            role.max_attempts,
+            if blocked {
+                format!("Moved to {} for a person to look at.", html_escape(target))
+            } else {
+                format!("Moved back to {} to be claimed again.", html_escape(target))
+            }
+        );
+        let moved = plane.set_state(task.as_str(), target).await;
+        if let Err(e) = moved {
+            tracing::warn!(task = %task, error = %e, "could not move a reclaimed task");
+            outcomes.push(left(format!("moving it failed: {e}")));
+            continue;
+        }
+        if let Err(e) = plane.post_comment(task.as_str(), &comment).await {
+            tracing::warn!(task = %task, error = %e, "could not comment on a reclaimed task");
+        }
+        tracing::info!(task = %task, state = %target, blocked, lost, "reclaimed task put back on the board");
+        outcomes.push(if blocked {
+            Requeue::Blocked {
+                task,
+                state: target.clone(),
+            }
+        } else {
+            Requeue::BackToClaim {
+                task,
+                state: target.clone(),
+            }
+        });
+    }
+    outcomes
+}

@@ -1,0 +1,135 @@
+//! The configuration file: defaults, relative paths, and an error naming the
+//! key for each kind of mistake.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use runtime::{Config, ConfigError};
+
+const VALID: &str = r#"
+[ledger]
+path = "var/inflight.redb"
+
+[plane]
+base_url = "http://127.0.0.1:8000"
+workspace = "acme"
+project_id = "7a9e77a8-f88a-4a02-989e-b62a535fbb98"
+api_key_env = "INFLIGHT_TEST_KEY_FOR_CONFIG"
+
+[limits]
+max_concurrent = 4
+
+[backends.local]
+max_concurrent = 2
+max_per_hour = 60
+command = ["sh", "-c", "./run-task.sh"]
+
+[roles.goal]
+claim_state = "Ready for AI"
+running_state = "Running"
+done_state = "Done"
+blocked_state = "Blocked"
+backend = "local"
+"#;
+
+fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inflight.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+fn error_for(text: &str) -> ConfigError {
+    let (_dir, path) = write(text);
+    Config::load(&path).expect_err("an invalid configuration was accepted")
+}
+
+#[test]
+fn a_valid_file_loads_with_defaults_and_relative_paths() {
+    let (dir, path) = write(VALID);
+    let config = Config::load(&path).unwrap();
+    let dir = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(config.ledger.path, dir.join("var/inflight.redb"));
+    assert_eq!(config.ledger.window, Duration::from_secs(24 * 3600));
+    assert_eq!(config.ledger.retention, Duration::from_secs(7 * 86_400));
+    let role = config.role("goal").unwrap();
+    assert_eq!((role.max_attempts, role.labels.len()), (3, 0));
+    assert_eq!(config.watcher.poll_interval, Duration::from_secs(30));
+    assert_eq!(config.backends["local"].timeout, Duration::from_secs(3600));
+    let limits = config.limits_for(&role.backend).unwrap();
+    assert_eq!(
+        (limits.global_max_concurrent, limits.backend.max_per_day),
+        (Some(4), None)
+    );
+    assert_eq!(
+        config.plane.terminal_states,
+        ["Done", "Cancelled", "Cancelled by operator", "Closed"]
+    );
+}
+
+#[test]
+fn an_unknown_key_is_named() {
+    let err = error_for(&VALID.replace("max_per_hour = 60", "max_per_hour = 60\nmax_per_week = 9"));
+    assert!(err.to_string().contains("max_per_week"), "{err}");
+}
+
+#[test]
+fn a_wrong_type_is_named() {
+    let err = error_for(&VALID.replace("max_concurrent = 2", "max_concurrent = \"two\""));
+    let text = err.to_string();
+    assert!(
+        text.contains("max_concurrent") && text.contains("\"two\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_role_naming_an_undefined_backend_is_named() {
+    let err = error_for(&VALID.replace("backend = \"local\"", "backend = \"gpu\""));
+    assert_eq!(err.key, "roles.goal.backend");
+    assert!(
+        err.message.contains("\"gpu\"") && err.message.contains("local"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_sections_and_bad_values_are_named() {
+    let err = error_for(&VALID.replace(
+        "[limits]\nmax_concurrent = 4",
+        "[limits]\nmax_concurrent = 0",
+    ));
+    assert_eq!(err.key, "limits.max_concurrent");
+    let err = error_for(&VALID.replace(
+        "command = [\"sh\", \"-c\", \"./run-task.sh\"]",
+        "command = []",
+    ));
+    assert_eq!(err.key, "backends.local.command");
+    let err = error_for(&VALID.replace(
+        "base_url = \"http://127.0.0.1:8000\"",
+        "base_url = \"127.0.0.1:8000\"",
+    ));
+    assert_eq!(err.key, "plane.base_url");
+    let err = error_for(&VALID.replace(
+        "running_state = \"Running\"",
+        "running_state = \"ready for ai\"",
+    ));
+    assert_eq!(err.key, "roles.goal.running_state");
+    let err = error_for("[ledger]\npath = \"x\"\n");
+    assert!(err.to_string().contains("plane"), "{err}");
+    let (_dir, path) = write(VALID);
+    let err = Config::load(&path.with_file_name("missing.toml")).unwrap_err();
+    assert!(err.to_string().contains("missing.toml"), "{err}");
+}
+
+#[test]
+fn a_missing_api_key_variable_is_named_and_only_when_plane_is_needed() {
+    let (_dir, path) =
+        write(&VALID.replace("INFLIGHT_TEST_KEY_FOR_CONFIG", "INFLIGHT_TEST_SURELY_UNSET"));
+    let config = Config::load(&path).unwrap();
+    let err = config.plane_config().unwrap_err();
+    assert_eq!(err.key, "plane.api_key_env");
+    assert!(err.message.contains("INFLIGHT_TEST_SURELY_UNSET"), "{err}");
+    let err = config.role("review").unwrap_err();
+    assert!(err.message.contains("goal"), "{err}");
+}
