@@ -1,0 +1,357 @@
+//! The inflight watchdog's commands, as a library so tests can call them;
+//! `main.rs` parses arguments and prints.
+//!
+//! Every command opens the ledger in multi-process mode, so it runs beside
+//! live runners without stopping them.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # fn example(config: &runtime::Config) -> Result<(), watchdog_bin::WatchdogError> {
+//! let status = watchdog_bin::status(config)?;
+//! println!("{}", serde_json::to_string_pretty(&status).unwrap());
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use ledger_core::{
+    Backend, Clock, Event, EventKind, FinishOutcome, FinishReason, ImportReport, Ledger, RunId,
+    SlotKey, SystemClock, TaskId, Timestamp,
+};
+use plane_client::{PlaneClient, PlaneError};
+use reconcile::{Liveness, ProcessProbe, ScanOptions, ScanReport};
+use runtime::{
+    Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe, PlaneLookup,
+    requeue_reclaimed,
+};
+use serde::Serialize;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchdogError {
+    /// Bad configuration or arguments (exit status 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A bad argument value (exit status 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The ledger failed.
+    #[error("ledger: {0}")]
+    Ledger(#[from] ledger_core::LedgerError),
+    /// Plane's client could not be built.
+    #[error("plane: {0}")]
+    Plane(#[from] PlaneError),
+    /// The scan could not run.
+    #[error("scan: {0}")]
+    Scan(#[from] reconcile::ScanError),
+    /// This host's identity could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn open_ledger(config: &Config) -> Result<Arc<Ledger>, WatchdogError> {
+    Ok(Arc::new(Ledger::open_with(
+        &config.ledger.path,
+        config.ledger_options(),
+    )?))
+}
+
+fn probe(config: &Config) -> Result<LinuxProcessProbe, WatchdogError> {
+    Ok(LinuxProcessProbe::new(
+        HostIdentity::current()?,
+        config.watcher.grace,
+    ))
+}
+
+/// The parts a scan needs, built once for `run`.
+#[derive(Debug)]
+pub struct Scanner {
+    config: Config,
+    ledger: Arc<Ledger>,
+    plane: Arc<PlaneClient>,
+    probe: LinuxProcessProbe,
+}
+
+impl Scanner {
+    /// Opens the ledger and builds the Plane client.
+    pub fn new(config: Config) -> Result<Self, WatchdogError> {
+        let plane = Arc::new(PlaneClient::new(config.plane_config()?)?);
+        Ok(Self {
+            ledger: open_ledger(&config)?,
+            probe: probe(&config)?,
+            plane,
+            config,
+        })
+    }
+
+    /// One pass of the rules. With `apply`, reclaimed tasks still running in
+    /// Plane go back on the board, and events past their retention are
+    /// pruned.
+    pub async fn scan(&self, apply: bool) -> Result<ScanReport, WatchdogError> {
+        let options = ScanOptions {
+            apply,
+            window: self.config.ledger.window,
+            ..ScanOptions::default()
+        };
+        let now = SystemClock.now();
+        let report = reconcile::scan(
+            &LedgerAdapter(self.ledger.clone()),
+            &PlaneLookup(self.plane.clone()),
+            &self.probe,
+            &options,
+            now,
+        )
+        .await?;
+        if apply {
+            requeue_reclaimed(&self.plane, &self.ledger, &self.config, &report.actions).await;
+            match self.ledger.prune(now) {
+                Ok(pruned) if pruned.events_removed > 0 => {
+                    tracing::info!(events = pruned.events_removed, "pruned old events")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not prune old events"),
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// One open slot as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotStatus {
+    /// Backend.
+    pub backend: String,
+    /// Task.
+    pub task_id: String,
+    /// Run.
+    pub run_id: String,
+    /// Role of the runner, if recorded.
+    pub role: Option<String>,
+    /// `host/pid` of the runner.
+    pub owner: String,
+    /// The executor's pid, once spawned.
+    pub executor_pid: Option<u32>,
+    /// When it was admitted.
+    pub started_at: String,
+    /// Seconds since then.
+    pub age_secs: u64,
+    /// `alive`, `dead` or `unknown`, as the process probe sees it.
+    pub liveness: &'static str,
+    /// Why.
+    pub liveness_detail: String,
+}
+
+/// One backend's load as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    /// Open slots.
+    pub open: u32,
+    /// `max_concurrent`.
+    pub max_concurrent: u32,
+}
+
+/// The answer of `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The ledger file.
+    pub ledger: String,
+    /// Every open slot.
+    pub slots: Vec<SlotStatus>,
+    /// Per backend: open against the cap (every configured backend, and any
+    /// other that holds slots).
+    pub backends: BTreeMap<String, BackendStatus>,
+    /// Open slots in all, and the global cap.
+    pub total_open: u32,
+    /// `[limits] max_concurrent`.
+    pub global_max_concurrent: Option<u32>,
+}
+
+/// Open slots, their owners' liveness, and counts against the caps.
+pub fn status(config: &Config) -> Result<Status, WatchdogError> {
+    let ledger = open_ledger(config)?;
+    let probe = probe(config)?;
+    let now = SystemClock.now();
+    let mut backends: BTreeMap<String, BackendStatus> = config
+        .backends
+        .iter()
+        .map(|(name, b)| {
+            (
+                name.clone(),
+                BackendStatus {
+                    open: 0,
+                    max_concurrent: b.limits.max_concurrent,
+                },
+            )
+        })
+        .collect();
+    let mut slots = Vec::new();
+    for slot in ledger.open_slots()? {
+        let (liveness, detail) = match probe.liveness(&slot.owner) {
+            Liveness::Alive => ("alive", String::new()),
+            Liveness::Dead { why } => ("dead", why),
+            Liveness::Unknown { why } => ("unknown", why),
+        };
+        backends
+            .entry(slot.key.backend.to_string())
+            .or_insert(BackendStatus {
+                open: 0,
+                max_concurrent: 0,
+            })
+            .open += 1;
+        slots.push(SlotStatus {
+            backend: slot.key.backend.to_string(),
+            task_id: slot.key.task_id.to_string(),
+            run_id: slot.run_id.to_string(),
+            role: slot.owner.role.clone(),
+            owner: format!("{}/{}", slot.owner.host, slot.owner.runner.pid),
+            executor_pid: slot.owner.executor.as_ref().map(|e| e.process.pid),
+            started_at: slot.started_at.to_string(),
+            age_secs: now.duration_since(slot.started_at).as_secs(),
+            liveness,
+            liveness_detail: detail,
+        });
+    }
+    Ok(Status {
+        ledger: config.ledger.path.display().to_string(),
+        total_open: slots.len() as u32,
+        slots,
+        backends,
+        global_max_concurrent: config.global_max_concurrent,
+    })
+}
+
+/// Renders `status` for a terminal.
+pub fn status_text(status: &Status) -> String {
+    let mut out = format!("ledger {}\n\n", status.ledger);
+    if status.slots.is_empty() {
+        out.push_str("no open slots\n");
+    } else {
+        out.push_str(&format!(
+            "{:<12} {:<38} {:<8} {:>8}  {:<8} {}\n",
+            "BACKEND", "TASK", "ROLE", "AGE", "OWNER", "RUN / OWNER"
+        ));
+        for s in &status.slots {
+            out.push_str(&format!(
+                "{:<12} {:<38} {:<8} {:>8}  {:<8} {} / {}{}\n",
+                s.backend,
+                s.task_id,
+                s.role.as_deref().unwrap_or("-"),
+                age(s.age_secs),
+                s.liveness,
+                s.run_id,
+                s.owner,
+                if s.liveness_detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", s.liveness_detail)
+                }
+            ));
+        }
+    }
+    out.push_str("\nbackend      open / cap\n");
+    for (name, b) in &status.backends {
+        out.push_str(&format!(
+            "{name:<12} {:>4} / {}\n",
+            b.open, b.max_concurrent
+        ));
+    }
+    out.push_str(&format!(
+        "{:<12} {:>4} / {}\n",
+        "(all)",
+        status.total_open,
+        status
+            .global_max_concurrent
+            .map_or("-".to_owned(), |c| c.to_string())
+    ));
+    out
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h", s / 3600),
+    }
+}
+
+/// The audit log since `since` (everything retained when `None`).
+pub fn events(config: &Config, since: Option<&str>) -> Result<Vec<Event>, WatchdogError> {
+    let ledger = open_ledger(config)?;
+    match since {
+        None => Ok(ledger.events_after(0, usize::MAX)?),
+        Some(text) => {
+            let from = Timestamp::parse_rfc3339(text)
+                .map_err(|e| WatchdogError::Usage(format!("--since: {e}")))?;
+            Ok(ledger.events_between(from, Timestamp::from_unix_millis(i64::MAX))?)
+        }
+    }
+}
+
+/// One event as a line of text.
+pub fn event_text(event: &Event) -> String {
+    let at = event.at;
+    match &event.kind {
+        EventKind::Started { key, run_id, owner } => format!(
+            "{:>6} {at} started  {key} run {run_id} by {}/{}",
+            event.seq, owner.host, owner.runner.pid
+        ),
+        EventKind::Finished {
+            key,
+            run_id,
+            reason,
+            started_at,
+        } => format!(
+            "{:>6} {at} finished {key} run {run_id}: {reason} after {}s",
+            event.seq,
+            at.duration_since(*started_at).as_secs()
+        ),
+        EventKind::Denied {
+            key,
+            run_id,
+            denial,
+        } => {
+            format!(
+                "{:>6} {at} denied   {key} run {run_id}: {denial}",
+                event.seq
+            )
+        }
+        other => format!("{:>6} {at} {other:?}", event.seq),
+    }
+}
+
+/// Releases an open slot by hand.
+pub fn release(
+    config: &Config,
+    backend: &str,
+    task: &str,
+    run: Option<&str>,
+) -> Result<FinishOutcome, WatchdogError> {
+    let usage = |flag: &str, e: ledger_core::IdError| WatchdogError::Usage(format!("{flag}: {e}"));
+    let key = SlotKey::new(
+        Backend::new(backend).map_err(|e| usage("--backend", e))?,
+        TaskId::new(task).map_err(|e| usage("--task", e))?,
+    );
+    let run = run
+        .map(RunId::new)
+        .transpose()
+        .map_err(|e| usage("--run", e))?;
+    let ledger = open_ledger(config)?;
+    Ok(ledger.finish(
+        &key,
+        run.as_ref(),
+        FinishReason::ReleasedByOperator,
+        SystemClock.now(),
+    )?)
+}
+
+/// Migrates the reference system's `usage.json`.
+pub fn import_usage_json(config: &Config, file: &Path) -> Result<ImportReport, WatchdogError> {
+    Ok(open_ledger(config)?.import_usage_json(file)?)
+}

@@ -1,0 +1,205 @@
+//! `watchdog`: periodic orphan scans and the operator's commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ledger_core::FinishOutcome;
+use runtime::{Config, LogFormat, init_logging};
+use watchdog_bin::WatchdogError;
+
+/// Watches inflight's ledger: reclaims slots that dead runners left open, and
+/// answers an operator's questions about it.
+///
+/// Every command shares the ledger file with running runners. Reports and
+/// listings go to stdout; logs go to stderr.
+///
+/// Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.
+#[derive(Debug, Parser)]
+#[command(name = "watchdog", version)]
+struct Args {
+    /// The configuration file (TOML; see docs/configuration.md).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Log format on stderr; RUST_LOG sets the level.
+    #[arg(long, value_name = "FORMAT", default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One pass of the orphan rules; prints the JSON report
+    /// {"scanned_at", "apply", "actions": [...]}. A dry run unless --apply.
+    Scan {
+        /// Reclaim what the rules match (and put still-running tasks back).
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Scan every SECS seconds until SIGTERM or SIGINT; one JSON report a
+    /// line.
+    Run {
+        /// Seconds between scans.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        interval: u64,
+        /// Reclaim what the rules match.
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Open slots with their owners' liveness, and counts against the caps.
+    Status {
+        /// One JSON object with a `slots` array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log.
+    Events {
+        /// Only events at or after this time (RFC 3339, e.g.
+        /// 2026-11-28T00:00:00Z).
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<String>,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release an open slot by hand (finished as released by operator).
+    Release {
+        /// The slot's backend.
+        #[arg(long)]
+        backend: String,
+        /// The slot's task id.
+        #[arg(long)]
+        task: String,
+        /// Only if this run holds it.
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Import the reference system's usage.json: rebuilds the open slots and
+    /// the event history. Safe to repeat.
+    ImportUsageJson {
+        /// The usage.json file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let Some(config_path) = args.config.clone() else {
+        eprintln!("watchdog: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("watchdog: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(&config_path, args.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ (WatchdogError::Config(_) | WatchdogError::Usage(_))) => {
+            eprintln!("watchdog: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("watchdog: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value)
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot render: {e}\"}}"))
+}
+
+async fn run(config_path: &std::path::Path, command: Command) -> Result<(), WatchdogError> {
+    let config = Config::load(config_path)?;
+    match command {
+        Command::Scan { apply } => {
+            let scanner = watchdog_bin::Scanner::new(config)?;
+            println!("{}", json(&scanner.scan(apply).await?));
+        }
+        Command::Run { interval, apply } => {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            let scanner = watchdog_bin::Scanner::new(config)?;
+            let mut ticks = tokio::time::interval(Duration::from_secs(interval));
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => match scanner.scan(apply).await {
+                        Ok(report) => println!("{}", json(&report)),
+                        // A failed scan is retried at the next tick.
+                        Err(e) => tracing::error!(error = %e, "scan failed"),
+                    },
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                }
+            }
+            tracing::info!("watchdog stopped");
+        }
+        Command::Status { json: as_json } => {
+            let status = watchdog_bin::status(&config)?;
+            if as_json {
+                println!("{}", json(&status));
+            } else {
+                print!("{}", watchdog_bin::status_text(&status));
+            }
+        }
+        Command::Events {
+            since,
+            json: as_json,
+        } => {
+            for event in watchdog_bin::events(&config, since.as_deref())? {
+                if as_json {
+                    println!("{}", json(&event));
+                } else {
+                    println!("{}", watchdog_bin::event_text(&event));
+                }
+            }
+        }
+        Command::Release { backend, task, run } => {
+            match watchdog_bin::release(&config, &backend, &task, run.as_deref())? {
+                FinishOutcome::Finished(slot) => {
+                    println!("released {} (run {})", slot.key, slot.run_id)
+                }
+                FinishOutcome::NotInFlight => {
+                    println!("nothing to release: no open slot for {backend}/{task}")
+                }
+                FinishOutcome::OtherRunInFlight { open_run } => {
+                    println!(
+                        "not released: {backend}/{task} is held by run {open_run}, not the one given"
+                    )
+                }
+            }
+        }
+        Command::ImportUsageJson { file } => {
+            let report = watchdog_bin::import_usage_json(&config, &file)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "entries": report.entries,
+                    "started": report.started,
+                    "finished": report.finished,
+                    "unrelated": report.unrelated,
+                    "malformed": report.malformed,
+                    "malformed_examples": report.malformed_examples,
+                    "events_recorded": report.events_recorded,
+                    "already_imported": report.already_imported,
+                    "slots_opened": report.slots_opened,
+                    "slots_closed": report.slots_closed,
+                    "slots_held_by_other_runs": report.slots_held_by_other_runs,
+                    "open_after_import": report.open_after_fold.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })
+            );
+        }
+    }
+    Ok(())
+}

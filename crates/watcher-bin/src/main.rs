@@ -1,0 +1,90 @@
+//! `watcher`: the inflight runner for one role.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use runtime::{Config, LogFormat, init_logging};
+use watcher_bin::{Runner, WatcherError};
+
+/// Runs tasks from a Plane board for one role, keeping the ledger of
+/// in-flight dispatches exact.
+///
+/// At start-up it reclaims what dead runners left behind (bounded in time,
+/// never fatal). Then it takes the oldest task in the role's claim state,
+/// admits it against the backend's caps, marks it running, runs the
+/// backend's command with INFLIGHT_TASK_ID, INFLIGHT_RUN_ID,
+/// INFLIGHT_BACKEND, INFLIGHT_ROLE and INFLIGHT_TASK_NAME in its
+/// environment, and moves the task to the done state on exit 0, the blocked
+/// state otherwise. On SIGTERM or SIGINT it stops claiming, interrupts the
+/// executor, puts its task back and exits 0.
+///
+/// Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.
+#[derive(Debug, Parser)]
+#[command(name = "watcher", version)]
+struct Args {
+    /// The configuration file (TOML; see docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The role to run, one of the [roles.NAME] tables.
+    #[arg(long, value_name = "NAME")]
+    role: String,
+    /// Reconcile, run at most one task to its end, then exit.
+    #[arg(long)]
+    once: bool,
+    /// Seconds between looks at an idle board (overrides
+    /// watcher.poll_interval_secs).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    poll_interval: Option<u64>,
+    /// Log format on stderr; RUST_LOG sets the level.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("watcher: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(WatcherError::Config(e)) => {
+            eprintln!("watcher: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("watcher: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), WatcherError> {
+    let config = Config::load(&args.config)?;
+    let mut runner = Runner::new(config, &args.role, args.once)?;
+    if let Some(secs) = args.poll_interval {
+        runner = runner.with_poll_interval(Duration::from_secs(secs));
+    }
+    // Handlers are installed before anything runs, so a signal that comes
+    // early is not met by the default action (dying with the slot open).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    runner.run(shutdown).await?;
+    Ok(())
+}
