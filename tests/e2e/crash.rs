@@ -1,0 +1,136 @@
+//! A runner killed mid-dispatch, and a task that kills its runner every time.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// SIGKILL the runner mid-dispatch: its executor dies with it (death
+/// signal), the slot stays open; a restarted runner kills what is left of
+/// the executor's process group, reclaims the slot at start-up, puts the
+/// task back, and runs it to the end.
+#[test]
+fn a_killed_runner_s_slot_is_reclaimed_at_the_next_start() {
+    let mut world = World::with_executor_env(
+        2,
+        &[Role::new("goal", "Ready for AI")],
+        &[("E2E_GRANDCHILD", "1")],
+    );
+    let task = world.sim.add_work_item("slow-once job", "Ready for AI");
+    let first = world.start_runner("goal", "first");
+    wait_until(Duration::from_secs(20), "the executor to start", || {
+        !world.executor_pids(&task).is_empty()
+    });
+    let (executor, grandchild) = world.executor_pids(&task)[0];
+    let grandchild = grandchild.expect("the executor left a grandchild");
+    world.signal(first, libc::SIGKILL);
+    world
+        .wait(first, Duration::from_secs(5))
+        .expect("SIGKILL ends the runner");
+
+    let killed = Instant::now();
+    wait_until(
+        Duration::from_secs(2),
+        "the executor to die with its runner",
+        || !alive(executor),
+    );
+    eprintln!("executor died {:?} after its runner", killed.elapsed());
+    assert!(
+        alive(grandchild),
+        "the grandchild is not reached by the death signal"
+    );
+    assert_eq!(
+        world.open_slots().len(),
+        1,
+        "the dead runner's slot is still open"
+    );
+
+    let restarted = Instant::now();
+    world.start_runner("goal", "second");
+    wait_until(Duration::from_secs(5), "the slot to be reclaimed", || {
+        world.log("second").contains("reclaimed slots at start-up")
+    });
+    let reclaim_wall = restarted.elapsed();
+    assert!(!alive(grandchild), "the grandchild survived the reclaim");
+    let log = world.log("second");
+    let line = log
+        .lines()
+        .find(|l| l.contains("reclaimed slots at start-up"))
+        .unwrap();
+    let logged: serde_json::Value = serde_json::from_str(line).unwrap();
+    let restart_to_reclaim = logged["restart_to_reclaim_ms"].as_u64().unwrap();
+    eprintln!(
+        "restart to reclaim: {restart_to_reclaim} ms logged, {reclaim_wall:?} from the test's side"
+    );
+    assert!(restart_to_reclaim < 5_000);
+
+    wait_until(Duration::from_secs(20), "the task to be done", || {
+        world.sim.state_of(&task).as_deref() == Some("Done")
+    });
+    assert!(world.open_slots().is_empty());
+    let reasons: Vec<String> = events_json(&world)
+        .iter()
+        .filter(|e| e["kind"] == "finished")
+        .map(|e| {
+            format!(
+                "{}{}",
+                e["reason"].as_str().unwrap(),
+                e["rule"]
+                    .as_str()
+                    .map(|r| format!(" {r}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(reasons, ["reconciled DEAD_OWNER_CLEAR", "completed"]);
+    assert!(
+        world
+            .sim
+            .comments(&task)
+            .iter()
+            .any(|c| c.contains("DEAD_OWNER_CLEAR") && c.contains("Moved back"))
+    );
+}
+
+/// A task whose executor kills its runner every time ends in the blocked
+/// state after `max_attempts`, not in an endless loop.
+#[test]
+fn a_task_that_kills_its_runner_ends_blocked() {
+    let mut role = Role::new("goal", "Ready for AI");
+    role.max_attempts = 2;
+    let mut world = World::new(2, &[role]);
+    let task = world.sim.add_work_item("poison pill", "Ready for AI");
+    let mut restarts = 0;
+    while world.sim.state_of(&task).as_deref() != Some("Blocked") {
+        assert!(
+            restarts < 6,
+            "still {:?} after {restarts} restarts",
+            world.sim.state_of(&task)
+        );
+        let runner = world.start_runner("goal", &format!("run{restarts}"));
+        // The runner either dies at the poison's hand, or reclaims, blocks
+        // the task and idles; give each outcome a moment.
+        let died = world.wait(runner, Duration::from_secs(8)).is_some();
+        if !died {
+            world.signal(runner, libc::SIGTERM);
+            world.wait(runner, Duration::from_secs(10));
+        }
+        restarts += 1;
+    }
+    assert_eq!(
+        world.executor_pids(&task).len(),
+        2,
+        "it ran exactly max_attempts times"
+    );
+    assert!(
+        world
+            .sim
+            .comments(&task)
+            .iter()
+            .any(|c| c.contains("Moved to Blocked"))
+    );
+    let attempts = world
+        .ledger()
+        .attempts(&ledger_core::TaskId::new(task.clone()).unwrap())
+        .unwrap();
+    assert_eq!(attempts.lost(), 2);
+}

@@ -1,0 +1,11 @@
+//! End-to-end: the real `watcher` and `watchdog` binaries, a real ledger
+//! file, and `plane-sim` over loopback HTTP.
+//!
+//! The binaries are found next to this test binary (`target/<profile>/`);
+//! `cargo test --workspace` and `cargo xtask ci` build them.
+
+mod crash;
+mod fleet;
+mod operator;
+mod scan;
+mod support;

@@ -1,0 +1,180 @@
+//! The operator's commands against a real ledger, configuration errors,
+//! and inputs that must not make anything panic.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::support::*;
+
+#[test]
+fn status_events_release_and_import_work_on_a_real_ledger() {
+    let world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    let usage = world.path("usage.json");
+    std::fs::write(
+        &usage,
+        json!({"events": [
+            {"kind": "execution_started", "task_id": "T1", "backend": "local", "timestamp": "2026-11-01T10:00:00Z"},
+            {"kind": "execution_started", "task_id": "T2", "backend": "local", "timestamp": "2026-11-01T10:01:00Z"},
+            {"kind": "execution_finished", "task_id": "T2", "backend": "local", "timestamp": "2026-11-01T10:02:00Z"},
+            {"kind": "skip_budget", "backend": "local", "timestamp": "2026-11-01T10:03:00Z"},
+            {"kind": "execution_started", "task_id": 7, "backend": "local", "timestamp": "2026-11-01T10:04:00Z"}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let report = world.watchdog_json(&["import-usage-json", usage.to_str().unwrap()]);
+    assert_eq!(
+        (report["slots_opened"].clone(), report["malformed"].clone()),
+        (json!(1), json!(1))
+    );
+    let again = world.watchdog_json(&["import-usage-json", usage.to_str().unwrap()]);
+    assert_eq!(again["events_recorded"], 0);
+
+    let status = world.watchdog_json(&["status", "--json"]);
+    assert_eq!(status["total_open"], 1);
+    let slot = &status["slots"][0];
+    assert_eq!(
+        (slot["backend"].clone(), slot["task_id"].clone()),
+        (json!("local"), json!("T1"))
+    );
+    assert_eq!(slot["liveness"], "unknown");
+    assert_eq!(
+        status["backends"]["local"],
+        json!({"open": 1, "max_concurrent": 2})
+    );
+    let text = world.watchdog(&["status"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("local           1 / 2"));
+
+    let events = events_json(&world);
+    assert_eq!(events.len(), 3);
+    let since = world.watchdog(&["events", "--since", "2026-11-01T10:01:30Z"]);
+    assert_eq!(String::from_utf8_lossy(&since.stdout).lines().count(), 1);
+
+    let release = world.watchdog(&[
+        "release",
+        "--backend",
+        "local",
+        "--task",
+        "T1",
+        "--run",
+        "wrong-run",
+    ]);
+    assert!(String::from_utf8_lossy(&release.stdout).contains("not released"));
+    let release = world.watchdog(&["release", "--backend", "local", "--task", "T1"]);
+    assert!(release.status.success());
+    assert!(String::from_utf8_lossy(&release.stdout).starts_with("released local/T1"));
+    assert!(world.open_slots().is_empty());
+    let last = events_json(&world).pop().unwrap();
+    assert_eq!(last["reason"], "released_by_operator");
+}
+
+#[test]
+fn configuration_errors_exit_2_naming_the_key() {
+    let world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    let original = std::fs::read_to_string(&world.config).unwrap();
+    let cases = [
+        (
+            original.replace(
+                "max_concurrent = 2",
+                "max_concurrent = 2\nmax_per_fortnight = 3",
+            ),
+            "max_per_fortnight",
+        ),
+        (
+            original.replace("max_concurrent = 2", "max_concurrent = \"two\""),
+            "max_concurrent",
+        ),
+        (
+            original.replace("backend = \"local\"", "backend = \"gpu\""),
+            "roles.goal.backend",
+        ),
+        (
+            original.replace("E2E_PLANE_KEY", "E2E_UNSET_KEY_VARIABLE"),
+            "E2E_UNSET_KEY_VARIABLE",
+        ),
+    ];
+    for (text, culprit) in cases {
+        std::fs::write(&world.config, &text).unwrap();
+        let mut command = Command::new(bin("watcher"));
+        command
+            .arg("--config")
+            .arg(&world.config)
+            .args(["--role", "goal", "--once"])
+            .env("E2E_PLANE_KEY", KEY);
+        let out = command.output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "watcher with {culprit}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(culprit),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = world.watchdog(&["scan"]);
+        assert_eq!(out.status.code(), Some(2), "watchdog with {culprit}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(culprit));
+    }
+    std::fs::write(&world.config, original).unwrap();
+}
+
+#[test]
+fn odd_inputs_give_errors_not_panics() {
+    let world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    let runs: Vec<(Vec<&str>, Option<i32>)> = vec![
+        (vec!["--help"], Some(0)),
+        (vec!["--version"], Some(0)),
+        (vec!["frobnicate"], Some(2)),
+        (vec!["events", "--since", "yesterday"], Some(2)),
+        (vec!["release", "--backend", "", "--task", "T"], Some(2)),
+        (
+            vec!["release", "--backend", "b\u{7}", "--task", "T"],
+            Some(2),
+        ),
+        (vec!["run", "--interval", "0"], Some(2)),
+        (
+            vec!["import-usage-json", "/nonexistent/usage.json"],
+            Some(1),
+        ),
+        (vec!["status", "--log-format", "xml"], Some(2)),
+    ];
+    for (args, code) in runs {
+        let out = world.watchdog(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), code, "{args:?}: {stderr}");
+    }
+    // A ledger path that is not a ledger: exit 1, naming the file.
+    std::fs::create_dir_all(world.path("var")).unwrap();
+    std::fs::write(world.path("var/inflight.redb"), b"not a ledger").unwrap();
+    let out = world.watchdog(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("inflight.redb is not an inflight ledger")
+    );
+    assert_eq!(
+        std::fs::read(world.path("var/inflight.redb")).unwrap(),
+        b"not a ledger"
+    );
+    for args in [
+        vec!["--help"],
+        vec!["--version"],
+        vec!["--config"],
+        vec!["--role", "x", "--config", "/nonexistent.toml"],
+    ] {
+        let out = Command::new(bin("watcher")).args(&args).output().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+            "{args:?}"
+        );
+        let expected = if args[0].starts_with("--h") || args[0].starts_with("--v") {
+            0
+        } else {
+            2
+        };
+        assert_eq!(out.status.code(), Some(expected), "{args:?}");
+    }
+}

@@ -1,0 +1,86 @@
+//! The watchdog's scan: dry run, apply, idempotence, and a live dispatch
+//! never touched whatever Plane does.
+
+use std::time::Duration;
+
+use plane_sim::{Fault, FaultRule};
+
+use crate::support::*;
+
+#[test]
+fn dry_run_then_apply_then_nothing_and_a_live_dispatch_is_never_reported() {
+    let mut world = World::new(
+        2,
+        &[
+            Role::new("goal", "Ready for AI"),
+            Role::new("other", "Ready B"),
+        ],
+    );
+    // A live dispatch, started first so that no later start-up sweep…
+    let live = world.sim.add_work_item("slow-once live", "Ready B");
+    let runner = world.start_runner("other", "live");
+    wait_until(Duration::from_secs(20), "the live executor", || {
+        !world.executor_pids(&live).is_empty()
+    });
+    // …reclaims the dead runner's slot before the watchdog sees it.
+    let orphan = world.sim.add_work_item("slow-once orphan", "Ready for AI");
+    let doomed = world.start_runner("goal", "doomed");
+    wait_until(Duration::from_secs(20), "the orphan's executor", || {
+        !world.executor_pids(&orphan).is_empty()
+    });
+    world.signal(doomed, libc::SIGKILL);
+    world.wait(doomed, Duration::from_secs(5));
+    wait_until(Duration::from_secs(5), "two open slots", || {
+        world.open_slots().len() == 2
+    });
+
+    let dry = world.watchdog_json(&["scan"]);
+    assert_eq!(dry["apply"], false);
+    let actions = dry["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 1, "{dry}");
+    assert_eq!(actions[0]["task_id"], orphan.as_str());
+    assert_eq!(actions[0]["action"], "would_apply");
+    assert_eq!(actions[0]["rule"], "DEAD_OWNER_CLEAR");
+    assert_eq!(world.open_slots().len(), 2, "a dry run changed the ledger");
+
+    // Whatever Plane does, the live dispatch is never in a report.
+    for fault in [
+        Fault::Status(503),
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+        Fault::ProjectForbidden,
+        Fault::Malformed,
+        Fault::Status(404),
+    ] {
+        world.sim.inject(FaultRule::new(fault.clone()));
+        let report = world.watchdog_json(&["scan"]);
+        for action in report["actions"].as_array().unwrap() {
+            assert_ne!(action["task_id"], live.as_str(), "{fault:?}: {report}");
+        }
+        world.sim.clear_faults();
+    }
+
+    let applied = world.watchdog_json(&["scan", "--apply"]);
+    let actions = applied["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(
+        (actions[0]["task_id"].clone(), actions[0]["action"].clone()),
+        (orphan.as_str().into(), "applied".into())
+    );
+    let open = world.open_slots();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].key.task_id.as_str(), live);
+    // The orphan's task, still "Running" in Plane, went back to its column.
+    assert_eq!(world.sim.state_of(&orphan).as_deref(), Some("Ready for AI"));
+
+    let again = world.watchdog_json(&["scan", "--apply"]);
+    assert!(again["actions"].as_array().unwrap().is_empty(), "{again}");
+    assert_eq!(
+        world.open_slots().len(),
+        1,
+        "the live dispatch is untouched"
+    );
+    world.signal(runner, libc::SIGTERM);
+    world.wait(runner, Duration::from_secs(10));
+}

@@ -1,0 +1,293 @@
+//! A world for one test: a simulator with a board, a configuration file, a
+//! ledger, and handles on the processes the test starts.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ledger_core::{Ledger, Slot};
+use plane_sim::{PlaneSim, SimConfig};
+use serde_json::Value;
+
+pub const KEY: &str = "plane_api_e2e0000000000000000000000000000";
+
+/// The binaries under test, next to this test binary.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`; `cargo xtask ci` does)",
+        path.display()
+    );
+    path
+}
+
+/// A role: its name and the column it claims from.
+pub struct Role {
+    pub name: &'static str,
+    pub claim_state: &'static str,
+    pub max_attempts: u32,
+}
+
+impl Role {
+    pub const fn new(name: &'static str, claim_state: &'static str) -> Self {
+        Self {
+            name,
+            claim_state,
+            max_attempts: 3,
+        }
+    }
+}
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub sim: PlaneSim,
+    /// Keeps the simulator's server running.
+    _rt: tokio::runtime::Runtime,
+    children: Vec<Child>,
+}
+
+impl World {
+    /// A board with one backend capped at `cap` and these roles.
+    pub fn new(cap: u32, roles: &[Role]) -> Self {
+        Self::with_executor_env(cap, roles, &[])
+    }
+
+    pub fn with_executor_env(cap: u32, roles: &[Role], extra: &[(&str, &str)]) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sim = rt
+            .block_on(PlaneSim::start(SimConfig {
+                api_keys: vec![KEY.into()],
+                rate_limit: None,
+                ..SimConfig::default()
+            }))
+            .unwrap();
+        sim.add_state("Running", "started");
+        sim.add_state("Blocked", "backlog");
+        for role in roles {
+            if sim.states().iter().all(|s| s.name != role.claim_state) {
+                sim.add_state(role.claim_state, "unstarted");
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = format!(
+            r#"
+[ledger]
+path = "var/inflight.redb"
+
+[plane]
+base_url = "{}"
+workspace = "acme"
+project_id = "{}"
+api_key_env = "E2E_PLANE_KEY"
+request_timeout_secs = 5
+
+[limits]
+max_concurrent = 8
+
+[backends.local]
+max_concurrent = {cap}
+command = ["{}"]
+timeout_secs = 120
+
+[watcher]
+poll_interval_secs = 1
+lease_secs = 30
+grace_secs = 2
+"#,
+            sim.base_url(),
+            sim.project_id(),
+            bin("e2e-executor").display()
+        );
+        for role in roles {
+            text.push_str(&format!(
+                "\n[roles.{}]\nclaim_state = \"{}\"\nrunning_state = \"Running\"\ndone_state = \"Done\"\nblocked_state = \"Blocked\"\nbackend = \"local\"\nmax_attempts = {}\n",
+                role.name, role.claim_state, role.max_attempts
+            ));
+        }
+        let config = dir.path().join("inflight.toml");
+        std::fs::write(&config, text).unwrap();
+        std::fs::write(
+            dir.path().join("executor.env"),
+            extra
+                .iter()
+                .map(|(k, v)| format!("{k}={v}\n"))
+                .collect::<String>(),
+        )
+        .unwrap();
+        Self {
+            dir,
+            config,
+            sim,
+            _rt: rt,
+            children: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn env(&self, command: &mut Command) {
+        command
+            .env("E2E_PLANE_KEY", KEY)
+            .env("E2E_DIR", self.dir.path());
+        let extra = std::fs::read_to_string(self.path("executor.env")).unwrap_or_default();
+        for line in extra.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                command.env(k, v);
+            }
+        }
+    }
+
+    /// Starts a runner for `role`, logging JSON to `logs/<tag>.log`.
+    pub fn start_runner(&mut self, role: &str, tag: &str) -> usize {
+        std::fs::create_dir_all(self.path("logs")).unwrap();
+        let log = std::fs::File::create(self.path(&format!("logs/{tag}.log"))).unwrap();
+        let mut command = Command::new(bin("watcher"));
+        command
+            .args(["--config"])
+            .arg(&self.config)
+            .args(["--role", role, "--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.env(&mut command);
+        self.children.push(command.spawn().unwrap());
+        self.children.len() - 1
+    }
+
+    pub fn log(&self, tag: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("logs/{tag}.log"))).unwrap_or_default()
+    }
+
+    /// Runs `watchdog <args>` to completion.
+    pub fn watchdog(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(bin("watchdog"));
+        command.arg("--config").arg(&self.config).args(args);
+        self.env(&mut command);
+        command.output().unwrap()
+    }
+
+    pub fn watchdog_json(&self, args: &[&str]) -> Value {
+        let out = self.watchdog(args);
+        assert!(
+            out.status.success(),
+            "watchdog {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        Ledger::open(self.path("var/inflight.redb")).unwrap()
+    }
+
+    pub fn open_slots(&self) -> Vec<Slot> {
+        self.ledger().open_slots().unwrap()
+    }
+
+    /// The executor processes started for `task`, in start order, with the
+    /// grandchild each left behind (if any).
+    pub fn executor_pids(&self, task: &str) -> Vec<(u32, Option<u32>)> {
+        let mut found: Vec<(std::time::SystemTime, u32, Option<u32>)> =
+            std::fs::read_dir(self.path("pids"))
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter_map(|e| {
+                            let name = e.file_name().into_string().ok()?;
+                            let (t, pid) = name.rsplit_once('.')?;
+                            (t == task).then_some(())?;
+                            let grandchild =
+                                std::fs::read_to_string(e.path()).ok()?.trim().parse().ok();
+                            Some((
+                                e.metadata().ok()?.modified().ok()?,
+                                pid.parse().ok()?,
+                                grandchild,
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        found.sort();
+        found.into_iter().map(|(_, pid, g)| (pid, g)).collect()
+    }
+
+    /// The most executors that ever ran at once, and how many run now.
+    pub fn holders(&self) -> (i64, i64) {
+        let text = std::fs::read_to_string(self.path("holders")).unwrap_or_default();
+        let mut parts = text.split_whitespace().map(|n| n.parse().unwrap());
+        let current = parts.next().unwrap_or(0);
+        (parts.next().unwrap_or(0), current)
+    }
+
+    pub fn signal(&mut self, index: usize, signal: i32) {
+        let pid = self.children[index].id() as i32;
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+
+    pub fn wait(&mut self, index: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.children[index].try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                .is_some_and(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+pub fn events_json(world: &World) -> Vec<Value> {
+    let out = world.watchdog(&["events", "--json"]);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
