@@ -3,6 +3,8 @@
 //! Every check CI runs lives here, so a developer can run exactly what CI
 //! runs with one command, and CI's script stays one line.
 
+mod demo;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -16,8 +18,9 @@ commands:
                   dependency boundaries of docs/ARCHITECTURE.md
   bench [NAME]    run the benchmarks (all, or one of: ledger, reconcile) and write the
                   figures to target/bench-report.md
-  demo            run the watcher and the watchdog against the embedded Plane
-                  simulator (arrives with the binaries)
+  demo            run two runners and the watchdog against the Plane simulator,
+                  kill a runner mid-dispatch, restart it, and print what was
+                  reclaimed and how fast
   help            this text
 ";
 
@@ -26,11 +29,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
-        Some("demo") => Err(
-            "the demo runs the watcher and watchdog binaries, which do not exist yet; \
-             it arrives with them"
-                .into(),
-        ),
+        Some("demo") => demo::run(&workspace_root()),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())
@@ -49,7 +48,7 @@ fn main() -> ExitCode {
     }
 }
 
-type Result<T = ()> = std::result::Result<T, String>;
+pub(crate) type Result<T = ()> = std::result::Result<T, String>;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,13 +57,13 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace_root());
     cmd
 }
 
-fn run(step: &str, mut cmd: Command) -> Result {
+pub(crate) fn run(step: &str, mut cmd: Command) -> Result {
     eprintln!("\n==> {step}");
     let started = Instant::now();
     let status = cmd
@@ -110,6 +109,11 @@ fn ci() -> Result {
     run("clippy", clippy)?;
 
     check_boundaries()?;
+
+    // The end-to-end tests spawn the real binaries.
+    let mut bins = cargo();
+    bins.args(["build", "--workspace", "--bins", "--locked"]);
+    run("binaries", bins)?;
 
     let mut test = cargo();
     test.args(["test", "--workspace", "--locked"]);

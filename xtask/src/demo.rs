@@ -1,0 +1,370 @@
+//! `cargo xtask demo`: the main job, end to end, in under a minute.
+//!
+//! Starts the Plane simulator with a small board, two runners (roles `goal`
+//! and `review`) sharing one backend capped at 2, and the watchdog. Kills
+//! the `goal` runner with SIGKILL while it runs a task, starts it again, and
+//! prints a timeline: what ran, what was killed, what was reclaimed by
+//! which rule and how fast, and the final board. Stops everything it
+//! started, whatever happens.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::Result;
+
+const KEY: &str = "plane_api_demo00000000000000000000000000";
+
+/// Every process the demo started; all are stopped on drop.
+struct Procs(Vec<(String, Child)>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, child) in &mut self.0 {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+struct Timeline {
+    started: Instant,
+}
+
+impl Timeline {
+    fn say(&self, what: impl AsRef<str>) {
+        println!(
+            "{:>6.1}s  {}",
+            self.started.elapsed().as_secs_f64(),
+            what.as_ref()
+        );
+    }
+}
+
+/// A tiny HTTP GET against the simulator (the demo needs no HTTP client).
+fn get_json(base: &str, path: &str) -> Result<Value> {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("simulator at {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {KEY}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    serde_json::from_str(body).map_err(|e| format!("simulator answered {body:?}: {e}"))
+}
+
+/// Task name → state name, from the simulator's board.
+fn board(base: &str, project: &str) -> Result<BTreeMap<String, String>> {
+    let page = get_json(
+        base,
+        &format!("/api/v1/workspaces/acme/projects/{project}/work-items/?expand=state"),
+    )?;
+    let mut out = BTreeMap::new();
+    for item in page["results"].as_array().cloned().unwrap_or_default() {
+        out.insert(
+            item["name"].as_str().unwrap_or("?").to_owned(),
+            item["state"]["name"].as_str().unwrap_or("?").to_owned(),
+        );
+    }
+    Ok(out)
+}
+
+fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> Result<bool>) -> Result {
+    let deadline = Instant::now() + timeout;
+    while !done()? {
+        if Instant::now() > deadline {
+            return Err(format!("the demo timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+pub fn run(root: &Path) -> Result {
+    let mut build = crate::cargo();
+    // The whole workspace, as `cargo xtask ci` builds it, so the two share
+    // their artifacts.
+    build.args(["build", "--quiet", "--workspace", "--bins"]);
+    crate::run("build", build)?;
+    let bin = |name: &str| root.join("target/debug").join(name);
+    let dir = std::env::temp_dir().join(format!("inflight-demo-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
+    let result = demo(&dir, &bin);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn demo(dir: &Path, bin: &dyn Fn(&str) -> PathBuf) -> Result {
+    let t = Timeline {
+        started: Instant::now(),
+    };
+    let mut procs = Procs(Vec::new());
+    println!("\n== inflight demo (files in {}) ==\n", dir.display());
+
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
+    };
+    write(
+        "seed.json",
+        &serde_json::json!({
+            "workspace": "acme",
+            "api_key": KEY,
+            "states": [
+                {"name": "Ready for AI", "group": "unstarted"},
+                {"name": "Ready for review", "group": "unstarted"},
+                {"name": "Running", "group": "started"},
+                {"name": "Blocked", "group": "backlog"}
+            ],
+            "work_items": [
+                {"name": "goal: long migration", "state": "Ready for AI"},
+                {"name": "goal: fix flaky test", "state": "Ready for AI"},
+                {"name": "goal: bump deps", "state": "Ready for AI"},
+                {"name": "review: PR 41", "state": "Ready for review"},
+                {"name": "review: PR 42", "state": "Ready for review"}
+            ]
+        })
+        .to_string(),
+    )?;
+    // The executor: a shell script standing in for an AI agent. The long
+    // task takes 30 s the first time, so the runner can be killed mid-run.
+    write(
+        "run-task.sh",
+        "#!/bin/sh\nmarker=\"attempts-$INFLIGHT_TASK_ID\"\ncase \"$INFLIGHT_TASK_NAME\" in\n  *long*) if [ ! -e \"$marker\" ]; then touch \"$marker\"; sleep 30; fi ;;\nesac\nsleep 2\n",
+    )?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(
+            dir.join("run-task.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        );
+    }
+
+    // The simulator's per-key limit is off: the demo watches the board
+    // several times a second with the runners' key, which would eat their
+    // budget. The runners still pace themselves to Plane's 60 a minute.
+    let mut sim = Command::new(bin("plane-sim"))
+        .args(["--port", "0", "--rate-limit", "0", "--seed"])
+        .arg(dir.join("seed.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("plane-sim: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(sim.stdout.take().ok_or("plane-sim: no stdout")?)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    procs.0.push(("plane-sim".into(), sim));
+    let info: Value =
+        serde_json::from_str(&line).map_err(|e| format!("plane-sim said {line:?}: {e}"))?;
+    let base = info["base_url"]
+        .as_str()
+        .ok_or("plane-sim: no base_url")?
+        .to_owned();
+    let project = info["project_id"]
+        .as_str()
+        .ok_or("plane-sim: no project_id")?
+        .to_owned();
+    t.say(format!("Plane simulator up at {base} with 5 tasks"));
+
+    write(
+        "inflight.toml",
+        &format!(
+            r#"[ledger]
+path = "var/inflight.redb"
+
+[plane]
+base_url = "{base}"
+workspace = "acme"
+project_id = "{project}"
+api_key_env = "DEMO_PLANE_KEY"
+
+[limits]
+max_concurrent = 4
+
+[backends.local]
+max_concurrent = 2
+command = ["./run-task.sh"]
+timeout_secs = 120
+
+[roles.goal]
+claim_state = "Ready for AI"
+running_state = "Running"
+done_state = "Done"
+blocked_state = "Blocked"
+backend = "local"
+
+[roles.review]
+claim_state = "Ready for review"
+running_state = "Running"
+done_state = "Done"
+blocked_state = "Blocked"
+backend = "local"
+
+[watcher]
+poll_interval_secs = 1
+grace_secs = 2
+"#
+        ),
+    )?;
+    let spawn = |procs: &mut Procs, name: &str, args: &[&str]| -> Result<u32> {
+        let log = std::fs::File::create(dir.join("logs").join(format!("{name}.log")))
+            .map_err(|e| e.to_string())?;
+        let exe = if name.starts_with("watchdog") {
+            bin("watchdog")
+        } else {
+            bin("watcher")
+        };
+        let child = Command::new(exe)
+            .arg("--config")
+            .arg(dir.join("inflight.toml"))
+            .args(args)
+            .args(["--log-format", "json"])
+            .env("DEMO_PLANE_KEY", KEY)
+            .env("RUST_LOG", "info")
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{name}: {e}"))?;
+        let pid = child.id();
+        procs.0.push((name.into(), child));
+        Ok(pid)
+    };
+    let goal = spawn(&mut procs, "runner-goal", &["--role", "goal"])?;
+    spawn(&mut procs, "runner-review", &["--role", "review"])?;
+    spawn(
+        &mut procs,
+        "watchdog",
+        &["run", "--interval", "5", "--apply"],
+    )?;
+    t.say(format!("runners started: goal (pid {goal}) and review, sharing backend `local` (cap 2); watchdog scanning every 5 s"));
+
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let report =
+        |t: &Timeline, seen: &mut BTreeMap<String, String>| -> Result<BTreeMap<String, String>> {
+            let now = board(&base, &project)?;
+            for (name, state) in &now {
+                if seen.get(name) != Some(state) {
+                    if seen.contains_key(name) {
+                        t.say(format!("{name:<24} -> {state}"));
+                    }
+                    seen.insert(name.clone(), state.clone());
+                }
+            }
+            Ok(now)
+        };
+    report(&t, &mut seen)?;
+    wait_for(Duration::from_secs(20), "the long task to run", || {
+        Ok(report(&t, &mut seen)?
+            .get("goal: long migration")
+            .map(String::as_str)
+            == Some("Running"))
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(goal as i32, libc::SIGKILL);
+    }
+    t.say(format!(
+        "SIGKILL runner goal (pid {goal}) in the middle of \"goal: long migration\""
+    ));
+    if let Some((_, child)) = procs.0.iter_mut().find(|(n, _)| n == "runner-goal") {
+        let _ = child.wait();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let restarted = Instant::now();
+    let pid = spawn(&mut procs, "runner-goal-2", &["--role", "goal"])?;
+    t.say(format!("runner goal restarted (pid {pid})"));
+    let mut reclaim = None;
+    wait_for(Duration::from_secs(10), "the start-up reclaim", || {
+        let log = std::fs::read_to_string(dir.join("logs/runner-goal-2.log")).unwrap_or_default();
+        reclaim = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "reclaimed slots at start-up");
+        Ok(reclaim.is_some() || log.contains("claiming"))
+    })?;
+    let seen_after = restarted.elapsed();
+    let events = Command::new(bin("watchdog"))
+        .arg("--config")
+        .arg(dir.join("inflight.toml"))
+        .args(["events", "--json"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let rules: Vec<String> = String::from_utf8_lossy(&events.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["reason"] == "reconciled")
+        .map(|e| e["rule"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    match &reclaim {
+        Some(line) => t.say(format!(
+            "reclaimed {} slot(s) by {} in {} ms from the restart (seen by the demo after {} ms)",
+            line["reclaimed"],
+            rules.join(", "),
+            line["restart_to_reclaim_ms"],
+            seen_after.as_millis()
+        )),
+        None => {
+            t.say("the restarted runner found nothing to reclaim (the watchdog got there first)")
+        }
+    }
+    let log = std::fs::read_to_string(dir.join("logs/runner-goal-2.log")).unwrap_or_default();
+    for line in log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        if line["message"] == "reclaimed task put back on the board" {
+            t.say(format!(
+                "its task, still Running in Plane, went back to {:?} with a comment (lost attempts: {})",
+                line["state"].as_str().unwrap_or("?"),
+                line["lost"]
+            ));
+        }
+    }
+
+    wait_for(Duration::from_secs(40), "every task to be done", || {
+        let now = report(&t, &mut seen)?;
+        Ok(now.len() == 5 && now.values().all(|s| s == "Done"))
+    })?;
+    t.say("every task done; stopping everything");
+    drop(procs);
+
+    println!("\nfinal board:");
+    for (name, state) in &seen {
+        println!("  {name:<24} {state}");
+    }
+    println!(
+        "\nlogs were in {}/logs; the demo removes its folder on exit.",
+        dir.display()
+    );
+    Ok(())
+}
