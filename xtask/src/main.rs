@@ -16,7 +16,7 @@ commands:
   ci              every check CI runs: rustfmt, clippy (warnings denied), the
                   whole test suite, rustdoc (warnings denied) and the crate
                   dependency boundaries of docs/ARCHITECTURE.md
-  bench [NAME]    run the benchmarks (all, or one of: ledger, reconcile) and write the
+  bench [NAME]    run the benchmarks (all, or one of: ledger, reconcile, e2e) and write the
                   figures to target/bench-report.md
   demo            run two runners and the watchdog against the Plane simulator,
                   kill a runner mid-dispatch, restart it, and print what was
@@ -184,6 +184,7 @@ fn check_boundaries() -> Result {
 const BENCHES: &[(&str, &str, &str)] = &[
     ("ledger", "ledger-core", "ledger"),
     ("reconcile", "runtime", "reconcile"),
+    ("e2e", "inflight-e2e", "e2e"),
 ];
 
 fn bench(only: Option<&str>) -> Result {
@@ -198,6 +199,12 @@ fn bench(only: Option<&str>) -> Result {
             only.unwrap_or(""),
             names.join(", ")
         ));
+    }
+    // The end-to-end benchmark spawns the release binaries.
+    if chosen.iter().any(|(name, _, _)| *name == "e2e") {
+        let mut bins = cargo();
+        bins.args(["build", "--release", "--workspace", "--bins", "--locked"]);
+        run("release binaries", bins)?;
     }
     let mut report = String::from("# inflight benchmarks\n\n");
     for (name, package, target) in chosen {

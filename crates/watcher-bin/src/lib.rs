@@ -104,6 +104,9 @@ pub struct Runner {
     owner: Owner,
     once: bool,
     poll_interval: Duration,
+    /// When this runner was built, which is within milliseconds of the
+    /// process starting: the origin of the restart-to-reclaim figure.
+    created: Instant,
 }
 
 impl Runner {
@@ -121,6 +124,7 @@ impl Runner {
         let mut owner = this_owner(&host)?;
         owner.role = Some(role.name.clone());
         Ok(Self {
+            created: Instant::now(),
             poll_interval: config.watcher.poll_interval,
             config,
             role,
@@ -225,7 +229,6 @@ impl Runner {
     /// The start-up sweep, bounded in time and never fatal; reclaimed tasks
     /// still marked running in Plane go back on the board.
     async fn startup_reconcile(&self) -> u32 {
-        let started = Instant::now();
         let lock = FileStartupLock::new(&self.config.ledger.path);
         let ledger = LedgerAdapter(self.ledger.clone());
         let lookup = PlaneLookup(self.plane.clone());
@@ -262,7 +265,7 @@ impl Runner {
         if reclaimed > 0 {
             tracing::info!(
                 reclaimed,
-                restart_to_reclaim_ms = started.elapsed().as_millis() as u64,
+                restart_to_reclaim_ms = self.created.elapsed().as_millis() as u64,
                 "reclaimed slots at start-up"
             );
             let requeued =
