@@ -22,6 +22,19 @@ fn a_killed_runner_s_slot_is_reclaimed_at_the_next_start() {
     });
     let (executor, grandchild) = world.executor_pids(&task)[0];
     let grandchild = grandchild.expect("the executor left a grandchild");
+    // The runner records its executor just after spawning it; kill it only
+    // once that is done (see the closing note of issue 5 for the window
+    // before it).
+    wait_until(
+        Duration::from_secs(5),
+        "the executor to be recorded",
+        || {
+            world
+                .open_slots()
+                .iter()
+                .any(|s| s.owner.executor.is_some())
+        },
+    );
     world.signal(first, libc::SIGKILL);
     world
         .wait(first, Duration::from_secs(5))
