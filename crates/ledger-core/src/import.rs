@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::model::{EventKind, FinishReason, Owner, Slot, SlotKey};
 use crate::schema::{IMPORTED, OPEN_SLOTS};
+use crate::store::Tx;
 use crate::{Backend, Ledger, LedgerError, Result, RunId, TaskId, Timestamp};
 
 /// What an import did.
@@ -212,15 +213,13 @@ impl Ledger {
 
         let closed_runs: HashSet<RunId> = closed_runs.into_iter().map(run_id_for).collect();
 
-        self.write_import(|txn| {
-            let mut imported = txn
-                .open_table(IMPORTED)
-                .map_err(|e| self.storage_error(e))?;
+        self.write(|txn| {
+            let mut imported = txn.open_table(IMPORTED).map_err(|e| self.storage(e))?;
             let mut new_starts: HashMap<u64, u64> = HashMap::new();
             for (entry, run_fp) in entries.iter().zip(&run_of_entry) {
                 if imported
                     .get(entry.fingerprint)
-                    .map_err(|e| self.storage_error(e))?
+                    .map_err(|e| self.storage(e))?
                     .is_some()
                 {
                     report.already_imported += 1;
@@ -240,10 +239,10 @@ impl Ledger {
                         reason: FinishReason::Imported,
                     },
                 };
-                let seq = self.append_event_in(txn, entry.at, kind)?;
+                let seq = self.append_event(txn, entry.at, kind)?;
                 imported
                     .insert(entry.fingerprint, seq)
-                    .map_err(|e| self.storage_error(e))?;
+                    .map_err(|e| self.storage(e))?;
                 report.events_recorded += 1;
                 match entry.kind {
                     Kind::Started => {
@@ -251,7 +250,7 @@ impl Ledger {
                         // Recent imported starts count against rate caps.
                         self.index_start(txn, &entry.key.backend, entry.at, seq)?;
                     }
-                    Kind::Finished => self.update_attempts_in(txn, &entry.key.task_id, |a| {
+                    Kind::Finished => self.update_attempts(txn, &entry.key.task_id, |a| {
                         a.record_finish(&FinishReason::Imported)
                     })?,
                 }
@@ -260,13 +259,11 @@ impl Ledger {
 
             // Close the slots an earlier import opened that the file now
             // finishes (their finish events were appended above).
-            let mut slots = txn
-                .open_table(OPEN_SLOTS)
-                .map_err(|e| self.storage_error(e))?;
+            let mut slots = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
             let mut to_close = Vec::new();
-            for item in slots.iter().map_err(|e| self.storage_error(e))? {
-                let (_, v) = item.map_err(|e| self.storage_error(e))?;
-                let slot: Slot = self.decode_value("open_slots", v.value())?;
+            for item in slots.iter().map_err(|e| self.storage(e))? {
+                let (_, v) = item.map_err(|e| self.storage(e))?;
+                let slot: Slot = self.decode("open_slots", v.value())?;
                 if closed_runs.contains(&slot.run_id) {
                     to_close.push(slot.key);
                 }
@@ -274,15 +271,15 @@ impl Ledger {
             for key in to_close {
                 slots
                     .remove((key.backend.as_str(), key.task_id.as_str()))
-                    .map_err(|e| self.storage_error(e))?;
+                    .map_err(|e| self.storage(e))?;
                 report.slots_closed += 1;
             }
 
             for (key, (start_fp, at)) in &open {
                 let run_id = run_id_for(*start_fp);
                 let tuple = (key.backend.as_str(), key.task_id.as_str());
-                if let Some(g) = slots.get(tuple).map_err(|e| self.storage_error(e))? {
-                    let slot: Slot = self.decode_value("open_slots", g.value())?;
+                if let Some(g) = slots.get(tuple).map_err(|e| self.storage(e))? {
+                    let slot: Slot = self.decode("open_slots", g.value())?;
                     if slot.run_id != run_id {
                         report.slots_held_by_other_runs += 1;
                     }
@@ -301,13 +298,13 @@ impl Ledger {
                     lease_until: *at,
                     started_seq,
                 };
-                let bytes = self.encode_value("open_slots", &slot)?;
+                let bytes = self.encode("open_slots", &slot)?;
                 slots
                     .insert(tuple, bytes.as_slice())
-                    .map_err(|e| self.storage_error(e))?;
+                    .map_err(|e| self.storage(e))?;
                 report.slots_opened += 1;
             }
-            Ok(())
+            Ok(Tx::Commit(()))
         })?;
         Ok(report)
     }

@@ -88,7 +88,7 @@ impl std::fmt::Debug for Ledger {
 }
 
 /// Whether a write transaction's changes are kept.
-enum Tx<T> {
+pub(crate) enum Tx<T> {
     Commit(T),
     /// Nothing changed: skip the commit and its fsync.
     Abort(T),
@@ -160,11 +160,11 @@ impl Ledger {
         &self.options
     }
 
-    fn storage(&self, e: impl Into<redb::Error>) -> LedgerError {
+    pub(crate) fn storage(&self, e: impl Into<redb::Error>) -> LedgerError {
         storage_error(&self.path, e.into())
     }
 
-    fn encode(&self, table: &'static str, value: &impl Serialize) -> Result<Vec<u8>> {
+    pub(crate) fn encode(&self, table: &'static str, value: &impl Serialize) -> Result<Vec<u8>> {
         serde_json::to_vec(value).map_err(|e| LedgerError::Decode {
             path: self.path.clone(),
             table,
@@ -172,7 +172,11 @@ impl Ledger {
         })
     }
 
-    fn decode<T: DeserializeOwned>(&self, table: &'static str, bytes: &[u8]) -> Result<T> {
+    pub(crate) fn decode<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        bytes: &[u8],
+    ) -> Result<T> {
         serde_json::from_slice(bytes).map_err(|e| LedgerError::Decode {
             path: self.path.clone(),
             table,
@@ -212,7 +216,10 @@ impl Ledger {
         }
     }
 
-    fn write<T>(&self, apply: impl FnOnce(&WriteTransaction) -> Result<Tx<T>>) -> Result<T> {
+    pub(crate) fn write<T>(
+        &self,
+        apply: impl FnOnce(&WriteTransaction) -> Result<Tx<T>>,
+    ) -> Result<T> {
         contain_panics(&self.path, || self.write_unguarded(apply))
     }
 
@@ -235,7 +242,12 @@ impl Ledger {
     }
 
     /// Appends an event at the end of the log and indexes it by time.
-    fn append_event(&self, txn: &WriteTransaction, at: Timestamp, kind: EventKind) -> Result<u64> {
+    pub(crate) fn append_event(
+        &self,
+        txn: &WriteTransaction,
+        at: Timestamp,
+        kind: EventKind,
+    ) -> Result<u64> {
         let mut events = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
         let seq = match events.last().map_err(|e| self.storage(e))? {
             Some((k, _)) => k.value() + 1,
@@ -249,7 +261,7 @@ impl Ledger {
         Ok(seq)
     }
 
-    fn update_attempts(
+    pub(crate) fn update_attempts(
         &self,
         txn: &WriteTransaction,
         task: &TaskId,
@@ -812,51 +824,6 @@ impl Ledger {
             }
             Ok(report)
         })
-    }
-
-    pub(crate) fn write_import(
-        &self,
-        apply: impl FnOnce(&WriteTransaction) -> Result<()>,
-    ) -> Result<()> {
-        self.write(|txn| apply(txn).map(Tx::Commit))
-    }
-
-    pub(crate) fn append_event_in(
-        &self,
-        txn: &WriteTransaction,
-        at: Timestamp,
-        kind: EventKind,
-    ) -> Result<u64> {
-        self.append_event(txn, at, kind)
-    }
-
-    pub(crate) fn update_attempts_in(
-        &self,
-        txn: &WriteTransaction,
-        task: &TaskId,
-        change: impl FnOnce(&mut TaskAttempts),
-    ) -> Result<()> {
-        self.update_attempts(txn, task, change)
-    }
-
-    pub(crate) fn storage_error(&self, e: impl Into<redb::Error>) -> LedgerError {
-        self.storage(e)
-    }
-
-    pub(crate) fn encode_value(
-        &self,
-        table: &'static str,
-        value: &impl Serialize,
-    ) -> Result<Vec<u8>> {
-        self.encode(table, value)
-    }
-
-    pub(crate) fn decode_value<T: DeserializeOwned>(
-        &self,
-        table: &'static str,
-        bytes: &[u8],
-    ) -> Result<T> {
-        self.decode(table, bytes)
     }
 }
 

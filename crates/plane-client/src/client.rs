@@ -468,42 +468,39 @@ impl PlaneClient {
     /// The project's states, in Plane's order. Cached: they rarely change;
     /// see [`PlaneClient::refresh_states`].
     pub async fn states(&self) -> Result<Arc<Vec<State>>, PlaneError> {
-        if let Some(states) = self
-            .states
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            return Ok(states);
-        }
-        self.refresh_states().await
+        self.cached(&self.states, "states", false).await
     }
 
     /// Reloads the states.
     pub async fn refresh_states(&self) -> Result<Arc<Vec<State>>, PlaneError> {
-        let states = Arc::new(self.list_all::<State>(&["states"], &[]).await?);
-        *self.states.lock().unwrap_or_else(|e| e.into_inner()) = Some(states.clone());
-        Ok(states)
+        self.cached(&self.states, "states", true).await
     }
 
     /// The project's labels. Cached; see [`PlaneClient::refresh_labels`].
     pub async fn labels(&self) -> Result<Arc<Vec<Label>>, PlaneError> {
-        if let Some(labels) = self
-            .labels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            return Ok(labels);
-        }
-        self.refresh_labels().await
+        self.cached(&self.labels, "labels", false).await
     }
 
     /// Reloads the labels.
     pub async fn refresh_labels(&self) -> Result<Arc<Vec<Label>>, PlaneError> {
-        let labels = Arc::new(self.list_all::<Label>(&["labels"], &[]).await?);
-        *self.labels.lock().unwrap_or_else(|e| e.into_inner()) = Some(labels.clone());
-        Ok(labels)
+        self.cached(&self.labels, "labels", true).await
+    }
+
+    /// A project-level list kept in `cache`, loaded on first use or when
+    /// `reload` asks. Two callers racing on an empty cache may both load it;
+    /// the lists are small and the result is the same.
+    async fn cached<T: DeserializeOwned>(
+        &self,
+        cache: &Mutex<Option<Arc<Vec<T>>>>,
+        route: &str,
+        reload: bool,
+    ) -> Result<Arc<Vec<T>>, PlaneError> {
+        if !reload && let Some(list) = cache.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(list);
+        }
+        let list = Arc::new(self.list_all::<T>(&[route], &[]).await?);
+        *cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(list.clone());
+        Ok(list)
     }
 
     /// The state named `name` (trimmed, case-insensitive), reloading the

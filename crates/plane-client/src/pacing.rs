@@ -60,6 +60,9 @@ impl Pacer {
 
     fn wait_needed(&self, state: &mut PacerState, now: Instant) -> Duration {
         let window = self.limit.per;
+        // The server counts arrivals, which lag sends by a varying latency:
+        // counting a little past the window keeps the two counts from
+        // disagreeing at the edge.
         let margin = (window / 50).max(Duration::from_millis(50));
         while state
             .sent
@@ -77,10 +80,6 @@ impl Pacer {
         if state.sent.len() >= self.limit.requests as usize
             && let Some(oldest) = state.sent.front()
         {
-            // The server counts arrivals, which lag sends by a varying
-            // latency: waiting a little past the window keeps the two counts
-            // from disagreeing at the edge.
-            let margin = (window / 50).max(Duration::from_millis(50));
             return (*oldest + window + margin).saturating_duration_since(now);
         }
         if let Some((remaining, said_at, reset_at)) = state.server {
