@@ -303,6 +303,26 @@ impl Config {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| error("(file)", format!("cannot read: {e}")))?;
+        // The file names the commands the runner executes: if anyone may
+        // write it, anyone may run code as the runner.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| error("(file)", format!("cannot read: {e}")))?
+                .permissions()
+                .mode();
+            if mode & 0o002 != 0 {
+                return Err(error(
+                    "(file)",
+                    format!(
+                        "is writable by every user (mode {:o}), so anyone could choose the commands it runs; \
+                         run `chmod o-w {}`",
+                        mode & 0o777,
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let raw: RawConfig = toml::from_str(&text).map_err(|e| {
             // toml names the line and the offending key or value.
             error("(syntax)", e.to_string().trim_end().replace('\n', "\n    "))

@@ -133,3 +133,17 @@ fn a_missing_api_key_variable_is_named_and_only_when_plane_is_needed() {
     let err = config.role("review").unwrap_err();
     assert!(err.message.contains("goal"), "{err}");
 }
+
+#[test]
+fn a_world_writable_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, path) = write(VALID);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = Config::load(&path).unwrap_err();
+    assert!(
+        err.message.contains("writable by every user") && err.message.contains("chmod o-w"),
+        "{err}"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(Config::load(&path).is_ok());
+}
