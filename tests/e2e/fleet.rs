@@ -99,3 +99,32 @@ fn sigterm_mid_dispatch_interrupts_cleanly() {
             .any(|c| c.contains("interrupted"))
     );
 }
+
+/// Plane refuses the report of a finished run: the task sits in its running
+/// state with nothing in flight. The runner's next look at the board reports
+/// the outcome the ledger recorded.
+#[test]
+fn a_lost_report_is_repaired_from_the_ledger() {
+    use plane_sim::{Fault, FaultRule};
+    let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    let task = world.sim.add_work_item("plain job", "Ready for AI");
+    let runner = world.start_runner("goal", "runner");
+    wait_until(Duration::from_secs(20), "the executor to start", || {
+        !world.executor_pids(&task).is_empty()
+    });
+    // The next state change, the report of the outcome, is refused.
+    world
+        .sim
+        .inject(FaultRule::new(Fault::ProjectForbidden).on_method("PATCH").times(1));
+    wait_until(Duration::from_secs(20), "the task to be done", || {
+        world.sim.state_of(&task).as_deref() == Some("Done")
+    });
+    assert!(
+        world.sim.comments(&task).iter().any(|c| c.contains("left in")),
+        "{:?}",
+        world.sim.comments(&task)
+    );
+    assert_eq!(world.executor_pids(&task).len(), 1, "the task did not run twice");
+    world.signal(runner, libc::SIGTERM);
+    world.wait(runner, Duration::from_secs(10));
+}

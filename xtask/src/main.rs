@@ -21,6 +21,10 @@ commands:
   demo            run two runners and the watchdog against the Plane simulator,
                   kill a runner mid-dispatch, restart it, and print what was
                   reclaimed and how fast
+  soak [--minutes N] [--seed S]
+                  the chaos soak: runners killed at random, failing and hanging
+                  executors, Plane faults; checks caps, live dispatches and that
+                  every task ends done or blocked (release build; default 30 min)
   help            this text
 ";
 
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("demo") => demo::run(&workspace_root()),
+        Some("soak") => soak(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())
@@ -119,6 +124,12 @@ fn ci() -> Result {
     test.args(["test", "--workspace", "--locked"]);
     run("tests", test)?;
 
+    // A short chaos soak on the binaries just built; `cargo xtask soak`
+    // runs the long one.
+    let mut soak = Command::new(workspace_root().join("target/debug/soak"));
+    soak.args(["--seconds", "60"]);
+    run("soak (60 s)", soak)?;
+
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps", "--locked"])
         .env("RUSTDOCFLAGS", "-D warnings");
@@ -178,6 +189,18 @@ fn check_boundaries() -> Result {
             violations.join("; ")
         ))
     }
+}
+
+fn soak(args: &[String]) -> Result {
+    let mut build = cargo();
+    build.args(["build", "--release", "--workspace", "--bins", "--locked"]);
+    run("release binaries", build)?;
+    let mut soak = Command::new(workspace_root().join("target/release/soak"));
+    if !args.iter().any(|a| a == "--minutes" || a == "--seconds") {
+        soak.args(["--minutes", "30"]);
+    }
+    soak.args(args);
+    run("soak", soak)
 }
 
 /// Benchmark name, package, bench target.

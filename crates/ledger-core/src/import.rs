@@ -237,6 +237,7 @@ impl Ledger {
                         run_id,
                         started_at: entry.at,
                         reason: FinishReason::Imported,
+                        role: None,
                     },
                 };
                 let seq = self.append_event(txn, entry.at, kind)?;

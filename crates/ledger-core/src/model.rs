@@ -344,6 +344,10 @@ pub enum EventKind {
         /// Why it closed.
         #[serde(flatten)]
         reason: FinishReason,
+        /// The role of the runner that held the slot, if recorded: where
+        /// the task belongs on the board.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
     },
     /// An admission was refused.
     Denied {
@@ -434,6 +438,7 @@ mod tests {
                 reason: FinishReason::Reconciled {
                     rule: "DEAD_OWNER_CLEAR".into(),
                 },
+                role: Some("goal".into()),
             },
         };
         let json = serde_json::to_value(&event).unwrap();

@@ -474,6 +474,7 @@ impl Ledger {
                     run_id: slot.run_id.clone(),
                     started_at: slot.started_at,
                     reason: reason.clone(),
+                    role: slot.owner.role.clone(),
                 },
             )?;
             self.update_attempts(txn, &key.task_id, |a| a.record_finish(&reason))?;
@@ -652,6 +653,23 @@ impl Ledger {
                 .map_err(|e| self.storage(e))?
                 .map(|(k, _)| k.value());
             Ok(first.zip(last))
+        })
+    }
+
+    /// The newest `finished` event of `key` among the retained events: how
+    /// its last dispatch ended. Reads the log backwards, so it is cheap for
+    /// a recent finish.
+    pub fn last_finish(&self, key: &SlotKey) -> Result<Option<Event>> {
+        self.read(|txn| {
+            let events = txn.open_table(EVENTS).map_err(|e| self.storage(e))?;
+            for entry in events.iter().map_err(|e| self.storage(e))?.rev() {
+                let (_, v) = entry.map_err(|e| self.storage(e))?;
+                let event: Event = self.decode("events", v.value())?;
+                if matches!(&event.kind, EventKind::Finished { key: k, .. } if k == key) {
+                    return Ok(Some(event));
+                }
+            }
+            Ok(None)
         })
     }
 

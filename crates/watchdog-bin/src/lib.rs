@@ -307,6 +307,7 @@ pub fn event_text(event: &Event) -> String {
             run_id,
             reason,
             started_at,
+            ..
         } => format!(
             "{:>6} {at} finished {key} run {run_id}: {reason} after {}s",
             event.seq,

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger_core::{
-    AdmitOutcome, AdmitRequest, Clock, Denial, DenyReason, ExecutorIdentity, FinishReason, Ledger,
-    Owner, ProcessIdentity, RunId, SlotGuard, SlotKey, SystemClock, TaskId,
+    AdmitOutcome, AdmitRequest, Clock, Denial, DenyReason, EventKind, ExecutorIdentity,
+    FinishReason, Ledger, Owner, ProcessIdentity, RunId, SlotGuard, SlotKey, SystemClock, TaskId,
 };
 use plane_client::{PlaneClient, PlaneError, WorkItem};
 use reconcile::{StartupOptions, StartupOutcome};
@@ -165,8 +165,8 @@ impl Runner {
             if *stop.borrow() {
                 break;
             }
-            let candidates = match self.candidates().await {
-                Ok(candidates) => candidates,
+            let board = match self.board().await {
+                Ok(board) => board,
                 Err(error) => {
                     failures += 1;
                     let wait = self.backoff(failures);
@@ -178,8 +178,9 @@ impl Runner {
                 }
             };
             failures = 0;
+            self.repair_stuck(&board.stuck).await;
             let mut dispatched_this_cycle = false;
-            for item in candidates {
+            for item in board.claimable {
                 if *stop.borrow() {
                     break 'cycles;
                 }
@@ -275,9 +276,10 @@ impl Runner {
         reclaimed
     }
 
-    /// The tasks in the role's claim state that carry all its labels, oldest
-    /// first. One list serves several claims.
-    async fn candidates(&self) -> Result<Vec<WorkItem>, PlaneError> {
+    /// One look at the board: the tasks in the role's claim state that
+    /// carry all its labels, oldest first (one list serves several claims),
+    /// and those sitting in its running state.
+    async fn board(&self) -> Result<Board, PlaneError> {
         let items = self.plane.list_work_items().await?;
         let wanted_labels: Vec<String> = if self.role.labels.is_empty() {
             Vec::new()
@@ -285,36 +287,98 @@ impl Runner {
             let labels = self.plane.labels().await?;
             let mut ids = Vec::new();
             for name in &self.role.labels {
-                match labels
-                    .iter()
-                    .find(|l| l.name.eq_ignore_ascii_case(name.trim()))
-                {
+                match labels.iter().find(|l| same_state(&l.name, name)) {
                     Some(label) => ids.push(label.id.clone()),
                     None => {
                         tracing::warn!(label = %name, "the role's label does not exist in the project; nothing can match");
-                        return Ok(Vec::new());
+                        return Ok(Board::default());
                     }
                 }
             }
             ids
         };
-        let mut candidates = Vec::new();
+        let mut board = Board::default();
         for item in items {
             let state = state_of(&self.plane, &item).await?;
             let has_labels = wanted_labels
                 .iter()
                 .all(|id| item.labels.iter().any(|l| l.id() == id));
-            if state
-                .name
-                .trim()
-                .eq_ignore_ascii_case(self.role.claim_state.trim())
-                && has_labels
-            {
-                candidates.push(item);
+            if !has_labels {
+                continue;
+            }
+            if same_state(&state.name, &self.role.claim_state) {
+                board.claimable.push(item);
+            } else if same_state(&state.name, &self.role.running_state) {
+                board.stuck.push(item);
             }
         }
-        candidates.sort_by_key(|item| item.created_at);
-        Ok(candidates)
+        board.claimable.sort_by_key(|item| item.created_at);
+        Ok(board)
+    }
+
+    /// Tasks in the running state with no dispatch in flight were left there
+    /// by a report that failed (Plane refused the last state change) or by a
+    /// runner that died after finishing its slot and before reporting. The
+    /// ledger knows how their last run of this role ended: report that.
+    async fn repair_stuck(&self, items: &[WorkItem]) {
+        let in_flight = |task: &TaskId| -> Option<bool> {
+            match self.ledger.open_slots() {
+                Ok(slots) => Some(slots.iter().any(|s| &s.key.task_id == task)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the open slots");
+                    None
+                }
+            }
+        };
+        for item in items {
+            let Ok(task) = TaskId::new(item.id.clone()) else {
+                continue;
+            };
+            if in_flight(&task) != Some(false) {
+                continue;
+            }
+            let key = SlotKey::new(self.backend.name.clone(), task.clone());
+            let Ok(Some(last)) = self.ledger.last_finish(&key) else {
+                continue;
+            };
+            let EventKind::Finished {
+                run_id,
+                reason,
+                role,
+                ..
+            } = &last.kind
+            else {
+                continue;
+            };
+            if role.as_deref() != Some(self.role.name.as_str()) {
+                continue;
+            }
+            // The list may be stale, and another runner may have taken the
+            // task since: look again, at Plane and at the ledger.
+            let Ok(fresh) = self.plane.get_work_item(task.as_str()).await else {
+                continue;
+            };
+            let Ok(state) = state_of(&self.plane, &fresh).await else {
+                continue;
+            };
+            if !same_state(&state.name, &self.role.running_state) || in_flight(&task) != Some(false)
+            {
+                continue;
+            }
+            let lost = self.ledger.attempts(&task).map(|a| a.lost()).unwrap_or(0);
+            let target = match reason {
+                FinishReason::Completed => &self.role.done_state,
+                FinishReason::Failed | FinishReason::Expired => &self.role.blocked_state,
+                _ if lost >= u64::from(self.role.max_attempts) => &self.role.blocked_state,
+                _ => &self.role.claim_state,
+            };
+            tracing::warn!(task = %task, run = %run_id, %reason, state = %target, "task left in its running state with nothing in flight; reporting its last run");
+            let comment = format!(
+                "inflight: this task was left in {:?} with no dispatch in flight; its last run {run_id} ended: {reason}. Moved to {target}.",
+                self.role.running_state
+            );
+            self.report(&task, target, &comment).await;
+        }
     }
 
     async fn dispatch(
@@ -358,11 +422,7 @@ impl Runner {
         // the list was read.
         match self.plane.get_work_item(task.as_str()).await {
             Ok(fresh) => match state_of(&self.plane, &fresh).await {
-                Ok(state)
-                    if state
-                        .name
-                        .trim()
-                        .eq_ignore_ascii_case(self.role.claim_state.trim()) => {}
+                Ok(state) if same_state(&state.name, &self.role.claim_state) => {}
                 Ok(state) => {
                     not_started(format!("the task is now in {:?}", state.name));
                     finish(guard, FinishReason::NotStarted);
@@ -576,6 +636,18 @@ impl Runner {
             tracing::warn!(task = %task, error = %e, "could not comment on the task");
         }
     }
+}
+
+/// What one look at the board found.
+#[derive(Debug, Default)]
+struct Board {
+    claimable: Vec<WorkItem>,
+    stuck: Vec<WorkItem>,
+}
+
+/// State names are matched trimmed and case-insensitively, as configured.
+fn same_state(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
 }
 
 fn finish(guard: SlotGuard<'_>, reason: FinishReason) {

@@ -11,6 +11,8 @@
 //! - contains `poison`: kills its own runner with SIGKILL, then waits;
 //! - contains `slow-once`: the first attempt sleeps 60 s, later ones finish;
 //! - contains `fail`: exits 3;
+//! - contains `crash`: dies by its own SIGKILL;
+//! - contains `hang`: sleeps 60 s (past any test timeout);
 //! - otherwise sleeps `E2E_SLEEP_MS` (default 300) and exits 0.
 
 use std::path::{Path, PathBuf};
@@ -103,8 +105,15 @@ fn main() {
             libc::kill(libc::getppid(), libc::SIGKILL);
         }
         (sleep_unless_terminated(Duration::from_secs(60)), 0)
-    } else if name.contains("slow-once") && first_attempt {
+    } else if name.contains("hang") || (name.contains("slow-once") && first_attempt) {
         (sleep_unless_terminated(Duration::from_secs(60)), 0)
+    } else if name.contains("crash") {
+        bump(&dir, -1);
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        unreachable!("SIGKILL cannot be caught")
     } else if name.contains("fail") {
         (sleep_unless_terminated(Duration::from_millis(sleep)), 3)
     } else {

@@ -219,3 +219,43 @@ fn a_guard_never_closes_a_newer_run() {
     drop(guard);
     assert_eq!(ledger.slot(&new.key).unwrap().unwrap().run_id, new.run_id);
 }
+
+#[test]
+fn the_last_finish_of_a_key_is_found() {
+    let (_dir, path) = temp_ledger();
+    let ledger = Ledger::open(&path).unwrap();
+    assert_eq!(ledger.last_finish(&key("b", "T")).unwrap(), None);
+    for (run, reason) in [
+        ("r1", FinishReason::Failed),
+        ("r2", FinishReason::Completed),
+    ] {
+        let slot = admitted(
+            ledger
+                .admit(&request("b", "T", run), &limits(1), T0)
+                .unwrap(),
+        );
+        ledger
+            .finish(&slot.key, Some(&slot.run_id), reason, T0)
+            .unwrap();
+        // Another key's finish in between must not be taken for this one's.
+        let other = admitted(
+            ledger
+                .admit(&request("b", "U", &format!("{run}-u")), &limits(2), T0)
+                .unwrap(),
+        );
+        ledger
+            .finish(
+                &other.key,
+                Some(&other.run_id),
+                FinishReason::Interrupted,
+                T0,
+            )
+            .unwrap();
+    }
+    match ledger.last_finish(&key("b", "T")).unwrap().map(|e| e.kind) {
+        Some(EventKind::Finished { run_id, reason, .. }) => {
+            assert_eq!((run_id.as_str(), reason), ("r2", FinishReason::Completed));
+        }
+        other => panic!("{other:?}"),
+    }
+}
