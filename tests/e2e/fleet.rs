@@ -113,18 +113,28 @@ fn a_lost_report_is_repaired_from_the_ledger() {
         !world.executor_pids(&task).is_empty()
     });
     // The next state change, the report of the outcome, is refused.
-    world
-        .sim
-        .inject(FaultRule::new(Fault::ProjectForbidden).on_method("PATCH").times(1));
+    world.sim.inject(
+        FaultRule::new(Fault::ProjectForbidden)
+            .on_method("PATCH")
+            .times(1),
+    );
     wait_until(Duration::from_secs(20), "the task to be done", || {
         world.sim.state_of(&task).as_deref() == Some("Done")
     });
     assert!(
-        world.sim.comments(&task).iter().any(|c| c.contains("left in")),
+        world
+            .sim
+            .comments(&task)
+            .iter()
+            .any(|c| c.contains("left in")),
         "{:?}",
         world.sim.comments(&task)
     );
-    assert_eq!(world.executor_pids(&task).len(), 1, "the task did not run twice");
+    assert_eq!(
+        world.executor_pids(&task).len(),
+        1,
+        "the task did not run twice"
+    );
     world.signal(runner, libc::SIGTERM);
     world.wait(runner, Duration::from_secs(10));
 }

@@ -25,6 +25,10 @@ commands:
                   the chaos soak: runners killed at random, failing and hanging
                   executors, Plane faults; checks caps, live dispatches and that
                   every task ends done or blocked (release build; default 30 min)
+  fuzz NAME [--time SECS]
+                  run one cargo-fuzz target (plane_response, usage_import, config,
+                  ledger_open) for SECS seconds (default 600); installs cargo-fuzz
+                  if missing
   help            this text
 ";
 
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("demo") => demo::run(&workspace_root()),
         Some("soak") => soak(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())
@@ -201,6 +206,52 @@ fn soak(args: &[String]) -> Result {
     }
     soak.args(args);
     run("soak", soak)
+}
+
+const FUZZ_TARGETS: &[&str] = &["plane_response", "usage_import", "config", "ledger_open"];
+
+fn fuzz(args: &[String]) -> Result {
+    let Some(name) = args.first().filter(|n| FUZZ_TARGETS.contains(&n.as_str())) else {
+        return Err(format!(
+            "fuzz needs a target: one of {}",
+            FUZZ_TARGETS.join(", ")
+        ));
+    };
+    let time: u64 = match args.iter().position(|a| a == "--time") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|t| t.parse().ok())
+            .ok_or("--time takes a number of seconds")?,
+        None => 600,
+    };
+    let installed = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        let mut install = cargo();
+        install.args(["install", "cargo-fuzz", "--locked"]);
+        run("install cargo-fuzz", install)?;
+    }
+    let root = workspace_root();
+    let corpus = root.join("fuzz/corpus").join(name);
+    let seeds = root.join("fuzz/seeds").join(name);
+    std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+    let mut fuzz = cargo();
+    // cargo-fuzz passes nightly-only flags to rustc; the machine's toolchain
+    // is stable, and RUSTC_BOOTSTRAP lets it accept them.
+    fuzz.current_dir(root.join("fuzz"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "run", name])
+        .arg(&corpus)
+        .arg(&seeds)
+        .args([
+            "--",
+            &format!("-max_total_time={time}"),
+            "-print_final_stats=1",
+            "-rss_limit_mb=4096",
+        ]);
+    run(&format!("fuzz {name} for {time} s"), fuzz)
 }
 
 /// Benchmark name, package, bench target.

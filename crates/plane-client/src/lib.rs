@@ -63,3 +63,4 @@ pub use model::{
     Comment, Label, LabelRef, Project, State, StateGroup, StateLite, StateRef, WorkItem,
     parse_timestamp,
 };
+pub use pacing::parse_retry_after;

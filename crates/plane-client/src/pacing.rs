@@ -125,8 +125,9 @@ impl Pacer {
     }
 }
 
-/// Reads `Retry-After`: seconds, or an HTTP date.
-pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+/// Reads a `Retry-After` header: whole seconds, or an HTTP date (a date in
+/// the past means "now"). `None` when it is neither.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
