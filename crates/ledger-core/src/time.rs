@@ -133,10 +133,14 @@ fn parse_rfc3339(text: &str) -> Result<Timestamp, &'static str> {
     let hour = digits(11..13)?;
     let minute = digits(14..16)?;
     let second = digits(17..19)?;
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+    let byte = |i: usize| b.get(i).copied();
+    if byte(4) != Some(b'-')
+        || byte(7) != Some(b'-')
+        || !matches!(byte(10), Some(b'T' | b't' | b' '))
+    {
         return Err("expected YYYY-MM-DDTHH:MM:SS");
     }
-    if b[13] != b':' || b[16] != b':' {
+    if byte(13) != Some(b':') || byte(16) != Some(b':') {
         return Err("expected HH:MM:SS");
     }
     if !(1..=12).contains(&month) || day < 1 || hour > 23 || minute > 59 || second > 60 {
@@ -162,14 +166,20 @@ fn parse_rfc3339(text: &str) -> Result<Timestamp, &'static str> {
         if at == start {
             return Err("empty fraction");
         }
-        for (i, c) in b[start..at].iter().take(3).enumerate() {
-            millis += i64::from(c - b'0') * [100, 10, 1][i];
+        // Milliseconds: the first three digits, finer ones truncated.
+        for (c, scale) in b
+            .iter()
+            .skip(start)
+            .take((at - start).min(3))
+            .zip([100, 10, 1])
+        {
+            millis += i64::from(c - b'0') * scale;
         }
     }
     let offset_secs = match b.get(at) {
         None => 0,
         Some(b'Z' | b'z') if at + 1 == b.len() => 0,
-        Some(sign @ (b'+' | b'-')) if b.len() == at + 6 && b[at + 3] == b':' => {
+        Some(sign @ (b'+' | b'-')) if b.len() == at + 6 && byte(at + 3) == Some(b':') => {
             let h = digits(at + 1..at + 3)?;
             let m = digits(at + 4..at + 6)?;
             if h > 23 || m > 59 {

@@ -117,7 +117,7 @@ impl PlaneError {
 
 /// The first 200 characters of a body, for error messages.
 pub(crate) fn excerpt(body: &[u8]) -> String {
-    String::from_utf8_lossy(&body[..body.len().min(400)])
+    String::from_utf8_lossy(body.get(..400).unwrap_or(body))
         .chars()
         .take(200)
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -55,10 +55,12 @@ where
             }
             let before = this.running.len();
             let mut i = 0;
-            while i < this.running.len() {
-                if let Poll::Ready(value) = this.running[i].1.as_mut().poll(cx) {
+            while let Some((_, future)) = this.running.get_mut(i) {
+                if let Poll::Ready(value) = future.as_mut().poll(cx) {
                     let (index, _) = this.running.swap_remove(i);
-                    this.results[index] = Some(value);
+                    if let Some(result) = this.results.get_mut(index) {
+                        *result = Some(value);
+                    }
                 } else {
                     i += 1;
                 }

@@ -75,6 +75,16 @@
 //! ```
 
 #![warn(missing_docs)]
+// Library code never panics on what a user, a file or a server controls.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 mod decide;
 mod edges;

@@ -422,7 +422,10 @@ impl Config {
                     "must be greater than 0".into(),
                 ));
             }
-            if b.command.is_empty() || b.command[0].trim().is_empty() {
+            if b.command
+                .first()
+                .is_none_or(|program| program.trim().is_empty())
+            {
                 return Err(error(
                     &key("command"),
                     "must name a program, e.g. [\"./run-task.sh\"]".into(),
