@@ -138,3 +138,31 @@ fn a_lost_report_is_repaired_from_the_ledger() {
     world.signal(runner, libc::SIGTERM);
     world.wait(runner, Duration::from_secs(10));
 }
+
+/// A failed run goes to the blocked state with the end of its output in the
+/// comment, sanitised.
+#[test]
+fn a_failed_run_is_blocked_with_the_tail_of_its_output() {
+    let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    let task = world.sim.add_work_item("fail job", "Ready for AI");
+    let runner = world.start_runner("goal", "runner");
+    wait_until(Duration::from_secs(20), "the task to be blocked", || {
+        world.sim.state_of(&task).as_deref() == Some("Blocked")
+    });
+    let comments = world.sim.comments(&task);
+    let comment = comments
+        .iter()
+        .find(|c| c.contains("exit status 3"))
+        .expect("an outcome comment");
+    assert!(comment.contains("Last lines of its output"), "{comment}");
+    assert!(
+        comment.contains("something went wrong") && comment.contains("working on fail job"),
+        "{comment}"
+    );
+    assert!(
+        !comment.contains('\u{1b}'),
+        "escape sequences reached Plane: {comment:?}"
+    );
+    world.signal(runner, libc::SIGTERM);
+    world.wait(runner, Duration::from_secs(10));
+}

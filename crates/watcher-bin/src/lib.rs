@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+mod output;
 mod spawn;
 
 use std::future::Future;
@@ -40,6 +41,7 @@ use runtime::{
 };
 use tokio::sync::watch;
 
+pub use output::OutputTail;
 pub use spawn::{Spawner, signal_group};
 
 /// Why the runner could not run.
@@ -377,7 +379,7 @@ impl Runner {
                 "inflight: this task was left in {:?} with no dispatch in flight; its last run {run_id} ended: {reason}. Moved to {target}.",
                 self.role.running_state
             );
-            self.report(&task, target, &comment).await;
+            self.report(&task, target, &comment, None).await;
         }
     }
 
@@ -466,7 +468,9 @@ impl Runner {
             .env("INFLIGHT_TASK_NAME", &item.name)
             // The executor has no business with Plane's key.
             .env_remove(&self.config.plane.api_key_env)
-            .stdin(std::process::Stdio::null());
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         let mut child = match spawner.spawn(command).await {
             Ok(child) => child,
             Err(e) => {
@@ -479,6 +483,7 @@ impl Runner {
                     &task,
                     &self.role.blocked_state,
                     &format!("inflight: run {run_id} {why}."),
+                    None,
                 )
                 .await;
                 finish(guard, FinishReason::Failed);
@@ -497,6 +502,7 @@ impl Runner {
             tracing::warn!(task = %task, run = %run_id, error = %e, "could not record the executor");
         }
         tracing::info!(task = %task, run = %run_id, pid, name = %item.name, "executor started");
+        let output = OutputTail::follow(&mut child, task.as_str());
 
         let ending = self.supervise(&mut child, &key, &run_id, stop).await;
         // Whatever the executor left behind in its group goes with it.
@@ -543,7 +549,10 @@ impl Runner {
         // Plane first, then the ledger: if the runner dies in between, the
         // open slot of a dead owner is reclaimed; the other way round, the
         // task would sit in its running state with nothing to notice it.
-        self.report(&task, target, &comment).await;
+        // A failed run's comment carries the end of its output, bounded and
+        // sanitised; a successful one's does not.
+        let tail = if completed { None } else { output.render() };
+        self.report(&task, target, &comment, tail.as_deref()).await;
         finish(guard, reason);
         match ending {
             Ending::Interrupted => Dispatch::Interrupted,
@@ -624,15 +633,18 @@ impl Runner {
 
     /// Moves the task and comments on it; failures are logged, not fatal:
     /// the slot is finished regardless.
-    async fn report(&self, task: &TaskId, state: &str, comment: &str) {
+    async fn report(&self, task: &TaskId, state: &str, comment: &str, output: Option<&str>) {
         if let Err(e) = self.plane.set_state(task.as_str(), state).await {
             tracing::error!(task = %task, state, error = %e, "could not move the task");
         }
-        if let Err(e) = self
-            .plane
-            .post_comment(task.as_str(), &format!("<p>{}</p>", html_escape(comment)))
-            .await
-        {
+        let mut html = format!("<p>{}</p>", html_escape(comment));
+        if let Some(output) = output {
+            html.push_str(&format!(
+                "<p>Last lines of its output:</p><pre>{}</pre>",
+                html_escape(output)
+            ));
+        }
+        if let Err(e) = self.plane.post_comment(task.as_str(), &html).await {
             tracing::warn!(task = %task, error = %e, "could not comment on the task");
         }
     }

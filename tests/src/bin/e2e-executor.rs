@@ -115,6 +115,8 @@ fn main() {
         }
         unreachable!("SIGKILL cannot be caught")
     } else if name.contains("fail") {
+        println!("e2e-executor: working on {name}");
+        eprintln!("e2e-executor: \u{1b}[31msomething went wrong\u{1b}[0m");
         (sleep_unless_terminated(Duration::from_millis(sleep)), 3)
     } else {
         (sleep_unless_terminated(Duration::from_millis(sleep)), 0)
