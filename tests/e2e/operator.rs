@@ -178,3 +178,76 @@ fn odd_inputs_give_errors_not_panics() {
         assert_eq!(out.status.code(), Some(expected), "{args:?}");
     }
 }
+
+/// The API key appears in the output of no command, at any log level, in
+/// either log format — including when things go wrong.
+#[test]
+fn the_api_key_never_reaches_any_output() {
+    use plane_sim::{Fault, FaultRule};
+    let world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    world.sim.add_work_item("plain job", "Ready for AI");
+    world.sim.add_work_item("fail job", "Ready for AI");
+    let usage = world.path("usage.json");
+    std::fs::write(&usage, r#"{"events": []}"#).unwrap();
+    let mut outputs = Vec::new();
+    for (level, format) in [
+        ("trace", "text"),
+        ("trace", "json"),
+        ("debug", "json"),
+        ("info", "text"),
+    ] {
+        for fault in [
+            None,
+            Some(Fault::Status(503)),
+            Some(Fault::ProjectForbidden),
+        ] {
+            if let Some(fault) = fault {
+                world.sim.inject(FaultRule::new(fault).times(3));
+            }
+            let mut watcher = Command::new(bin("watcher"));
+            watcher
+                .arg("--config")
+                .arg(&world.config)
+                .args(["--role", "goal", "--once", "--log-format", format])
+                .env("E2E_PLANE_KEY", KEY)
+                .env("E2E_DIR", world.dir.path())
+                .env("RUST_LOG", level);
+            outputs.push(watcher.output().unwrap());
+            for args in [
+                vec!["scan"],
+                vec!["scan", "--apply"],
+                vec!["status"],
+                vec!["status", "--json"],
+                vec!["events", "--json"],
+                vec!["release", "--backend", "local", "--task", "T"],
+                vec!["import-usage-json", usage.to_str().unwrap()],
+            ] {
+                let mut command = Command::new(bin("watchdog"));
+                command
+                    .arg("--config")
+                    .arg(&world.config)
+                    .args(&args)
+                    .args(["--log-format", format])
+                    .env("E2E_PLANE_KEY", KEY)
+                    .env("RUST_LOG", level);
+                outputs.push(command.output().unwrap());
+            }
+            world.sim.clear_faults();
+        }
+    }
+    let mut bytes = 0;
+    for out in &outputs {
+        for stream in [&out.stdout, &out.stderr] {
+            bytes += stream.len();
+            assert!(
+                !String::from_utf8_lossy(stream).contains(KEY),
+                "the key leaked: {}",
+                String::from_utf8_lossy(stream)
+            );
+        }
+    }
+    assert!(
+        bytes > 10_000,
+        "the commands said almost nothing ({bytes} bytes): the test would prove nothing"
+    );
+}
