@@ -152,3 +152,32 @@ async fn every_recorded_exchange_maps_to_the_right_outcome() {
     }
     assert!(checked >= 30, "only {checked} exchanges replayed");
 }
+
+/// A redirect is never followed: it could carry the key to another host.
+#[tokio::test]
+async fn a_redirect_is_refused_not_followed() {
+    // The place the redirect points at, counting what reaches it.
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}/steal/", elsewhere.local_addr().unwrap());
+    let mut redirect = fixture("get-work-item");
+    redirect.status = 302;
+    redirect.headers.insert("location".into(), target.clone());
+    redirect.body = serde_json::Value::String(String::new());
+    let base = replay(redirect, vec![]).await;
+    let mut config = quick_config(&base, PROJECT, "plane_api_secret_for_redirect");
+    config.routes = RouteFamily::WorkItems;
+    let client = PlaneClient::new(config).unwrap();
+    match client
+        .get_work_item("16aa1bb4-a453-47f0-8d02-635a0e02f9ad")
+        .await
+    {
+        Err(PlaneError::Rejected {
+            status: 302,
+            detail,
+            ..
+        }) => assert!(detail.contains(&target), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    let accepted = tokio::time::timeout(Duration::from_millis(200), elsewhere.accept()).await;
+    assert!(accepted.is_err(), "the client followed the redirect");
+}
