@@ -157,8 +157,16 @@ fn files_found_by_fuzzing_are_refused_untouched() {
         let before = file_digest(&path);
         match Ledger::open(&path) {
             Err(err) => {
-                assert!(err.to_string().contains(&path.display().to_string()), "{err}");
-                assert_eq!(file_digest(&path), before, "{}: the file was modified", sample.display());
+                assert!(
+                    err.to_string().contains(&path.display().to_string()),
+                    "{err}"
+                );
+                assert_eq!(
+                    file_digest(&path),
+                    before,
+                    "{}: the file was modified",
+                    sample.display()
+                );
             }
             Ok(ledger) => {
                 // Opened after all: reading it must still not panic.
