@@ -14,22 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use inflight_e2e::{send_signal, workspace_bin};
 use ledger_core::Ledger;
 use plane_sim::{PlaneSim, SimConfig};
 
 const KEY: &str = "plane_api_bench000000000000000000000000000";
 const ROUNDS: usize = 5;
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo xtask bench e2e` builds it",
-        path.display()
-    );
-    path
-}
 
 fn config(dir: &Path, sim: &PlaneSim, command: &str) -> PathBuf {
     let path = dir.join("inflight.toml");
@@ -65,7 +55,7 @@ grace_secs = 1
 }
 
 fn runner(config: &Path, log: &Path) -> Child {
-    Command::new(bin("watcher"))
+    Command::new(workspace_bin("watcher"))
         .arg("--config")
         .arg(config)
         .args(["--role", "goal", "--log-format", "json"])
@@ -78,10 +68,7 @@ fn runner(config: &Path, log: &Path) -> Child {
 }
 
 fn stop(mut child: Child) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    send_signal(child.id(), libc::SIGTERM);
     let _ = child.wait();
 }
 

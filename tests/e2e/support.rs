@@ -11,18 +11,7 @@ use serde_json::Value;
 
 pub const KEY: &str = "plane_api_e2e0000000000000000000000000000";
 
-/// The binaries under test, next to this test binary.
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the binaries first (`cargo build --workspace --bins`; `cargo xtask ci` does)",
-        path.display()
-    );
-    path
-}
+pub use inflight_e2e::workspace_bin as bin;
 
 /// A role: its name and the column it claims from.
 pub struct Role {
@@ -224,18 +213,11 @@ grace_secs = 2
 
     /// The most executors that ever ran at once, and how many run now.
     pub fn holders(&self) -> (i64, i64) {
-        let text = std::fs::read_to_string(self.path("holders")).unwrap_or_default();
-        let mut parts = text.split_whitespace().map(|n| n.parse().unwrap());
-        let current = parts.next().unwrap_or(0);
-        (parts.next().unwrap_or(0), current)
+        inflight_e2e::executor_holders(self.dir.path())
     }
 
     pub fn signal(&mut self, index: usize, signal: i32) {
-        let pid = self.children[index].id() as i32;
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe {
-            libc::kill(pid, signal);
-        }
+        inflight_e2e::send_signal(self.children[index].id(), signal);
     }
 
     pub fn wait(&mut self, index: usize, timeout: Duration) -> Option<std::process::ExitStatus> {

@@ -15,11 +15,12 @@
 //! Prints the figures; exits 1 on any violation.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use ledger_core::{EventKind, FinishReason, Ledger, Timestamp};
+use inflight_e2e::{executor_holders, send_signal, workspace_bin};
+use ledger_core::{EventKind, FinishReason, Ledger};
 use plane_sim::{Fault, FaultRule, PlaneSim, SimConfig};
 
 const KEY: &str = "plane_api_soak000000000000000000000000000";
@@ -52,26 +53,8 @@ struct Runner {
 /// When each runner process ended, by pid.
 type Deaths = HashMap<u32, SystemTime>;
 
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let path = exe.parent().expect("bin dir").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace's binaries first",
-        path.display()
-    );
-    path
-}
-
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as i32, sig);
-    }
-}
-
 fn spawn_runner(dir: &Path, role: &str, n: usize) -> Child {
-    Command::new(bin("watcher"))
+    Command::new(workspace_bin("watcher"))
         .arg("--config")
         .arg(dir.join("inflight.toml"))
         .args(["--role", role, "--log-format", "json"])
@@ -82,13 +65,6 @@ fn spawn_runner(dir: &Path, role: &str, n: usize) -> Child {
         .stderr(std::fs::File::create(dir.join(format!("logs/{role}-{n}.log"))).expect("log"))
         .spawn()
         .expect("spawn watcher")
-}
-
-fn holders(dir: &Path) -> (i64, i64) {
-    let text = std::fs::read_to_string(dir.join("holders")).unwrap_or_default();
-    let mut parts = text.split_whitespace().map(|n| n.parse().unwrap_or(0));
-    let current = parts.next().unwrap_or(0);
-    (parts.next().unwrap_or(0), current)
 }
 
 fn main() {
@@ -159,7 +135,7 @@ startup_reconcile_secs = 5
 "#,
         sim.base_url(),
         sim.project_id(),
-        bin("e2e-executor").display()
+        workspace_bin("e2e-executor").display()
     );
     for (role, state) in ROLES {
         config.push_str(&format!(
@@ -181,7 +157,7 @@ startup_reconcile_secs = 5
             });
         }
     }
-    let mut watchdog = Command::new(bin("watchdog"))
+    let mut watchdog = Command::new(workspace_bin("watchdog"))
         .arg("--config")
         .arg(dir.join("inflight.toml"))
         .args(["run", "--interval", "2", "--apply", "--log-format", "json"])
@@ -220,10 +196,10 @@ startup_reconcile_secs = 5
             if let Some(child) = runners[victim].child.as_mut() {
                 let pid = child.id();
                 if rng.below(4) == 0 {
-                    signal(pid, libc::SIGTERM);
+                    send_signal(pid, libc::SIGTERM);
                     terms += 1;
                 } else {
-                    signal(pid, libc::SIGKILL);
+                    send_signal(pid, libc::SIGKILL);
                     kills += 1;
                 }
                 runners[victim].restart_at =
@@ -255,7 +231,7 @@ startup_reconcile_secs = 5
             next_fault = now + Duration::from_millis(3000 + rng.below(4000));
         }
         reap(&mut runners, &mut deaths, &dir, &mut spawned, true);
-        worst_holders = worst_holders.max(holders(&dir).0);
+        worst_holders = worst_holders.max(executor_holders(&dir).0);
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -282,7 +258,7 @@ startup_reconcile_secs = 5
     }
     for runner in runners.iter_mut() {
         if let Some(child) = runner.child.as_mut() {
-            signal(child.id(), libc::SIGTERM);
+            send_signal(child.id(), libc::SIGTERM);
         }
     }
     for runner in runners.iter_mut() {
@@ -290,12 +266,12 @@ startup_reconcile_secs = 5
             let _ = child.wait();
         }
     }
-    signal(watchdog.id(), libc::SIGTERM);
+    send_signal(watchdog.id(), libc::SIGTERM);
     let _ = watchdog.wait();
 
     // The observer's verdict.
     let mut violations = Vec::new();
-    let (most, _) = holders(&dir);
+    let (most, _) = executor_holders(&dir);
     if most.max(worst_holders) > CAP {
         violations.push(format!(
             "{} executors ran at once under a cap of {CAP}",
@@ -359,7 +335,6 @@ startup_reconcile_secs = 5
             _ => {}
         }
     }
-    let _ = Timestamp::EPOCH;
     let completed = events
         .iter()
         .filter(|e| {
