@@ -17,8 +17,10 @@ use watcher_bin::{Runner, WatcherError};
 /// backend's command with INFLIGHT_TASK_ID, INFLIGHT_RUN_ID,
 /// INFLIGHT_BACKEND, INFLIGHT_ROLE and INFLIGHT_TASK_NAME in its
 /// environment, and moves the task to the done state on exit 0, the blocked
-/// state otherwise. On SIGTERM or SIGINT it stops claiming, interrupts the
-/// executor, puts its task back and exits 0.
+/// state otherwise, with a comment (a failed run's carries the end of its
+/// output). A task left in the running state with nothing in flight is
+/// reported from the ledger's record of its last run. On SIGTERM or SIGINT it
+/// stops claiming, interrupts the executor, puts its task back and exits 0.
 ///
 /// Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.
 #[derive(Debug, Parser)]
