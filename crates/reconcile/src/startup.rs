@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use ledger_core::Timestamp;
 
-use crate::join::{CatchUnwind, panic_message};
+use crate::join::CatchUnwind;
 use crate::{InFlightLedger, ProcessProbe, ScanOptions, ScanReport, StartupLock, TaskLookup};
 
 /// How the start-up sweep runs.
@@ -119,19 +119,13 @@ async fn sweep(
     options: &StartupOptions,
     now: Timestamp,
 ) -> StartupOutcome {
-    let token = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        lock.try_lock(options.lock_timeout)
-    })) {
-        Ok(Ok(Some(token))) => token,
-        Ok(Ok(None)) => return StartupOutcome::LockBusy,
-        Ok(Err(e)) => {
+    // A panic in here, the lock included, is caught by the caller's
+    // `CatchUnwind` and reported as a failed sweep.
+    let token = match lock.try_lock(options.lock_timeout) {
+        Ok(Some(token)) => token,
+        Ok(None) => return StartupOutcome::LockBusy,
+        Err(e) => {
             return StartupOutcome::Failed(format!("could not take the reconcile lock: {e}"));
-        }
-        Err(panic) => {
-            return StartupOutcome::Failed(format!(
-                "taking the reconcile lock panicked: {}",
-                panic_message(panic.as_ref())
-            ));
         }
     };
     let scan_options = ScanOptions {
