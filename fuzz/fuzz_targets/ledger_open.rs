@@ -5,7 +5,8 @@
 //! contains those panics and reports the file as corrupt. libfuzzer-sys
 //! installs a panic hook that aborts on every panic, contained or not, so
 //! the target replaces it with a silent one: a panic that escapes ledger-core
-//! still ends the run as a crash.
+//! still ends the run as a crash. `FUZZ_LOUD=1` keeps the default hook, to
+//! see the message and backtrace of a crash being replayed.
 #![no_main]
 
 use std::sync::Once;
@@ -14,7 +15,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     static QUIET: Once = Once::new();
-    QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+    QUIET.call_once(|| {
+        if std::env::var_os("FUZZ_LOUD").is_none() {
+            std::panic::set_hook(Box::new(|_| {}))
+        }
+    });
     let dir = std::env::temp_dir().join(format!("inflight-fuzz-open-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("ledger.redb");

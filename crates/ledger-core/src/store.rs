@@ -73,7 +73,7 @@ impl Default for LedgerOptions {
 /// durable (fsynced) when the method returns, and takes every decision from
 /// what it reads inside that transaction, never from an earlier read.
 pub struct Ledger {
-    db: redb::Database,
+    db: Database,
     path: PathBuf,
     options: LedgerOptions,
 }
@@ -84,6 +84,50 @@ impl std::fmt::Debug for Ledger {
             .field("path", &self.path)
             .field("options", &self.options)
             .finish_non_exhaustive()
+    }
+}
+
+/// The open redb database, closed with its panics contained.
+///
+/// Closing a read-write handle is a commit: redb writes its allocator state
+/// back into the file. On a damaged file the allocator can trip over one of
+/// redb's assertions while doing so (the fuzzer found such a file), and a drop
+/// runs where no `contain_panics` can reach, so a ledger going out of scope
+/// would take its whole process down. Dropping this wrapper closes the handle
+/// inside `catch_unwind` instead; whatever the close could not write, the next
+/// open recovers, as after a crash.
+struct Database {
+    handle: Option<redb::Database>,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for Database {
+    type Target = redb::Database;
+
+    fn deref(&self) -> &redb::Database {
+        match &self.handle {
+            Some(db) => db,
+            None => unreachable!("only drop takes the handle out"),
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Some(db) = self.handle.take() {
+            let path = self.path.display();
+            match catch_unwind(AssertUnwindSafe(|| db.close())) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(
+                    %path, error = %e,
+                    "closing the ledger failed; the next open recovers it"
+                ),
+                Err(_) => tracing::warn!(
+                    %path,
+                    "the storage engine failed while closing the ledger; the next open recovers it"
+                ),
+            }
+        }
     }
 }
 
@@ -140,6 +184,12 @@ impl Ledger {
         }
         let Handle::ReadWrite(db) = open_database(&path, &options, Access::ReadWrite)? else {
             unreachable!("a read-write open returns a read-write handle")
+        };
+        // Wrapped before anything can fail, so that even a refused file's
+        // handle is closed with its panics contained.
+        let db = Database {
+            handle: Some(db),
+            path: path.clone(),
         };
         contain_panics(&path, || {
             let txn = db
