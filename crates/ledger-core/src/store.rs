@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -182,21 +182,25 @@ impl Ledger {
             }
             Err(_) => {}
         }
-        let Handle::ReadWrite(db) = open_database(&path, &options, Access::ReadWrite)? else {
-            unreachable!("a read-write open returns a read-write handle")
+        // The read-write open can still find damage the read-only look did
+        // not (redb checks its allocator and checksums only when it opens
+        // for writing) and by then it has written its header, or started a
+        // repair. What it found is reported; the file is put back as found.
+        let found = FileSnapshot::take(&path);
+        let db = match open_for_writing(&path, &options) {
+            Ok(db) => db,
+            Err(LedgerError::Corrupt { path, mut detail }) => {
+                if let Some(found) = found
+                    && let Err(e) = found.put_back(&path)
+                {
+                    detail.push_str(&format!(
+                        "; putting the file back as it was found failed too: {e}"
+                    ));
+                }
+                return Err(LedgerError::Corrupt { path, detail });
+            }
+            Err(e) => return Err(e),
         };
-        // Wrapped before anything can fail, so that even a refused file's
-        // handle is closed with its panics contained.
-        let db = Database {
-            handle: Some(db),
-            path: path.clone(),
-        };
-        contain_panics(&path, || {
-            let txn = db
-                .begin_read()
-                .map_err(|e| storage_error(&path, e.into()))?;
-            check_schema(&path, &txn)
-        })?;
         Ok(Ledger { db, path, options })
     }
 
@@ -1030,6 +1034,65 @@ fn check_schema(path: &Path, txn: &redb::ReadTransaction) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Opens `path` for writing and checks its schema. On an error the handle
+/// is closed before this returns, so nothing writes to the file afterwards.
+fn open_for_writing(path: &Path, options: &LedgerOptions) -> Result<Database> {
+    let Handle::ReadWrite(db) = open_database(path, options, Access::ReadWrite)? else {
+        unreachable!("a read-write open returns a read-write handle")
+    };
+    // Wrapped before anything can fail, so that even a refused file's handle
+    // is closed with its panics contained.
+    let db = Database {
+        handle: Some(db),
+        path: path.to_path_buf(),
+    };
+    contain_panics(path, || {
+        let txn = db.begin_read().map_err(|e| storage_error(path, e.into()))?;
+        check_schema(path, &txn)
+    })?;
+    Ok(db)
+}
+
+/// The bytes of a ledger file as they were before redb opened it for
+/// writing, to put back if the file turns out to be corrupt: a corrupt ledger
+/// is reported, never rewritten.
+///
+/// Only a [`LedgerError::Corrupt`] answer puts the bytes back. Another
+/// process may be committing to a healthy file while this one opens it, and
+/// a transient failure (an I/O error, a busy lock) must not roll back its
+/// commits; a file redb finds corrupt is corrupt for every process.
+struct FileSnapshot {
+    bytes: Vec<u8>,
+}
+
+impl FileSnapshot {
+    /// Ledgers stay small (events are pruned, open slots are few), so the
+    /// copy costs a millisecond or two. A file beyond this is opened without
+    /// one rather than doubling a large process's memory.
+    const LIMIT: u64 = 64 * 1024 * 1024;
+
+    fn take(path: &Path) -> Option<Self> {
+        let size = fs::metadata(path).ok()?.len();
+        if size > Self::LIMIT {
+            tracing::warn!(
+                path = %path.display(), size,
+                "the ledger is too large to keep a copy while it is opened; \
+                 if it turns out corrupt, redb's repair attempt stays in it"
+            );
+            return None;
+        }
+        // A file that cannot be read is reported by the open itself.
+        fs::read(path).ok().map(|bytes| Self { bytes })
+    }
+
+    fn put_back(&self, path: &Path) -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new().write(true).open(path)?;
+        file.write_all(&self.bytes)?;
+        file.set_len(self.bytes.len() as u64)?;
+        file.sync_all()
+    }
 }
 
 /// Runs `f`, turning a panic into [`LedgerError::Corrupt`]. A damaged file
