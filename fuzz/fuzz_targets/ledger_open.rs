@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             assert!(e.to_string().contains("ledger.redb"), "{e}");
-            assert_eq!(std::fs::read(&path).expect("read back"), data, "a refused file was modified");
+            assert_eq!(std::fs::read(&path).expect("read back"), data, "a refused file was modified: {e}");
         }
     }
     let _ = std::fs::remove_file(&path);

@@ -189,15 +189,20 @@ impl Ledger {
         let found = FileSnapshot::take(&path);
         let db = match open_for_writing(&path, &options) {
             Ok(db) => db,
-            Err(LedgerError::Corrupt { path, mut detail }) => {
-                if let Some(found) = found
-                    && let Err(e) = found.put_back(&path)
-                {
-                    detail.push_str(&format!(
-                        "; putting the file back as it was found failed too: {e}"
-                    ));
-                }
-                return Err(LedgerError::Corrupt { path, detail });
+            Err(found_bad) if FileSnapshot::restores_after(&found_bad) => {
+                return Err(match found.map(|found| found.put_back(&path)) {
+                    Some(Err(e)) => LedgerError::Io {
+                        path,
+                        source: std::io::Error::new(
+                            e.kind(),
+                            format!(
+                                "opening it found it unusable ({found_bad}), and putting it \
+                                 back as it was found failed: {e}"
+                            ),
+                        ),
+                    },
+                    _ => found_bad,
+                });
             }
             Err(e) => return Err(e),
         };
@@ -989,7 +994,7 @@ fn storage_error(path: &Path, e: redb::Error) -> LedgerError {
         redb::Error::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             LedgerError::NotALedger {
                 path,
-                detail: "shorter than a redb header".into(),
+                detail: "cut short: it ends before data it refers to".into(),
             }
         }
         redb::Error::Io(source) => LedgerError::Io { path, source },
@@ -1059,10 +1064,10 @@ fn open_for_writing(path: &Path, options: &LedgerOptions) -> Result<Database> {
 /// writing, to put back if the file turns out to be corrupt: a corrupt ledger
 /// is reported, never rewritten.
 ///
-/// Only a [`LedgerError::Corrupt`] answer puts the bytes back. Another
+/// Only an answer about the file's contents puts the bytes back. Another
 /// process may be committing to a healthy file while this one opens it, and
 /// a transient failure (an I/O error, a busy lock) must not roll back its
-/// commits; a file redb finds corrupt is corrupt for every process.
+/// commits; a file found corrupt is corrupt for every process.
 struct FileSnapshot {
     bytes: Vec<u8>,
 }
@@ -1085,6 +1090,17 @@ impl FileSnapshot {
         }
         // A file that cannot be read is reported by the open itself.
         fs::read(path).ok().map(|bytes| Self { bytes })
+    }
+
+    /// Whether `error` is about the file's contents, so the file is put
+    /// back (and the error's "left untouched" holds).
+    fn restores_after(error: &LedgerError) -> bool {
+        matches!(
+            error,
+            LedgerError::Corrupt { .. }
+                | LedgerError::NotALedger { .. }
+                | LedgerError::NewerSchema { .. }
+        )
     }
 
     fn put_back(&self, path: &Path) -> std::io::Result<()> {

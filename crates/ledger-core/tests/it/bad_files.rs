@@ -164,7 +164,7 @@ fn files_found_by_fuzzing_are_refused_untouched() {
                 assert_eq!(
                     file_digest(&path),
                     before,
-                    "{}: the file was modified",
+                    "{}: the file was modified ({err})",
                     sample.display()
                 );
             }
