@@ -22,18 +22,18 @@ fn a_killed_runner_s_slot_is_reclaimed_at_the_next_start() {
     });
     let (executor, grandchild) = world.executor_pids(&task)[0];
     let grandchild = grandchild.expect("the executor left a grandchild");
-    // The runner records its executor just after spawning it; kill it only
-    // once that is done (see the closing note of issue 5 for the window
-    // before it).
-    wait_until(
-        Duration::from_secs(5),
-        "the executor to be recorded",
-        || {
-            world
-                .open_slots()
-                .iter()
-                .any(|s| s.owner.executor.is_some())
-        },
+    // The executor starts only once its slot records it (it waits at its
+    // start gate until then), so a running executor is always a recorded
+    // one, and killing the runner now leaves nothing the reclaim cannot find.
+    let recorded: Vec<u32> = world
+        .open_slots()
+        .iter()
+        .filter_map(|s| s.owner.executor.as_ref().map(|e| e.process.pid))
+        .collect();
+    assert_eq!(
+        recorded,
+        vec![executor],
+        "the running executor is not in its slot"
     );
     world.signal(first, libc::SIGKILL);
     world

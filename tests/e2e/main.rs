@@ -6,6 +6,7 @@
 
 mod crash;
 mod fleet;
+mod gate;
 mod operator;
 mod scan;
 mod support;

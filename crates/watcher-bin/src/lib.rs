@@ -42,7 +42,7 @@ use runtime::{
 use tokio::sync::watch;
 
 pub use output::OutputTail;
-pub use spawn::{Spawner, signal_group};
+pub use spawn::{EXEC_GATE_ARG, Spawner, StartGate, run_exec_gate_if_asked, signal_group};
 
 /// Why the runner could not run.
 #[derive(Debug, thiserror::Error)]
@@ -457,22 +457,24 @@ impl Runner {
         }
 
         let started = Instant::now();
-        let mut command = tokio::process::Command::new(self.program());
-        command
-            .args(&self.backend.command[1..])
-            .current_dir(&self.config.dir)
-            .env("INFLIGHT_TASK_ID", task.as_str())
-            .env("INFLIGHT_RUN_ID", run_id.as_str())
-            .env("INFLIGHT_BACKEND", self.backend.name.as_str())
-            .env("INFLIGHT_ROLE", &self.role.name)
-            .env("INFLIGHT_TASK_NAME", &item.name)
-            // The executor has no business with Plane's key.
-            .env_remove(&self.config.plane.api_key_env)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = match spawner.spawn(command).await {
-            Ok(child) => child,
+        let spawned = async {
+            let mut command = spawner.command(&self.program(), &self.backend.command[1..])?;
+            command
+                .current_dir(&self.config.dir)
+                .env("INFLIGHT_TASK_ID", task.as_str())
+                .env("INFLIGHT_RUN_ID", run_id.as_str())
+                .env("INFLIGHT_BACKEND", self.backend.name.as_str())
+                .env("INFLIGHT_ROLE", &self.role.name)
+                .env("INFLIGHT_TASK_NAME", &item.name)
+                // The executor has no business with Plane's key.
+                .env_remove(&self.config.plane.api_key_env)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            spawner.spawn(command).await
+        };
+        let (mut child, gate) = match spawned.await {
+            Ok(spawned) => spawned,
             Err(e) => {
                 let why = format!(
                     "could not start the executor {:?}: {e}",
@@ -498,8 +500,15 @@ impl Runner {
             },
             process_group: pid,
         };
+        // Recorded before the executor may start (it waits at its gate), so
+        // a reclaim after this runner's death always finds its group.
         if let Err(e) = self.ledger.set_executor(&key, &run_id, executor.clone()) {
             tracing::warn!(task = %task, run = %run_id, error = %e, "could not record the executor");
+        }
+        if let Err(e) = gate.open() {
+            // The gate is gone, so the executor is too; its exit is reported
+            // like any other.
+            tracing::warn!(task = %task, run = %run_id, error = %e, "could not open the executor's start gate");
         }
         tracing::info!(task = %task, run = %run_id, pid, name = %item.name, "executor started");
         let output = OutputTail::follow(&mut child, task.as_str());

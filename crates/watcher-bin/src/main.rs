@@ -45,6 +45,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // An executor this runner spawned starts as this binary, waiting at its
+    // start gate; it must not get as far as parsing a runner's arguments.
+    if let Some(status) = watcher_bin::run_exec_gate_if_asked() {
+        return status;
+    }
     let args = Args::parse();
     init_logging(args.log_format);
     let runtime = match tokio::runtime::Builder::new_current_thread()
