@@ -48,14 +48,7 @@ fn slots_settled_by_the_dead_owner_rule_cost_no_request() {
         .map(|i| slot("b", &format!("T{i}"), &format!("r{i}"), HOUR))
         .collect();
     let (ledger, _) = ledger(slots);
-    let report = run(scan(
-        &ledger,
-        &silent_plane(),
-        &probe(dead()),
-        &apply(),
-        NOW,
-    ))
-    .unwrap();
+    let report = apply_with_dead_owners(&ledger);
     assert_eq!(report.actions.len(), 50);
     assert_eq!(report.plane_requests, 0);
 }

@@ -43,14 +43,7 @@ fn an_error_entry_carries_the_error_and_only_then() {
     ledger
         .expect_finish_if_run()
         .returning(|_, _, _, _| Err(EdgeError("disk full".into())));
-    let report = run(scan(
-        &ledger,
-        &silent_plane(),
-        &probe(dead()),
-        &apply(),
-        NOW,
-    ))
-    .unwrap();
+    let report = apply_with_dead_owners(&ledger);
     let text = serde_json::to_string(&report.actions[0]).unwrap();
     assert_eq!(
         text,
@@ -61,14 +54,7 @@ fn an_error_entry_carries_the_error_and_only_then() {
 #[test]
 fn a_scan_report_has_the_reference_envelope() {
     let (ledger, _) = ledger(vec![slot("local", "T", "r1", HOUR)]);
-    let report = run(scan(
-        &ledger,
-        &silent_plane(),
-        &probe(dead()),
-        &apply(),
-        NOW,
-    ))
-    .unwrap();
+    let report = apply_with_dead_owners(&ledger);
     let value = serde_json::to_value(&report).unwrap();
     assert_eq!(value["scanned_at"], "2027-01-15T08:00:00.000Z");
     assert_eq!(value["apply"], true);

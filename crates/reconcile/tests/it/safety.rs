@@ -219,14 +219,7 @@ fn a_slot_readmitted_between_scan_and_apply_is_untouched() {
                 open_run: RunId::new("new-run").unwrap(),
             })
         });
-    let report = run(scan(
-        &ledger,
-        &silent_plane(),
-        &probe(dead()),
-        &apply(),
-        NOW,
-    ))
-    .unwrap();
+    let report = apply_with_dead_owners(&ledger);
     assert!(report.actions.is_empty(), "{:?}", report.actions);
     assert_eq!(report.superseded, 1);
 }
@@ -275,14 +268,7 @@ fn an_error_while_applying_is_reported_and_the_scan_goes_on() {
                 Ok(FinishOutcome::Finished(second.clone()))
             }
         });
-    let report = run(scan(
-        &ledger,
-        &silent_plane(),
-        &probe(dead()),
-        &apply(),
-        NOW,
-    ))
-    .unwrap();
+    let report = apply_with_dead_owners(&ledger);
     assert_eq!(report.actions.len(), 2);
     assert_eq!(report.actions[0].action, Action::Error);
     assert!(

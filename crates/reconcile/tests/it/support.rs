@@ -139,6 +139,12 @@ pub fn run<F: Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+/// An applied scan in which every owner is dead and Plane must not be
+/// asked: what the ledger mock does with the slots decides the report.
+pub fn apply_with_dead_owners(ledger: &MockInFlightLedger) -> ScanReport {
+    run(scan(ledger, &silent_plane(), &probe(dead()), &apply(), NOW)).unwrap()
+}
+
 pub fn dry() -> ScanOptions {
     ScanOptions::default()
 }
