@@ -121,15 +121,7 @@ fn a_lost_report_is_repaired_from_the_ledger() {
     wait_until(Duration::from_secs(20), "the task to be done", || {
         world.sim.state_of(&task).as_deref() == Some("Done")
     });
-    assert!(
-        world
-            .sim
-            .comments(&task)
-            .iter()
-            .any(|c| c.contains("left in")),
-        "{:?}",
-        world.sim.comments(&task)
-    );
+    comment_containing(&world, &task, "left in");
     assert_eq!(
         world.executor_pids(&task).len(),
         1,
@@ -149,11 +141,7 @@ fn a_failed_run_is_blocked_with_the_tail_of_its_output() {
     wait_until(Duration::from_secs(20), "the task to be blocked", || {
         world.sim.state_of(&task).as_deref() == Some("Blocked")
     });
-    let comments = world.sim.comments(&task);
-    let comment = comments
-        .iter()
-        .find(|c| c.contains("exit status 3"))
-        .expect("an outcome comment");
+    let comment = comment_containing(&world, &task, "exit status 3");
     assert!(comment.contains("Last lines of its output"), "{comment}");
     assert!(
         comment.contains("something went wrong") && comment.contains("working on fail job"),

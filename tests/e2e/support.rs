@@ -253,6 +253,26 @@ pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> 
     }
 }
 
+/// The first comment on `task` containing `needle`, waiting for it: a
+/// runner moves a task in Plane before it comments, so a test that saw the
+/// new state may still be ahead of the comment.
+pub fn comment_containing(world: &World, task: &str, needle: &str) -> String {
+    let mut found = None;
+    wait_until(
+        Duration::from_secs(10),
+        &format!("a comment containing {needle:?}"),
+        || {
+            found = world
+                .sim
+                .comments(task)
+                .into_iter()
+                .find(|c| c.contains(needle));
+            found.is_some()
+        },
+    );
+    found.unwrap_or_default()
+}
+
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
