@@ -156,9 +156,10 @@ pub struct WorkItem {
     /// time zone, so any UTC offset is accepted.
     #[serde(deserialize_with = "rfc3339")]
     pub created_at: SystemTime,
-    /// When it last changed (any PATCH moves it).
-    #[serde(deserialize_with = "rfc3339")]
-    pub updated_at: SystemTime,
+    /// When it last changed (any PATCH, and any comment, moves it). Absent
+    /// when a list asked for other `fields`.
+    #[serde(default, deserialize_with = "rfc3339_opt")]
+    pub updated_at: Option<SystemTime>,
     /// Priority: `urgent`, `high`, `medium`, `low` or `none`.
     #[serde(default)]
     pub priority: Option<String>,
@@ -213,6 +214,15 @@ pub fn parse_timestamp(text: &str) -> Result<SystemTime, String> {
 fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
     let raw = String::deserialize(d)?;
     parse_timestamp(&raw).map_err(serde::de::Error::custom)
+}
+
+fn rfc3339_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(raw) => parse_timestamp(&raw)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]

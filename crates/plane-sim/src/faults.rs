@@ -30,6 +30,14 @@ pub enum Fault {
     Malformed,
     /// Every project route answers 403, as when the key's user lost access.
     ProjectForbidden,
+    /// Answer with this status and this JSON body, as a gateway or proxy
+    /// in front of Plane may (`404 {"error": "Not found"}`).
+    Json {
+        /// The status.
+        status: u16,
+        /// The body, sent as `application/json`.
+        body: String,
+    },
 }
 
 /// A fault and the requests it applies to.

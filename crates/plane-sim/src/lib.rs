@@ -77,6 +77,18 @@ impl Default for SimConfig {
     }
 }
 
+/// A project member's role, as far as the API routes the client uses care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemberRole {
+    /// May read and change work items, comment, and manage states and
+    /// labels (Plane's Admin and Member roles, as the API sees them).
+    #[default]
+    Member,
+    /// Plane's Guest (role 5): may read work items and comment, but every
+    /// change is refused with 403 before throttling, using no quota.
+    Guest,
+}
+
 /// One request the simulator answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
@@ -101,6 +113,7 @@ pub(crate) struct Control {
     /// Allowed requests per key, for the sliding window.
     pub(crate) allowed: std::collections::HashMap<String, std::collections::VecDeque<Instant>>,
     pub(crate) api_keys: Vec<String>,
+    pub(crate) roles: std::collections::HashMap<String, MemberRole>,
     pub(crate) old_server: bool,
 }
 
@@ -176,6 +189,7 @@ impl PlaneSim {
                 rate_limit: config.rate_limit,
                 allowed: Default::default(),
                 api_keys: config.api_keys,
+                roles: Default::default(),
                 old_server: config.old_server,
             }),
             started: Instant::now(),
@@ -277,23 +291,59 @@ impl PlaneSim {
         label_id(&mut self.shared.world(), name)
     }
 
-    /// Adds a state; returns its id.
+    /// Adds a state, as `POST /states/` does (a fresh id every time, even
+    /// for a name that existed before); returns its id.
     pub fn add_state(&self, name: &str, group: &str) -> String {
+        self.shared.world().create_state(name, group, "#888888").id
+    }
+
+    /// Deletes the state named `name`, as an administrator would in Plane:
+    /// refused, as Plane refuses it, for the default state and for a state
+    /// that still holds work items. Work items never point at a deleted
+    /// state's id again; a state re-created under the same name gets a new
+    /// id, as on a real server.
+    pub fn delete_state(&self, name: &str) -> Result<(), String> {
         let mut world = self.shared.world();
-        let id = world.new_id();
-        let sequence = world.states.iter().map(|s| s.sequence).fold(0.0, f64::max) + 10_000.0;
-        world.states.push(SimState {
-            id: id.clone(),
-            name: name.into(),
-            group: group.into(),
-            color: "#888888".into(),
-            sequence,
-            default: false,
-        });
-        world
-            .states
-            .sort_by(|a, b| a.sequence.total_cmp(&b.sequence));
-        id
+        let id = world
+            .state_by_name(name)
+            .map(|s| s.id.clone())
+            .ok_or_else(|| format!("no state named {name:?}"))?;
+        world.delete_state(&id).map_err(|refusal| match refusal {
+            world::StateRefusal::Missing => format!("no state named {name:?}"),
+            world::StateRefusal::Refused(why) => why.to_owned(),
+        })
+    }
+
+    /// Deletes the label named `name`; items lose it. Returns whether it
+    /// existed.
+    pub fn delete_label(&self, name: &str) -> bool {
+        let mut world = self.shared.world();
+        let Some(id) = world
+            .labels
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.id.clone())
+        else {
+            return false;
+        };
+        world.labels.retain(|l| l.id != id);
+        for item in &mut world.items {
+            item.labels.retain(|l| *l != id);
+        }
+        true
+    }
+
+    /// Gives `key`'s user this role in the project, as an administrator
+    /// changing a member's role would. Every accepted key starts as a
+    /// [`MemberRole::Member`].
+    pub fn set_member_role(&self, key: &str, role: MemberRole) {
+        self.shared.control().roles.insert(key.to_owned(), role);
+    }
+
+    /// Replaces the project's labels (ids included), as a fixture recorded
+    /// them, oldest first.
+    pub fn replace_labels(&self, labels: Vec<SimLabel>) {
+        self.shared.world().labels = labels;
     }
 
     /// Replaces the project's states (ids included), as a fixture recorded

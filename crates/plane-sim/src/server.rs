@@ -18,8 +18,9 @@ use axum::response::Response;
 use futures_util::stream;
 use serde_json::{Value, json};
 
+use crate::world::StateRefusal;
 use crate::world::{SimComment, SimLabel, SimWorkItem, World, is_uuid};
-use crate::{Fault, RecordedRequest, Shared};
+use crate::{Fault, MemberRole, RecordedRequest, Shared};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
@@ -30,7 +31,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 enum Route {
     Project,
     States,
+    State(String),
     Labels,
+    Label(String),
     Items,
     Item(String),
     Comments(String),
@@ -89,7 +92,9 @@ fn resolve(path: &str, old_server: bool) -> Option<Resolved> {
             let route = match tail {
                 [] => Route::Project,
                 ["states"] => Route::States,
+                ["states", id] if is_uuid(id) => Route::State((*id).to_owned()),
                 ["labels"] => Route::Labels,
+                ["labels", id] if is_uuid(id) => Route::Label((*id).to_owned()),
                 [family] if family_ok(family) => Route::Items,
                 [family, id] if family_ok(family) && is_uuid(id) => Route::Item((*id).to_owned()),
                 [family, id, "comments"] if family_ok(family) && is_uuid(id) => {
@@ -163,12 +168,7 @@ async fn answer(
     let mut project_forbidden = false;
     match fault {
         Some(Fault::Latency(delay)) => tokio::time::sleep(delay).await,
-        Some(Fault::Status(500)) => {
-            return json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"error": "Something went wrong please try again later"}),
-            );
-        }
+        Some(Fault::Status(500)) => return server_error(),
         Some(Fault::Status(status)) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             let page = format!(
@@ -205,29 +205,48 @@ async fn answer(
         }
         Some(Fault::SlowBody(delay)) => slow_body = Some(delay),
         Some(Fault::ProjectForbidden) => project_forbidden = true,
+        Some(Fault::Json { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return raw(status, "application/json", Body::from(body));
+        }
         None => {}
     }
 
-    let old_server = shared.control().old_server;
-    if !path.ends_with('/') && path.starts_with("/api/") {
-        let mut response = Response::new(Body::empty());
-        *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
-        if let Ok(location) = HeaderValue::from_str(&format!("{path}/")) {
-            response.headers_mut().insert("location", location);
-        }
-        return response;
-    }
+    let (old_server, role) = {
+        let control = shared.control();
+        let key = api_key(headers);
+        (
+            control.old_server,
+            control.roles.get(key).copied().unwrap_or_default(),
+        )
+    };
     let Some(resolved) = resolve(path, old_server) else {
+        // Django's APPEND_SLASH: a path that would match a route with a
+        // slash appended is redirected there (before authentication and
+        // the throttle, so it uses no quota), with a relative location
+        // that keeps the query; anything else is Page not found.
+        let with_slash = format!("{path}/");
+        if !path.ends_with('/') && resolve(&with_slash, old_server).is_some() {
+            let location = match uri.query() {
+                Some(query) => format!("{with_slash}?{query}"),
+                None => with_slash,
+            };
+            let mut response = raw(
+                StatusCode::MOVED_PERMANENTLY,
+                "text/html; charset=utf-8",
+                Body::empty(),
+            );
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert("location", location);
+            }
+            return response;
+        }
         return page_not_found();
     };
 
     // Authentication, then permission, then the throttle: Plane's order, so
     // 401 and 403 never count against the budget.
-    let key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .unwrap_or("");
+    let key = api_key(headers);
     if key.is_empty() {
         return json_response(
             StatusCode::UNAUTHORIZED,
@@ -258,6 +277,12 @@ async fn answer(
     if !project_ok && resolved.route != Route::Project {
         return no_permission();
     }
+    // A Guest may read and comment; every other change is refused by the
+    // permission check, which runs before the throttle.
+    let comment = matches!(resolved.route, Route::Comments(_));
+    if role == MemberRole::Guest && method != Method::GET && !comment {
+        return no_permission();
+    }
     let remaining = match throttle(shared, key) {
         Ok(remaining) => remaining,
         Err(retry_after) => return too_many(retry_after),
@@ -281,6 +306,14 @@ async fn answer(
         Some(delay) => dribble(response, delay).await,
         None => response,
     }
+}
+
+fn api_key(headers: &HeaderMap) -> &str {
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or("")
 }
 
 /// Counts an allowed request in the key's sliding window, or refuses it with
@@ -372,6 +405,46 @@ fn expand_list(uri: &Uri) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `fields=a,b`: the names asked for, if any.
+fn fields_list(uri: &Uri) -> Vec<String> {
+    query_param(uri, "fields")
+        .map(|v| {
+            v.replace("%2C", ",")
+                .replace("%2c", ",")
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Keeps only `fields` of an object (all of them when none are asked for),
+/// as Plane's serializers do with `?fields=`.
+fn only_fields(value: Value, fields: &[String]) -> Value {
+    match value {
+        Value::Object(map) if !fields.is_empty() => Value::Object(
+            map.into_iter()
+                .filter(|(k, _)| fields.iter().any(|f| f == k))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn no_content() -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+fn server_error() -> Response {
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &json!({"error": "Something went wrong please try again later"}),
+    )
+}
+
 fn not_allowed(method: &Method) -> Response {
     json_response(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -400,9 +473,61 @@ fn route(shared: &Shared, method: &Method, uri: &Uri, route: &Route, body: &Byte
             let rendered: Vec<Value> = states.iter().map(|s| world.render_state(s)).collect();
             paginate(uri, rendered)
         }
+        (Route::States, "POST") => {
+            let value = match decode_body(body) {
+                Ok(v) => v,
+                Err(r) => return r,
+            };
+            let text = |field: &str| value.get(field).and_then(Value::as_str).map(str::to_owned);
+            let (Some(name), Some(color)) = (text("name"), text("color")) else {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"name": ["This field is required."], "color": ["This field is required."]}),
+                );
+            };
+            let group = text("group").unwrap_or_else(|| "backlog".into());
+            if world.state_by_name(&name).is_some() {
+                // Plane's unique (project, name) constraint; this body was
+                // not recorded.
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"name": ["State with this name already exists in the project."]}),
+                );
+            }
+            let state = world.create_state(&name, &group, &color);
+            // Plane answers a created state with 200, not 201.
+            json_response(StatusCode::OK, &world.render_state(&state))
+        }
+        (Route::State(id), "GET") => match world.state(id) {
+            Some(state) => json_response(StatusCode::OK, &world.render_state(state)),
+            None => object_missing(),
+        },
+        (Route::State(id), "DELETE") => match world.delete_state(id) {
+            Ok(()) => no_content(),
+            Err(StateRefusal::Missing) => object_missing(),
+            Err(StateRefusal::Refused(why)) => {
+                json_response(StatusCode::BAD_REQUEST, &json!({ "error": why }))
+            }
+        },
         (Route::Labels, "GET") => {
-            let rendered: Vec<Value> = world.labels.iter().map(|l| world.render_label(l)).collect();
+            // Newest first, as Plane lists labels.
+            let rendered: Vec<Value> = world
+                .labels
+                .iter()
+                .rev()
+                .map(|l| world.render_label(l))
+                .collect();
             paginate(uri, rendered)
+        }
+        (Route::Label(id), "DELETE") => {
+            if !world.labels.iter().any(|l| &l.id == id) {
+                return object_missing();
+            }
+            world.labels.retain(|l| &l.id != id);
+            for item in &mut world.items {
+                item.labels.retain(|l| l != id);
+            }
+            no_content()
         }
         (Route::Labels, "POST") => {
             let value = match decode_body(body) {
@@ -434,21 +559,36 @@ fn route(shared: &Shared, method: &Method, uri: &Uri, route: &Route, body: &Byte
                 .iter()
                 .filter(|i| !i.deleted && !i.archived)
                 .collect();
-            // Plane lists newest first.
-            items.sort_by(|a, b| {
-                b.created_at
-                    .cmp(&a.created_at)
-                    .then(b.sequence_id.cmp(&a.sequence_id))
-            });
+            // Plane lists newest first unless `order_by` names another
+            // order; an unknown field is a 500 (after the throttle).
+            let order = query_param(uri, "order_by").unwrap_or("-created_at");
+            let (descending, field) = match order.strip_prefix('-') {
+                Some(field) => (true, field),
+                None => (false, order),
+            };
+            match field {
+                "created_at" => items.sort_by_key(|i| (i.created_at, i.sequence_id)),
+                "updated_at" => items.sort_by_key(|i| (i.updated_at, i.sequence_id)),
+                "sequence_id" => items.sort_by_key(|i| i.sequence_id),
+                "name" => items.sort_by(|a, b| a.name.cmp(&b.name)),
+                _ => return server_error(),
+            }
+            if descending {
+                items.reverse();
+            }
+            let fields = fields_list(uri);
             let rendered: Vec<Value> = items
                 .iter()
-                .map(|i| world.render_item(i, &expand))
+                .map(|i| only_fields(world.render_item(i, &expand), &fields))
                 .collect();
             paginate(uri, rendered)
         }
         (Route::Items, "POST") => create_item(&mut world, body),
         (Route::Item(id), "GET") => match world.visible(id) {
-            Some(item) => json_response(StatusCode::OK, &world.render_item(item, &expand)),
+            Some(item) => json_response(
+                StatusCode::OK,
+                &only_fields(world.render_item(item, &expand), &fields_list(uri)),
+            ),
             None => object_missing(),
         },
         (Route::Item(id), "PATCH") => patch_item(&mut world, id, body),
@@ -456,10 +596,7 @@ fn route(shared: &Shared, method: &Method, uri: &Uri, route: &Route, body: &Byte
             match world.items.iter_mut().find(|i| &i.id == id && !i.deleted) {
                 Some(item) => {
                     item.deleted = true;
-                    Response::builder()
-                        .status(StatusCode::NO_CONTENT)
-                        .body(Body::empty())
-                        .unwrap_or_default()
+                    no_content()
                 }
                 None => object_missing(),
             }
@@ -623,13 +760,8 @@ fn paginate(uri: &Uri, all: Vec<Value>) -> Response {
         None => 1000,
         Some(raw) => match raw.parse::<i64>() {
             Ok(n) if n > 1000 => return bad("Invalid per_page value. Cannot exceed 1000."),
-            Ok(0) => {
-                // Plane divides by zero here.
-                return json_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &json!({"error": "Something went wrong please try again later"}),
-                );
-            }
+            // Plane divides by zero here.
+            Ok(0) => return server_error(),
             Ok(n) if n > 0 => n,
             _ => return bad("Invalid per_page parameter."),
         },

@@ -24,6 +24,9 @@ pub struct SimState {
     pub sequence: f64,
     /// Whether new items get it.
     pub default: bool,
+    /// URL slug: empty for the states project creation inserts, the
+    /// slugified name for states created later (as Plane does).
+    pub slug: String,
 }
 
 /// One label of the project.
@@ -162,6 +165,7 @@ impl World {
                 color: color.into(),
                 sequence,
                 default,
+                slug: String::new(),
             });
         }
         world
@@ -181,6 +185,44 @@ impl World {
 
     pub(crate) fn state(&self, id: &str) -> Option<&SimState> {
         self.states.iter().find(|s| s.id == id)
+    }
+
+    /// Adds a state as `POST /states/` does: a fresh id, the slugified
+    /// name, and a sequence 15000 above the last.
+    pub(crate) fn create_state(&mut self, name: &str, group: &str, color: &str) -> SimState {
+        let sequence = self.states.iter().map(|s| s.sequence).fold(0.0, f64::max) + 15_000.0;
+        let state = SimState {
+            id: self.new_id(),
+            name: name.to_owned(),
+            group: group.to_owned(),
+            color: color.to_owned(),
+            sequence,
+            default: false,
+            slug: slugify(name),
+        };
+        self.states.push(state.clone());
+        self.states
+            .sort_by(|a, b| a.sequence.total_cmp(&b.sequence));
+        state
+    }
+
+    /// Deletes a state as `DELETE /states/{id}/` does, refusing the
+    /// default state and a state that still holds work items with Plane's
+    /// words.
+    pub(crate) fn delete_state(&mut self, id: &str) -> Result<(), StateRefusal> {
+        let Some(state) = self.state(id) else {
+            return Err(StateRefusal::Missing);
+        };
+        if state.default {
+            return Err(StateRefusal::Refused("Default state cannot be deleted"));
+        }
+        if self.items.iter().any(|i| i.state_id == id && !i.deleted) {
+            return Err(StateRefusal::Refused(
+                "The state is not empty, only empty states can be deleted",
+            ));
+        }
+        self.states.retain(|s| s.id != id);
+        Ok(())
     }
 
     pub(crate) fn default_state_id(&self) -> String {
@@ -264,7 +306,7 @@ impl World {
             "name": s.name,
             "description": "",
             "color": s.color,
-            "slug": "",
+            "slug": s.slug,
             "sequence": s.sequence,
             "group": s.group,
             "is_triage": false,
@@ -279,6 +321,8 @@ impl World {
     }
 
     pub(crate) fn render_label(&self, l: &SimLabel) -> Value {
+        // Plane gives each new label a sort order 10000 above the last.
+        let position = self.labels.iter().position(|x| x.id == l.id).unwrap_or(0);
         json!({
             "id": l.id,
             "created_at": timestamp(self.created_at),
@@ -287,7 +331,7 @@ impl World {
             "name": l.name,
             "description": "",
             "color": l.color,
-            "sort_order": 65535.0,
+            "sort_order": 65535.0 + 10_000.0 * position as f64,
             "external_source": null,
             "external_id": null,
             "created_by": self.user_id,
@@ -374,6 +418,29 @@ impl World {
     }
 }
 
+/// Why a state could not be deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StateRefusal {
+    /// No state has that id.
+    Missing,
+    /// Plane's 400, with its message.
+    Refused(&'static str),
+}
+
+/// Django's `slugify`: lower case, runs of anything but letters, digits and
+/// `-` become one `-`.
+fn slugify(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.trim().chars() {
+        if c.is_alphanumeric() || c == '_' {
+            slug.extend(c.to_lowercase());
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    slug.trim_matches('-').to_owned()
+}
+
 /// `2026-11-28T18:02:28.015451Z`: Plane's format, microseconds and `Z`.
 pub(crate) fn timestamp(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
@@ -410,6 +477,13 @@ mod tests {
         assert_ne!(a, b);
         assert!(!is_uuid("not-a-uuid"));
         assert!(is_uuid("16aa1bb4-a453-47f0-8d02-635a0e02f9ad"));
+    }
+
+    #[test]
+    fn slugs_are_django_s() {
+        assert_eq!(slugify("Ready for AI"), "ready-for-ai");
+        assert_eq!(slugify("Review"), "review");
+        assert_eq!(slugify("  In  Progress! "), "in-progress");
     }
 
     #[test]

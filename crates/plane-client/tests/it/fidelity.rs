@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use plane_sim::{ItemSeed, PlaneSim, SimConfig, SimState};
+use plane_sim::{ItemSeed, MemberRole, PlaneSim, SimConfig, SimLabel, SimState};
 use serde_json::Value;
 
 use crate::support::*;
@@ -57,17 +57,19 @@ fn same_shape(name: &str, recorded: &Value, simulated: &Value) {
     }
 }
 
-/// A simulator holding the recorded world: the project, its states, its
-/// label and its work items, with their recorded ids.
-async fn recorded_world(deleted: &[String], rate_limit: Option<(u32, Duration)>) -> PlaneSim {
-    let sim = PlaneSim::start(SimConfig {
-        project_id: Some(PROJECT.into()),
-        rate_limit,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let states = fixture("list-states").body["results"]
+/// The recorded world a recording belongs to: the second recording's
+/// project, or the first's (which also holds the recordings made with a
+/// wrong project id, and the workspace-level routes).
+fn project_of(f: &Fixture) -> &'static str {
+    if f.path.contains(SECOND_PROJECT) {
+        SECOND_PROJECT
+    } else {
+        PROJECT
+    }
+}
+
+fn states_of(list: &Fixture) -> Vec<SimState> {
+    list.body["results"]
         .as_array()
         .unwrap()
         .iter()
@@ -78,17 +80,50 @@ async fn recorded_world(deleted: &[String], rate_limit: Option<(u32, Duration)>)
             color: s["color"].as_str().unwrap().into(),
             sequence: s["sequence"].as_f64().unwrap(),
             default: s["default"].as_bool().unwrap(),
+            slug: s["slug"].as_str().unwrap().into(),
+        })
+        .collect()
+}
+
+/// A simulator holding one recorded world: the project, its states, its
+/// labels and its work items, with their recorded ids.
+async fn recorded_world(
+    project: &str,
+    deleted: &[String],
+    rate_limit: Option<(u32, Duration)>,
+) -> PlaneSim {
+    let sim = PlaneSim::start(SimConfig {
+        project_id: Some(project.into()),
+        rate_limit,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let second = project == SECOND_PROJECT;
+    let (states, labels) = if second {
+        ("list-states-after-recreate", "list-labels-after-create")
+    } else {
+        ("list-states", "list-labels")
+    };
+    sim.replace_states(states_of(&fixture(states)));
+    // Lists are newest first; the simulator keeps labels oldest first.
+    let mut labels: Vec<SimLabel> = fixture(labels).body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| SimLabel {
+            id: l["id"].as_str().unwrap().into(),
+            name: l["name"].as_str().unwrap().into(),
+            color: l["color"].as_str().unwrap().into(),
         })
         .collect();
-    sim.replace_states(states);
-    let label = fixture("list-labels").body["results"][0]["name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    // Every work item id any recording mentions, oldest first so sequence
-    // numbers line up (ROCK-1 is the first).
+    labels.reverse();
+    let label = labels.last().unwrap().name.clone();
+    sim.replace_labels(labels);
+    // Every work item id any recording of this project mentions, oldest
+    // first so sequence numbers line up (ROCK-1 is the first).
     let mut items: Vec<(String, String, String)> = Vec::new();
-    for f in fixtures() {
+    for f in fixtures().iter().filter(|f| project_of(f) == project) {
         let mut candidates = vec![];
         if let Some(list) = f.body["results"].as_array() {
             candidates.extend(
@@ -111,7 +146,11 @@ async fn recorded_world(deleted: &[String], rate_limit: Option<(u32, Duration)>)
         }
         // Items that only appear in a path (the deleted ones).
         let segments: Vec<&str> = f.path.split('/').collect();
-        if segments.len() == 10 && segments[5] == "projects" && segments[6] == PROJECT {
+        if segments.len() == 10
+            && segments[5] == "projects"
+            && segments[7] != "states"
+            && segments[7] != "labels"
+        {
             let id = segments[8].to_owned();
             if id.len() == 36
                 && items.iter().all(|(i, _, _)| *i != id)
@@ -140,6 +179,30 @@ async fn recorded_world(deleted: &[String], rate_limit: Option<(u32, Duration)>)
         }
     }
     sim
+}
+
+/// What a recording needs of its world besides the recorded state: the
+/// second recording deletes the "Review" state (9da7440f) and re-creates it
+/// (b0be28a2), and uses a Guest member's key.
+fn prepare(sim: &PlaneSim, f: &Fixture) {
+    const RECREATED: &str = "b0be28a2-cde0-4e33-936c-dd92326678cb";
+    const DELETED: &str = "9da7440f-7bdc-4fb4-a696-1a0b3b8f10e8";
+    let mut states = sim.states();
+    match f.name.as_str() {
+        "delete-state" => {
+            let review = states.iter_mut().find(|s| s.id == RECREATED).unwrap();
+            review.id = DELETED.into();
+            sim.replace_states(states);
+        }
+        "recreate-state-same-name" => {
+            states.retain(|s| s.id != RECREATED);
+            sim.replace_states(states);
+        }
+        name if name.starts_with("guest-") => {
+            sim.set_member_role(plane_sim::DEFAULT_API_KEY, MemberRole::Guest)
+        }
+        _ => {}
+    }
 }
 
 fn id_in(path: &str) -> String {
@@ -176,7 +239,9 @@ async fn the_simulator_answers_every_recorded_request_like_plane() {
         // Plane's real limit, or one request a minute to replay the
         // throttling recordings.
         let limit = if rate_limited { 1 } else { 60 };
-        let sim = recorded_world(&live, Some((limit, Duration::from_secs(60)))).await;
+        let sim =
+            recorded_world(project_of(f), &live, Some((limit, Duration::from_secs(60)))).await;
+        prepare(&sim, f);
         let mut url = reqwest::Url::parse(&format!("{}{}", sim.base_url(), f.path)).unwrap();
         for (k, v) in &f.query {
             url.query_pairs_mut().append_pair(k, v);
@@ -214,9 +279,21 @@ async fn the_simulator_answers_every_recorded_request_like_plane() {
                 f.name
             );
         }
+        // Where Plane said it, the same content type and the same
+        // (relative) redirect target.
+        for header in ["content-type", "location"] {
+            if let Some(recorded) = f.headers.get(header) {
+                assert_eq!(
+                    response.headers().get(header).and_then(|v| v.to_str().ok()),
+                    Some(recorded.as_str()),
+                    "{}: header {header}",
+                    f.name
+                );
+            }
+        }
         let text = response.text().await.unwrap();
-        if f.status == 204 {
-            assert!(text.is_empty(), "{}", f.name);
+        if f.body == Value::String(String::new()) {
+            assert!(text.is_empty(), "{}: {text}", f.name);
         } else {
             let simulated: Value =
                 serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text}", f.name));

@@ -256,3 +256,153 @@ fn the_binary_serves_a_seed_and_prints_where() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown state \"Nowhere\""));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn board_administration_behaves_like_plane() {
+    let sim = PlaneSim::start(SimConfig::default()).await.unwrap();
+    let project = format!("/api/v1/workspaces/acme/projects/{}", sim.project_id());
+    let review = sim.add_state("Review", "started");
+    let task = sim.add_work_item("t", "Review");
+
+    // A state that holds a work item, or the default state, is not deleted.
+    assert_eq!(
+        sim.delete_state("Review"),
+        Err("The state is not empty, only empty states can be deleted".into())
+    );
+    let backlog = sim.states().into_iter().find(|s| s.default).unwrap();
+    let (status, body) = send(
+        &sim,
+        "DELETE",
+        &format!("{project}/states/{}/", backlog.id),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (400, json!({"error": "Default state cannot be deleted"}))
+    );
+
+    // Emptied, deleted and re-created under the same name: 200, a new id,
+    // and a PATCH to the old id is refused with Plane's words.
+    assert!(sim.set_state(&task, "Todo"));
+    let (status, _) = send(&sim, "DELETE", &format!("{project}/states/{review}/"), None).await;
+    assert_eq!(status, 204);
+    let (status, state) = send(
+        &sim,
+        "POST",
+        &format!("{project}/states/"),
+        Some(json!({"name": "Review", "group": "started", "color": "#F97316"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_ne!(state["id"], review.as_str());
+    assert_eq!(state["slug"], "review");
+    let (status, body) = send(
+        &sim,
+        "PATCH",
+        &format!("{project}/work-items/{task}/"),
+        Some(json!({"state": review})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"state": [format!("Invalid pk \"{review}\" - object does not exist.")]})
+    );
+
+    // Labels are listed newest first.
+    sim.add_label("older");
+    let (status, _) = send(
+        &sim,
+        "POST",
+        &format!("{project}/labels/"),
+        Some(json!({"name": "newer"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, labels) = get(&sim, &format!("{project}/labels/")).await;
+    let names: Vec<&str> = labels["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["newer", "older"]);
+}
+
+#[tokio::test]
+async fn a_guest_reads_and_comments_but_changes_nothing_and_spends_no_quota() {
+    let sim = PlaneSim::start(SimConfig::default()).await.unwrap();
+    let task = sim.add_work_item("t", "Todo");
+    let done = sim.states().into_iter().find(|s| s.name == "Done").unwrap();
+    sim.set_member_role(DEFAULT_API_KEY, plane_sim::MemberRole::Guest);
+    let item = format!("{}{task}/", items_path(&sim));
+    let (status, _) = get(&sim, &item).await;
+    assert_eq!(status, 200);
+    let (status, body) = send(&sim, "PATCH", &item, Some(json!({"state": done.id}))).await;
+    assert_eq!(
+        (status, body),
+        (
+            403,
+            json!({"detail": "You do not have permission to perform this action."})
+        )
+    );
+    assert_eq!(sim.state_of(&task).as_deref(), Some("Todo"));
+    let (status, _) = send(
+        &sim,
+        "POST",
+        &format!("{item}comments/"),
+        Some(json!({"comment_html": "<p>hi</p>"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // The refused PATCH did not count: two requests of 60 were used.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let response = reqwest::Client::new()
+        .get(format!("{}{item}", sim.base_url()))
+        .header("X-API-Key", DEFAULT_API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-ratelimit-remaining"], "57");
+}
+
+#[tokio::test]
+async fn lists_honour_fields_and_order_by_like_plane() {
+    let sim = PlaneSim::start(SimConfig::default()).await.unwrap();
+    for i in 1..=3 {
+        sim.add_work_item(&format!("t{i}"), "Todo");
+    }
+    let base = items_path(&sim);
+    let (_, page) = get(
+        &sim,
+        &format!("{base}?order_by=created_at&fields=id,name,state&expand=state"),
+    )
+    .await;
+    let first = &page["results"][0];
+    assert_eq!(first["name"], "t1", "oldest first");
+    let mut keys: Vec<&String> = first.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["id", "name", "state"]);
+    assert_eq!(first["state"]["name"], "Todo");
+    let (_, page) = get(&sim, &base).await;
+    assert_eq!(page["results"][0]["name"], "t3", "newest first by default");
+    let (status, body) = get(&sim, &format!("{base}?order_by=nosuchfield")).await;
+    assert_eq!(
+        (status, body),
+        (
+            500,
+            json!({"error": "Something went wrong please try again later"})
+        )
+    );
+    // A missing trailing slash is redirected only where the slash would
+    // match a route; the query is kept.
+    let (status, _) = get(
+        &sim,
+        &format!("{}?expand=state", base.trim_end_matches('/')),
+    )
+    .await;
+    assert_eq!(status, 301);
+    let (status, body) = get(&sim, "/api/v1/nothing-here").await;
+    assert_eq!((status, body), (404, json!({"error": "Page not found."})));
+}
