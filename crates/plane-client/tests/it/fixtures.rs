@@ -84,7 +84,7 @@ fn expected(f: &Fixture) -> Result<(), &'static str> {
         404 => Err("NotFound"),
         429 => Err("RateLimited"),
         // A redirect is refused, never followed.
-        300..=399 | 400 => Err("Rejected"),
+        300..=400 => Err("Rejected"),
         500..=599 => Err("Server"),
         _ => Err("unexpected"),
     }
