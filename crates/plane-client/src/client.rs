@@ -16,8 +16,9 @@ use crate::{
     WorkItem,
 };
 
-/// Plane's body for a URL that matched no route (Django's `handler404`).
-const PAGE_NOT_FOUND: &str = "Page not found.";
+/// Plane's message for an object that does not exist (DRF's `NotFound`,
+/// raised for a deleted, archived or never-existing work item or project).
+const OBJECT_MISSING: &str = "The requested resource does not exist.";
 
 /// The two route families, once known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +53,13 @@ pub struct PlaneClient {
     config: PlaneConfig,
     base: Url,
     family: Mutex<Option<Family>>,
-    states: Mutex<Option<Arc<Vec<State>>>>,
-    labels: Mutex<Option<Arc<Vec<Label>>>>,
+    states: Cache<State>,
+    labels: Cache<Label>,
     pacer: Pacer,
 }
+
+/// A project-level list and when it was loaded.
+type Cache<T> = Mutex<Option<(Arc<Vec<T>>, Instant)>>;
 
 /// How a failed attempt goes on.
 enum Attempt {
@@ -124,8 +128,8 @@ impl PlaneClient {
             config,
             base,
             family: Mutex::new(family),
-            states: Mutex::new(None),
-            labels: Mutex::new(None),
+            states: Cache::default(),
+            labels: Cache::default(),
         })
     }
 
@@ -391,16 +395,27 @@ impl PlaneClient {
                 page
             }
             Err(PlaneError::RouteNotFound { .. }) if known.is_none() => {
-                tracing::info!(
-                    "this Plane server has no /work-items/ routes (older than 1.1); using /issues/"
-                );
-                let page = self
+                let page = match self
                     .call(
                         Method::GET,
                         self.url(&[Family::Issues.segment()], &query),
                         None,
                     )
-                    .await?;
+                    .await
+                {
+                    Ok(page) => page,
+                    // Neither family answers: this is no Plane API at this
+                    // address, not an old server.
+                    Err(PlaneError::RouteNotFound { .. }) => {
+                        return Err(PlaneError::NoPlaneApi {
+                            base_url: self.config.base_url.clone(),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                };
+                tracing::info!(
+                    "this Plane server has no /work-items/ routes (older than 1.1); using /issues/"
+                );
                 self.remember(Family::Issues);
                 page
             }
@@ -465,8 +480,10 @@ impl PlaneClient {
         }
     }
 
-    /// The project's states, in Plane's order. Cached: they rarely change;
-    /// see [`PlaneClient::refresh_states`].
+    /// The project's states, in Plane's order. Cached for
+    /// [`PlaneConfig::cache_ttl`]: they rarely change, but an administrator
+    /// may delete and re-create one (under the same name, with a new id);
+    /// see also [`PlaneClient::refresh_states`].
     pub async fn states(&self) -> Result<Arc<Vec<State>>, PlaneError> {
         self.cached(&self.states, "states", false).await
     }
@@ -476,7 +493,8 @@ impl PlaneClient {
         self.cached(&self.states, "states", true).await
     }
 
-    /// The project's labels. Cached; see [`PlaneClient::refresh_labels`].
+    /// The project's labels, newest first. Cached for
+    /// [`PlaneConfig::cache_ttl`]; see [`PlaneClient::refresh_labels`].
     pub async fn labels(&self) -> Result<Arc<Vec<Label>>, PlaneError> {
         self.cached(&self.labels, "labels", false).await
     }
@@ -486,56 +504,85 @@ impl PlaneClient {
         self.cached(&self.labels, "labels", true).await
     }
 
-    /// A project-level list kept in `cache`, loaded on first use or when
-    /// `reload` asks. Two callers racing on an empty cache may both load it;
-    /// the lists are small and the result is the same.
+    /// How long ago the labels were loaded (`None`: never).
+    pub fn labels_age(&self) -> Option<Duration> {
+        self.labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, at)| at.elapsed())
+    }
+
+    /// A project-level list kept in `cache`, loaded on first use, when it is
+    /// older than the configured time to live, or when `reload` asks. Two
+    /// callers racing on a stale cache may both load it; the lists are small
+    /// and the result is the same.
     async fn cached<T: DeserializeOwned>(
         &self,
-        cache: &Mutex<Option<Arc<Vec<T>>>>,
+        cache: &Cache<T>,
         route: &str,
         reload: bool,
     ) -> Result<Arc<Vec<T>>, PlaneError> {
-        if !reload && let Some(list) = cache.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if !reload
+            && let Some((list, at)) = cache.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            && at.elapsed() < self.config.cache_ttl
+        {
             return Ok(list);
         }
         let list = Arc::new(self.list_all::<T>(&[route], &[]).await?);
-        *cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(list.clone());
+        *cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((list.clone(), Instant::now()));
         Ok(list)
     }
 
     /// The state named `name` (trimmed, case-insensitive), reloading the
     /// states once if it is not cached.
     pub async fn state_named(&self, name: &str) -> Result<State, PlaneError> {
-        let find = |states: &[State]| {
-            states
-                .iter()
-                .find(|s| s.name.trim().eq_ignore_ascii_case(name.trim()))
-                .cloned()
-        };
-        if let Some(state) = find(&self.states().await?) {
+        if let Some(state) = find_state(&self.states().await?, name) {
             return Ok(state);
         }
         let states = self.refresh_states().await?;
-        find(&states).ok_or_else(|| PlaneError::UnknownState {
-            name: name.to_owned(),
-            available: states
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+        find_state(&states, name).ok_or_else(|| unknown_state(name, &states))
     }
 
     /// Moves a work item to the state named `state_name`. Returns the item
     /// as Plane answers a PATCH: its `state` is the bare id.
+    ///
+    /// A state deleted and re-created under the same name keeps its name
+    /// but not its id, and Plane refuses the old id with
+    /// `400 {"state": ["Invalid pk …"]}`: then the states are reloaded once
+    /// and the PATCH is sent again with the new id.
     pub async fn set_state(&self, id: &str, state_name: &str) -> Result<WorkItem, PlaneError> {
         let state = self.state_named(state_name).await?;
+        let refused = match self.patch_state(id, &state.id).await {
+            Err(PlaneError::Rejected {
+                status: 400,
+                detail,
+                path,
+            }) if detail.starts_with("state:") => PlaneError::Rejected {
+                status: 400,
+                detail,
+                path,
+            },
+            other => return other,
+        };
+        let states = self.refresh_states().await?;
+        match find_state(&states, state_name) {
+            Some(fresh) if fresh.id != state.id => {
+                tracing::info!(state = state_name, old_id = %state.id, new_id = %fresh.id, "the state was re-created in Plane; using its new id");
+                self.patch_state(id, &fresh.id).await
+            }
+            Some(_) => Err(refused),
+            None => Err(unknown_state(state_name, &states)),
+        }
+    }
+
+    async fn patch_state(&self, id: &str, state_id: &str) -> Result<WorkItem, PlaneError> {
         let family = self.family().await?;
         let url = self.url(&[family.segment(), id], &[]);
         self.call(
             Method::PATCH,
             url,
-            Some(serde_json::json!({ "state": state.id })),
+            Some(serde_json::json!({ "state": state_id })),
         )
         .await
     }
@@ -571,6 +618,25 @@ impl PlaneClient {
     }
 }
 
+/// The state named `name`, trimmed and case-insensitively.
+pub(crate) fn find_state(states: &[State], name: &str) -> Option<State> {
+    states
+        .iter()
+        .find(|s| s.name.trim().eq_ignore_ascii_case(name.trim()))
+        .cloned()
+}
+
+fn unknown_state(name: &str, states: &[State]) -> PlaneError {
+    PlaneError::UnknownState {
+        name: name.to_owned(),
+        available: states
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 fn is_loopback(url: &Url) -> bool {
     match url.host_str() {
         Some("localhost") => true,
@@ -596,13 +662,16 @@ fn transport_detail(e: &reqwest::Error) -> String {
     text
 }
 
+/// Whether a 404's body is Plane's own word that the object does not exist:
+/// exactly `{"error": "The requested resource does not exist."}`. A
+/// gateway's `{"error": "Not found"}`, a route miss or an HTML page is not.
 fn is_object_missing(body: &[u8]) -> bool {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| {
-            v.get("error")
-                .and_then(Value::as_str)
-                .map(|e| e != PAGE_NOT_FOUND)
+            let object = v.as_object()?;
+            let error = object.get("error")?.as_str()?;
+            Some(object.len() == 1 && error == OBJECT_MISSING)
         })
         .unwrap_or(false)
 }
@@ -668,5 +737,10 @@ mod tests {
         assert!(!is_object_missing(br#"{"error": "Page not found."}"#));
         assert!(!is_object_missing(b"<h1>Not Found</h1>"));
         assert!(!is_object_missing(br#"{"detail": "Not found."}"#));
+        // A gateway's or proxy's JSON 404 is not Plane's word.
+        assert!(!is_object_missing(br#"{"error": "Not found"}"#));
+        assert!(!is_object_missing(
+            br#"{"error": "The requested resource does not exist.", "path": "/x"}"#
+        ));
     }
 }

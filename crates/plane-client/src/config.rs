@@ -104,6 +104,9 @@ pub struct PlaneConfig {
     pub terminal_state_names: Vec<String>,
     /// Route family.
     pub routes: RouteFamily,
+    /// How long the project's states and labels are trusted before they
+    /// are listed again.
+    pub cache_ttl: Duration,
 }
 
 impl PlaneConfig {
@@ -132,6 +135,7 @@ impl PlaneConfig {
                 .map(String::from)
                 .to_vec(),
             routes: RouteFamily::Detect,
+            cache_ttl: Duration::from_secs(300),
         }
     }
 }

@@ -22,6 +22,18 @@ pub enum PlaneError {
         /// The request path.
         path: String,
     },
+    /// Both route families answered "Page not found." for the project:
+    /// there is no Plane API at this address (a wrong `base_url`, for
+    /// example one that already ends in `/api/v1`), or the project id is
+    /// not a UUID.
+    #[error(
+        "no Plane API answers at {base_url}: both /work-items/ and /issues/ are \"Page not found.\" \
+         (check plane.base_url, which is the server's address without /api/v1, and plane.project_id)"
+    )]
+    NoPlaneApi {
+        /// The configured base URL.
+        base_url: String,
+    },
     /// 401: no API key was sent.
     #[error("{path}: unauthorized (no API key sent)")]
     Unauthorized {

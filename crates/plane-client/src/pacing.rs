@@ -1,12 +1,23 @@
 //! Staying inside Plane's request budget before hitting the wall.
 //!
-//! Two sources of truth, because the budget is shared by every process that
-//! uses the same key:
+//! Plane's throttle is a sliding log: a key may make `limit` requests in
+//! any window of 60 seconds, and every allowed answer says how many remain
+//! (`X-RateLimit-Remaining`). Its `X-RateLimit-Reset` is always "now + 60"
+//! and says nothing about when a slot frees, so the pacer never waits for it
+//! when it knows better. Two sources of truth, because the budget is shared
+//! by every process that uses the same key:
 //! - this client's own sends, kept in a sliding window as long as the
-//!   server's, so that it alone never exceeds the limit;
-//! - the server's `X-RateLimit-Remaining`, which counts everyone's sends. When
-//!   the others have used it up, this client waits for `X-RateLimit-Reset`.
-//!   A 429's `Retry-After` pauses every request of this client.
+//!   server's, so that it alone never exceeds its limit;
+//! - the server's last `X-RateLimit-Remaining`, which counts everyone's
+//!   sends. Since then, this client's own sends used some of it, and those
+//!   of its sends that the server had counted and that have since left the
+//!   window gave some back. When that estimate is zero, the pacer waits for
+//!   the next of its own counted sends to leave the window, and for the
+//!   server's reset only when none of the counted sends was its own.
+//!
+//! A 429's `Retry-After` (exact on Plane) pauses every request of this
+//! client. Every wait is a plain `tokio` sleep, so dropping the call that
+//! waits (at shutdown) cancels it, and a cancelled wait counts no send.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -20,12 +31,24 @@ pub(crate) struct Pacer {
     state: Mutex<PacerState>,
 }
 
+/// The server's last word on the budget.
+#[derive(Debug, Clone)]
+struct ServerWord {
+    /// `X-RateLimit-Remaining`.
+    remaining: u32,
+    /// When it was said (the answer arrived).
+    said_at: Instant,
+    /// `X-RateLimit-Reset`, clamped to one window.
+    reset_at: Instant,
+    /// This client's sends that the server's count included: those within
+    /// one window before `said_at`, oldest first.
+    counted_own: Vec<Instant>,
+}
+
 #[derive(Debug, Default)]
 struct PacerState {
     sent: VecDeque<Instant>,
-    /// The server's last word: how many requests remained, when it said so,
-    /// and when its window resets.
-    server: Option<(u32, Instant, Instant)>,
+    server: Option<ServerWord>,
     /// No request before this (a 429's Retry-After).
     paused_until: Option<Instant>,
 }
@@ -36,6 +59,13 @@ impl Pacer {
             limit,
             state: Mutex::new(PacerState::default()),
         }
+    }
+
+    /// The server counts arrivals, which lag sends by a varying latency:
+    /// counting a little past the window keeps the two counts from
+    /// disagreeing at the edge.
+    fn margin(&self) -> Duration {
+        (self.limit.per / 50).max(Duration::from_millis(50))
     }
 
     /// Waits until a request may be sent, and counts it as sent.
@@ -60,15 +90,9 @@ impl Pacer {
 
     fn wait_needed(&self, state: &mut PacerState, now: Instant) -> Duration {
         let window = self.limit.per;
-        // The server counts arrivals, which lag sends by a varying latency:
-        // counting a little past the window keeps the two counts from
-        // disagreeing at the edge.
-        let margin = (window / 50).max(Duration::from_millis(50));
-        while state
-            .sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window + margin)
-        {
+        let margin = self.margin();
+        let leaves = |sent: Instant| sent + window + margin;
+        while state.sent.front().is_some_and(|t| leaves(*t) <= now) {
             state.sent.pop_front();
         }
         if let Some(until) = state.paused_until {
@@ -80,18 +104,35 @@ impl Pacer {
         if state.sent.len() >= self.limit.requests as usize
             && let Some(oldest) = state.sent.front()
         {
-            return (*oldest + window + margin).saturating_duration_since(now);
+            return leaves(*oldest).saturating_duration_since(now);
         }
-        if let Some((remaining, said_at, reset_at)) = state.server {
-            let sent_since = state.sent.iter().filter(|t| **t >= said_at).count();
-            if sent_since >= remaining as usize && reset_at > now {
-                return reset_at - now;
-            }
-            if reset_at <= now {
-                state.server = None;
-            }
+        let Some(word) = &state.server else {
+            return Duration::ZERO;
+        };
+        if word.reset_at <= now {
+            // A whole window has passed since the server spoke: everything
+            // it counted then has left.
+            state.server = None;
+            return Duration::ZERO;
         }
-        Duration::ZERO
+        let given_back = word
+            .counted_own
+            .iter()
+            .filter(|t| leaves(**t) <= now)
+            .count();
+        let used_since = state.sent.iter().filter(|t| **t >= word.said_at).count();
+        if word.remaining as usize + given_back > used_since {
+            return Duration::ZERO;
+        }
+        // The next of our own counted sends to leave frees a slot; if the
+        // server's count held none of ours (others used the key), only its
+        // reset is sure.
+        word.counted_own
+            .iter()
+            .map(|t| leaves(*t))
+            .find(|at| *at > now)
+            .map_or(word.reset_at, |at| at.min(word.reset_at))
+            .saturating_duration_since(now)
     }
 
     /// Takes in the rate-limit headers of an allowed response.
@@ -114,7 +155,17 @@ impl Pacer {
             .unwrap_or(self.limit.per)
             .min(self.limit.per);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.server = Some((remaining, now, now + reset_in));
+        state.server = Some(ServerWord {
+            remaining,
+            said_at: now,
+            reset_at: now + reset_in,
+            counted_own: state
+                .sent
+                .iter()
+                .copied()
+                .filter(|t| now.duration_since(*t) < self.limit.per)
+                .collect(),
+        });
     }
 
     /// Pauses every request for `wait` (a 429's Retry-After).
@@ -177,14 +228,72 @@ mod tests {
         );
     }
 
+    fn word(remaining: u32, said_at: Instant, counted_own: Vec<Instant>) -> ServerWord {
+        ServerWord {
+            remaining,
+            said_at,
+            reset_at: said_at + Duration::from_secs(60),
+            counted_own,
+        }
+    }
+
     #[test]
     fn the_servers_remaining_count_is_respected() {
         let pacer = Pacer::new(RateLimit::default());
         let mut state = PacerState::default();
         let t0 = Instant::now();
-        state.server = Some((1, t0, t0 + Duration::from_secs(30)));
+        state.server = Some(word(1, t0, vec![]));
         assert_eq!(pacer.wait_needed(&mut state, t0), Duration::ZERO);
         state.sent.push_back(t0);
-        assert_eq!(pacer.wait_needed(&mut state, t0), Duration::from_secs(30));
+        // Others used the rest, and none of what the server counted was
+        // ours: only its reset is sure.
+        assert_eq!(pacer.wait_needed(&mut state, t0), Duration::from_secs(60));
+    }
+
+    /// Real Plane's reset is always now + 60 s. A client whose own 60
+    /// sends spread over 53 s used the budget up; its oldest send leaves
+    /// the window 7 s later, and that is how long it waits, not 60 s.
+    #[test]
+    fn an_exhausted_budget_waits_for_the_oldest_own_send_not_for_the_reset() {
+        let pacer = Pacer::new(RateLimit::default());
+        let margin = pacer.margin();
+        let mut state = PacerState::default();
+        let t0 = Instant::now();
+        let sends: Vec<Instant> = (0..60)
+            .map(|i| t0 + Duration::from_millis(i * 53_000 / 59))
+            .collect();
+        state.sent.extend(sends.iter().copied());
+        // The last send's answer arrives 100 ms after it left.
+        let said = t0 + Duration::from_millis(53_100);
+        state.server = Some(word(0, said, sends.clone()));
+        let wait = pacer.wait_needed(&mut state, said);
+        assert_eq!(wait, Duration::from_millis(6_900) + margin);
+        // Once the oldest left, one request may go, and the next waits for
+        // the second oldest: never longer than the window requires.
+        let later = said + wait;
+        assert_eq!(pacer.wait_needed(&mut state, later), Duration::ZERO);
+        state.sent.push_back(later);
+        let next = pacer.wait_needed(&mut state, later);
+        assert_eq!(later + next, sends[1] + Duration::from_secs(60) + margin);
+    }
+
+    /// The server said 3 remain; the client's own count does not stop it
+    /// from using them, and it stops after them.
+    #[test]
+    fn what_the_server_says_remains_is_used_and_no_more() {
+        let pacer = Pacer::new(RateLimit::default());
+        let mut state = PacerState::default();
+        let t0 = Instant::now();
+        state.server = Some(word(3, t0, vec![]));
+        for i in 0..3 {
+            let at = t0 + Duration::from_millis(i);
+            assert_eq!(
+                pacer.wait_needed(&mut state, at),
+                Duration::ZERO,
+                "send {i}"
+            );
+            state.sent.push_back(at);
+        }
+        assert!(pacer.wait_needed(&mut state, t0 + Duration::from_millis(3)) > Duration::ZERO);
     }
 }

@@ -377,3 +377,106 @@ async fn a_connection_refused_is_a_transport_error() {
         Err(PlaneError::Transport { .. })
     ));
 }
+
+/// A gateway in front of Plane that answers a JSON 404 of its own is not
+/// Plane saying the task is gone.
+#[tokio::test]
+async fn a_gateway_s_json_404_is_not_a_deleted_task() {
+    let sim = sim().await;
+    let plane = client_for(&sim);
+    let task = sim.add_work_item("alive", "Todo");
+    plane.probe_project().await.unwrap();
+    sim.inject(FaultRule::new(Fault::Json {
+        status: 404,
+        body: r#"{"error": "Not found"}"#.into(),
+    }));
+    assert!(matches!(
+        plane.get_work_item(&task).await,
+        Err(PlaneError::RouteNotFound { .. })
+    ));
+}
+
+/// With auto-detection, a base URL under which neither route family exists
+/// is reported as such, not as an old server.
+#[tokio::test]
+async fn a_wrong_base_path_is_named_as_such() {
+    let sim = sim().await;
+    let config = quick_config(
+        &format!("{}/api/v1", sim.base_url()),
+        &sim.project_id(),
+        plane_sim::DEFAULT_API_KEY,
+    );
+    let plane = PlaneClient::new(config).unwrap();
+    let error = plane.probe_project().await.unwrap_err();
+    assert!(matches!(error, PlaneError::NoPlaneApi { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("plane.base_url") && !text.contains("older"),
+        "{text}"
+    );
+}
+
+/// A state deleted and re-created under the same name gets a new id; the
+/// PATCH to the cached id is refused with 400, and the client reloads the
+/// states once and sends the new id.
+#[tokio::test]
+async fn a_re_created_state_is_found_under_its_new_id() {
+    let sim = sim().await;
+    let plane = client_for(&sim);
+    let old = sim.add_state("Review", "started");
+    let task = sim.add_work_item("t", "Todo");
+    plane.set_state(&task, "Review").await.unwrap();
+    plane.set_state(&task, "Todo").await.unwrap();
+    sim.delete_state("Review").unwrap();
+    let new = sim.add_state("Review", "started");
+    assert_ne!(old, new);
+    sim.clear_requests();
+    let patched = plane.set_state(&task, "Review").await.unwrap();
+    assert_eq!(patched.state.id(), new);
+    let statuses: Vec<(String, u16)> = sim
+        .requests()
+        .iter()
+        .map(|r| (r.method.clone(), r.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("PATCH".to_owned(), 400),
+            ("GET".to_owned(), 200),
+            ("PATCH".to_owned(), 200)
+        ]
+    );
+    // A state that is gone for good is named, with the states there are.
+    sim.set_state(&task, "Todo");
+    sim.delete_state("Review").unwrap();
+    match plane.set_state(&task, "Review").await {
+        Err(PlaneError::UnknownState { name, available }) => {
+            assert_eq!(name, "Review");
+            assert!(available.contains("Todo"), "{available}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// States and labels are listed again once they are older than the cache's
+/// time to live: a label created after the first look is seen.
+#[tokio::test]
+async fn cached_states_and_labels_expire() {
+    let sim = sim().await;
+    let mut config = quick_config(
+        &sim.base_url(),
+        &sim.project_id(),
+        plane_sim::DEFAULT_API_KEY,
+    );
+    config.cache_ttl = Duration::from_millis(300);
+    let plane = PlaneClient::new(config).unwrap();
+    assert!(plane.labels().await.unwrap().is_empty());
+    sim.add_label("new-label");
+    assert!(plane.labels().await.unwrap().is_empty(), "still cached");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(plane.labels().await.unwrap()[0].name, "new-label");
+    let before = plane.states().await.unwrap().len();
+    sim.add_state("Review", "started");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(plane.states().await.unwrap().len(), before + 1);
+}

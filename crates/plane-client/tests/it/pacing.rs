@@ -104,3 +104,85 @@ async fn the_servers_remaining_count_paces_a_key_shared_with_others() {
     let refused = sim.requests().iter().filter(|r| r.status == 429).count();
     assert!(refused <= 1, "{refused} requests refused");
 }
+
+/// Three runners share one key with Plane's real limit (60 a minute,
+/// `X-RateLimit-Reset` always now + 60), each allowed a third of it. None
+/// ever exceeds its own budget, the server never refuses one, and once a
+/// runner's budget is used up it waits until its oldest send leaves the
+/// window (plus the pacer's small margin for latency): never until the
+/// server's reset, never longer than the window requires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_runners_on_one_key_keep_their_budgets_and_wait_no_longer_than_needed() {
+    const MINUTE: Duration = Duration::from_secs(60);
+    const BUDGET: usize = 20;
+    let sim = PlaneSim::start(SimConfig {
+        rate_limit: Some((60, MINUTE)),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let runners: Vec<(String, Arc<PlaneClient>)> = (0..3)
+        .map(|i| {
+            let mut config = quick_config(
+                &sim.base_url(),
+                &sim.project_id(),
+                plane_sim::DEFAULT_API_KEY,
+            );
+            config.routes = RouteFamily::WorkItems;
+            config.rate_limit = RateLimit {
+                requests: BUDGET as u32,
+                per: MINUTE,
+            };
+            config.call_deadline = Duration::from_secs(120);
+            (
+                sim.add_work_item(&format!("runner {i}'s task"), "Todo"),
+                Arc::new(PlaneClient::new(config).unwrap()),
+            )
+        })
+        .collect();
+    let handles: Vec<_> = runners
+        .iter()
+        .map(|(task, plane)| {
+            let (task, plane) = (task.clone(), plane.clone());
+            tokio::spawn(async move {
+                for _ in 0..BUDGET + 2 {
+                    plane.get_work_item(&task).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+
+    let log = sim.requests();
+    assert!(
+        log.iter().all(|r| r.status == 200),
+        "the server refused a request"
+    );
+    let margin = MINUTE / 50;
+    for (task, _) in &runners {
+        let sent: Vec<Duration> = log
+            .iter()
+            .filter(|r| r.path.contains(task.as_str()))
+            .map(|r| r.at)
+            .collect();
+        assert_eq!(sent.len(), BUDGET + 2);
+        for (i, start) in sent.iter().enumerate() {
+            let within = sent[i..].iter().filter(|t| **t < *start + MINUTE).count();
+            assert!(
+                within <= BUDGET,
+                "{within} sends within a minute of send {i}"
+            );
+        }
+        // The first send over budget waited for the oldest to leave the
+        // window: at least a minute after it, and no more than the margin
+        // and a little scheduling later.
+        let waited_for = sent[BUDGET] - sent[0];
+        assert!(waited_for >= MINUTE, "{waited_for:?}");
+        assert!(
+            waited_for <= MINUTE + margin + Duration::from_secs(2),
+            "waited {waited_for:?} for a slot that freed after {MINUTE:?}"
+        );
+    }
+}
