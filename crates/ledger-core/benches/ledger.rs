@@ -123,6 +123,7 @@ fn owner() -> Owner {
         },
         executor: None,
         role: None,
+        project: None,
     }
 }
 

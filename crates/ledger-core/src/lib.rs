@@ -44,6 +44,7 @@
 //!     runner: ProcessIdentity { pid: 4242, start_time: 917_311 },
 //!     executor: None,
 //!     role: None,
+//!     project: None,
 //! };
 //! let key = SlotKey::new(Backend::new("local")?, TaskId::new("ROCK-12")?);
 //! let request = AdmitRequest {

@@ -49,6 +49,28 @@ pub struct Owner {
     /// reclaimed task can be put back where it came from.
     #[serde(default)]
     pub role: Option<String>,
+    /// The task source's project the runner claimed the task from, so that
+    /// a scan configured for another project never judges the slot by that
+    /// project's answers. `None` for slots written before it was recorded
+    /// and for imported ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<ProjectRef>,
+}
+
+/// A project of the task source (Plane): the workspace slug and the
+/// project's id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProjectRef {
+    /// The workspace slug.
+    pub workspace: String,
+    /// The project's id.
+    pub project_id: String,
+}
+
+impl fmt::Display for ProjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.workspace, self.project_id)
+    }
 }
 
 impl Owner {
@@ -68,6 +90,7 @@ impl Owner {
             },
             executor: None,
             role: None,
+            project: None,
         }
     }
 }

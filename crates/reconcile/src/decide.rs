@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use ledger_core::{Slot, TaskId, Timestamp};
+use ledger_core::{ProjectRef, Slot, TaskId, Timestamp};
 
 use crate::{Liveness, LookupError, Rule, ScanOptions, TaskState, TaskStatus};
 
@@ -50,6 +50,9 @@ pub struct Plan {
     pub reclaims: Vec<Reclaim>,
     /// Slots left alone, with why.
     pub left_alone: Vec<(Slot, String)>,
+    /// Of those, the slots admitted under another project than the scan's
+    /// (see [`foreign_project`]).
+    pub foreign: Vec<Slot>,
     /// See [`crate::ScanReport::suspected_misconfiguration`].
     pub suspected_misconfiguration: bool,
 }
@@ -58,6 +61,20 @@ pub struct Plan {
 /// only when no rule can settle it without Plane.
 pub fn needs_lookup(liveness: &Liveness) -> bool {
     matches!(liveness, Liveness::Unknown { .. })
+}
+
+/// The project a slot was admitted under, when it is not the one the scan
+/// is configured for. Such a slot is left alone by every rule and never
+/// looked up: another project's answers say nothing about its task (a task
+/// id is "not found" in every project but its own), and its task could not
+/// be put back on this project's board. Slots that recorded no project
+/// (imported, or written before projects were recorded) are judged as
+/// before, under the misconfiguration guard.
+pub fn foreign_project<'a>(slot: &'a Slot, options: &ScanOptions) -> Option<&'a ProjectRef> {
+    match (&slot.owner.project, &options.project) {
+        (Some(recorded), Some(configured)) if recorded != configured => Some(recorded),
+        _ => None,
+    }
 }
 
 /// Decides, for each slot, whether a rule reclaims it. Rules are checked in
@@ -86,6 +103,20 @@ pub fn decide(observed: &Observations, options: &ScanOptions, now: Timestamp) ->
         ..Plan::default()
     };
     for (slot, liveness) in &observed.slots {
+        if let Some(project) = foreign_project(slot, options) {
+            let configured = options
+                .project
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string);
+            plan.left_alone.push((
+                slot.clone(),
+                format!(
+                    "admitted under project {project}, not {configured} that this scan is configured for"
+                ),
+            ));
+            plan.foreign.push(slot.clone());
+            continue;
+        }
         let verdict = match liveness {
             Liveness::Alive => Err("its owner is alive".to_owned()),
             Liveness::Dead { why } => Ok((Rule::DeadOwnerClear, why.clone(), None)),

@@ -93,8 +93,10 @@ mod report;
 mod scan;
 mod startup;
 
-pub use decide::{Observations, Plan, ProjectEvidence, Reclaim, decide, needs_lookup};
+pub use decide::{
+    Observations, Plan, ProjectEvidence, Reclaim, decide, foreign_project, needs_lookup,
+};
 pub use edges::*;
-pub use report::{Action, ActionEntry, Rule, ScanOptions, ScanReport};
+pub use report::{Action, ActionEntry, ForeignSlot, ProjectCheck, Rule, ScanOptions, ScanReport};
 pub use scan::{ScanError, scan};
 pub use startup::{StartupOptions, StartupOutcome, StartupReport, reconcile_on_startup};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use ledger_core::{Backend, RunId, TaskId, Timestamp};
+use ledger_core::{Backend, ProjectRef, RunId, TaskId, Timestamp};
 
 use crate::TaskState;
 
@@ -114,6 +114,62 @@ pub struct ScanReport {
     /// Slots a rule matched but that changed between the scan and the apply
     /// (finished, or re-admitted by a new run): left alone.
     pub superseded: u32,
+    /// Whether the project answered the scan's probe.
+    pub project: ProjectCheck,
+    /// Task lookups that gave no answer (403, 429, 5xx, timeouts, …): their
+    /// slots were left alone, and the scan is incomplete.
+    pub lookups_failed: u32,
+    /// Slots admitted under another project than the scan's, left alone.
+    pub foreign_project: Vec<ForeignSlot>,
+}
+
+impl ScanReport {
+    /// What went wrong, if anything: the project did not answer, a lookup
+    /// failed, or a reclaim could not be applied. A scan with a failure
+    /// exits with status 1, so that a wrong key or a dead Plane is never
+    /// reported as success.
+    pub fn failure(&self) -> Option<String> {
+        let mut problems = Vec::new();
+        if let Some(error) = &self.project.error {
+            problems.push(format!("the project did not answer: {error}"));
+        }
+        if self.lookups_failed > 0 {
+            problems.push(format!("{} task lookup(s) failed", self.lookups_failed));
+        }
+        let errors = self
+            .actions
+            .iter()
+            .filter(|a| a.action == Action::Error)
+            .count();
+        if errors > 0 {
+            problems.push(format!("{errors} reclaim(s) could not be applied"));
+        }
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
+}
+
+/// What the scan learnt of the project itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProjectCheck {
+    /// Whether the project was probed (it is not when no slot needs a
+    /// lookup: such a scan asks Plane nothing).
+    pub checked: bool,
+    /// Whether it answered (true when it was not probed).
+    pub ok: bool,
+    /// Why it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A slot admitted under another project than the scan's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForeignSlot {
+    /// The task.
+    pub task_id: TaskId,
+    /// The backend.
+    pub backend: Backend,
+    /// `workspace/project_id` it was admitted under.
+    pub project: String,
 }
 
 /// How a scan runs.
@@ -128,6 +184,9 @@ pub struct ScanOptions {
     /// At least this many looked-up tasks, all "not found", is taken for a
     /// misconfiguration rather than mass deletion.
     pub misconfiguration_threshold: usize,
+    /// The project the scan looks tasks up in. Slots that recorded another
+    /// project are left alone; `None` judges every slot.
+    pub project: Option<ProjectRef>,
 }
 
 impl Default for ScanOptions {
@@ -137,6 +196,7 @@ impl Default for ScanOptions {
             window: Duration::from_secs(24 * 3600),
             lookup_concurrency: 8,
             misconfiguration_threshold: 3,
+            project: None,
         }
     }
 }

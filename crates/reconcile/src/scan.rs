@@ -5,11 +5,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use ledger_core::{FinishOutcome, FinishReason, TaskId, Timestamp};
 
-use crate::decide::{Observations, ProjectEvidence, decide, needs_lookup};
+use crate::decide::{Observations, ProjectEvidence, decide, foreign_project, needs_lookup};
 use crate::join::bounded;
 use crate::{
-    Action, ActionEntry, InFlightLedger, LookupError, ProcessProbe, Rule, ScanOptions, ScanReport,
-    TaskLookup, TaskStatus,
+    Action, ActionEntry, ForeignSlot, InFlightLedger, LookupError, ProcessProbe, ProjectCheck,
+    Rule, ScanOptions, ScanReport, TaskLookup, TaskStatus,
 };
 
 /// Why a scan could not run at all.
@@ -46,7 +46,9 @@ pub async fn scan(
         .collect();
     let wanted: BTreeSet<TaskId> = observed
         .iter()
-        .filter(|(_, liveness)| needs_lookup(liveness))
+        .filter(|(slot, liveness)| {
+            needs_lookup(liveness) && foreign_project(slot, options).is_none()
+        })
         .map(|(slot, _)| slot.key.task_id.clone())
         .collect();
 
@@ -73,6 +75,28 @@ pub async fn scan(
         );
     }
 
+    let project = match &observations.project {
+        ProjectEvidence::NotProbed => ProjectCheck {
+            checked: false,
+            ok: true,
+            error: None,
+        },
+        ProjectEvidence::Answered => ProjectCheck {
+            checked: true,
+            ok: true,
+            error: None,
+        },
+        ProjectEvidence::Failed(e) => ProjectCheck {
+            checked: true,
+            ok: false,
+            error: Some(e.to_string()),
+        },
+    };
+    let lookups_failed = observations
+        .statuses
+        .values()
+        .filter(|s| s.is_err())
+        .count() as u32;
     let mut report = ScanReport {
         scanned_at: now,
         apply: options.apply,
@@ -81,7 +105,28 @@ pub async fn scan(
         open_slots: observations.slots.len(),
         plane_requests: requests,
         superseded: 0,
+        project,
+        lookups_failed,
+        foreign_project: plan
+            .foreign
+            .iter()
+            .map(|slot| ForeignSlot {
+                task_id: slot.key.task_id.clone(),
+                backend: slot.key.backend.clone(),
+                project: slot
+                    .owner
+                    .project
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string),
+            })
+            .collect(),
     };
+    if !report.foreign_project.is_empty() {
+        tracing::info!(
+            slots = report.foreign_project.len(),
+            "slots admitted under another project were left alone"
+        );
+    }
     for reclaim in plan.reclaims {
         let mut entry = ActionEntry {
             task_id: reclaim.slot.key.task_id.clone(),

@@ -151,6 +151,7 @@ fn elsewhere(i: usize) -> Owner {
         },
         executor: None,
         role: None,
+        project: None,
     }
 }
 
@@ -165,6 +166,7 @@ fn dead_here(host: &HostIdentity, i: usize) -> Owner {
         },
         executor: None,
         role: None,
+        project: None,
     }
 }
 

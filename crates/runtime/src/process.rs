@@ -97,6 +97,7 @@ pub fn this_owner(host: &HostIdentity) -> io::Result<Owner> {
         runner: this_process()?,
         executor: None,
         role: None,
+        project: None,
     })
 }
 

@@ -23,6 +23,7 @@ pub fn owner() -> Owner {
         },
         executor: None,
         role: None,
+        project: None,
     }
 }
 

@@ -317,3 +317,140 @@ fn an_unreadable_ledger_fails_the_scan_with_a_clear_error() {
     .unwrap_err();
     assert!(err.to_string().contains("inflight.redb is corrupt"));
 }
+
+fn project(id: &str) -> ProjectRef {
+    ProjectRef {
+        workspace: "acme".into(),
+        project_id: id.into(),
+    }
+}
+
+/// Pointed at another real project of the same workspace, every task is
+/// "not found" there while the project answers; with fewer than three
+/// slots the count guard cannot tell. A slot that recorded its project is
+/// then neither looked up nor reclaimed, whatever the rules would say, and
+/// the report names it. An imported slot, which recorded none, is still
+/// judged, under the count guard.
+#[test]
+fn a_slot_of_another_project_is_never_judged_by_this_one() {
+    let mut mine = slot("b", "T1", "r1", 48 * HOUR);
+    mine.owner.project = Some(project("right"));
+    let mut theirs = slot("b", "T2", "r2", 48 * HOUR);
+    theirs.owner.project = Some(project("right"));
+    let imported = slot("b", "T3", "r3", HOUR);
+    let (ledger, finished) = ledger(vec![mine, theirs, imported]);
+    let options = ScanOptions {
+        project: Some(project("wrong")),
+        ..apply()
+    };
+    // Only the imported slot's task is looked up.
+    let answers = HashMap::from([(task("T3"), Ok(TaskStatus::NotFound))]);
+    let report = run(scan(
+        &ledger,
+        &plane(10, answers),
+        &probe(unknown()),
+        &options,
+        NOW,
+    ))
+    .unwrap();
+    let reclaimed: Vec<&str> = report.actions.iter().map(|a| a.task_id.as_str()).collect();
+    assert_eq!(reclaimed, ["T3"]);
+    assert_eq!(finished.lock().unwrap().len(), 1);
+    let foreign: Vec<(&str, &str)> = report
+        .foreign_project
+        .iter()
+        .map(|f| (f.task_id.as_str(), f.project.as_str()))
+        .collect();
+    assert_eq!(foreign, [("T1", "acme/right"), ("T2", "acme/right")]);
+    // Dead owners of another project are left to that project's runners,
+    // which know where to put the task back.
+    let mut dead_theirs = slot("b", "T4", "r4", HOUR);
+    dead_theirs.owner.project = Some(project("right"));
+    let (ledger, finished) = self::ledger(vec![dead_theirs]);
+    let report = run(scan(
+        &ledger,
+        &silent_plane(),
+        &probe(dead()),
+        &options,
+        NOW,
+    ))
+    .unwrap();
+    assert!(report.actions.is_empty());
+    assert!(finished.lock().unwrap().is_empty());
+    // The same slot under its own project's scan is reclaimed.
+    let mut dead_mine = slot("b", "T4", "r4", HOUR);
+    dead_mine.owner.project = Some(project("right"));
+    let (ledger, _) = self::ledger(vec![dead_mine]);
+    let own = ScanOptions {
+        project: Some(project("right")),
+        ..apply()
+    };
+    let report = run(scan(&ledger, &silent_plane(), &probe(dead()), &own, NOW)).unwrap();
+    assert_eq!(report.actions.len(), 1);
+}
+
+/// A project that does not answer, a failed lookup or a failed reclaim is
+/// a failure of the scan, and the report says which.
+#[test]
+fn a_scan_that_could_not_ask_plane_reports_its_failure() {
+    let mut mock = MockTaskLookup::new();
+    mock.expect_probe_project().returning(|| {
+        Box::pin(async {
+            Err(LookupError::new(
+                LookupErrorKind::Forbidden,
+                "forbidden: Given API token is not valid",
+            ))
+        })
+    });
+    mock.expect_task_status().never();
+    let report = run(scan(
+        &untouchable_ledger(vec![slot("b", "T", "r", HOUR)]),
+        &mock,
+        &probe(unknown()),
+        &apply(),
+        NOW,
+    ))
+    .unwrap();
+    assert!(report.actions.is_empty());
+    assert!(!report.project.ok && report.project.checked);
+    let failure = report.failure().unwrap();
+    assert!(
+        failure.contains("Given API token is not valid"),
+        "{failure}"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["project"]["ok"], false);
+
+    let answers = HashMap::from([(
+        task("T"),
+        Err(LookupError::new(LookupErrorKind::RateLimited, "429")),
+    )]);
+    let report = run(scan(
+        &untouchable_ledger(vec![slot("b", "T", "r", HOUR)]),
+        &plane(10, answers),
+        &probe(unknown()),
+        &apply(),
+        NOW,
+    ))
+    .unwrap();
+    assert_eq!(report.lookups_failed, 1);
+    assert!(report.project.ok);
+    assert!(
+        report
+            .failure()
+            .unwrap()
+            .contains("1 task lookup(s) failed")
+    );
+
+    // Nothing needed Plane: nothing was asked, and nothing failed.
+    let report = run(scan(
+        &untouchable_ledger(vec![]),
+        &silent_plane(),
+        &probe(unknown()),
+        &apply(),
+        NOW,
+    ))
+    .unwrap();
+    assert_eq!(report.failure(), None);
+    assert!(!report.project.checked);
+}

@@ -31,6 +31,7 @@ pub fn slot(backend: &str, task: &str, run: &str, age: Duration) -> Slot {
                 process_group: 101,
             }),
             role: Some("goal".into()),
+            project: None,
         },
         lease_until: NOW,
         started_seq: 1,

@@ -28,6 +28,7 @@ fn owner(host: &HostIdentity, runner: ProcessIdentity) -> Owner {
         runner,
         executor: None,
         role: None,
+        project: None,
     }
 }
 
