@@ -304,6 +304,9 @@ impl fmt::Display for FinishReason {
 }
 
 /// What `finish` did.
+// Finishing is one durable commit; a slot moved by value beside it costs
+// nothing worth boxing it for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FinishOutcome {
     /// The slot was open and is now closed; this is the slot as it was.
