@@ -286,6 +286,17 @@ impl PlaneSim {
         id
     }
 
+    /// Adds another project to the workspace, with no work items; returns
+    /// its id. The key may use it, so a client configured with this id by
+    /// mistake sees a project that answers and in which every task of the
+    /// main project is "not found", as on a real server.
+    pub fn add_project(&self) -> String {
+        let mut world = self.shared.world();
+        let id = world.new_id();
+        world.other_projects.push(id.clone());
+        id
+    }
+
     /// Adds a label; returns its id.
     pub fn add_label(&self, name: &str) -> String {
         label_id(&mut self.shared.world(), name)

@@ -259,14 +259,20 @@ async fn answer(
             &json!({"detail": "Given API token is not valid"}),
         );
     }
-    let (slug_ok, project_ok) = {
+    let (slug_ok, project_ok, other_project) = {
         let world = shared.world();
+        let other = resolved
+            .project
+            .as_deref()
+            .is_some_and(|p| world.other_projects.iter().any(|o| o == p));
         (
             resolved.slug == world.workspace_slug,
-            resolved
-                .project
-                .as_deref()
-                .is_none_or(|p| p == world.project_id),
+            other
+                || resolved
+                    .project
+                    .as_deref()
+                    .is_none_or(|p| p == world.project_id),
+            other,
         )
     };
     if !slug_ok || (resolved.project.is_some() && project_forbidden) {
@@ -288,7 +294,9 @@ async fn answer(
         Err(retry_after) => return too_many(retry_after),
     };
 
-    let mut response = if project_ok {
+    let mut response = if other_project {
+        empty_project(shared, uri, &resolved)
+    } else if project_ok {
         route(shared, method, uri, &resolved.route, body)
     } else {
         object_missing()
@@ -403,6 +411,28 @@ fn expand_list(uri: &Uri) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Another project of the workspace, with no work items: it answers like
+/// a real project (200 for itself and its empty lists), and every task of
+/// the main project is "not found" in it, as in any project but its own.
+fn empty_project(shared: &Shared, uri: &Uri, resolved: &Resolved) -> Response {
+    let world = shared.world();
+    match &resolved.route {
+        Route::Project => {
+            let mut project = world.render_project();
+            if let (Some(obj), Some(id)) = (project.as_object_mut(), &resolved.project) {
+                obj.insert("id".into(), Value::String(id.clone()));
+            }
+            json_response(StatusCode::OK, &project)
+        }
+        Route::Items | Route::Labels => paginate(uri, Vec::new()),
+        Route::States => {
+            let states = world.states.iter().map(|s| world.render_state(s)).collect();
+            paginate(uri, states)
+        }
+        _ => object_missing(),
+    }
 }
 
 /// `fields=a,b`: the names asked for, if any.

@@ -92,6 +92,8 @@ pub(crate) struct World {
     pub(crate) labels: Vec<SimLabel>,
     pub(crate) items: Vec<SimWorkItem>,
     pub(crate) comments: Vec<SimComment>,
+    /// Other projects of the workspace, with no work items.
+    pub(crate) other_projects: Vec<String>,
     next_id: u64,
     id_salt: u64,
 }
@@ -140,6 +142,7 @@ impl World {
             labels: Vec::new(),
             items: Vec::new(),
             comments: Vec::new(),
+            other_projects: Vec::new(),
             next_id: 1,
             id_salt: salt,
         };

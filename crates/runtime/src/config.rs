@@ -82,6 +82,8 @@ struct RawPlane {
     terminal_states: Vec<String>,
     #[serde(default = "default_routes")]
     routes: String,
+    #[serde(default = "default_cache_secs")]
+    cache_secs: u64,
 }
 
 fn default_api_key_env() -> String {
@@ -106,6 +108,9 @@ fn default_terminal_states() -> Vec<String> {
 }
 fn default_routes() -> String {
     "auto".into()
+}
+fn default_cache_secs() -> u64 {
+    300
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +226,10 @@ pub struct PlaneSettings {
     pub terminal_states: Vec<String>,
     /// `routes`: `auto`, `work-items` or `issues`.
     pub routes: RouteFamily,
+    /// `cache_secs`: how long the project's states and labels are trusted
+    /// before they are listed again; also how often a role whose state or
+    /// label names do not resolve is checked again.
+    pub cache: Duration,
 }
 
 /// `[backends.NAME]`.
@@ -403,6 +412,7 @@ impl Config {
             )? as u32,
             terminal_states: p.terminal_states,
             routes,
+            cache: Duration::from_secs(positive("plane.cache_secs", p.cache_secs)?),
         };
 
         if raw.backends.is_empty() {
@@ -569,22 +579,27 @@ impl Config {
         })
     }
 
+    /// The Plane project this configuration claims from.
+    pub fn project(&self) -> ledger_core::ProjectRef {
+        ledger_core::ProjectRef {
+            workspace: self.plane.workspace.clone(),
+            project_id: self.plane.project_id.clone(),
+        }
+    }
+
     /// The Plane client's configuration, with the API key read from the
     /// environment variable `plane.api_key_env`.
     pub fn plane_config(&self) -> Result<PlaneConfig, ConfigError> {
-        let var = &self.plane.api_key_env;
-        let key = match std::env::var(var) {
-            Ok(value) if !value.trim().is_empty() => ApiKey::new(value.trim()),
-            _ => {
-                return Err(ConfigError {
-                    path: self.path.display().to_string(),
-                    key: "plane.api_key_env".into(),
-                    message: format!(
-                        "environment variable {var} is not set (it must hold the Plane API key)"
-                    ),
-                });
-            }
-        };
+        // The client's own reader tells an unset variable from an empty
+        // one, and never shows a value.
+        let key = ApiKey::from_env(&self.plane.api_key_env).map_err(|e| ConfigError {
+            path: self.path.display().to_string(),
+            key: "plane.api_key_env".into(),
+            message: match e {
+                plane_client::PlaneError::Config(message) => message,
+                other => other.to_string(),
+            },
+        })?;
         let mut config = PlaneConfig::new(
             &self.plane.base_url,
             &self.plane.workspace,
@@ -600,6 +615,7 @@ impl Config {
         };
         config.terminal_state_names = self.plane.terminal_states.clone();
         config.routes = self.plane.routes;
+        config.cache_ttl = self.plane.cache;
         Ok(config)
     }
 }

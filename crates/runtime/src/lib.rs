@@ -46,7 +46,10 @@ pub use config::{
     WatcherSettings,
 };
 pub use logging::{LogFormat, init_logging};
-pub use plane::{PlaneLookup, Requeue, html_escape, lookup_error, requeue_reclaimed, state_of};
+pub use plane::{
+    PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error, requeue_reclaimed,
+    state_of,
+};
 pub use process::{
     HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, terminate_group, this_owner, this_process,
 };

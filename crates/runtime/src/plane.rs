@@ -11,7 +11,7 @@ use reconcile::{
     TaskState, TaskStatus,
 };
 
-use crate::Config;
+use crate::{Config, RoleSettings};
 
 /// A [`PlaneClient`] as the rules see it.
 #[derive(Debug, Clone)]
@@ -23,7 +23,9 @@ pub fn lookup_error(error: PlaneError) -> LookupError {
     let kind = match &error {
         PlaneError::Unauthorized { .. } => LookupErrorKind::Unauthorized,
         PlaneError::Forbidden { .. } => LookupErrorKind::Forbidden,
-        PlaneError::RouteNotFound { .. } => LookupErrorKind::RouteNotFound,
+        PlaneError::RouteNotFound { .. } | PlaneError::NoPlaneApi { .. } => {
+            LookupErrorKind::RouteNotFound
+        }
         PlaneError::RateLimited { .. } => LookupErrorKind::RateLimited,
         PlaneError::Server { .. } => LookupErrorKind::Server,
         PlaneError::Timeout { .. } => LookupErrorKind::Timeout,
@@ -111,6 +113,81 @@ impl TaskLookup for PlaneLookup {
     }
 }
 
+/// A name in a role's configuration that the Plane project does not have:
+/// a state (misspelt, renamed or deleted) or a label (not created yet, or
+/// deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleProblem {
+    /// The configuration key, e.g. `roles.goal.running_state`.
+    pub key: String,
+    /// The name configured there.
+    pub name: String,
+    /// `state` or `label`.
+    pub kind: &'static str,
+    /// The names the project has, in Plane's order.
+    pub available: Vec<String>,
+}
+
+impl std::fmt::Display for RoleProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} = {:?}: the Plane project has no {} of that name ({}s: {})",
+            self.key,
+            self.name,
+            self.kind,
+            self.kind,
+            if self.available.is_empty() {
+                "none".to_owned()
+            } else {
+                self.available.join(", ")
+            }
+        )
+    }
+}
+
+/// Checks a role's four state names and its labels against the project
+/// (trimmed, case-insensitive, as they are matched). Uses the client's
+/// cached states and labels, so it costs a request only when they are
+/// loaded for the first time or have expired.
+pub async fn check_role(
+    plane: &PlaneClient,
+    role: &RoleSettings,
+) -> Result<Vec<RoleProblem>, PlaneError> {
+    let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
+    let mut problems = Vec::new();
+    let states = plane.states().await?;
+    for (field, name) in [
+        ("claim_state", &role.claim_state),
+        ("running_state", &role.running_state),
+        ("done_state", &role.done_state),
+        ("blocked_state", &role.blocked_state),
+    ] {
+        if !states.iter().any(|s| same(&s.name, name)) {
+            problems.push(RoleProblem {
+                key: format!("roles.{}.{field}", role.name),
+                name: name.clone(),
+                kind: "state",
+                available: states.iter().map(|s| s.name.clone()).collect(),
+            });
+        }
+    }
+    if !role.labels.is_empty() {
+        let labels = plane.labels().await?;
+        for name in &role.labels {
+            if !labels.iter().any(|l| same(&l.name, name)) {
+                problems.push(RoleProblem {
+                    key: format!("roles.{}.labels", role.name),
+                    name: name.clone(),
+                    kind: "label",
+                    available: labels.iter().map(|l| l.name.clone()).collect(),
+                });
+            }
+        }
+    }
+    Ok(problems)
+}
+
 /// Escapes text for a Plane comment's HTML.
 pub fn html_escape(text: &str) -> String {
     text.chars()
@@ -195,7 +272,15 @@ pub async fn requeue_reclaimed(
             outcomes.push(left(format!("it is in a {group} state, not a started one")));
             continue;
         }
-        let lost = ledger.attempts(&task).map(|a| a.lost()).unwrap_or(0);
+        // An unreadable count is not zero: leave the task rather than loop
+        // it through a claim it may already have used up.
+        let lost = match ledger.attempts(&task) {
+            Ok(attempts) => attempts.lost(),
+            Err(e) => {
+                outcomes.push(left(format!("its attempts could not be read: {e}")));
+                continue;
+            }
+        };
         let blocked = lost >= u64::from(role.max_attempts);
         let target = if blocked {
             &role.blocked_state

@@ -54,6 +54,14 @@ pub enum WatchdogError {
     /// This host's identity could not be read.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The configuration names states or labels the Plane project does not
+    /// have (exit status 2).
+    #[error("{0}")]
+    Misconfigured(String),
+    /// A scan ran but could not do its job: the project did not answer, a
+    /// lookup or a reclaim failed (exit status 1, after the report).
+    #[error("scan incomplete: {0}")]
+    ScanFailed(String),
 }
 
 fn open_ledger(config: &Config) -> Result<Arc<Ledger>, WatchdogError> {
@@ -98,6 +106,7 @@ impl Scanner {
         let options = ScanOptions {
             apply,
             window: self.config.ledger.window,
+            project: Some(self.config.project()),
             ..ScanOptions::default()
         };
         let now = SystemClock.now();
@@ -121,6 +130,66 @@ impl Scanner {
         }
         Ok(report)
     }
+}
+
+/// Scans every `interval` until `shutdown` completes, handing each scan's
+/// outcome to `each` as it ends. Shutdown cancels a scan that is waiting on
+/// Plane (for its rate budget, a backoff, a slow answer); what the scan had
+/// already applied stays applied, and nothing is half-applied, since each
+/// reclaim is one conditional finish.
+pub async fn run_scans(
+    scanner: &Scanner,
+    interval: std::time::Duration,
+    apply: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut each: impl FnMut(Result<ScanReport, WatchdogError>),
+) {
+    tokio::pin!(shutdown);
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = ticks.tick() => {}
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            outcome = scanner.scan(apply) => each(outcome),
+        }
+    }
+}
+
+/// What `check-config` found.
+#[derive(Debug, Clone)]
+pub struct ConfigCheck {
+    /// Work items in the project's list (the project answered).
+    pub work_items: u64,
+    /// Per role, the names that do not resolve (empty: the role is sound).
+    pub roles: BTreeMap<String, Vec<runtime::RoleProblem>>,
+}
+
+impl ConfigCheck {
+    /// Every problem, in role order.
+    pub fn problems(&self) -> impl Iterator<Item = &runtime::RoleProblem> {
+        self.roles.values().flatten()
+    }
+}
+
+/// Checks the configuration against Plane: the project answers with this
+/// key, and every role's states and labels exist in it. A Plane that does
+/// not answer is an error (exit status 1); names that do not resolve are
+/// returned, for the caller to exit with status 2.
+pub async fn check_config(config: &Config) -> Result<ConfigCheck, WatchdogError> {
+    let plane = PlaneClient::new(config.plane_config()?)?;
+    let probe = plane.probe_project().await?;
+    let mut roles = BTreeMap::new();
+    for role in config.roles.values() {
+        roles.insert(role.name.clone(), runtime::check_role(&plane, role).await?);
+    }
+    Ok(ConfigCheck {
+        work_items: probe.total_work_items,
+        roles,
+    })
 }
 
 /// One open slot as `status` shows it.

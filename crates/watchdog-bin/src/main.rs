@@ -32,14 +32,18 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// One pass of the orphan rules; prints the JSON report
-    /// {"scanned_at", "apply", "actions": [...]}. A dry run unless --apply.
+    /// {"scanned_at", "apply", "actions": [...], "project": {...},
+    /// "lookups_failed", ...}. A dry run unless --apply. Exits 1, after the
+    /// report, when the project did not answer or a lookup or a reclaim
+    /// failed.
     Scan {
         /// Reclaim what the rules match (and put still-running tasks back).
         #[arg(long)]
         apply: bool,
     },
     /// Scan every SECS seconds until SIGTERM or SIGINT; one JSON report a
-    /// line.
+    /// line. A scan that fails is logged ("scan incomplete") and retried at
+    /// the next tick.
     Run {
         /// Seconds between scans.
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -76,6 +80,10 @@ enum Command {
         #[arg(long)]
         run: Option<String>,
     },
+    /// Check the configuration against Plane: the project answers with this
+    /// key, and every role's states and labels exist there. Exits 2 naming
+    /// each role key whose name Plane lacks, 1 when Plane does not answer.
+    CheckConfig,
     /// Import the reference system's usage.json: rebuilds the open slots and
     /// the event history. Safe to repeat.
     ImportUsageJson {
@@ -103,7 +111,11 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(&config_path, args.command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ (WatchdogError::Config(_) | WatchdogError::Usage(_))) => {
+        Err(
+            e @ (WatchdogError::Config(_)
+            | WatchdogError::Usage(_)
+            | WatchdogError::Misconfigured(_)),
+        ) => {
             eprintln!("watchdog: {e}");
             ExitCode::from(2)
         }
@@ -124,26 +136,61 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
     match command {
         Command::Scan { apply } => {
             let scanner = watchdog_bin::Scanner::new(config)?;
-            println!("{}", json(&scanner.scan(apply).await?));
+            let report = scanner.scan(apply).await?;
+            println!("{}", json(&report));
+            if let Some(failure) = report.failure() {
+                return Err(WatchdogError::ScanFailed(failure));
+            }
         }
         Command::Run { interval, apply } => {
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate())?;
             let mut int = signal(SignalKind::interrupt())?;
             let scanner = watchdog_bin::Scanner::new(config)?;
-            let mut ticks = tokio::time::interval(Duration::from_secs(interval));
-            loop {
+            let shutdown = async move {
                 tokio::select! {
-                    _ = ticks.tick() => match scanner.scan(apply).await {
-                        Ok(report) => println!("{}", json(&report)),
-                        // A failed scan is retried at the next tick.
-                        Err(e) => tracing::error!(error = %e, "scan failed"),
-                    },
-                    _ = term.recv() => break,
-                    _ = int.recv() => break,
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+            };
+            watchdog_bin::run_scans(
+                &scanner,
+                Duration::from_secs(interval),
+                apply,
+                shutdown,
+                |outcome| match outcome {
+                    Ok(report) => {
+                        println!("{}", json(&report));
+                        if let Some(failure) = report.failure() {
+                            tracing::error!(%failure, "scan incomplete");
+                        }
+                    }
+                    // A failed scan is retried at the next tick.
+                    Err(e) => tracing::error!(error = %e, "scan incomplete"),
+                },
+            )
+            .await;
+            tracing::info!("watchdog stopped");
+        }
+        Command::CheckConfig => {
+            let check = watchdog_bin::check_config(&config).await?;
+            println!(
+                "plane: project {} answers ({} work items)",
+                config.project(),
+                check.work_items
+            );
+            for (role, problems) in &check.roles {
+                if problems.is_empty() {
+                    println!("role {role}: ok");
+                }
+                for problem in problems {
+                    println!("role {role}: {problem}");
                 }
             }
-            tracing::info!("watchdog stopped");
+            let problems: Vec<String> = check.problems().map(ToString::to_string).collect();
+            if !problems.is_empty() {
+                return Err(WatchdogError::Misconfigured(problems.join("; ")));
+            }
         }
         Command::Status { json: as_json } => {
             let status = watchdog_bin::status(&config)?;

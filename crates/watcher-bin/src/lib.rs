@@ -24,20 +24,22 @@
 mod output;
 mod spawn;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ledger_core::{
     AdmitOutcome, AdmitRequest, Clock, Denial, DenyReason, EventKind, ExecutorIdentity,
     FinishReason, Ledger, Owner, ProcessIdentity, RunId, SlotGuard, SlotKey, SystemClock, TaskId,
+    UpdateOutcome,
 };
 use plane_client::{PlaneClient, PlaneError, WorkItem};
 use reconcile::{StartupOptions, StartupOutcome};
 use runtime::{
     BackendSettings, Config, ConfigError, FileStartupLock, HostIdentity, LedgerAdapter,
-    LinuxProcessProbe, PlaneLookup, RoleSettings, html_escape, proc_stat, requeue_reclaimed,
-    state_of, this_owner,
+    LinuxProcessProbe, PlaneLookup, RoleProblem, RoleSettings, check_role, html_escape, proc_stat,
+    requeue_reclaimed, state_of, this_owner,
 };
 use tokio::sync::watch;
 
@@ -60,6 +62,15 @@ pub enum WatcherError {
     /// This host's identity or the executor spawner failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The role names states or labels the Plane project does not have
+    /// (exit status 2, like any other configuration error).
+    #[error("role {role}: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Role {
+        /// The role.
+        role: String,
+        /// Each name that does not resolve.
+        problems: Vec<RoleProblem>,
+    },
 }
 
 /// What a run of the runner did.
@@ -109,6 +120,49 @@ pub struct Runner {
     /// When this runner was built, which is within milliseconds of the
     /// process starting: the origin of the restart-to-reclaim figure.
     created: Instant,
+    /// Repairs of stuck tasks that Plane refused, by task: retried with a
+    /// growing delay instead of at every look at the board.
+    repairs: Mutex<HashMap<TaskId, Refused>>,
+}
+
+/// A repair that Plane refused, and when to try it again.
+#[derive(Debug, Clone, Copy)]
+struct Refused {
+    times: u32,
+    retry_at: Instant,
+}
+
+/// Once shutdown has begun, what the runner still tells Plane (the task put
+/// back, its comment) gets this long in all, whatever Plane is doing: a
+/// deploy's SIGTERM must not wait out a rate-limit window. What does not
+/// get through is repaired by the next runner's look at the board.
+const SHUTDOWN_PLANE_ALLOWANCE: Duration = Duration::from_millis(1500);
+
+/// The longest a refused repair waits before it is tried again.
+const MAX_REPAIR_BACKOFF: Duration = Duration::from_secs(15 * 60);
+
+/// Runs `call` unless shutdown comes first. Dropping the call cancels
+/// every wait inside it (the pacer's, a backoff's, a `Retry-After`'s, the
+/// request itself); `None` means shutdown won.
+async fn unless_stopped<T>(
+    stop: &watch::Receiver<bool>,
+    call: impl Future<Output = T>,
+) -> Option<T> {
+    let mut stop = stop.clone();
+    if *stop.borrow() {
+        return None;
+    }
+    tokio::select! {
+        // A result that is ready as shutdown arrives is still used: it
+        // happened.
+        biased;
+        out = call => Some(out),
+        stopped = stop.wait_for(|s| *s) => match stopped {
+            Ok(_) => None,
+            // The sender is only dropped after sending `true`.
+            Err(_) => std::future::pending().await,
+        },
+    }
 }
 
 impl Runner {
@@ -125,6 +179,7 @@ impl Runner {
         let host = HostIdentity::current()?;
         let mut owner = this_owner(&host)?;
         owner.role = Some(role.name.clone());
+        owner.project = Some(config.project());
         Ok(Self {
             created: Instant::now(),
             poll_interval: config.watcher.poll_interval,
@@ -136,6 +191,7 @@ impl Runner {
             host,
             owner,
             once,
+            repairs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -147,6 +203,11 @@ impl Runner {
 
     /// Runs until `shutdown` completes (or, with `--once`, after one claim
     /// cycle).
+    ///
+    /// With `--once`, a failure to look at the board is an error (exit
+    /// status 1) and a role whose names the project lacks is a
+    /// configuration error (exit status 2); without it, both are logged and
+    /// retried, the first with a backoff, the second at every re-check.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -158,7 +219,7 @@ impl Runner {
         });
         let spawner = Spawner::start()?;
         let mut summary = Summary {
-            reclaimed_at_startup: self.startup_reconcile().await,
+            reclaimed_at_startup: self.startup_reconcile(&stop).await,
             ..Summary::default()
         };
         tracing::info!(role = %self.role.name, backend = %self.backend.name, claim_state = %self.role.claim_state, "claiming");
@@ -167,26 +228,64 @@ impl Runner {
             if *stop.borrow() {
                 break;
             }
-            let board = match self.board().await {
+            // Nothing is claimed while the role names a state or a label
+            // the project lacks: every claim would fail after its admission.
+            // The check reads the cached states and labels, so it costs a
+            // request only when they expire, which is also when an
+            // unresolved role is checked again.
+            let checked = match unless_stopped(&stop, check_role(&self.plane, &self.role)).await {
+                None => break,
+                Some(checked) => checked,
+            };
+            let board = match checked {
+                Ok(problems) if !problems.is_empty() => {
+                    let error = WatcherError::Role {
+                        role: self.role.name.clone(),
+                        problems,
+                    };
+                    if self.once {
+                        return Err(error);
+                    }
+                    tracing::error!(%error, recheck_secs = self.config.plane.cache.as_secs(), "the role claims nothing until its names resolve");
+                    if wait_or_stop(self.config.plane.cache, stop.clone()).await {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(_) => match unless_stopped(&stop, self.board()).await {
+                    None => break,
+                    Some(board) => board,
+                },
+                Err(error) => Err(error),
+            };
+            let board = match board {
                 Ok(board) => board,
                 Err(error) => {
+                    if self.once {
+                        return Err(WatcherError::Plane(error));
+                    }
                     failures += 1;
                     let wait = self.backoff(failures);
                     tracing::warn!(%error, wait_secs = wait.as_secs(), "could not list the board; backing off");
-                    if self.once || wait_or_stop(wait, stop.clone()).await {
+                    if wait_or_stop(wait, stop.clone()).await {
                         break;
                     }
                     continue;
                 }
             };
             failures = 0;
-            self.repair_stuck(&board.stuck).await;
+            if unless_stopped(&stop, self.repair_stuck(&board.stuck))
+                .await
+                .is_none()
+            {
+                break;
+            }
             let mut dispatched_this_cycle = false;
             for item in board.claimable {
                 if *stop.borrow() {
                     break 'cycles;
                 }
-                match self.dispatch(&item, &spawner, stop.clone()).await {
+                match self.dispatch(&item, &spawner, &stop).await {
                     Dispatch::Ran { completed } => {
                         summary.dispatched += 1;
                         summary.completed += u32::from(completed);
@@ -229,15 +328,17 @@ impl Runner {
             .min(self.poll_interval.max(Duration::from_secs(1)) * 4)
     }
 
-    /// The start-up sweep, bounded in time and never fatal; reclaimed tasks
-    /// still marked running in Plane go back on the board.
-    async fn startup_reconcile(&self) -> u32 {
+    /// The start-up sweep, bounded in time, cancelled by shutdown and never
+    /// fatal; reclaimed tasks still marked running in Plane go back on the
+    /// board.
+    async fn startup_reconcile(&self, stop: &watch::Receiver<bool>) -> u32 {
         let lock = FileStartupLock::new(&self.config.ledger.path);
         let ledger = LedgerAdapter(self.ledger.clone());
         let lookup = PlaneLookup(self.plane.clone());
         let probe = LinuxProcessProbe::new(self.host.clone(), self.config.watcher.grace);
         let mut options = StartupOptions::default();
         options.scan.window = self.config.ledger.window;
+        options.scan.project = Some(self.config.project());
         let sweep = reconcile::reconcile_on_startup(
             &lock,
             &ledger,
@@ -246,16 +347,17 @@ impl Runner {
             &options,
             SystemClock.now(),
         );
-        let report = match tokio::time::timeout(self.config.watcher.startup_reconcile, sweep).await
-        {
-            Ok(report) => report,
-            Err(_) => {
+        let bounded = tokio::time::timeout(self.config.watcher.startup_reconcile, sweep);
+        let report = match unless_stopped(stop, bounded).await {
+            Some(Ok(report)) => report,
+            Some(Err(_)) => {
                 tracing::warn!(
                     limit_secs = self.config.watcher.startup_reconcile.as_secs(),
                     "start-up reconcile did not finish in time; starting anyway"
                 );
                 return 0;
             }
+            None => return 0,
         };
         let StartupOutcome::Swept(scan) = report.outcome else {
             return 0;
@@ -271,8 +373,10 @@ impl Runner {
                 restart_to_reclaim_ms = self.created.elapsed().as_millis() as u64,
                 "reclaimed slots at start-up"
             );
-            let requeued =
-                requeue_reclaimed(&self.plane, &self.ledger, &self.config, &scan.actions).await;
+            let requeue = requeue_reclaimed(&self.plane, &self.ledger, &self.config, &scan.actions);
+            // Cut short by shutdown, a reclaimed task left in its running
+            // state is repaired by the next look at the board.
+            let requeued = unless_stopped(stop, requeue).await;
             tracing::debug!(?requeued, "reclaimed tasks on the board");
         }
         reclaimed
@@ -286,15 +390,31 @@ impl Runner {
         let wanted_labels: Vec<String> = if self.role.labels.is_empty() {
             Vec::new()
         } else {
-            let labels = self.plane.labels().await?;
+            let mut labels = self.plane.labels().await?;
+            // A label id no cached label has means the labels changed (one
+            // was deleted and re-created under the same name, say): list
+            // them again, at most once per poll interval.
+            let unknown = items
+                .iter()
+                .flat_map(|item| &item.labels)
+                .any(|l| labels.iter().all(|known| known.id != l.id()));
+            if unknown
+                && self
+                    .plane
+                    .labels_age()
+                    .is_none_or(|age| age >= self.poll_interval)
+            {
+                tracing::info!(
+                    "a work item carries a label this runner does not know; listing the labels again"
+                );
+                labels = self.plane.refresh_labels().await?;
+            }
             let mut ids = Vec::new();
             for name in &self.role.labels {
                 match labels.iter().find(|l| same_state(&l.name, name)) {
                     Some(label) => ids.push(label.id.clone()),
-                    None => {
-                        tracing::warn!(label = %name, "the role's label does not exist in the project; nothing can match");
-                        return Ok(Board::default());
-                    }
+                    // Gone since the role was checked: the next check says so.
+                    None => return Ok(Board::default()),
                 }
             }
             ids
@@ -322,6 +442,10 @@ impl Runner {
     /// by a report that failed (Plane refused the last state change) or by a
     /// runner that died after finishing its slot and before reporting. The
     /// ledger knows how their last run of this role ended: report that.
+    ///
+    /// A repair that Plane refuses (a demoted key's user may comment but not
+    /// move tasks) is tried again after a delay that doubles each time, and
+    /// the task says so once; "moved" is written only after Plane moved it.
     async fn repair_stuck(&self, items: &[WorkItem]) {
         let in_flight = |task: &TaskId| -> Option<bool> {
             match self.ledger.open_slots() {
@@ -336,6 +460,10 @@ impl Runner {
             let Ok(task) = TaskId::new(item.id.clone()) else {
                 continue;
             };
+            let refused = self.refused(&task);
+            if refused.is_some_and(|r| r.retry_at > Instant::now()) {
+                continue;
+            }
             if in_flight(&task) != Some(false) {
                 continue;
             }
@@ -367,7 +495,14 @@ impl Runner {
             {
                 continue;
             }
-            let lost = self.ledger.attempts(&task).map(|a| a.lost()).unwrap_or(0);
+            // An unreadable count is not zero: leave the task for now.
+            let lost = match self.ledger.attempts(&task) {
+                Ok(attempts) => attempts.lost(),
+                Err(e) => {
+                    tracing::warn!(task = %task, error = %e, "could not read the task's attempts; not repairing it now");
+                    continue;
+                }
+            };
             let target = match reason {
                 FinishReason::Completed => &self.role.done_state,
                 FinishReason::Failed | FinishReason::Expired => &self.role.blocked_state,
@@ -375,19 +510,64 @@ impl Runner {
                 _ => &self.role.claim_state,
             };
             tracing::warn!(task = %task, run = %run_id, %reason, state = %target, "task left in its running state with nothing in flight; reporting its last run");
-            let comment = format!(
-                "inflight: this task was left in {:?} with no dispatch in flight; its last run {run_id} ended: {reason}. Moved to {target}.",
+            let what = format!(
+                "inflight: this task was left in {:?} with no dispatch in flight; its last run {run_id} ended: {reason}.",
                 self.role.running_state
             );
-            self.report(&task, target, &comment, None).await;
+            match self.plane.set_state(task.as_str(), target).await {
+                Ok(_) => {
+                    self.repaired(&task);
+                    self.comment(&task, &format!("{what} Moved to {target}."), None)
+                        .await;
+                }
+                Err(e) => {
+                    let times = refused.map_or(1, |r| r.times + 1);
+                    let wait = self
+                        .poll_interval
+                        .saturating_mul(2u32.saturating_pow(times.min(16)))
+                        .min(MAX_REPAIR_BACKOFF.max(self.poll_interval));
+                    tracing::warn!(task = %task, state = %target, error = %e, times, retry_secs = wait.as_secs(), "Plane refused to move a stuck task; trying again later");
+                    self.repairs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(
+                            task.clone(),
+                            Refused {
+                                times,
+                                retry_at: Instant::now() + wait,
+                            },
+                        );
+                    if times == 1 {
+                        let text = format!(
+                            "{what} Plane refused to move it to {target} ({e}); inflight will try again later."
+                        );
+                        self.comment(&task, &text, None).await;
+                    }
+                }
+            }
         }
+    }
+
+    fn refused(&self, task: &TaskId) -> Option<Refused> {
+        self.repairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(task)
+            .copied()
+    }
+
+    fn repaired(&self, task: &TaskId) {
+        self.repairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(task);
     }
 
     async fn dispatch(
         &self,
         item: &WorkItem,
         spawner: &Spawner,
-        stop: watch::Receiver<bool>,
+        stop: &watch::Receiver<bool>,
     ) -> Dispatch {
         let clock = SystemClock;
         let Ok(task) = TaskId::new(item.id.clone()) else {
@@ -415,45 +595,54 @@ impl Runner {
         };
         // From here every path finishes the slot; the guard covers panics.
         let guard = SlotGuard::new(&self.ledger, &slot, &clock);
-        let not_started = |why: String| {
+        // Ends a dispatch that never started its executor: the slot is
+        // finished as not started, and the outcome says why.
+        let release = |guard: SlotGuard<'_>, why: String, outcome: fn(String) -> Dispatch| {
             tracing::info!(task = %task, run = %run_id, why, "released before starting");
-            why
+            finish(guard, FinishReason::NotStarted);
+            outcome(why)
         };
 
         // Another runner may have taken, and even finished, the task since
-        // the list was read.
-        match self.plane.get_work_item(task.as_str()).await {
-            Ok(fresh) => match state_of(&self.plane, &fresh).await {
-                Ok(state) if same_state(&state.name, &self.role.claim_state) => {}
-                Ok(state) => {
-                    not_started(format!("the task is now in {:?}", state.name));
-                    finish(guard, FinishReason::NotStarted);
-                    return Dispatch::Skipped;
-                }
-                Err(e) => {
-                    finish(guard, FinishReason::NotStarted);
-                    return Dispatch::Failed(not_started(format!(
-                        "could not read the task's state: {e}"
-                    )));
-                }
-            },
-            Err(PlaneError::NotFound { .. }) => {
-                not_started("the task is gone".into());
-                finish(guard, FinishReason::NotStarted);
-                return Dispatch::Skipped;
+        // the list was read. Shutdown here leaves the task where it is: in
+        // its claim state, untouched.
+        let reread = async {
+            let fresh = self.plane.get_work_item(task.as_str()).await?;
+            state_of(&self.plane, &fresh).await
+        };
+        match unless_stopped(stop, reread).await {
+            None => return release(guard, "shutting down".into(), |_| Dispatch::Interrupted),
+            Some(Ok(state)) if same_state(&state.name, &self.role.claim_state) => {}
+            Some(Ok(state)) => {
+                let why = format!("the task is now in {:?}", state.name);
+                return release(guard, why, |_| Dispatch::Skipped);
             }
-            Err(e) => {
-                finish(guard, FinishReason::NotStarted);
-                return Dispatch::Failed(not_started(format!("could not re-read the task: {e}")));
+            Some(Err(PlaneError::NotFound { .. })) => {
+                return release(guard, "the task is gone".into(), |_| Dispatch::Skipped);
+            }
+            Some(Err(e)) => {
+                let why = format!("could not re-read the task: {e}");
+                return release(guard, why, Dispatch::Failed);
             }
         }
-        if let Err(e) = self
-            .plane
-            .set_state(task.as_str(), &self.role.running_state)
-            .await
+        // Shutdown while the PATCH waits or flies: it may have reached
+        // Plane, so the task is put back (a no-op if it did not).
+        match unless_stopped(
+            stop,
+            self.plane
+                .set_state(task.as_str(), &self.role.running_state),
+        )
+        .await
         {
-            finish(guard, FinishReason::NotStarted);
-            return Dispatch::Failed(not_started(format!("could not mark the task running: {e}")));
+            Some(Ok(_)) if !*stop.borrow() => {}
+            Some(Err(e)) => {
+                let why = format!("could not mark the task running: {e}");
+                return release(guard, why, Dispatch::Failed);
+            }
+            Some(Ok(_)) | None => {
+                self.put_back(&task, stop).await;
+                return release(guard, "shutting down".into(), |_| Dispatch::Interrupted);
+            }
         }
 
         let started = Instant::now();
@@ -486,25 +675,29 @@ impl Runner {
                     &self.role.blocked_state,
                     &format!("inflight: run {run_id} {why}."),
                     None,
+                    stop,
                 )
                 .await;
                 finish(guard, FinishReason::Failed);
                 return Dispatch::Ran { completed: false };
             }
         };
-        let pid = child.id().unwrap_or(0);
-        let executor = ExecutorIdentity {
-            process: ProcessIdentity {
-                pid,
-                start_time: proc_stat(pid).ok().flatten().map_or(0, |s| s.start_time),
-            },
-            process_group: pid,
-        };
         // Recorded before the executor may start (it waits at its gate), so
-        // a reclaim after this runner's death always finds its group.
-        if let Err(e) = self.ledger.set_executor(&key, &run_id, executor.clone()) {
-            tracing::warn!(task = %task, run = %run_id, error = %e, "could not record the executor");
-        }
+        // a reclaim after this runner's death always finds its group. No
+        // record, no start: an executor that no slot names could outlive a
+        // reclaim and run the task twice.
+        let executor = match self.record_executor(&key, &run_id, &child) {
+            Ok(executor) => executor,
+            Err(why) => {
+                // The closed gate makes the executor exit without running.
+                drop(gate);
+                let _ = tokio::time::timeout(self.config.watcher.grace, child.wait()).await;
+                tracing::error!(task = %task, run = %run_id, %why, "the executor was not started");
+                self.put_back(&task, stop).await;
+                return release(guard, why, Dispatch::Failed);
+            }
+        };
+        let pid = executor.process.pid;
         if let Err(e) = gate.open() {
             // The gate is gone, so the executor is too; its exit is reported
             // like any other.
@@ -513,31 +706,33 @@ impl Runner {
         tracing::info!(task = %task, run = %run_id, pid, name = %item.name, "executor started");
         let output = OutputTail::follow(&mut child, task.as_str());
 
-        let ending = self.supervise(&mut child, &key, &run_id, stop).await;
+        let ending = self
+            .supervise(&mut child, &key, &run_id, stop.clone())
+            .await;
         // Whatever the executor left behind in its group goes with it.
         let grace = self.config.watcher.grace;
         let leftovers = executor.clone();
         let _ =
             tokio::task::spawn_blocking(move || runtime::terminate_group(&leftovers, grace)).await;
-        let took = started.elapsed();
+        let took = started.elapsed().as_secs_f64();
         let (target, reason, verdict, completed) = match &ending {
             Ending::Exited(status) if status.success() => (
                 &self.role.done_state,
                 FinishReason::Completed,
-                "completed (exit status 0)".to_owned(),
+                format!("completed (exit status 0) after {took:.1}s"),
                 true,
             ),
             Ending::Exited(status) => (
                 &self.role.blocked_state,
                 FinishReason::Failed,
-                describe_exit(status),
+                format!("{} after {took:.1}s", describe_exit(status)),
                 false,
             ),
             Ending::TimedOut => (
                 &self.role.blocked_state,
                 FinishReason::Failed,
                 format!(
-                    "timed out after {}s and was stopped",
+                    "reached its timeout (timeout_secs = {}) and was stopped after {took:.1}s",
                     self.backend.timeout.as_secs()
                 ),
                 false,
@@ -545,15 +740,14 @@ impl Runner {
             Ending::Interrupted => (
                 &self.role.claim_state,
                 FinishReason::Interrupted,
-                "was interrupted: the runner is shutting down".to_owned(),
+                format!("was interrupted after {took:.1}s: the runner is shutting down"),
                 false,
             ),
         };
-        tracing::info!(task = %task, run = %run_id, took_ms = took.as_millis() as u64, %verdict, "executor ended");
+        tracing::info!(task = %task, run = %run_id, took_ms = (took * 1000.0) as u64, %verdict, "executor ended");
         let comment = format!(
-            "inflight: run {run_id} on backend {} {verdict} after {:.1}s.",
-            self.backend.name,
-            took.as_secs_f64()
+            "inflight: run {run_id} on backend {} {verdict}.",
+            self.backend.name
         );
         // Plane first, then the ledger: if the runner dies in between, the
         // open slot of a dead owner is reclaimed; the other way round, the
@@ -561,11 +755,42 @@ impl Runner {
         // A failed run's comment carries the end of its output, bounded and
         // sanitised; a successful one's does not.
         let tail = if completed { None } else { output.render() };
-        self.report(&task, target, &comment, tail.as_deref()).await;
+        self.report(&task, target, &comment, tail.as_deref(), stop)
+            .await;
         finish(guard, reason);
         match ending {
             Ending::Interrupted => Dispatch::Interrupted,
             _ => Dispatch::Ran { completed },
+        }
+    }
+
+    /// Records a spawned (gated) executor in its slot: its pid, its start
+    /// time (which a failed `/proc` read never replaces with a guess) and
+    /// its process group. An error says why it could not be recorded.
+    fn record_executor(
+        &self,
+        key: &SlotKey,
+        run_id: &RunId,
+        child: &tokio::process::Child,
+    ) -> Result<ExecutorIdentity, String> {
+        let pid = child
+            .id()
+            .ok_or("the executor exited before it could be recorded")?;
+        let start_time = match proc_stat(pid) {
+            Ok(Some(stat)) => stat.start_time,
+            Ok(None) => return Err(format!("the executor (pid {pid}) is gone from /proc")),
+            Err(e) => return Err(format!("could not read /proc/{pid}/stat: {e}")),
+        };
+        let executor = ExecutorIdentity {
+            process: ProcessIdentity { pid, start_time },
+            process_group: pid,
+        };
+        match self.ledger.set_executor(key, run_id, executor.clone()) {
+            Ok(UpdateOutcome::Updated) => Ok(executor),
+            Ok(UpdateOutcome::NotInFlight) => Err(format!(
+                "its slot is no longer open (released or reclaimed): the executor (pid {pid}) could not be recorded"
+            )),
+            Err(e) => Err(format!("could not record the executor (pid {pid}): {e}")),
         }
     }
 
@@ -640,13 +865,53 @@ impl Runner {
         }
     }
 
-    /// Moves the task and comments on it; failures are logged, not fatal:
-    /// the slot is finished regardless.
-    async fn report(&self, task: &TaskId, state: &str, comment: &str, output: Option<&str>) {
-        if let Err(e) = self.plane.set_state(task.as_str(), state).await {
-            tracing::error!(task = %task, state, error = %e, "could not move the task");
+    /// Puts a task whose dispatch did not start back into the claim state,
+    /// without a comment. Bounded once shutdown has begun; a task left in
+    /// its running state is repaired at the next look at the board.
+    async fn put_back(&self, task: &TaskId, stop: &watch::Receiver<bool>) {
+        let moved = self.plane.set_state(task.as_str(), &self.role.claim_state);
+        match self.bounded_at_shutdown(stop, moved).await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::warn!(task = %task, error = %e, "could not put the task back in its claim state")
+            }
+            None => {
+                tracing::warn!(task = %task, "shutting down before the task was put back; the next look at the board repairs it")
+            }
         }
-        let mut html = format!("<p>{}</p>", html_escape(comment));
+    }
+
+    /// Moves the task and comments on it, saying whether the move went
+    /// through. Failures are logged, not fatal: the slot is finished
+    /// regardless. Once shutdown has begun, both together are bounded.
+    async fn report(
+        &self,
+        task: &TaskId,
+        state: &str,
+        comment: &str,
+        output: Option<&str>,
+        stop: &watch::Receiver<bool>,
+    ) {
+        let work = async {
+            let moved = match self.plane.set_state(task.as_str(), state).await {
+                Ok(_) => format!(" Moved to {state}."),
+                Err(e) => {
+                    tracing::error!(task = %task, state, error = %e, "could not move the task");
+                    format!(" Plane refused to move it to {state}: {e}.")
+                }
+            };
+            self.comment(task, &format!("{comment}{moved}"), output)
+                .await;
+        };
+        if self.bounded_at_shutdown(stop, work).await.is_none() {
+            tracing::warn!(task = %task, state, "shutting down before the outcome reached Plane; the next look at the board repairs it");
+        }
+    }
+
+    /// Posts a comment (HTML-escaped), with the tail of the executor's
+    /// output when there is one.
+    async fn comment(&self, task: &TaskId, text: &str, output: Option<&str>) {
+        let mut html = format!("<p>{}</p>", html_escape(text));
         if let Some(output) = output {
             html.push_str(&format!(
                 "<p>Last lines of its output:</p><pre>{}</pre>",
@@ -655,6 +920,22 @@ impl Runner {
         }
         if let Err(e) = self.plane.post_comment(task.as_str(), &html).await {
             tracing::warn!(task = %task, error = %e, "could not comment on the task");
+        }
+    }
+
+    /// Runs `work` to its end, or, once shutdown has begun, for at most
+    /// [`SHUTDOWN_PLANE_ALLOWANCE`] (`None`: it was cut short).
+    async fn bounded_at_shutdown<T>(
+        &self,
+        stop: &watch::Receiver<bool>,
+        work: impl Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(work);
+        match unless_stopped(stop, &mut work).await {
+            Some(out) => Some(out),
+            None => tokio::time::timeout(SHUTDOWN_PLANE_ALLOWANCE, work)
+                .await
+                .ok(),
         }
     }
 }
@@ -689,12 +970,8 @@ fn describe_exit(status: &std::process::ExitStatus) -> String {
 }
 
 /// Sleeps for `wait` unless stopped first; true when stopped.
-async fn wait_or_stop(wait: Duration, mut stop: watch::Receiver<bool>) -> bool {
-    if *stop.borrow() {
-        return true;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => false,
-        changed = stop.changed() => changed.is_err() || *stop.borrow(),
-    }
+async fn wait_or_stop(wait: Duration, stop: watch::Receiver<bool>) -> bool {
+    unless_stopped(&stop, tokio::time::sleep(wait))
+        .await
+        .is_none()
 }

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(WatcherError::Config(e)) => {
+        Err(e @ (WatcherError::Config(_) | WatcherError::Role { .. })) => {
             eprintln!("watcher: {e}");
             ExitCode::from(2)
         }

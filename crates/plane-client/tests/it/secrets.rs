@@ -33,8 +33,15 @@ fn the_api_key_appears_in_no_log_line_debug_output_or_error() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
+    // The process-wide default, not a thread's: tracing caches whether a
+    // call site is enabled, and a call site that another test's thread hit
+    // first (with no subscriber) would stay silent under a thread-local
+    // one. Other tests' lines land here too; the checks below look for
+    // this test's own.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
     let mut rendered = Vec::new();
-    tracing::subscriber::with_default(subscriber, || {
+    let mut task_path = String::new();
+    {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -47,6 +54,7 @@ fn the_api_key_appears_in_no_log_line_debug_output_or_error() {
             .await
             .unwrap();
             let task = sim.add_work_item("t", "Todo");
+            task_path = sim.project_id();
             let mut config = quick_config(&sim.base_url(), &sim.project_id(), secret);
             config.request_timeout = Duration::from_millis(300);
             config.max_attempts = 2;
@@ -98,9 +106,16 @@ fn the_api_key_appears_in_no_log_line_debug_output_or_error() {
                 "the failures did not happen: {rendered:?}"
             );
         });
-    });
+    }
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.lines().count() > 20, "nothing was logged: {logs}");
+    let own = logs
+        .lines()
+        .filter(|l| l.contains("plane_client") && l.contains(&task_path))
+        .count();
+    assert!(
+        own >= 15,
+        "this test's calls were hardly logged ({own} lines): {logs}"
+    );
     assert!(!logs.contains(secret), "the key is in the logs");
     for text in &rendered {
         assert!(!text.contains(secret), "the key is in {text}");
