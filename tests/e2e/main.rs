@@ -8,5 +8,6 @@ mod crash;
 mod fleet;
 mod gate;
 mod operator;
+mod real_plane;
 mod scan;
 mod support;

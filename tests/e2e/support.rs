@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ledger_core::{Ledger, Slot};
+use ledger_core::{Clock, Ledger, ProjectRef, Slot};
 use plane_sim::{PlaneSim, SimConfig};
 use serde_json::Value;
 
@@ -151,6 +151,83 @@ grace_secs = 2
         self.env(&mut command);
         self.children.push(command.spawn().unwrap());
         self.children.len() - 1
+    }
+
+    /// Adds `line` to the configuration file right after the `[table]`
+    /// header.
+    pub fn configure(&self, table: &str, line: &str) {
+        let header = format!("[{table}]\n");
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(&header), "no {header} in the configuration");
+        std::fs::write(
+            &self.config,
+            text.replacen(&header, &format!("{header}{line}\n"), 1),
+        )
+        .unwrap();
+    }
+
+    /// Replaces `from` with `to` in the configuration file.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "{from:?} is not in the configuration");
+        std::fs::write(&self.config, text.replace(from, to)).unwrap();
+    }
+
+    /// Runs `watcher --once` for `role` to completion.
+    pub fn watcher_once(&self, role: &str) -> Output {
+        let mut command = Command::new(bin("watcher"));
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--role", role, "--once"]);
+        self.env(&mut command);
+        command.output().unwrap()
+    }
+
+    /// Runs `watchdog <args>` to completion with `PLANE_KEY` as the key.
+    pub fn watchdog_with_key(&self, key: &str, args: &[&str]) -> Output {
+        let mut command = Command::new(bin("watchdog"));
+        command.arg("--config").arg(&self.config).args(args);
+        self.env(&mut command);
+        command.env("E2E_PLANE_KEY", key);
+        command.output().unwrap()
+    }
+
+    /// Opens a slot for `task` as a runner on another host would have,
+    /// claiming from `project` (`None`: a slot that recorded no project,
+    /// like an imported one): its liveness is unknown here, so a scan asks
+    /// Plane about it.
+    pub fn slot_from_elsewhere(&self, task: &str, project: Option<ProjectRef>) {
+        let now = ledger_core::SystemClock.now();
+        let request = ledger_core::AdmitRequest {
+            key: ledger_core::SlotKey::new(
+                ledger_core::Backend::new("local").unwrap(),
+                ledger_core::TaskId::new(task).unwrap(),
+            ),
+            run_id: ledger_core::RunId::generate(now),
+            owner: ledger_core::Owner {
+                host: "another-host".into(),
+                boot_id: "another-boot".into(),
+                runner: ledger_core::ProcessIdentity {
+                    pid: 4242,
+                    start_time: 1,
+                },
+                executor: None,
+                role: Some("goal".into()),
+                project,
+            },
+            lease: Duration::from_secs(30),
+        };
+        let limits = ledger_core::Limits {
+            global_max_concurrent: None,
+            backend: ledger_core::BackendLimits {
+                max_concurrent: 100,
+                max_per_hour: None,
+                max_per_day: None,
+            },
+        };
+        let outcome = self.ledger().admit(&request, &limits, now).unwrap();
+        assert!(matches!(outcome, ledger_core::AdmitOutcome::Admitted(_)));
     }
 
     pub fn log(&self, tag: &str) -> String {

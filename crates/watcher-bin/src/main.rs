@@ -17,12 +17,24 @@ use watcher_bin::{Runner, WatcherError};
 /// backend's command with INFLIGHT_TASK_ID, INFLIGHT_RUN_ID,
 /// INFLIGHT_BACKEND, INFLIGHT_ROLE and INFLIGHT_TASK_NAME in its
 /// environment, and moves the task to the done state on exit 0, the blocked
-/// state otherwise, with a comment (a failed run's carries the end of its
-/// output). A task left in the running state with nothing in flight is
-/// reported from the ledger's record of its last run. On SIGTERM or SIGINT it
-/// stops claiming, interrupts the executor, puts its task back and exits 0.
+/// state otherwise, with a comment that says whether Plane took the move (a
+/// failed run's also carries the end of its output). A task left in the
+/// running state with nothing in flight is reported from the ledger's
+/// record of its last run; a repair Plane refuses is retried with a growing
+/// delay.
 ///
-/// Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.
+/// Before claiming, the role's four states and its labels are checked
+/// against the project: a name Plane lacks is logged (naming the key and
+/// Plane's names) and nothing is claimed until it resolves, checked again
+/// every plane.cache_secs.
+///
+/// On SIGTERM or SIGINT it stops at once, even while waiting for Plane's
+/// rate budget: nothing more is marked running, the executor is interrupted
+/// (SIGTERM, grace, SIGKILL), its task is put back and it exits 0.
+///
+/// Exit status: 0 success, 1 runtime failure (with --once: the board could
+/// not be read), 2 bad usage or configuration (with --once: a role name
+/// Plane lacks).
 #[derive(Debug, Parser)]
 #[command(name = "watcher", version)]
 struct Args {
