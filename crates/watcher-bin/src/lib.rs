@@ -447,6 +447,12 @@ impl Runner {
     /// move tasks) is tried again after a delay that doubles each time, and
     /// the task says so once; "moved" is written only after Plane moved it.
     async fn repair_stuck(&self, items: &[WorkItem]) {
+        // A task that left the running state by other means (a person moved
+        // it) needs no more repairs.
+        self.repairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|task, _| items.iter().any(|item| item.id == task.as_str()));
         let in_flight = |task: &TaskId| -> Option<bool> {
             match self.ledger.open_slots() {
                 Ok(slots) => Some(slots.iter().any(|s| &s.key.task_id == task)),
