@@ -179,6 +179,10 @@ async fn three_runners_on_one_key_keep_their_budgets_and_wait_no_longer_than_nee
         // window: at least a minute after it, and no more than the margin
         // and a little scheduling later.
         let waited_for = sent[BUDGET] - sent[0];
+        eprintln!(
+            "runner's task {task}: send {} went {waited_for:?} after its first",
+            BUDGET + 1
+        );
         assert!(waited_for >= MINUTE, "{waited_for:?}");
         assert!(
             waited_for <= MINUTE + margin + Duration::from_secs(2),
