@@ -14,8 +14,9 @@ usage: cargo xtask <command>
 
 commands:
   ci              every check CI runs: rustfmt, clippy (warnings denied), the
-                  whole test suite, rustdoc (warnings denied) and the crate
-                  dependency boundaries of docs/ARCHITECTURE.md
+                  whole test suite, rustdoc (warnings denied), the crate
+                  dependency boundaries of docs/ARCHITECTURE.md, and the store
+                  seam (the binaries and runtime name no redb type)
   bench [NAME]    run the benchmarks (all, or one of: ledger, reconcile, e2e) and write the
                   figures to target/bench-report.md
   demo            run two runners and the watchdog against the Plane simulator,
@@ -119,6 +120,7 @@ fn ci() -> Result {
     run("clippy", clippy)?;
 
     check_boundaries()?;
+    check_store_seam()?;
 
     // The end-to-end tests spawn the real binaries.
     let mut bins = cargo();
@@ -194,6 +196,78 @@ fn check_boundaries() -> Result {
             violations.join("; ")
         ))
     }
+}
+
+/// Where the binaries and `runtime` may not name the redb store: they hold
+/// the `LedgerStore` contract only. The one exception is the factory that
+/// opens the configured store.
+const SEAM_SOURCES: &[&str] = &[
+    "crates/watcher-bin/src",
+    "crates/watchdog-bin/src",
+    "crates/runtime/src",
+];
+const SEAM_FACTORY: &str = "crates/runtime/src/store.rs";
+/// The redb crate and the redb store's own types.
+const REDB_NAMES: &[&str] = &[
+    "redb",
+    "Ledger",
+    "LedgerOptions",
+    "SharingMode",
+    "ReconcileLock",
+    "IntegrityReport",
+];
+
+/// Checks that no source file behind the seam names a redb type (as a
+/// whole identifier: `LedgerStore` is fine, `Ledger` is not).
+fn check_store_seam() -> Result {
+    eprintln!("\n==> store seam");
+    let root = workspace_root();
+    let mut violations = Vec::new();
+    let mut files = Vec::new();
+    for dir in SEAM_SOURCES {
+        collect_rs(&root.join(dir), &mut files)?;
+    }
+    for file in files {
+        if file.ends_with(SEAM_FACTORY) {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for word in code.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+                if REDB_NAMES.contains(&word) {
+                    violations.push(format!(
+                        "{}:{}: names {word}",
+                        file.strip_prefix(&root).unwrap_or(&file).display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    if violations.is_empty() {
+        eprintln!("binaries and runtime name no redb type (outside {SEAM_FACTORY})");
+        Ok(())
+    } else {
+        Err(format!(
+            "the store seam is broken (see docs/ARCHITECTURE.md): {}",
+            violations.join("; ")
+        ))
+    }
+}
+
+fn collect_rs(dir: &Path, into: &mut Vec<PathBuf>) -> Result {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+        if path.is_dir() {
+            collect_rs(&path, into)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            into.push(path);
+        }
+    }
+    Ok(())
 }
 
 fn soak(args: &[String]) -> Result {

@@ -1,7 +1,9 @@
 //! A guard that finishes its slot when dropped, so the ordinary path of a
 //! runner can never leak a slot, not even while a panic unwinds.
 
-use crate::{Clock, FinishOutcome, FinishReason, Ledger, Result, RunId, Slot, SlotKey};
+use std::sync::Arc;
+
+use crate::{Clock, FinishOutcome, FinishReason, LedgerStore, Result, RunId, Slot, SlotKey};
 
 /// Holds one open slot and finishes it exactly once: explicitly through
 /// [`SlotGuard::finish`], or on drop as `interrupted` (`failed` when the
@@ -11,22 +13,23 @@ use crate::{Clock, FinishOutcome, FinishReason, Ledger, Result, RunId, Slot, Slo
 /// its slot (reclaimed by a watchdog and re-admitted by another runner) can
 /// never close the newer run.
 ///
-/// A guard cannot help when the process itself dies; that is what the orphan
-/// rules are for.
+/// The guard owns what it needs (`'static`), so an async caller can move it
+/// to a blocking thread to finish it there. A guard cannot help when the
+/// process itself dies; that is what the orphan rules are for.
 #[derive(Debug)]
-pub struct SlotGuard<'a> {
-    ledger: &'a Ledger,
-    clock: &'a dyn Clock,
+pub struct SlotGuard {
+    store: Arc<dyn LedgerStore>,
+    clock: Arc<dyn Clock>,
     key: SlotKey,
     run_id: RunId,
     finished: bool,
 }
 
-impl<'a> SlotGuard<'a> {
-    /// Guards `slot`, which must have come from an admission on `ledger`.
-    pub fn new(ledger: &'a Ledger, slot: &Slot, clock: &'a dyn Clock) -> Self {
+impl SlotGuard {
+    /// Guards `slot`, which must have come from an admission on `store`.
+    pub fn new(store: Arc<dyn LedgerStore>, slot: &Slot, clock: Arc<dyn Clock>) -> Self {
         Self {
-            ledger,
+            store,
             clock,
             key: slot.key.clone(),
             run_id: slot.run_id.clone(),
@@ -47,12 +50,12 @@ impl<'a> SlotGuard<'a> {
     /// Finishes the slot with `reason`.
     pub fn finish(mut self, reason: FinishReason) -> Result<FinishOutcome> {
         self.finished = true;
-        self.ledger
+        self.store
             .finish(&self.key, Some(&self.run_id), reason, self.clock.now())
     }
 }
 
-impl Drop for SlotGuard<'_> {
+impl Drop for SlotGuard {
     fn drop(&mut self) {
         if self.finished {
             return;
@@ -62,7 +65,7 @@ impl Drop for SlotGuard<'_> {
         } else {
             FinishReason::Interrupted
         };
-        match self.ledger.finish(
+        match self.store.finish(
             &self.key,
             Some(&self.run_id),
             reason.clone(),

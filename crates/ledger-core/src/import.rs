@@ -21,38 +21,7 @@ use crate::schema::{IMPORTED, OPEN_SLOTS};
 use crate::store::Tx;
 use crate::{Backend, Ledger, LedgerError, Result, RunId, TaskId, Timestamp};
 
-/// What an import did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImportReport {
-    /// Entries in the file's `events` array.
-    pub entries: u64,
-    /// Well-formed `execution_started` entries.
-    pub started: u64,
-    /// Well-formed `execution_finished` entries.
-    pub finished: u64,
-    /// Entries of other kinds, skipped on purpose.
-    pub unrelated: u64,
-    /// Entries that could not be read (not an object, a missing or
-    /// non-string field, an invalid id, an unparsable timestamp): skipped
-    /// and counted, never fatal.
-    pub malformed: u64,
-    /// The first few malformed entries, with why: index and reason.
-    pub malformed_examples: Vec<(usize, String)>,
-    /// Events added to the audit log by this import.
-    pub events_recorded: u64,
-    /// Entries already taken in by an earlier import.
-    pub already_imported: u64,
-    /// Slots this import opened.
-    pub slots_opened: u64,
-    /// Slots of an earlier import this one closed (the file has since
-    /// recorded their finish).
-    pub slots_closed: u64,
-    /// Slots the file says are open but which a live run already holds in the
-    /// ledger: left to that run.
-    pub slots_held_by_other_runs: u64,
-    /// The slots the file's events leave open, in key order.
-    pub open_after_fold: Vec<SlotKey>,
-}
+pub use crate::contract::ImportReport;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {

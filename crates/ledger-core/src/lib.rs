@@ -102,8 +102,10 @@
     )
 )]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod contract;
 mod error;
-#[cfg(feature = "store")]
 mod guard;
 pub mod ids;
 #[cfg(feature = "store")]
@@ -117,15 +119,13 @@ pub mod schema;
 mod store;
 pub mod time;
 
+pub use contract::{AdmissionCounts, ImportReport, LedgerStore, PruneReport, StoreLock, admission};
 pub use error::{LedgerError, Result, StorageSource};
-#[cfg(feature = "store")]
 pub use guard::SlotGuard;
 pub use ids::{Backend, IdError, RunId, TaskId};
-#[cfg(feature = "store")]
-pub use import::ImportReport;
 #[cfg(feature = "store")]
 pub use lock::ReconcileLock;
 pub use model::*;
 #[cfg(feature = "store")]
-pub use store::{IntegrityReport, Ledger, LedgerOptions, PruneReport, SharingMode};
+pub use store::{IntegrityReport, Ledger, LedgerOptions, SharingMode};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp, TimestampError};

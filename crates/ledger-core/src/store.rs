@@ -13,10 +13,11 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::contract::{AdmissionCounts, PruneReport, admission};
 use crate::error::{LedgerError, Result};
 use crate::model::{
-    AdmitOutcome, AdmitRequest, Denial, DenyReason, Event, EventKind, ExecutorIdentity,
-    FinishOutcome, FinishReason, Limits, RateWindow, Slot, SlotKey, TaskAttempts, UpdateOutcome,
+    AdmitOutcome, AdmitRequest, Denial, Event, EventKind, ExecutorIdentity, FinishOutcome,
+    FinishReason, Limits, RateWindow, Slot, SlotKey, TaskAttempts, UpdateOutcome,
 };
 use crate::schema::{self, *};
 use crate::{Backend, RunId, TaskId, Timestamp};
@@ -441,6 +442,9 @@ impl Ledger {
         })
     }
 
+    /// Reads what the cap rule needs and applies it ([`crate::admission`],
+    /// shared by every store). Rate windows are counted only for the caps
+    /// the backend has.
     fn check_caps(
         &self,
         open: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
@@ -450,53 +454,20 @@ impl Ledger {
         limits: &Limits,
         now: Timestamp,
     ) -> Result<Option<Denial>> {
-        if key_in_flight {
-            return Ok(Some(Denial {
-                reason: DenyReason::AlreadyInFlight,
-                window: None,
-                current: 1,
-                limit: 1,
-            }));
-        }
-        if let Some(limit) = limits.global_max_concurrent {
-            let current = open.len().map_err(|e| self.storage(e))?;
-            if current >= u64::from(limit) {
-                return Ok(Some(Denial {
-                    reason: DenyReason::GlobalConcurrencyExceeded,
-                    window: None,
-                    current: saturate(current),
-                    limit,
-                }));
-            }
-        }
         let backend = key.backend.as_str();
-        let current = count_backend_slots(open, backend).map_err(|e| self.storage(e))?;
-        let limit = limits.backend.max_concurrent;
-        if current >= u64::from(limit) {
-            return Ok(Some(Denial {
-                reason: DenyReason::BackendConcurrencyExceeded,
-                window: None,
-                current: saturate(current),
-                limit,
-            }));
-        }
-        for (window, limit) in [
-            (RateWindow::Hourly, limits.backend.max_per_hour),
-            (RateWindow::Daily, limits.backend.max_per_day),
-        ] {
-            let Some(limit) = limit else { continue };
-            let current = count_starts_in_window(starts, backend, window, now)
-                .map_err(|e| self.storage(e))?;
-            if current >= u64::from(limit) {
-                return Ok(Some(Denial {
-                    reason: DenyReason::BackendRateExceeded,
-                    window: Some(window),
-                    current: saturate(current),
-                    limit,
-                }));
-            }
-        }
-        Ok(None)
+        let window = |cap: Option<u32>, window| -> Result<Option<u64>> {
+            cap.map(|_| count_starts_in_window(starts, backend, window, now))
+                .transpose()
+                .map_err(|e| self.storage(e))
+        };
+        let counts = AdmissionCounts {
+            key_in_flight,
+            open_total: open.len().map_err(|e| self.storage(e))?,
+            open_backend: count_backend_slots(open, backend).map_err(|e| self.storage(e))?,
+            starts_last_hour: window(limits.backend.max_per_hour, RateWindow::Hourly)?,
+            starts_last_day: window(limits.backend.max_per_day, RateWindow::Daily)?,
+        };
+        Ok(admission(&counts, limits))
     }
 
     /// Closes the slot under `key`. With `expected_run`, only if that run
@@ -904,11 +875,81 @@ impl Ledger {
     }
 }
 
-/// What [`Ledger::prune`] removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PruneReport {
-    /// Events removed.
-    pub events_removed: u64,
+/// The redb store behind the ledger's contract: each method is the inherent
+/// one of the same name.
+impl crate::LedgerStore for Ledger {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn admit(
+        &self,
+        request: &AdmitRequest,
+        limits: &Limits,
+        now: Timestamp,
+    ) -> Result<AdmitOutcome> {
+        Ledger::admit(self, request, limits, now)
+    }
+
+    fn finish(
+        &self,
+        key: &SlotKey,
+        expected_run: Option<&RunId>,
+        reason: FinishReason,
+        now: Timestamp,
+    ) -> Result<FinishOutcome> {
+        Ledger::finish(self, key, expected_run, reason, now)
+    }
+
+    fn renew_lease(&self, key: &SlotKey, run: &RunId, until: Timestamp) -> Result<UpdateOutcome> {
+        Ledger::renew_lease(self, key, run, until)
+    }
+
+    fn set_executor(
+        &self,
+        key: &SlotKey,
+        run: &RunId,
+        executor: ExecutorIdentity,
+    ) -> Result<UpdateOutcome> {
+        Ledger::set_executor(self, key, run, executor)
+    }
+
+    fn open_slots(&self) -> Result<Vec<Slot>> {
+        Ledger::open_slots(self)
+    }
+
+    fn slot(&self, key: &SlotKey) -> Result<Option<Slot>> {
+        Ledger::slot(self, key)
+    }
+
+    fn last_finish(&self, key: &SlotKey) -> Result<Option<Event>> {
+        Ledger::last_finish(self, key)
+    }
+
+    fn attempts(&self, task: &TaskId) -> Result<TaskAttempts> {
+        Ledger::attempts(self, task)
+    }
+
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        Ledger::events_after(self, after, limit)
+    }
+
+    fn events_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Event>> {
+        Ledger::events_between(self, from, to)
+    }
+
+    fn prune(&self, now: Timestamp) -> Result<PruneReport> {
+        Ledger::prune(self, now)
+    }
+
+    fn import_usage_json(&self, path: &Path) -> Result<crate::ImportReport> {
+        Ledger::import_usage_json(self, path)
+    }
+
+    /// A file lock beside the ledger file ([`crate::ReconcileLock`]).
+    fn startup_lock(&self, timeout: Duration) -> Result<Option<crate::StoreLock>> {
+        Ok(crate::ReconcileLock::acquire(&self.path, timeout)?.map(crate::StoreLock::new))
+    }
 }
 
 /// What [`Ledger::verify`] found.
@@ -931,10 +972,6 @@ impl IntegrityReport {
     pub fn is_sound(&self) -> bool {
         self.problems.is_empty()
     }
-}
-
-fn saturate(n: u64) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The key range holding exactly one backend's slots. No identifier may

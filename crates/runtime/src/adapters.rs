@@ -1,17 +1,15 @@
-//! The adapters that let the orphan rules reach the real ledger and lock.
+//! The adapters that let the orphan rules reach the ledger store and its
+//! start-up lock.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger_core::{
-    FinishOutcome, FinishReason, Ledger, ReconcileLock, RunId, Slot, SlotKey, Timestamp,
-};
+use ledger_core::{FinishOutcome, FinishReason, LedgerStore, RunId, Slot, SlotKey, Timestamp};
 use reconcile::{EdgeError, InFlightLedger, LockToken, StartupLock};
 
-/// A [`Ledger`] as the rules see it.
+/// A ledger store as the rules see it.
 #[derive(Debug, Clone)]
-pub struct LedgerAdapter(pub Arc<Ledger>);
+pub struct LedgerAdapter(pub Arc<dyn LedgerStore>);
 
 impl InFlightLedger for LedgerAdapter {
     fn open_slots(&self) -> Result<Vec<Slot>, EdgeError> {
@@ -31,24 +29,15 @@ impl InFlightLedger for LedgerAdapter {
     }
 }
 
-/// The reconcile lock file beside a ledger.
+/// A store's start-up lock as the rules see it (for the redb store, a file
+/// lock beside the ledger file).
 #[derive(Debug, Clone)]
-pub struct FileStartupLock {
-    ledger_path: PathBuf,
-}
+pub struct StoreStartupLock(pub Arc<dyn LedgerStore>);
 
-impl FileStartupLock {
-    /// The lock of the ledger at `ledger_path`.
-    pub fn new(ledger_path: impl Into<PathBuf>) -> Self {
-        Self {
-            ledger_path: ledger_path.into(),
-        }
-    }
-}
-
-impl StartupLock for FileStartupLock {
+impl StartupLock for StoreStartupLock {
     fn try_lock(&self, timeout: Duration) -> Result<Option<LockToken>, EdgeError> {
-        ReconcileLock::acquire(&self.ledger_path, timeout)
+        self.0
+            .startup_lock(timeout)
             .map(|lock| lock.map(LockToken::new))
             .map_err(EdgeError::new)
     }

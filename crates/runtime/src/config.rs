@@ -545,16 +545,6 @@ impl Config {
         })
     }
 
-    /// How to open the ledger: multi-process mode (the watcher, the watchdog
-    /// and every read-only command share the file).
-    pub fn ledger_options(&self) -> ledger_core::LedgerOptions {
-        ledger_core::LedgerOptions {
-            write_deadline: self.ledger.write_deadline,
-            retention: self.ledger.retention,
-            ..ledger_core::LedgerOptions::default()
-        }
-    }
-
     /// The caps an admission to `backend` is checked against.
     pub fn limits_for(&self, backend: &Backend) -> Option<Limits> {
         self.backends.get(backend.as_str()).map(|b| Limits {

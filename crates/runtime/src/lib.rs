@@ -39,8 +39,9 @@ mod config;
 mod logging;
 mod plane;
 mod process;
+mod store;
 
-pub use adapters::{FileStartupLock, LedgerAdapter};
+pub use adapters::{LedgerAdapter, StoreStartupLock};
 pub use config::{
     BackendSettings, Config, ConfigError, LedgerSettings, PlaneSettings, RoleSettings,
     WatcherSettings,
@@ -53,3 +54,4 @@ pub use plane::{
 pub use process::{
     HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, terminate_group, this_owner, this_process,
 };
+pub use store::{on_store, open_store};

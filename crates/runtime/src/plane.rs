@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ledger_core::{Ledger, TaskId};
+use ledger_core::{LedgerStore, TaskId};
 use plane_client::{PlaneClient, PlaneError, StateLite, StateRef, WorkItem};
 use reconcile::{
     Action, ActionEntry, BoxFuture, LookupError, LookupErrorKind, ProjectSummary, TaskLookup,
@@ -235,7 +235,7 @@ pub enum Requeue {
 /// state instead, so a task that kills its runner cannot loop forever.
 pub async fn requeue_reclaimed(
     plane: &PlaneClient,
-    ledger: &Ledger,
+    ledger: &Arc<dyn LedgerStore>,
     config: &Config,
     actions: &[ActionEntry],
 ) -> Vec<Requeue> {
@@ -274,7 +274,8 @@ pub async fn requeue_reclaimed(
         }
         // An unreadable count is not zero: leave the task rather than loop
         // it through a claim it may already have used up.
-        let lost = match ledger.attempts(&task) {
+        let counted = task.clone();
+        let lost = match crate::on_store(ledger, move |s| s.attempts(&counted)).await {
             Ok(attempts) => attempts.lost(),
             Err(e) => {
                 outcomes.push(left(format!("its attempts could not be read: {e}")));

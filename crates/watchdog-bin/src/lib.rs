@@ -21,8 +21,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ledger_core::{
-    Backend, Clock, Event, EventKind, FinishOutcome, FinishReason, ImportReport, Ledger, RunId,
-    SlotKey, SystemClock, TaskId, Timestamp,
+    Backend, Clock, Event, EventKind, FinishOutcome, FinishReason, ImportReport, LedgerStore,
+    RunId, SlotKey, SystemClock, TaskId, Timestamp,
 };
 use plane_client::{PlaneClient, PlaneError};
 use reconcile::{Liveness, ProcessProbe, ScanOptions, ScanReport};
@@ -42,9 +42,9 @@ pub enum WatchdogError {
     /// A bad argument value (exit status 2).
     #[error("{0}")]
     Usage(String),
-    /// The ledger failed.
+    /// The ledger store failed.
     #[error("ledger: {0}")]
-    Ledger(#[from] ledger_core::LedgerError),
+    Store(#[from] ledger_core::LedgerError),
     /// Plane's client could not be built.
     #[error("plane: {0}")]
     Plane(#[from] PlaneError),
@@ -64,11 +64,8 @@ pub enum WatchdogError {
     ScanFailed(String),
 }
 
-fn open_ledger(config: &Config) -> Result<Arc<Ledger>, WatchdogError> {
-    Ok(Arc::new(Ledger::open_with(
-        &config.ledger.path,
-        config.ledger_options(),
-    )?))
+fn open_ledger(config: &Config) -> Result<Arc<dyn LedgerStore>, WatchdogError> {
+    Ok(runtime::open_store(config)?)
 }
 
 fn probe(config: &Config) -> Result<LinuxProcessProbe, WatchdogError> {
@@ -82,7 +79,7 @@ fn probe(config: &Config) -> Result<LinuxProcessProbe, WatchdogError> {
 #[derive(Debug)]
 pub struct Scanner {
     config: Config,
-    ledger: Arc<Ledger>,
+    ledger: Arc<dyn LedgerStore>,
     plane: Arc<PlaneClient>,
     probe: LinuxProcessProbe,
 }
@@ -110,17 +107,22 @@ impl Scanner {
             ..ScanOptions::default()
         };
         let now = SystemClock.now();
-        let report = reconcile::scan(
-            &LedgerAdapter(self.ledger.clone()),
-            &PlaneLookup(self.plane.clone()),
-            &self.probe,
-            &options,
-            now,
-        )
-        .await?;
+        // The rules call the store and the process table synchronously: the
+        // scan runs on a blocking thread, its Plane lookups driven by this
+        // runtime, so that a store waiting for another writer never stalls
+        // the runtime (nor a shutdown signal).
+        let runtime = tokio::runtime::Handle::current();
+        let ledger = LedgerAdapter(self.ledger.clone());
+        let lookup = PlaneLookup(self.plane.clone());
+        let probe = self.probe.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            runtime.block_on(reconcile::scan(&ledger, &lookup, &probe, &options, now))
+        })
+        .await
+        .map_err(|e| WatchdogError::ScanFailed(format!("the scan did not complete: {e}")))??;
         if apply {
             requeue_reclaimed(&self.plane, &self.ledger, &self.config, &report.actions).await;
-            match self.ledger.prune(now) {
+            match runtime::on_store(&self.ledger, move |s| s.prune(now)).await {
                 Ok(pruned) if pruned.events_removed > 0 => {
                     tracing::info!(events = pruned.events_removed, "pruned old events")
                 }

@@ -31,15 +31,15 @@ use std::time::{Duration, Instant};
 
 use ledger_core::{
     AdmitOutcome, AdmitRequest, Clock, Denial, DenyReason, EventKind, ExecutorIdentity,
-    FinishReason, Ledger, Owner, ProcessIdentity, RunId, SlotGuard, SlotKey, SystemClock, TaskId,
-    UpdateOutcome,
+    FinishReason, LedgerStore, Owner, ProcessIdentity, RunId, SlotGuard, SlotKey, SystemClock,
+    TaskId, UpdateOutcome,
 };
 use plane_client::{PlaneClient, PlaneError, WorkItem};
 use reconcile::{StartupOptions, StartupOutcome};
 use runtime::{
-    BackendSettings, Config, ConfigError, FileStartupLock, HostIdentity, LedgerAdapter,
-    LinuxProcessProbe, PlaneLookup, RoleProblem, RoleSettings, check_role, html_escape, proc_stat,
-    requeue_reclaimed, state_of, this_owner,
+    BackendSettings, Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe,
+    PlaneLookup, RoleProblem, RoleSettings, StoreStartupLock, check_role, html_escape, on_store,
+    open_store, proc_stat, requeue_reclaimed, state_of, this_owner,
 };
 use tokio::sync::watch;
 
@@ -53,9 +53,9 @@ pub enum WatcherError {
     /// The configuration is unusable (exit status 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The ledger could not be opened or written.
+    /// The ledger store could not be opened or written.
     #[error("ledger: {0}")]
-    Ledger(#[from] ledger_core::LedgerError),
+    Store(#[from] ledger_core::LedgerError),
     /// Plane's client could not be built.
     #[error("plane: {0}")]
     Plane(#[from] PlaneError),
@@ -111,7 +111,7 @@ pub struct Runner {
     config: Config,
     role: RoleSettings,
     backend: BackendSettings,
-    ledger: Arc<Ledger>,
+    ledger: Arc<dyn LedgerStore>,
     plane: Arc<PlaneClient>,
     host: HostIdentity,
     owner: Owner,
@@ -172,10 +172,7 @@ impl Runner {
         let role = config.role(role)?.clone();
         let backend = config.backends[role.backend.as_str()].clone();
         let plane = Arc::new(PlaneClient::new(config.plane_config()?)?);
-        let ledger = Arc::new(Ledger::open_with(
-            &config.ledger.path,
-            config.ledger_options(),
-        )?);
+        let ledger = open_store(&config)?;
         let host = HostIdentity::current()?;
         let mut owner = this_owner(&host)?;
         owner.role = Some(role.name.clone());
@@ -332,28 +329,38 @@ impl Runner {
     /// fatal; reclaimed tasks still marked running in Plane go back on the
     /// board.
     async fn startup_reconcile(&self, stop: &watch::Receiver<bool>) -> u32 {
-        let lock = FileStartupLock::new(&self.config.ledger.path);
+        let lock = StoreStartupLock(self.ledger.clone());
         let ledger = LedgerAdapter(self.ledger.clone());
         let lookup = PlaneLookup(self.plane.clone());
         let probe = LinuxProcessProbe::new(self.host.clone(), self.config.watcher.grace);
         let mut options = StartupOptions::default();
         options.scan.window = self.config.ledger.window;
         options.scan.project = Some(self.config.project());
-        let sweep = reconcile::reconcile_on_startup(
-            &lock,
-            &ledger,
-            &lookup,
-            &probe,
-            &options,
-            SystemClock.now(),
-        );
+        // The rules call their edges synchronously (the lock's wait, the
+        // store, the process group's grace period), so the sweep runs on a
+        // blocking thread, its Plane lookups driven by this runtime. The
+        // time bound then holds whatever the store is doing: a sweep stuck
+        // behind another process's write lock is left to finish on its own
+        // (each reclaim is a conditional finish; a reclaimed task left in
+        // its running state is repaired at a later look at the board).
+        let runtime = tokio::runtime::Handle::current();
+        let now = SystemClock.now();
+        let sweep = tokio::task::spawn_blocking(move || {
+            runtime.block_on(reconcile::reconcile_on_startup(
+                &lock, &ledger, &lookup, &probe, &options, now,
+            ))
+        });
         let bounded = tokio::time::timeout(self.config.watcher.startup_reconcile, sweep);
         let report = match unless_stopped(stop, bounded).await {
-            Some(Ok(report)) => report,
+            Some(Ok(Ok(report))) => report,
+            Some(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "start-up reconcile failed; starting anyway");
+                return 0;
+            }
             Some(Err(_)) => {
                 tracing::warn!(
                     limit_secs = self.config.watcher.startup_reconcile.as_secs(),
-                    "start-up reconcile did not finish in time; starting anyway"
+                    "start-up reconcile cut short: it did not finish in time; starting anyway"
                 );
                 return 0;
             }
@@ -453,12 +460,15 @@ impl Runner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|task, _| items.iter().any(|item| item.id == task.as_str()));
-        let in_flight = |task: &TaskId| -> Option<bool> {
-            match self.ledger.open_slots() {
-                Ok(slots) => Some(slots.iter().any(|s| &s.key.task_id == task)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the open slots");
-                    None
+        let in_flight = |task: &TaskId| {
+            let task = task.clone();
+            async move {
+                match on_store(&self.ledger, |s| s.open_slots()).await {
+                    Ok(slots) => Some(slots.iter().any(|s| s.key.task_id == task)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the open slots");
+                        None
+                    }
                 }
             }
         };
@@ -470,11 +480,11 @@ impl Runner {
             if refused.is_some_and(|r| r.retry_at > Instant::now()) {
                 continue;
             }
-            if in_flight(&task) != Some(false) {
+            if in_flight(&task).await != Some(false) {
                 continue;
             }
             let key = SlotKey::new(self.backend.name.clone(), task.clone());
-            let Ok(Some(last)) = self.ledger.last_finish(&key) else {
+            let Ok(Some(last)) = on_store(&self.ledger, move |s| s.last_finish(&key)).await else {
                 continue;
             };
             let EventKind::Finished {
@@ -497,12 +507,14 @@ impl Runner {
             let Ok(state) = state_of(&self.plane, &fresh).await else {
                 continue;
             };
-            if !same_state(&state.name, &self.role.running_state) || in_flight(&task) != Some(false)
+            if !same_state(&state.name, &self.role.running_state)
+                || in_flight(&task).await != Some(false)
             {
                 continue;
             }
             // An unreadable count is not zero: leave the task for now.
-            let lost = match self.ledger.attempts(&task) {
+            let counted = task.clone();
+            let lost = match on_store(&self.ledger, move |s| s.attempts(&counted)).await {
                 Ok(attempts) => attempts.lost(),
                 Err(e) => {
                     tracing::warn!(task = %task, error = %e, "could not read the task's attempts; not repairing it now");
@@ -590,7 +602,11 @@ impl Runner {
             owner: self.owner.clone(),
             lease: self.config.watcher.lease,
         };
-        let slot = match self.ledger.admit(&request, &limits, clock.now()) {
+        let slot = match on_store(&self.ledger, move |s| {
+            s.admit(&request, &limits, clock.now())
+        })
+        .await
+        {
             Ok(AdmitOutcome::Admitted(slot)) => slot,
             Ok(AdmitOutcome::Denied(denial)) if denial.reason == DenyReason::AlreadyInFlight => {
                 return Dispatch::Skipped;
@@ -600,12 +616,12 @@ impl Runner {
             Err(e) => return Dispatch::Failed(format!("ledger: {e}")),
         };
         // From here every path finishes the slot; the guard covers panics.
-        let guard = SlotGuard::new(&self.ledger, &slot, &clock);
+        let guard = SlotGuard::new(self.ledger.clone(), &slot, Arc::new(clock));
         // Ends a dispatch that never started its executor: the slot is
         // finished as not started, and the outcome says why.
-        let release = |guard: SlotGuard<'_>, why: String, outcome: fn(String) -> Dispatch| {
+        let release = async |guard: SlotGuard, why: String, outcome: fn(String) -> Dispatch| {
             tracing::info!(task = %task, run = %run_id, why, "released before starting");
-            finish(guard, FinishReason::NotStarted);
+            finish(guard, FinishReason::NotStarted).await;
             outcome(why)
         };
 
@@ -617,18 +633,18 @@ impl Runner {
             state_of(&self.plane, &fresh).await
         };
         match unless_stopped(stop, reread).await {
-            None => return release(guard, "shutting down".into(), |_| Dispatch::Interrupted),
+            None => return release(guard, "shutting down".into(), |_| Dispatch::Interrupted).await,
             Some(Ok(state)) if same_state(&state.name, &self.role.claim_state) => {}
             Some(Ok(state)) => {
                 let why = format!("the task is now in {:?}", state.name);
-                return release(guard, why, |_| Dispatch::Skipped);
+                return release(guard, why, |_| Dispatch::Skipped).await;
             }
             Some(Err(PlaneError::NotFound { .. })) => {
-                return release(guard, "the task is gone".into(), |_| Dispatch::Skipped);
+                return release(guard, "the task is gone".into(), |_| Dispatch::Skipped).await;
             }
             Some(Err(e)) => {
                 let why = format!("could not re-read the task: {e}");
-                return release(guard, why, Dispatch::Failed);
+                return release(guard, why, Dispatch::Failed).await;
             }
         }
         // Shutdown while the PATCH waits or flies: it may have reached
@@ -643,11 +659,11 @@ impl Runner {
             Some(Ok(_)) if !*stop.borrow() => {}
             Some(Err(e)) => {
                 let why = format!("could not mark the task running: {e}");
-                return release(guard, why, Dispatch::Failed);
+                return release(guard, why, Dispatch::Failed).await;
             }
             Some(Ok(_)) | None => {
                 self.put_back(&task, stop).await;
-                return release(guard, "shutting down".into(), |_| Dispatch::Interrupted);
+                return release(guard, "shutting down".into(), |_| Dispatch::Interrupted).await;
             }
         }
 
@@ -684,7 +700,7 @@ impl Runner {
                     stop,
                 )
                 .await;
-                finish(guard, FinishReason::Failed);
+                finish(guard, FinishReason::Failed).await;
                 return Dispatch::Ran { completed: false };
             }
         };
@@ -692,7 +708,7 @@ impl Runner {
         // a reclaim after this runner's death always finds its group. No
         // record, no start: an executor that no slot names could outlive a
         // reclaim and run the task twice.
-        let executor = match self.record_executor(&key, &run_id, &child) {
+        let executor = match self.record_executor(&key, &run_id, &child).await {
             Ok(executor) => executor,
             Err(why) => {
                 // The closed gate makes the executor exit without running.
@@ -700,7 +716,7 @@ impl Runner {
                 let _ = tokio::time::timeout(self.config.watcher.grace, child.wait()).await;
                 tracing::error!(task = %task, run = %run_id, %why, "the executor was not started");
                 self.put_back(&task, stop).await;
-                return release(guard, why, Dispatch::Failed);
+                return release(guard, why, Dispatch::Failed).await;
             }
         };
         let pid = executor.process.pid;
@@ -763,7 +779,7 @@ impl Runner {
         let tail = if completed { None } else { output.render() };
         self.report(&task, target, &comment, tail.as_deref(), stop)
             .await;
-        finish(guard, reason);
+        finish(guard, reason).await;
         match ending {
             Ending::Interrupted => Dispatch::Interrupted,
             _ => Dispatch::Ran { completed },
@@ -773,7 +789,7 @@ impl Runner {
     /// Records a spawned (gated) executor in its slot: its pid, its start
     /// time (which a failed `/proc` read never replaces with a guess) and
     /// its process group. An error says why it could not be recorded.
-    fn record_executor(
+    async fn record_executor(
         &self,
         key: &SlotKey,
         run_id: &RunId,
@@ -791,7 +807,8 @@ impl Runner {
             process: ProcessIdentity { pid, start_time },
             process_group: pid,
         };
-        match self.ledger.set_executor(key, run_id, executor.clone()) {
+        let (key, run_id, record) = (key.clone(), run_id.clone(), executor.clone());
+        match on_store(&self.ledger, move |s| s.set_executor(&key, &run_id, record)).await {
             Ok(UpdateOutcome::Updated) => Ok(executor),
             Ok(UpdateOutcome::NotInFlight) => Err(format!(
                 "its slot is no longer open (released or reclaimed): the executor (pid {pid}) could not be recorded"
@@ -843,7 +860,9 @@ impl Runner {
                 }
                 _ = renew.tick() => {
                     let until = SystemClock.now().saturating_add(lease);
-                    if let Err(e) = self.ledger.renew_lease(key, run_id, until) {
+                    let (key, run_id) = (key.clone(), run_id.clone());
+                    let renewed = on_store(&self.ledger, move |s| s.renew_lease(&key, &run_id, until));
+                    if let Err(e) = renewed.await {
                         tracing::warn!(error = %e, "could not renew the lease");
                     }
                 }
@@ -958,11 +977,15 @@ fn same_state(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
 }
 
-fn finish(guard: SlotGuard<'_>, reason: FinishReason) {
+/// Finishes a guarded slot on a blocking thread (a durable commit).
+async fn finish(guard: SlotGuard, reason: FinishReason) {
     let key = guard.key().clone();
-    if let Err(e) = guard.finish(reason) {
+    let finished = tokio::task::spawn_blocking(move || guard.finish(reason)).await;
+    match finished {
+        Ok(Ok(_)) => {}
         // The slot stays open and is reclaimed by the orphan rules.
-        tracing::error!(slot = %key, error = %e, "could not finish the slot");
+        Ok(Err(e)) => tracing::error!(slot = %key, error = %e, "could not finish the slot"),
+        Err(e) => tracing::error!(slot = %key, error = %e, "could not finish the slot"),
     }
 }
 

@@ -78,10 +78,10 @@ fn the_reconcile_lock_is_exclusive_across_processes() {
         .map_while(Result::ok)
         .any(|line| line.trim() == "LOCKED");
     assert!(locked, "the child never took the lock");
-    let started = std::time::Instant::now();
+    // It returns while the holder still holds the lock: it gave up after
+    // its timeout instead of waiting for the holder.
     let attempt = ReconcileLock::acquire(&path, Duration::from_millis(200)).unwrap();
     assert!(attempt.is_none(), "the lock was taken twice");
-    assert!(started.elapsed() < Duration::from_secs(2));
     // The kernel drops the lock with its dead holder.
     holder.kill().unwrap();
     holder.wait().unwrap();
@@ -115,15 +115,19 @@ fn the_schema_v1_sample_still_opens() {
     );
 }
 
-/// Writes `tests/data/schema-v1.redb`. Run by hand when the schema version
-/// is bumped: `cargo test -p ledger-core --test it -- --ignored write_schema_sample`.
+/// Builds a schema sample and reads it back: in a temporary folder, so that
+/// no test writes into the source tree. When the schema version is bumped,
+/// write the new committed sample by naming it:
+/// `LEDGER_SCHEMA_SAMPLE_OUT=$PWD/crates/ledger-core/tests/data/schema-v2.redb cargo test -p ledger-core --test it schema_sample`.
 #[test]
-#[ignore = "writes the committed sample file"]
-fn write_schema_sample() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
-        "tests/data/schema-v{}.redb",
-        schema::SCHEMA_VERSION
-    ));
+fn a_schema_sample_is_built_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = match std::env::var_os("LEDGER_SCHEMA_SAMPLE_OUT") {
+        Some(out) => std::path::PathBuf::from(out),
+        None => dir
+            .path()
+            .join(format!("schema-v{}.redb", schema::SCHEMA_VERSION)),
+    };
     let _ = std::fs::remove_file(&path);
     let ledger = Ledger::open(&path).unwrap();
     let done = admitted(
@@ -139,4 +143,8 @@ fn write_schema_sample() {
             .admit(&request("local", "ROCK-2", "run-2"), &limits(2), T0)
             .unwrap(),
     );
+    drop(ledger);
+    let reopened = Ledger::open(&path).unwrap();
+    assert_eq!(reopened.open_slots().unwrap().len(), 1);
+    assert!(reopened.verify().unwrap().is_sound());
 }

@@ -1,11 +1,10 @@
 //! ledger-core's integration tests: real ledger files, real processes.
 
 mod bad_files;
-mod caps;
 mod children;
+mod conformance;
 mod crash;
 mod files;
-mod finish;
 mod import;
 mod multiprocess;
 mod support;

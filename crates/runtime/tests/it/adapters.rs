@@ -3,12 +3,12 @@ use std::time::Duration;
 
 use ledger_core::*;
 use reconcile::{InFlightLedger, StartupLock};
-use runtime::{FileStartupLock, LedgerAdapter};
+use runtime::{LedgerAdapter, StoreStartupLock};
 
 #[test]
 fn the_ledger_adapter_finishes_only_the_run_it_was_told() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Arc::new(Ledger::open(dir.path().join("l.redb")).unwrap());
+    let ledger: Arc<dyn LedgerStore> = Arc::new(Ledger::open(dir.path().join("l.redb")).unwrap());
     let adapter = LedgerAdapter(ledger.clone());
     let now = Timestamp::from_unix_millis(1_800_000_000_000);
     let key = SlotKey::new(Backend::new("b").unwrap(), TaskId::new("T").unwrap());
@@ -42,9 +42,9 @@ fn the_ledger_adapter_finishes_only_the_run_it_was_told() {
 }
 
 #[test]
-fn the_file_lock_is_exclusive_and_released_on_drop() {
+fn the_redb_store_s_start_up_lock_is_exclusive_and_released_on_drop() {
     let dir = tempfile::tempdir().unwrap();
-    let lock = FileStartupLock::new(dir.path().join("l.redb"));
+    let lock = StoreStartupLock(Arc::new(Ledger::open(dir.path().join("l.redb")).unwrap()));
     let held = lock.try_lock(Duration::from_millis(50)).unwrap();
     assert!(held.is_some());
     // fslock locks are per open file description, so a second handle in the

@@ -1,0 +1,362 @@
+//! The ledger's contract, whatever a store keeps its data in: the
+//! [`LedgerStore`] trait every store implements, and the cap rule every
+//! store applies ([`admission`]).
+//!
+//! This side of the crate has no storage engine in it, so a store in
+//! another crate (or a service that only reasons about slots) depends on the
+//! contract alone. The redb store, [`Ledger`](crate::Ledger), is behind the
+//! `store` feature.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{
+    AdmitOutcome, AdmitRequest, Denial, DenyReason, Event, ExecutorIdentity, FinishOutcome,
+    FinishReason, Limits, RateWindow, Result, RunId, Slot, SlotKey, TaskAttempts, TaskId,
+    Timestamp, UpdateOutcome,
+};
+
+/// An in-flight ledger: open slots, the caps they count against, and the
+/// audit log of every decision.
+///
+/// Every implementation keeps these promises, which the conformance suite
+/// (`ledger_core::conformance`, feature `conformance`) checks:
+///
+/// - **Atomic admission.** [`admit`](Self::admit) checks every cap with
+///   [`admission`] and records the start in one step that no other admission
+///   (in any process or host sharing the store) can interleave with: the
+///   caps are never exceeded. Admitting a run that is already open returns
+///   its slot unchanged, so a retry after an ambiguous failure is safe. A
+///   denial is recorded as a `denied` event.
+/// - **Conditional, idempotent finish.** [`finish`](Self::finish) with a run
+///   id closes the slot only if that run holds it, so a late finish never
+///   closes a newer run of the same key; finishing what is not open changes
+///   nothing and says so.
+/// - **An ordered audit log.** Every start, finish and denial is an
+///   [`Event`] with a sequence number one above the previous; nothing
+///   acknowledged is lost.
+/// - **Retention that never drops an open slot.** [`prune`](Self::prune)
+///   removes old events, never an open slot, nor the start of one.
+/// - **Durability.** A change is durable when the call returns.
+///
+/// Calls block (a durable commit, a wait for another writer): async callers
+/// run them on a blocking thread.
+pub trait LedgerStore: Send + Sync + fmt::Debug {
+    /// Where the ledger lives, for messages and `status`: a file's path, a
+    /// database URL without its password.
+    fn location(&self) -> String;
+
+    /// Opens a slot if every cap allows it (see the trait's promises).
+    fn admit(
+        &self,
+        request: &AdmitRequest,
+        limits: &Limits,
+        now: Timestamp,
+    ) -> Result<AdmitOutcome>;
+
+    /// Closes `key`'s slot; with `expected_run`, only if that run holds it.
+    fn finish(
+        &self,
+        key: &SlotKey,
+        expected_run: Option<&RunId>,
+        reason: FinishReason,
+        now: Timestamp,
+    ) -> Result<FinishOutcome>;
+
+    /// Extends the lease of `run`'s slot to `until`.
+    fn renew_lease(&self, key: &SlotKey, run: &RunId, until: Timestamp) -> Result<UpdateOutcome>;
+
+    /// Records the executor `run`'s slot started.
+    fn set_executor(
+        &self,
+        key: &SlotKey,
+        run: &RunId,
+        executor: ExecutorIdentity,
+    ) -> Result<UpdateOutcome>;
+
+    /// Every open slot, ordered by backend then task id.
+    fn open_slots(&self) -> Result<Vec<Slot>>;
+
+    /// The open slot under `key`, if any.
+    fn slot(&self, key: &SlotKey) -> Result<Option<Slot>>;
+
+    /// The most recent `finished` event of `key`, if the retained log has
+    /// one.
+    fn last_finish(&self, key: &SlotKey) -> Result<Option<Event>>;
+
+    /// How `task`'s dispatches have ended, over the retained log.
+    fn attempts(&self, task: &TaskId) -> Result<TaskAttempts>;
+
+    /// Up to `limit` events with a sequence number above `after`, in order.
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
+
+    /// Events from `from` (inclusive) to `to` (exclusive), in order.
+    fn events_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Event>>;
+
+    /// Removes events older than the store's retention, never an open slot
+    /// nor the event that started one.
+    fn prune(&self, now: Timestamp) -> Result<PruneReport>;
+
+    /// Imports the reference system's `usage.json` (see
+    /// [`ImportReport`]): idempotent, malformed entries counted, never fatal.
+    fn import_usage_json(&self, path: &Path) -> Result<ImportReport>;
+
+    /// Takes the lock that lets one process at a time sweep for orphans at
+    /// start-up, waiting at most `timeout`; `Ok(None)` when another process
+    /// holds it. Dropping the token releases it.
+    fn startup_lock(&self, timeout: Duration) -> Result<Option<StoreLock>>;
+}
+
+/// Proof that this process holds a store's start-up lock; dropping it
+/// releases the lock.
+pub struct StoreLock(#[allow(dead_code)] Box<dyn Send>);
+
+impl StoreLock {
+    /// Wraps whatever keeps the lock held.
+    pub fn new(guard: impl Send + 'static) -> Self {
+        Self(Box::new(guard))
+    }
+}
+
+impl fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoreLock")
+    }
+}
+
+/// What [`LedgerStore::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Events removed.
+    pub events_removed: u64,
+}
+
+/// What an import of the reference system's `usage.json` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Entries in the file's `events` array.
+    pub entries: u64,
+    /// Well-formed `execution_started` entries.
+    pub started: u64,
+    /// Well-formed `execution_finished` entries.
+    pub finished: u64,
+    /// Entries of other kinds, skipped on purpose.
+    pub unrelated: u64,
+    /// Entries that could not be read (not an object, a missing or
+    /// non-string field, an invalid id, an unparsable timestamp): skipped
+    /// and counted, never fatal.
+    pub malformed: u64,
+    /// The first few malformed entries, with why: index and reason.
+    pub malformed_examples: Vec<(usize, String)>,
+    /// Events added to the audit log by this import.
+    pub events_recorded: u64,
+    /// Entries already taken in by an earlier import.
+    pub already_imported: u64,
+    /// Slots this import opened.
+    pub slots_opened: u64,
+    /// Slots of an earlier import this one closed (the file has since
+    /// recorded their finish).
+    pub slots_closed: u64,
+    /// Slots the file says are open but which a live run already holds in the
+    /// ledger: left to that run.
+    pub slots_held_by_other_runs: u64,
+    /// The slots the file's events leave open, in key order.
+    pub open_after_fold: Vec<SlotKey>,
+}
+
+/// What an admission is decided from: counts a store reads inside the
+/// transaction that will record the start. Rate counts are needed only when
+/// the backend has that cap (`None` otherwise).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdmissionCounts {
+    /// Whether the key already holds a slot (of another run).
+    pub key_in_flight: bool,
+    /// Open slots across every backend.
+    pub open_total: u64,
+    /// Open slots of the request's backend.
+    pub open_backend: u64,
+    /// Starts of the backend within the last hour.
+    pub starts_last_hour: Option<u64>,
+    /// Starts of the backend within the last 24 hours.
+    pub starts_last_day: Option<u64>,
+}
+
+/// The cap rule, shared by every store: `None` admits, `Some` names the
+/// first cap that fires, in this order: the key is already in flight, the
+/// global cap, the backend's `max_concurrent`, its hourly, then its daily
+/// rate. A rate cap whose count is missing is not checked.
+pub fn admission(counts: &AdmissionCounts, limits: &Limits) -> Option<Denial> {
+    let deny = |reason, window, current: u64, limit| {
+        Some(Denial {
+            reason,
+            window,
+            current: u32::try_from(current).unwrap_or(u32::MAX),
+            limit,
+        })
+    };
+    if counts.key_in_flight {
+        return deny(DenyReason::AlreadyInFlight, None, 1, 1);
+    }
+    if let Some(limit) = limits.global_max_concurrent
+        && counts.open_total >= u64::from(limit)
+    {
+        return deny(
+            DenyReason::GlobalConcurrencyExceeded,
+            None,
+            counts.open_total,
+            limit,
+        );
+    }
+    let limit = limits.backend.max_concurrent;
+    if counts.open_backend >= u64::from(limit) {
+        return deny(
+            DenyReason::BackendConcurrencyExceeded,
+            None,
+            counts.open_backend,
+            limit,
+        );
+    }
+    for (window, limit, current) in [
+        (
+            RateWindow::Hourly,
+            limits.backend.max_per_hour,
+            counts.starts_last_hour,
+        ),
+        (
+            RateWindow::Daily,
+            limits.backend.max_per_day,
+            counts.starts_last_day,
+        ),
+    ] {
+        if let (Some(limit), Some(current)) = (limit, current)
+            && current >= u64::from(limit)
+        {
+            return deny(
+                DenyReason::BackendRateExceeded,
+                Some(window),
+                current,
+                limit,
+            );
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BackendLimits;
+
+    fn limits(global: Option<u32>, max: u32, hour: Option<u32>, day: Option<u32>) -> Limits {
+        Limits {
+            global_max_concurrent: global,
+            backend: BackendLimits {
+                max_concurrent: max,
+                max_per_hour: hour,
+                max_per_day: day,
+            },
+        }
+    }
+
+    fn counts(in_flight: bool, total: u64, backend: u64, hour: u64, day: u64) -> AdmissionCounts {
+        AdmissionCounts {
+            key_in_flight: in_flight,
+            open_total: total,
+            open_backend: backend,
+            starts_last_hour: Some(hour),
+            starts_last_day: Some(day),
+        }
+    }
+
+    /// A denial as the table writes it: reason, window, current, limit.
+    type Verdict = Option<(DenyReason, Option<RateWindow>, u32, u32)>;
+
+    /// The rule as a table: counts, caps, and the verdict.
+    #[test]
+    fn the_cap_rule() {
+        use DenyReason::*;
+        let caps = limits(Some(4), 2, Some(10), Some(20));
+        let cases: &[(AdmissionCounts, Limits, Verdict)] = &[
+            (counts(false, 0, 0, 0, 0), caps, None),
+            (counts(false, 3, 1, 9, 19), caps, None),
+            (
+                counts(true, 0, 0, 0, 0),
+                caps,
+                Some((AlreadyInFlight, None, 1, 1)),
+            ),
+            // In flight wins over every cap.
+            (
+                counts(true, 9, 9, 99, 99),
+                caps,
+                Some((AlreadyInFlight, None, 1, 1)),
+            ),
+            (
+                counts(false, 4, 1, 0, 0),
+                caps,
+                Some((GlobalConcurrencyExceeded, None, 4, 4)),
+            ),
+            // The global cap comes before the backend's.
+            (
+                counts(false, 5, 2, 0, 0),
+                caps,
+                Some((GlobalConcurrencyExceeded, None, 5, 4)),
+            ),
+            (
+                counts(false, 2, 2, 0, 0),
+                caps,
+                Some((BackendConcurrencyExceeded, None, 2, 2)),
+            ),
+            (
+                counts(false, 1, 1, 10, 10),
+                caps,
+                Some((BackendRateExceeded, Some(RateWindow::Hourly), 10, 10)),
+            ),
+            // The hourly window comes before the daily one.
+            (
+                counts(false, 1, 1, 10, 30),
+                caps,
+                Some((BackendRateExceeded, Some(RateWindow::Hourly), 10, 10)),
+            ),
+            (
+                counts(false, 1, 1, 3, 20),
+                caps,
+                Some((BackendRateExceeded, Some(RateWindow::Daily), 20, 20)),
+            ),
+            // No global cap, no rate caps: only the backend's concurrency.
+            (
+                counts(false, 99, 1, 99, 99),
+                limits(None, 2, None, None),
+                None,
+            ),
+            (
+                counts(false, 0, 2, 0, 0),
+                limits(None, 2, None, None),
+                Some((BackendConcurrencyExceeded, None, 2, 2)),
+            ),
+            // A rate cap whose count the store did not read is not checked.
+            (
+                AdmissionCounts {
+                    starts_last_hour: None,
+                    ..counts(false, 0, 0, 0, 0)
+                },
+                limits(None, 2, Some(0), None),
+                None,
+            ),
+        ];
+        for (i, (counts, limits, want)) in cases.iter().enumerate() {
+            let got = admission(counts, limits).map(|d| (d.reason, d.window, d.current, d.limit));
+            assert_eq!(got, *want, "case {i}: {counts:?} against {limits:?}");
+        }
+    }
+
+    #[test]
+    fn counts_beyond_u32_saturate() {
+        let denial = admission(
+            &counts(false, u64::MAX, 0, 0, 0),
+            &limits(Some(1), 1, None, None),
+        )
+        .unwrap();
+        assert_eq!(denial.current, u32::MAX);
+    }
+}
