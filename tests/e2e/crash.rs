@@ -74,7 +74,9 @@ fn a_killed_runner_s_slot_is_reclaimed_at_the_next_start() {
     eprintln!(
         "restart to reclaim: {restart_to_reclaim} ms logged, {reclaim_wall:?} from the test's side"
     );
-    assert!(restart_to_reclaim < 5_000);
+    // The figure itself is `cargo xtask bench e2e`'s; here, only that the
+    // reclaim came with the start-up sweep, not from a later scan.
+    assert!(restart_to_reclaim < 60_000);
 
     wait_until(Duration::from_secs(20), "the task to be done", || {
         world.sim.state_of(&task).as_deref() == Some("Done")

@@ -262,7 +262,9 @@ async fn a_hung_request_times_out() {
         plane.get_work_item(&task).await,
         Err(PlaneError::Timeout { .. })
     ));
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // The server hangs for an hour; a generous bound tells giving up from
+    // waiting for it without depending on how loaded the machine is.
+    assert!(started.elapsed() < Duration::from_secs(60));
 }
 
 #[tokio::test]
@@ -316,16 +318,17 @@ async fn an_oversized_body_is_refused_without_being_read_whole() {
     config.max_response_bytes = 1024 * 1024;
     let plane = PlaneClient::new(config).unwrap();
     plane.get_work_item(&task).await.unwrap();
-    // 2 GiB, generated as it is sent: reading it whole would take tens of
-    // seconds and all that memory.
-    sim.inject(FaultRule::new(Fault::Oversized(2 * 1024 * 1024 * 1024)));
+    // 64 GiB, generated as it is sent: reading it whole would take many
+    // minutes here, so a generous bound tells refusing early from reading
+    // it all without depending on how loaded the machine is.
+    sim.inject(FaultRule::new(Fault::Oversized(64 * 1024 * 1024 * 1024)));
     let started = Instant::now();
     match plane.get_work_item(&task).await {
         Err(PlaneError::TooLarge { limit, .. }) => assert_eq!(limit, 1024 * 1024),
         other => panic!("{other:?}"),
     }
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(60),
         "took {:?}",
         started.elapsed()
     );
