@@ -21,36 +21,26 @@ use plane_sim::{PlaneSim, SimConfig};
 const KEY: &str = "plane_api_bench000000000000000000000000000";
 const ROUNDS: usize = 5;
 
-fn config(dir: &Path, sim: &PlaneSim, command: &str) -> PathBuf {
+fn config(dir: &Path, sim: &PlaneSim, command: &[&str]) -> PathBuf {
     let path = dir.join("inflight.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[ledger]
-path = "inflight.redb"
-[plane]
-base_url = "{}"
-workspace = "acme"
-project_id = "{}"
-api_key_env = "BENCH_KEY"
-[backends.local]
-max_concurrent = 2
-command = {command}
-[roles.goal]
-claim_state = "Todo"
-running_state = "In Progress"
-done_state = "Done"
-blocked_state = "Backlog"
-backend = "local"
-[watcher]
-poll_interval_secs = 1
-grace_secs = 1
-"#,
-            sim.base_url(),
-            sim.project_id()
-        ),
-    )
-    .unwrap();
+    let text = inflight_e2e::TestConfig {
+        base_url: sim.base_url(),
+        project_id: sim.project_id(),
+        key_env: "BENCH_KEY".into(),
+        command: command.iter().map(|a| a.to_string()).collect(),
+        cap: 2,
+        roles: vec![inflight_e2e::TestRole {
+            running: "In Progress".into(),
+            blocked: "Backlog".into(),
+            ..inflight_e2e::TestRole::new("goal", "Todo")
+        }],
+        extra: vec![
+            ("watcher", "poll_interval_secs = 1".into()),
+            ("watcher", "grace_secs = 1".into()),
+        ],
+    }
+    .render();
+    std::fs::write(&path, text).unwrap();
     path
 }
 
@@ -96,9 +86,9 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let sim = rt.block_on(PlaneSim::start(sim_config())).unwrap();
         sim.add_work_item("long task", "Todo");
-        let config = config(dir.path(), &sim, r#"["sleep", "30"]"#);
+        let config = config(dir.path(), &sim, &["sleep", "30"]);
         let mut first = runner(&config, &dir.path().join("first.log"));
-        let ledger_path = dir.path().join("inflight.redb");
+        let ledger_path = dir.path().join("var/inflight.redb");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !ledger_path.exists()
             || Ledger::open(&ledger_path)
@@ -145,7 +135,7 @@ fn main() {
     for _ in 0..ROUNDS {
         let dir = tempfile::tempdir().unwrap();
         let sim = rt.block_on(PlaneSim::start(sim_config())).unwrap();
-        let config = config(dir.path(), &sim, r#"["true"]"#);
+        let config = config(dir.path(), &sim, &["true"]);
         sim.clear_requests();
         let origin = Instant::now();
         let child = runner(&config, &dir.path().join("runner.log"));
@@ -162,7 +152,7 @@ fn main() {
     // Idle memory after 30 s of polling an empty board.
     let dir = tempfile::tempdir().unwrap();
     let sim = rt.block_on(PlaneSim::start(sim_config())).unwrap();
-    let config = config(dir.path(), &sim, r#"["true"]"#);
+    let config = config(dir.path(), &sim, &["true"]);
     let child = runner(&config, &dir.path().join("idle.log"));
     std::thread::sleep(Duration::from_secs(30));
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();

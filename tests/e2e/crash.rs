@@ -152,3 +152,53 @@ fn a_task_that_kills_its_runner_ends_blocked() {
         .unwrap();
     assert_eq!(attempts.lost(), 2);
 }
+
+/// Another process holds the ledger's write lock for 30 s (a stuck writer)
+/// while a runner starts with a slot to reclaim. The sweep cannot write, so
+/// its time bound cuts it short: the runner comes up within
+/// `startup_reconcile_secs` plus a second, says so, and claims once the
+/// lock frees; the sweep, left to finish on its own, reclaims the slot.
+#[test]
+fn a_runner_comes_up_while_another_process_holds_the_write_lock() {
+    let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    world.configure("watcher", "startup_reconcile_secs = 2");
+    let orphan = world.sim.add_work_item("orphan", "Running");
+    world.slot_of_a_dead_runner(&orphan);
+    let task = world.sim.add_work_item("plain job", "Ready for AI");
+    let mut holder = std::process::Command::new(bin("e2e-write-lock-holder"))
+        .arg(world.path("var/inflight.redb"))
+        .arg("30")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let locked = std::io::BufRead::lines(stdout)
+        .map_while(Result::ok)
+        .any(|line| line.trim() == "LOCKED");
+    assert!(locked, "the holder never took the write lock");
+    let freed = Instant::now() + Duration::from_secs(30);
+
+    let started = Instant::now();
+    let runner = world.start_runner("goal", "runner");
+    wait_until(Duration::from_secs(3), "the runner to come up", || {
+        world.log("runner").contains("\"claiming\"")
+    });
+    let came_up = started.elapsed();
+    eprintln!("came up {came_up:?} after its start, with the write lock held");
+    assert!(world.log("runner").contains("start-up reconcile cut short"));
+    assert_eq!(world.sim.state_of(&task).as_deref(), Some("Ready for AI"));
+
+    wait_until(Duration::from_secs(60), "the task done", || {
+        world.sim.state_of(&task).as_deref() == Some("Done")
+    });
+    assert!(Instant::now() >= freed, "claimed while the lock was held");
+    wait_until(Duration::from_secs(20), "the orphan reclaimed", || {
+        world
+            .open_slots()
+            .iter()
+            .all(|s| s.key.task_id.as_str() != orphan)
+    });
+    let _ = holder.wait();
+    world.signal(runner, libc::SIGTERM);
+    world.wait(runner, Duration::from_secs(10));
+}

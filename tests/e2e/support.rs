@@ -66,41 +66,29 @@ impl World {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let mut text = format!(
-            r#"
-[ledger]
-path = "var/inflight.redb"
-
-[plane]
-base_url = "{}"
-workspace = "acme"
-project_id = "{}"
-api_key_env = "E2E_PLANE_KEY"
-request_timeout_secs = 5
-
-[limits]
-max_concurrent = 8
-
-[backends.local]
-max_concurrent = {cap}
-command = ["{}"]
-timeout_secs = 120
-
-[watcher]
-poll_interval_secs = 1
-lease_secs = 30
-grace_secs = 2
-"#,
-            sim.base_url(),
-            sim.project_id(),
-            bin("e2e-executor").display()
-        );
-        for role in roles {
-            text.push_str(&format!(
-                "\n[roles.{}]\nclaim_state = \"{}\"\nrunning_state = \"Running\"\ndone_state = \"Done\"\nblocked_state = \"Blocked\"\nbackend = \"local\"\nmax_attempts = {}\n",
-                role.name, role.claim_state, role.max_attempts
-            ));
+        let text = inflight_e2e::TestConfig {
+            base_url: sim.base_url(),
+            project_id: sim.project_id(),
+            key_env: "E2E_PLANE_KEY".into(),
+            command: vec![bin("e2e-executor").display().to_string()],
+            cap,
+            roles: roles
+                .iter()
+                .map(|role| inflight_e2e::TestRole {
+                    max_attempts: role.max_attempts,
+                    ..inflight_e2e::TestRole::new(role.name, role.claim_state)
+                })
+                .collect(),
+            extra: vec![
+                ("plane", "request_timeout_secs = 5".into()),
+                ("limits", "max_concurrent = 8".into()),
+                ("backends.local", "timeout_secs = 120".into()),
+                ("watcher", "poll_interval_secs = 1".into()),
+                ("watcher", "lease_secs = 30".into()),
+                ("watcher", "grace_secs = 2".into()),
+            ],
         }
+        .render();
         let config = dir.path().join("inflight.toml");
         std::fs::write(&config, text).unwrap();
         std::fs::write(
@@ -193,19 +181,34 @@ grace_secs = 2
         command.output().unwrap()
     }
 
+    /// Opens a slot for `task` as a runner of this host that has since died
+    /// would have left it (its pid is beyond any pid the kernel hands out).
+    pub fn slot_of_a_dead_runner(&self, task: &str) {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_owned();
+        self.open_slot(
+            task,
+            ledger_core::Owner {
+                host: read("/proc/sys/kernel/hostname"),
+                boot_id: read("/proc/sys/kernel/random/boot_id"),
+                runner: ledger_core::ProcessIdentity {
+                    pid: 5_000_000,
+                    start_time: 1,
+                },
+                executor: None,
+                role: Some("goal".into()),
+                project: None,
+            },
+        );
+    }
+
     /// Opens a slot for `task` as a runner on another host would have,
     /// claiming from `project` (`None`: a slot that recorded no project,
     /// like an imported one): its liveness is unknown here, so a scan asks
     /// Plane about it.
     pub fn slot_from_elsewhere(&self, task: &str, project: Option<ProjectRef>) {
-        let now = ledger_core::SystemClock.now();
-        let request = ledger_core::AdmitRequest {
-            key: ledger_core::SlotKey::new(
-                ledger_core::Backend::new("local").unwrap(),
-                ledger_core::TaskId::new(task).unwrap(),
-            ),
-            run_id: ledger_core::RunId::generate(now),
-            owner: ledger_core::Owner {
+        self.open_slot(
+            task,
+            ledger_core::Owner {
                 host: "another-host".into(),
                 boot_id: "another-boot".into(),
                 runner: ledger_core::ProcessIdentity {
@@ -216,6 +219,18 @@ grace_secs = 2
                 role: Some("goal".into()),
                 project,
             },
+        );
+    }
+
+    fn open_slot(&self, task: &str, owner: ledger_core::Owner) {
+        let now = ledger_core::SystemClock.now();
+        let request = ledger_core::AdmitRequest {
+            key: ledger_core::SlotKey::new(
+                ledger_core::Backend::new("local").unwrap(),
+                ledger_core::TaskId::new(task).unwrap(),
+            ),
+            run_id: ledger_core::RunId::generate(now),
+            owner,
             lease: Duration::from_secs(30),
         };
         let limits = ledger_core::Limits {

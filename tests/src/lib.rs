@@ -40,3 +40,101 @@ pub fn send_signal(pid: u32, signal: i32) {
         libc::kill(pid as i32, signal);
     }
 }
+
+/// An inflight configuration file for the end-to-end tests, the soak and the
+/// benchmark: one backend, `local`, and the roles given. `extra` adds lines
+/// to a table: `("plane", "rate_limit_per_minute = 3000")`.
+#[derive(Debug, Clone)]
+pub struct TestConfig {
+    /// `[plane] base_url`.
+    pub base_url: String,
+    /// `[plane] project_id`.
+    pub project_id: String,
+    /// `[plane] api_key_env`.
+    pub key_env: String,
+    /// `[backends.local] command`, as argv.
+    pub command: Vec<String>,
+    /// `[backends.local] max_concurrent`.
+    pub cap: u32,
+    /// The roles: name, claim state, running, done and blocked states, and
+    /// `max_attempts`.
+    pub roles: Vec<TestRole>,
+    /// Lines added to a table, by table name.
+    pub extra: Vec<(&'static str, String)>,
+}
+
+/// One `[roles.NAME]` of a [`TestConfig`].
+#[derive(Debug, Clone)]
+pub struct TestRole {
+    /// The role's name.
+    pub name: String,
+    /// `claim_state`.
+    pub claim: String,
+    /// `running_state`.
+    pub running: String,
+    /// `done_state`.
+    pub done: String,
+    /// `blocked_state`.
+    pub blocked: String,
+    /// `max_attempts`.
+    pub max_attempts: u32,
+}
+
+impl TestRole {
+    /// A role claiming from `claim`, running in "Running", done in "Done",
+    /// blocked in "Blocked", with 3 attempts.
+    pub fn new(name: &str, claim: &str) -> Self {
+        Self {
+            name: name.into(),
+            claim: claim.into(),
+            running: "Running".into(),
+            done: "Done".into(),
+            blocked: "Blocked".into(),
+            max_attempts: 3,
+        }
+    }
+}
+
+impl TestConfig {
+    /// The file's text. The ledger is `var/inflight.redb` beside it.
+    pub fn render(&self) -> String {
+        let extra = |table: &str| -> String {
+            self.extra
+                .iter()
+                .filter(|(t, _)| *t == table)
+                .map(|(_, line)| format!("{line}\n"))
+                .collect()
+        };
+        let command: Vec<String> = self.command.iter().map(|a| format!("{a:?}")).collect();
+        let mut text = format!(
+            "[ledger]\npath = \"var/inflight.redb\"\n{}\n\
+             [plane]\nbase_url = \"{}\"\nworkspace = \"acme\"\nproject_id = \"{}\"\napi_key_env = \"{}\"\n{}\n\
+             [limits]\n{}\n\
+             [backends.local]\nmax_concurrent = {}\ncommand = [{}]\n{}\n\
+             [watcher]\n{}",
+            extra("ledger"),
+            self.base_url,
+            self.project_id,
+            self.key_env,
+            extra("plane"),
+            extra("limits"),
+            self.cap,
+            command.join(", "),
+            extra("backends.local"),
+            extra("watcher"),
+        );
+        for role in &self.roles {
+            text.push_str(&format!(
+                "\n[roles.{}]\nclaim_state = \"{}\"\nrunning_state = \"{}\"\ndone_state = \"{}\"\nblocked_state = \"{}\"\nbackend = \"local\"\nmax_attempts = {}\n{}",
+                role.name,
+                role.claim,
+                role.running,
+                role.done,
+                role.blocked,
+                role.max_attempts,
+                extra(&format!("roles.{}", role.name)),
+            ));
+        }
+        text
+    }
+}

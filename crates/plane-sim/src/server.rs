@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use futures_util::stream;
@@ -394,23 +394,27 @@ async fn dribble(response: Response, delay: Duration) -> Response {
     Response::from_parts(parts, Body::from_stream(chunks))
 }
 
-fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
-    uri.query()?
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+/// A query parameter, percent-decoded (axum's `Query`, as Django decodes
+/// them); the first when it is repeated.
+fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
+    pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
-fn expand_list(uri: &Uri) -> Vec<String> {
-    query_param(uri, "expand")
+/// A comma-separated list parameter (`expand=state,labels`).
+fn list_param(uri: &Uri, name: &str) -> Vec<String> {
+    query_param(uri, name)
         .map(|v| {
-            v.replace("%2C", ",")
-                .split(',')
+            v.split(',')
+                .filter(|f| !f.is_empty())
                 .map(str::to_owned)
                 .collect()
         })
         .unwrap_or_default()
+}
+
+fn expand_list(uri: &Uri) -> Vec<String> {
+    list_param(uri, "expand")
 }
 
 /// Another project of the workspace, with no work items: it answers like
@@ -437,16 +441,7 @@ fn empty_project(shared: &Shared, uri: &Uri, resolved: &Resolved) -> Response {
 
 /// `fields=a,b`: the names asked for, if any.
 fn fields_list(uri: &Uri) -> Vec<String> {
-    query_param(uri, "fields")
-        .map(|v| {
-            v.replace("%2C", ",")
-                .replace("%2c", ",")
-                .split(',')
-                .filter(|f| !f.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
+    list_param(uri, "fields")
 }
 
 /// Keeps only `fields` of an object (all of them when none are asked for),
@@ -591,10 +586,10 @@ fn route(shared: &Shared, method: &Method, uri: &Uri, route: &Route, body: &Byte
                 .collect();
             // Plane lists newest first unless `order_by` names another
             // order; an unknown field is a 500 (after the throttle).
-            let order = query_param(uri, "order_by").unwrap_or("-created_at");
+            let order = query_param(uri, "order_by").unwrap_or_else(|| "-created_at".into());
             let (descending, field) = match order.strip_prefix('-') {
                 Some(field) => (true, field),
-                None => (false, order),
+                None => (false, order.as_str()),
             };
             match field {
                 "created_at" => items.sort_by_key(|i| (i.created_at, i.sequence_id)),
@@ -799,8 +794,7 @@ fn paginate(uri: &Uri, all: Vec<Value>) -> Response {
     let page: i64 = match query_param(uri, "cursor") {
         None => 0,
         Some(raw) => {
-            let decoded = raw.replace("%3A", ":").replace("%3a", ":");
-            let parts: Vec<&str> = decoded.split(':').collect();
+            let parts: Vec<&str> = raw.split(':').collect();
             let numbers: Option<Vec<i64>> = parts.iter().map(|p| p.parse().ok()).collect();
             match numbers.as_deref() {
                 Some([_, page, _]) if *page < 0 => return bad("Error in parsing"),

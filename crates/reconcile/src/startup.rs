@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use ledger_core::Timestamp;
 
-use crate::join::CatchUnwind;
+use crate::join::catching_panics;
 use crate::{InFlightLedger, ProcessProbe, ScanOptions, ScanReport, StartupLock, TaskLookup};
 
 /// How the start-up sweep runs.
@@ -67,11 +67,10 @@ pub async fn reconcile_on_startup(
     now: Timestamp,
 ) -> StartupReport {
     let started = Instant::now();
-    let outcome =
-        match CatchUnwind(Box::pin(sweep(lock, ledger, lookup, probe, options, now))).await {
-            Ok(outcome) => outcome,
-            Err(panic) => StartupOutcome::Failed(format!("the sweep panicked: {panic}")),
-        };
+    let outcome = match catching_panics(sweep(lock, ledger, lookup, probe, options, now)).await {
+        Ok(outcome) => outcome,
+        Err(panic) => StartupOutcome::Failed(format!("the sweep panicked: {panic}")),
+    };
     let elapsed = started.elapsed();
     match &outcome {
         StartupOutcome::Swept(report) => {
@@ -120,7 +119,7 @@ async fn sweep(
     now: Timestamp,
 ) -> StartupOutcome {
     // A panic in here, the lock included, is caught by the caller's
-    // `CatchUnwind` and reported as a failed sweep.
+    // `catching_panics` and reported as a failed sweep.
     let token = match lock.try_lock(options.lock_timeout) {
         Ok(Some(token)) => token,
         Ok(None) => return StartupOutcome::LockBusy,

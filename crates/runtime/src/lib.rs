@@ -52,6 +52,7 @@ pub use plane::{
     state_of,
 };
 pub use process::{
-    HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, terminate_group, this_owner, this_process,
+    HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, signal_group, terminate_group,
+    this_owner, this_process,
 };
 pub use store::{on_store, open_store};

@@ -213,7 +213,10 @@ fn group_members(group: u32) -> io::Result<Vec<(u32, ProcStat)>> {
     Ok(members)
 }
 
-fn signal_group(group: u32, signal: i32) -> io::Result<()> {
+/// Sends `signal` to every process of process group `group`. A group that is
+/// gone already is not an error; groups 0 and 1 are refused (they would be
+/// this process's own group, or every process).
+pub fn signal_group(group: u32, signal: i32) -> io::Result<()> {
     let group = libc::pid_t::try_from(group)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "process group out of range"))?;
     if group <= 1 {

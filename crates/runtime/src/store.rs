@@ -2,24 +2,182 @@
 //! binaries open it through, and the bridge that runs a store's blocking
 //! calls off the async runtime.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use ledger_core::{LedgerError, LedgerStore};
+use ledger_core::{
+    AdmitOutcome, AdmitRequest, Event, ExecutorIdentity, FinishOutcome, FinishReason, ImportReport,
+    Ledger, LedgerError, LedgerStore, Limits, PruneReport, Result, RunId, Slot, SlotKey, StoreLock,
+    TaskAttempts, TaskId, Timestamp, UpdateOutcome,
+};
 
 use crate::Config;
+
+/// How long [`open_store`] waits for the open itself. redb's multi-process
+/// open waits for the file's write lock, so a file another process holds
+/// in a long write transaction would keep the caller from coming up at all.
+const OPEN_PATIENCE: Duration = Duration::from_millis(250);
 
 /// Opens the ledger store the configuration names. Today that is the redb
 /// file of `[ledger] path`, opened in multi-process mode (the watcher, the
 /// watchdog and every read-only command share the file); the binaries see
 /// only the [`LedgerStore`] contract.
+///
+/// An open that ends (or fails: a corrupt file, a newer schema) within a
+/// quarter of a second is returned as it is. One that is still waiting then, because
+/// another process holds the file's write lock, goes on in the background:
+/// the store returned at once makes each call wait for it (on the blocking
+/// pool, through [`on_store`]), so a runner comes up, bounds its start-up
+/// sweep, and claims once the lock frees.
 pub fn open_store(config: &Config) -> Result<Arc<dyn LedgerStore>, LedgerError> {
     let options = ledger_core::LedgerOptions {
         write_deadline: config.ledger.write_deadline,
         retention: config.ledger.retention,
         ..ledger_core::LedgerOptions::default()
     };
-    let ledger = ledger_core::Ledger::open_with(&config.ledger.path, options)?;
-    Ok(Arc::new(ledger))
+    let path = config.ledger.path.clone();
+    let (done, opened) = std::sync::mpsc::channel();
+    let opening = path.clone();
+    std::thread::Builder::new()
+        .name("ledger-open".into())
+        .spawn(move || {
+            let _ = done.send(Ledger::open_with(&opening, options));
+        })
+        .map_err(|source| LedgerError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    match opened.recv_timeout(OPEN_PATIENCE) {
+        Ok(ledger) => Ok(Arc::new(ledger?)),
+        Err(RecvTimeoutError::Timeout) => {
+            tracing::warn!(path = %path.display(), "the ledger is slow to open (another process may hold its write lock); it opens in the background, and every use waits for it");
+            Ok(Arc::new(Opening {
+                path,
+                state: Mutex::new(State::Waiting(opened)),
+            }))
+        }
+        Err(RecvTimeoutError::Disconnected) => Err(gone(&path)),
+    }
+}
+
+fn gone(path: &Path) -> LedgerError {
+    LedgerError::Storage {
+        path: path.to_path_buf(),
+        source: "the thread opening the ledger ended without a result".into(),
+    }
+}
+
+/// A ledger still opening in the background.
+#[derive(Debug)]
+struct Opening {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+enum State {
+    Waiting(Receiver<Result<Ledger>>),
+    Open(Arc<Ledger>),
+    /// Why the open failed, for every later call.
+    Failed(String),
+}
+
+impl Opening {
+    /// The ledger, waiting for its open (blocking, like any store call).
+    fn ledger(&self) -> Result<Arc<Ledger>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let State::Waiting(opened) = &*state {
+            *state = match opened.recv() {
+                Ok(Ok(ledger)) => State::Open(Arc::new(ledger)),
+                Ok(Err(e)) => State::Failed(e.to_string()),
+                Err(_) => State::Failed(gone(&self.path).to_string()),
+            };
+        }
+        match &*state {
+            State::Open(ledger) => Ok(ledger.clone()),
+            State::Failed(why) => Err(LedgerError::Storage {
+                path: self.path.clone(),
+                source: format!("the ledger could not be opened: {why}").into(),
+            }),
+            State::Waiting(_) => Err(gone(&self.path)),
+        }
+    }
+}
+
+impl LedgerStore for Opening {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn admit(
+        &self,
+        request: &AdmitRequest,
+        limits: &Limits,
+        now: Timestamp,
+    ) -> Result<AdmitOutcome> {
+        self.ledger()?.admit(request, limits, now)
+    }
+
+    fn finish(
+        &self,
+        key: &SlotKey,
+        expected_run: Option<&RunId>,
+        reason: FinishReason,
+        now: Timestamp,
+    ) -> Result<FinishOutcome> {
+        self.ledger()?.finish(key, expected_run, reason, now)
+    }
+
+    fn renew_lease(&self, key: &SlotKey, run: &RunId, until: Timestamp) -> Result<UpdateOutcome> {
+        self.ledger()?.renew_lease(key, run, until)
+    }
+
+    fn set_executor(
+        &self,
+        key: &SlotKey,
+        run: &RunId,
+        executor: ExecutorIdentity,
+    ) -> Result<UpdateOutcome> {
+        self.ledger()?.set_executor(key, run, executor)
+    }
+
+    fn open_slots(&self) -> Result<Vec<Slot>> {
+        self.ledger()?.open_slots()
+    }
+
+    fn slot(&self, key: &SlotKey) -> Result<Option<Slot>> {
+        self.ledger()?.slot(key)
+    }
+
+    fn last_finish(&self, key: &SlotKey) -> Result<Option<Event>> {
+        self.ledger()?.last_finish(key)
+    }
+
+    fn attempts(&self, task: &TaskId) -> Result<TaskAttempts> {
+        self.ledger()?.attempts(task)
+    }
+
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        self.ledger()?.events_after(after, limit)
+    }
+
+    fn events_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Event>> {
+        self.ledger()?.events_between(from, to)
+    }
+
+    fn prune(&self, now: Timestamp) -> Result<PruneReport> {
+        self.ledger()?.prune(now)
+    }
+
+    fn import_usage_json(&self, path: &Path) -> Result<ImportReport> {
+        self.ledger()?.import_usage_json(path)
+    }
+
+    fn startup_lock(&self, timeout: Duration) -> Result<Option<StoreLock>> {
+        LedgerStore::startup_lock(&*self.ledger()?, timeout)
+    }
 }
 
 /// Runs a store call on tokio's blocking pool and waits for it without

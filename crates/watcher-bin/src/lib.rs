@@ -44,7 +44,7 @@ use runtime::{
 use tokio::sync::watch;
 
 pub use output::OutputTail;
-pub use spawn::{EXEC_GATE_ARG, Spawner, StartGate, run_exec_gate_if_asked, signal_group};
+pub use spawn::{EXEC_GATE_ARG, Spawner, StartGate, run_exec_gate_if_asked};
 
 /// Why the runner could not run.
 #[derive(Debug, thiserror::Error)]
@@ -879,13 +879,18 @@ impl Runner {
 
     /// SIGTERM to the executor's group, the grace period, then SIGKILL.
     async fn stop_executor(&self, child: &mut tokio::process::Child, group: u32) {
-        signal_group(group, libc::SIGTERM);
+        let signal = |signal| {
+            if let Err(e) = runtime::signal_group(group, signal) {
+                tracing::warn!(group, signal, error = %e, "could not signal the executor's group");
+            }
+        };
+        signal(libc::SIGTERM);
         if tokio::time::timeout(self.config.watcher.grace, child.wait())
             .await
             .is_err()
         {
             tracing::warn!(group, "executor ignored SIGTERM; killing it");
-            signal_group(group, libc::SIGKILL);
+            signal(libc::SIGKILL);
             let _ = child.wait().await;
         }
     }

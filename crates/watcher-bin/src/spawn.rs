@@ -21,7 +21,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,7 +60,7 @@ pub struct Spawner {
 /// it without [`StartGate::open`] makes the executor exit without running.
 #[derive(Debug)]
 pub struct StartGate {
-    write_end: File,
+    write_end: io::PipeWriter,
 }
 
 impl StartGate {
@@ -131,7 +131,9 @@ impl Spawner {
     /// returned [`StartGate`] is opened.
     pub async fn spawn(&self, mut command: Command) -> io::Result<(Child, StartGate)> {
         let parent = std::process::id();
-        let (read_end, write_end) = gate_pipe()?;
+        // std's pipes are close-on-exec at both ends, so no other child
+        // inherits the write end and keeps a dead runner's gate from closing.
+        let (read_end, write_end) = io::pipe()?;
         let gate_read = read_end.as_raw_fd();
         command.process_group(0).kill_on_drop(false);
         // SAFETY: the closure runs in the forked child before exec and only
@@ -172,26 +174,8 @@ impl Spawner {
         // The child has its copy; the runner's must go, or the gate would
         // never see the pipe close if the runner died.
         drop(read_end);
-        Ok((
-            child,
-            StartGate {
-                write_end: File::from(write_end),
-            },
-        ))
+        Ok((child, StartGate { write_end }))
     }
-}
-
-/// A pipe whose ends are both close-on-exec, so no other child inherits the
-/// write end and keeps a dead runner's gate from closing.
-fn gate_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array it is given.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by no
-    // one else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Finds `program` as `execvp` would: a name with a slash is a path, a bare
@@ -258,17 +242,4 @@ pub fn run_exec_gate_if_asked() -> Option<ExitCode> {
         Path::new(&program).display()
     );
     Some(ExitCode::from(GATE_EXEC_FAILED))
-}
-
-/// Sends `signal` to process group `group`; a group that is gone is fine.
-pub fn signal_group(group: u32, signal: i32) {
-    let Ok(group) = libc::pid_t::try_from(group) else {
-        return;
-    };
-    if group > 1 {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe {
-            libc::kill(-group, signal);
-        }
-    }
 }

@@ -32,18 +32,6 @@ const ROLES: [(&str, &str); 3] = [
 ];
 const RUNNERS_PER_ROLE: usize = 2;
 
-/// A small xorshift generator, seeded from the command line or the clock.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
-
 struct Runner {
     role: &'static str,
     child: Option<Child>,
@@ -90,7 +78,7 @@ fn main() {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(7, |d| d.as_nanos() as u64 | 1)
         });
-    let mut rng = Rng(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     println!("soak: {seconds:.0} s, seed {seed}");
 
     let dir = std::env::temp_dir().join(format!("inflight-soak-{}", std::process::id()));
@@ -112,36 +100,27 @@ fn main() {
     for (_, state) in ROLES {
         sim.add_state(state, "unstarted");
     }
-    let mut config = format!(
-        r#"[ledger]
-path = "inflight.redb"
-[plane]
-base_url = "{}"
-workspace = "acme"
-project_id = "{}"
-api_key_env = "SOAK_KEY"
-request_timeout_secs = 5
-rate_limit_per_minute = 3000
-[limits]
-max_concurrent = 8
-[backends.local]
-max_concurrent = {CAP}
-command = ["{}"]
-timeout_secs = 4
-[watcher]
-poll_interval_secs = 1
-grace_secs = 1
-startup_reconcile_secs = 5
-"#,
-        sim.base_url(),
-        sim.project_id(),
-        workspace_bin("e2e-executor").display()
-    );
-    for (role, state) in ROLES {
-        config.push_str(&format!(
-            "[roles.{role}]\nclaim_state = \"{state}\"\nrunning_state = \"Running\"\ndone_state = \"Done\"\nblocked_state = \"Blocked\"\nbackend = \"local\"\nmax_attempts = 3\n"
-        ));
+    let config = inflight_e2e::TestConfig {
+        base_url: sim.base_url(),
+        project_id: sim.project_id(),
+        key_env: "SOAK_KEY".into(),
+        command: vec![workspace_bin("e2e-executor").display().to_string()],
+        cap: CAP as u32,
+        roles: ROLES
+            .iter()
+            .map(|(role, state)| inflight_e2e::TestRole::new(role, state))
+            .collect(),
+        extra: vec![
+            ("plane", "request_timeout_secs = 5".into()),
+            ("plane", "rate_limit_per_minute = 3000".into()),
+            ("limits", "max_concurrent = 8".into()),
+            ("backends.local", "timeout_secs = 4".into()),
+            ("watcher", "poll_interval_secs = 1".into()),
+            ("watcher", "grace_secs = 1".into()),
+            ("watcher", "startup_reconcile_secs = 5".into()),
+        ],
     }
+    .render();
     std::fs::write(dir.join("inflight.toml"), config).expect("config");
 
     let mut deaths: Deaths = HashMap::new();
@@ -181,21 +160,21 @@ startup_reconcile_secs = 5
     while Instant::now() < end {
         let now = Instant::now();
         if now >= next_task {
-            let kind = match rng.below(20) {
+            let kind = match rng.u64(..20) {
                 0 | 1 => "fail",
                 2 => "crash",
                 3 => "hang",
                 _ => "plain",
             };
-            let (_, state) = ROLES[rng.below(3) as usize];
+            let (_, state) = ROLES[rng.usize(..ROLES.len())];
             tasks.push(sim.add_work_item(&format!("{kind} task {}", tasks.len()), state));
-            next_task = now + Duration::from_millis(300 + rng.below(400));
+            next_task = now + Duration::from_millis(300 + rng.u64(..400));
         }
         if now >= next_chaos {
-            let victim = rng.below(runners.len() as u64) as usize;
+            let victim = rng.usize(..runners.len());
             if let Some(child) = runners[victim].child.as_mut() {
                 let pid = child.id();
-                if rng.below(4) == 0 {
+                if rng.u64(..4) == 0 {
                     send_signal(pid, libc::SIGTERM);
                     terms += 1;
                 } else {
@@ -203,12 +182,12 @@ startup_reconcile_secs = 5
                     kills += 1;
                 }
                 runners[victim].restart_at =
-                    Some(now + Duration::from_millis(300 + rng.below(1500)));
+                    Some(now + Duration::from_millis(300 + rng.u64(..1500)));
             }
-            next_chaos = now + Duration::from_millis(1500 + rng.below(2500));
+            next_chaos = now + Duration::from_millis(1500 + rng.u64(..2500));
         }
         if now >= next_fault {
-            let (name, rule) = match rng.below(4) {
+            let (name, rule) = match rng.u64(..4) {
                 0 => (
                     "429 storm",
                     FaultRule::new(Fault::RateLimited {
@@ -228,7 +207,7 @@ startup_reconcile_secs = 5
             };
             sim.inject(rule);
             *faults.entry(name).or_default() += 1;
-            next_fault = now + Duration::from_millis(3000 + rng.below(4000));
+            next_fault = now + Duration::from_millis(3000 + rng.u64(..4000));
         }
         reap(&mut runners, &mut deaths, &dir, &mut spawned, true);
         worst_holders = worst_holders.max(executor_holders(&dir).0);
@@ -286,7 +265,7 @@ startup_reconcile_secs = 5
         }
         *states.entry(state).or_default() += 1;
     }
-    let ledger = Ledger::open(dir.join("inflight.redb")).expect("ledger");
+    let ledger = Ledger::open(dir.join("var/inflight.redb")).expect("ledger");
     let open = ledger.open_slots().expect("slots");
     if !open.is_empty() {
         violations.push(format!("{} slots still open", open.len()));

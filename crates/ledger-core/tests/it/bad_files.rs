@@ -43,8 +43,8 @@ fn sample_ledger(path: &Path) {
 #[test]
 fn random_bytes_are_not_a_ledger() {
     let (_dir, path) = temp_ledger();
-    let mut rng = Rng::seeded();
-    let bytes: Vec<u8> = (0..64 * 1024).map(|_| rng.below(256) as u8).collect();
+    let mut rng = seeded_rng();
+    let bytes: Vec<u8> = (0..64 * 1024).map(|_| rng.u64(..256) as u8).collect();
     std::fs::write(&path, bytes).unwrap();
     assert!(matches!(refuse(&path), LedgerError::NotALedger { .. }));
 }
@@ -54,10 +54,10 @@ fn random_bytes_behind_a_redb_header_are_refused() {
     let (_dir, path) = temp_ledger();
     sample_ledger(&path);
     let mut bytes = std::fs::read(&path).unwrap();
-    let mut rng = Rng::seeded();
+    let mut rng = seeded_rng();
     // Keep the header, scramble everything after it.
     for b in bytes.iter_mut().skip(512) {
-        *b = rng.below(256) as u8;
+        *b = rng.u64(..256) as u8;
     }
     std::fs::write(&path, &bytes).unwrap();
     // Whatever the engine makes of it, the open ends in an error, not a

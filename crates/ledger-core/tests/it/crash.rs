@@ -15,7 +15,7 @@ const KILLS: u64 = 24;
 #[test]
 fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let (_dir, path) = temp_ledger();
-    let mut rng = Rng::seeded();
+    let mut rng = seeded_rng();
     let mut acknowledged_starts = HashSet::new();
     let mut acknowledged_finishes = HashSet::new();
     for life in 0..KILLS {
@@ -33,7 +33,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         });
         // Wait until the child is past start-up and committing, then kill it
         // at a random moment of its loop.
-        std::thread::sleep(Duration::from_millis(60 + rng.below(120)));
+        std::thread::sleep(Duration::from_millis(60 + rng.u64(..120)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let lines = reader.join().unwrap();

@@ -76,32 +76,15 @@ pub fn file_digest(path: &Path) -> (u64, u64) {
     (bytes.len() as u64, hash)
 }
 
-/// A small xorshift generator: the tests need varied, not secure, numbers,
-/// and the seed is printed so a failing run can be replayed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn seeded() -> Self {
-        let seed = std::env::var("LEDGER_IT_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("random seed: LEDGER_IT_SEED={seed}");
-        Rng(seed)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
+/// Varied, not secure, numbers; the seed is printed so a failing run can be
+/// replayed (`LEDGER_IT_SEED`).
+pub fn seeded_rng() -> fastrand::Rng {
+    let seed = std::env::var("LEDGER_IT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("random seed: LEDGER_IT_SEED={seed}");
+    fastrand::Rng::with_seed(seed)
 }
 
 /// A command that re-runs this test binary as the child named `entry` (one

@@ -387,6 +387,16 @@ async fn lists_honour_fields_and_order_by_like_plane() {
     assert_eq!(first["state"]["name"], "Todo");
     let (_, page) = get(&sim, &base).await;
     assert_eq!(page["results"][0]["name"], "t3", "newest first by default");
+    // Parameters are percent-decoded like Django does, `%2c` included.
+    let (_, page) = get(
+        &sim,
+        &format!("{base}?fields=id%2cname&order_by=created%5Fat"),
+    )
+    .await;
+    let mut keys: Vec<&String> = page["results"][0].as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["id", "name"]);
+    assert_eq!(page["results"][0]["name"], "t1");
     let (status, body) = get(&sim, &format!("{base}?order_by=nosuchfield")).await;
     assert_eq!(
         (status, body),
