@@ -109,7 +109,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(&config_path, args.command)) {
+    let outcome = runtime.block_on(run(&config_path, args.command));
+    // A store call cut short by shutdown (a start-up sweep waiting for
+    // another process's write lock, say) may still sit on a blocking
+    // thread: give it a moment, then exit without it. Its commit, if it
+    // was under way, is atomic like any other a kill interrupts.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(
             e @ (WatchdogError::Config(_)
@@ -124,6 +130,18 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Runs a one-shot command's store calls on the blocking pool, so that even
+/// these never block the runtime's thread.
+async fn off_runtime<T: Send + 'static>(
+    command: impl FnOnce() -> Result<T, WatchdogError> + Send + 'static,
+) -> Result<T, WatchdogError> {
+    tokio::task::spawn_blocking(command).await.map_err(|e| {
+        WatchdogError::Io(std::io::Error::other(format!(
+            "the command did not complete: {e}"
+        )))
+    })?
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -193,7 +211,7 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
             }
         }
         Command::Status { json: as_json } => {
-            let status = watchdog_bin::status(&config)?;
+            let status = off_runtime(move || watchdog_bin::status(&config)).await?;
             if as_json {
                 println!("{}", json(&status));
             } else {
@@ -204,7 +222,9 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
             since,
             json: as_json,
         } => {
-            for event in watchdog_bin::events(&config, since.as_deref())? {
+            let events =
+                off_runtime(move || watchdog_bin::events(&config, since.as_deref())).await?;
+            for event in events {
                 if as_json {
                     println!("{}", json(&event));
                 } else {
@@ -213,7 +233,10 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
             }
         }
         Command::Release { backend, task, run } => {
-            match watchdog_bin::release(&config, &backend, &task, run.as_deref())? {
+            let (b, t) = (backend.clone(), task.clone());
+            let released =
+                off_runtime(move || watchdog_bin::release(&config, &b, &t, run.as_deref())).await?;
+            match released {
                 FinishOutcome::Finished(slot) => {
                     println!("released {} (run {})", slot.key, slot.run_id)
                 }
@@ -228,7 +251,8 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
             }
         }
         Command::ImportUsageJson { file } => {
-            let report = watchdog_bin::import_usage_json(&config, &file)?;
+            let report =
+                off_runtime(move || watchdog_bin::import_usage_json(&config, &file)).await?;
             println!(
                 "{}",
                 serde_json::json!({

@@ -74,7 +74,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(args)) {
+    let outcome = runtime.block_on(run(args));
+    // A store call cut short by shutdown (a start-up sweep waiting for
+    // another process's write lock, say) may still sit on a blocking
+    // thread: give it a moment, then exit without it. Its commit, if it
+    // was under way, is atomic like any other a kill interrupts.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ (WatcherError::Config(_) | WatcherError::Role { .. })) => {
             eprintln!("watcher: {e}");
