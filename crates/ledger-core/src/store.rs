@@ -454,6 +454,15 @@ impl Ledger {
         limits: &Limits,
         now: Timestamp,
     ) -> Result<Option<Denial>> {
+        // The rule refuses a key in flight whatever the counts say: do not
+        // pay for reading them.
+        if key_in_flight {
+            let counts = AdmissionCounts {
+                key_in_flight,
+                ..AdmissionCounts::default()
+            };
+            return Ok(admission(&counts, limits));
+        }
         let backend = key.backend.as_str();
         let window = |cap: Option<u32>, window| -> Result<Option<u64>> {
             cap.map(|_| count_starts_in_window(starts, backend, window, now))
