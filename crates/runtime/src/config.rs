@@ -89,28 +89,30 @@ struct RawPlane {
 fn default_api_key_env() -> String {
     "PLANE_API_KEY".into()
 }
+// Plane's defaults are the client's own, not restated here.
+fn plane_defaults() -> PlaneConfig {
+    PlaneConfig::new("", "", "", ApiKey::new(""))
+}
 fn default_connect_timeout_secs() -> u64 {
-    5
+    plane_defaults().connect_timeout.as_secs()
 }
 fn default_request_timeout_secs() -> u64 {
-    30
+    plane_defaults().request_timeout.as_secs()
 }
 fn default_max_response_bytes() -> usize {
-    16 * 1024 * 1024
+    plane_defaults().max_response_bytes
 }
 fn default_rate_limit_per_minute() -> u32 {
-    60
+    plane_defaults().rate_limit.requests
 }
 fn default_terminal_states() -> Vec<String> {
-    ["Done", "Cancelled", "Cancelled by operator", "Closed"]
-        .map(String::from)
-        .to_vec()
+    plane_defaults().terminal_state_names
 }
 fn default_routes() -> String {
     "auto".into()
 }
 fn default_cache_secs() -> u64 {
-    300
+    plane_defaults().cache_ttl.as_secs()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -302,236 +304,26 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`: the file itself, then each
+    /// table in turn. The first problem found is the error.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let shown = path.display().to_string();
-        let error = |key: &str, message: String| ConfigError {
-            path: shown.clone(),
-            key: key.to_owned(),
-            message,
+        let check = Checker {
+            path: path.display().to_string(),
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| error("(file)", format!("cannot read: {e}")))?;
-        // The file names the commands the runner executes: if anyone may
-        // write it, anyone may run code as the runner.
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|e| error("(file)", format!("cannot read: {e}")))?
-                .permissions()
-                .mode();
-            if mode & 0o002 != 0 {
-                return Err(error(
-                    "(file)",
-                    format!(
-                        "is writable by every user (mode {:o}), so anyone could choose the commands it runs; \
-                         run `chmod o-w {}`",
-                        mode & 0o777,
-                        path.display()
-                    ),
-                ));
-            }
-        }
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            // toml names the line and the offending key or value.
-            error("(syntax)", e.to_string().trim_end().replace('\n', "\n    "))
-        })?;
+        let raw = read_raw(path, &check)?;
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-
-        let positive = |key: &str, value: u64| {
-            if value == 0 {
-                Err(error(key, "must be greater than 0".into()))
-            } else {
-                Ok(value)
-            }
-        };
-        let ledger = LedgerSettings {
-            path: dir.join(&raw.ledger.path),
-            window: Duration::from_secs(
-                positive("ledger.window_hours", raw.ledger.window_hours)? * 3600,
-            ),
-            retention: Duration::from_secs(
-                positive("ledger.retention_days", raw.ledger.retention_days)? * 86_400,
-            ),
-            write_deadline: Duration::from_secs(positive(
-                "ledger.write_deadline_secs",
-                raw.ledger.write_deadline_secs,
-            )?),
-        };
-
-        let p = raw.plane;
-        if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
-            return Err(error(
-                "plane.base_url",
-                format!("{:?} must start with http:// or https://", p.base_url),
-            ));
-        }
-        for (key, value) in [
-            ("plane.workspace", &p.workspace),
-            ("plane.project_id", &p.project_id),
-            ("plane.api_key_env", &p.api_key_env),
-        ] {
-            if value.trim().is_empty() {
-                return Err(error(key, "must not be empty".into()));
-            }
-        }
-        let routes = match p.routes.as_str() {
-            "auto" => RouteFamily::Detect,
-            "work-items" => RouteFamily::WorkItems,
-            "issues" => RouteFamily::Issues,
-            other => {
-                return Err(error(
-                    "plane.routes",
-                    format!("{other:?} is not one of auto, work-items, issues"),
-                ));
-            }
-        };
-        let plane = PlaneSettings {
-            base_url: p.base_url,
-            workspace: p.workspace,
-            project_id: p.project_id,
-            api_key_env: p.api_key_env,
-            connect_timeout: Duration::from_secs(positive(
-                "plane.connect_timeout_secs",
-                p.connect_timeout_secs,
-            )?),
-            request_timeout: Duration::from_secs(positive(
-                "plane.request_timeout_secs",
-                p.request_timeout_secs,
-            )?),
-            max_response_bytes: positive("plane.max_response_bytes", p.max_response_bytes as u64)?
-                as usize,
-            rate_limit_per_minute: positive(
-                "plane.rate_limit_per_minute",
-                u64::from(p.rate_limit_per_minute),
-            )? as u32,
-            terminal_states: p.terminal_states,
-            routes,
-            cache: Duration::from_secs(positive("plane.cache_secs", p.cache_secs)?),
-        };
-
-        if raw.backends.is_empty() {
-            return Err(error(
-                "backends",
-                "at least one [backends.NAME] table is needed".into(),
-            ));
-        }
-        let mut backends = BTreeMap::new();
-        for (name, b) in raw.backends {
-            let key = |field: &str| format!("backends.{name}.{field}");
-            let backend = Backend::new(name.clone())
-                .map_err(|e| error(&format!("backends.{name}"), e.to_string()))?;
-            if b.max_concurrent == 0 {
-                return Err(error(
-                    &key("max_concurrent"),
-                    "must be greater than 0".into(),
-                ));
-            }
-            if b.command
-                .first()
-                .is_none_or(|program| program.trim().is_empty())
-            {
-                return Err(error(
-                    &key("command"),
-                    "must name a program, e.g. [\"./run-task.sh\"]".into(),
-                ));
-            }
-            let timeout = Duration::from_secs(positive(&key("timeout_secs"), b.timeout_secs)?);
-            backends.insert(
-                name,
-                BackendSettings {
-                    name: backend,
-                    limits: BackendLimits {
-                        max_concurrent: b.max_concurrent,
-                        max_per_hour: b.max_per_hour,
-                        max_per_day: b.max_per_day,
-                    },
-                    command: b.command,
-                    timeout,
-                },
-            );
-        }
-
-        if raw.roles.is_empty() {
-            return Err(error(
-                "roles",
-                "at least one [roles.NAME] table is needed".into(),
-            ));
-        }
-        let mut roles = BTreeMap::new();
-        for (name, r) in raw.roles {
-            let key = |field: &str| format!("roles.{name}.{field}");
-            let Some(backend) = backends.get(&r.backend) else {
-                let known: Vec<&str> = backends.keys().map(String::as_str).collect();
-                return Err(error(
-                    &key("backend"),
-                    format!(
-                        "backend {:?} is not defined (defined: {})",
-                        r.backend,
-                        known.join(", ")
-                    ),
-                ));
-            };
-            for (field, value) in [
-                ("claim_state", &r.claim_state),
-                ("running_state", &r.running_state),
-                ("done_state", &r.done_state),
-                ("blocked_state", &r.blocked_state),
-            ] {
-                if value.trim().is_empty() {
-                    return Err(error(&key(field), "must name a Plane state".into()));
-                }
-            }
-            if r.claim_state
-                .trim()
-                .eq_ignore_ascii_case(r.running_state.trim())
-            {
-                return Err(error(
-                    &key("running_state"),
-                    "must differ from claim_state".into(),
-                ));
-            }
-            if r.max_attempts == 0 {
-                return Err(error(&key("max_attempts"), "must be greater than 0".into()));
-            }
-            roles.insert(
-                name.clone(),
-                RoleSettings {
-                    name,
-                    claim_state: r.claim_state,
-                    running_state: r.running_state,
-                    done_state: r.done_state,
-                    blocked_state: r.blocked_state,
-                    backend: backend.name.clone(),
-                    labels: r.labels,
-                    max_attempts: r.max_attempts,
-                },
-            );
-        }
-
-        let w = raw.watcher;
-        let watcher = WatcherSettings {
-            poll_interval: Duration::from_secs(positive(
-                "watcher.poll_interval_secs",
-                w.poll_interval_secs,
-            )?),
-            lease: Duration::from_secs(positive("watcher.lease_secs", w.lease_secs)?),
-            grace: Duration::from_secs(w.grace_secs),
-            startup_reconcile: Duration::from_secs(positive(
-                "watcher.startup_reconcile_secs",
-                w.startup_reconcile_secs,
-            )?),
-        };
+        let ledger = ledger_settings(&check, raw.ledger, &dir)?;
+        let plane = plane_settings(&check, raw.plane)?;
+        let backends = backend_settings(&check, raw.backends)?;
+        let roles = role_settings(&check, raw.roles, &backends)?;
+        let watcher = watcher_settings(&check, raw.watcher)?;
         if raw.limits.max_concurrent == Some(0) {
-            return Err(error(
-                "limits.max_concurrent",
-                "must be greater than 0".into(),
-            ));
+            return Err(check.error("limits.max_concurrent", "must be greater than 0".into()));
         }
         Ok(Config {
             path: path.to_path_buf(),
@@ -608,4 +400,247 @@ impl Config {
         config.cache_ttl = self.plane.cache;
         Ok(config)
     }
+}
+
+/// Names the file in every error, and checks values.
+struct Checker {
+    path: String,
+}
+
+impl Checker {
+    fn error(&self, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            message,
+        }
+    }
+
+    fn positive(&self, key: &str, value: u64) -> Result<u64, ConfigError> {
+        if value == 0 {
+            Err(self.error(key, "must be greater than 0".into()))
+        } else {
+            Ok(value)
+        }
+    }
+}
+
+/// Reads the file, refuses it if every user may write it, and parses it.
+fn read_raw(path: &Path, check: &Checker) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| check.error("(file)", format!("cannot read: {e}")))?;
+    // The file names the commands the runner executes: if anyone may
+    // write it, anyone may run code as the runner.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| check.error("(file)", format!("cannot read: {e}")))?
+            .permissions()
+            .mode();
+        if mode & 0o002 != 0 {
+            return Err(check.error(
+                "(file)",
+                format!(
+                    "is writable by every user (mode {:o}), so anyone could choose the commands it runs; \
+                     run `chmod o-w {}`",
+                    mode & 0o777,
+                    path.display()
+                ),
+            ));
+        }
+    }
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+        // toml names the line and the offending key or value.
+        check.error("(syntax)", e.to_string().trim_end().replace('\n', "\n    "))
+    })?;
+    Ok(raw)
+}
+
+fn ledger_settings(
+    check: &Checker,
+    raw: RawLedger,
+    dir: &Path,
+) -> Result<LedgerSettings, ConfigError> {
+    let ledger = LedgerSettings {
+        path: dir.join(&raw.path),
+        window: Duration::from_secs(
+            check.positive("ledger.window_hours", raw.window_hours)? * 3600,
+        ),
+        retention: Duration::from_secs(
+            check.positive("ledger.retention_days", raw.retention_days)? * 86_400,
+        ),
+        write_deadline: Duration::from_secs(
+            check.positive("ledger.write_deadline_secs", raw.write_deadline_secs)?,
+        ),
+    };
+    Ok(ledger)
+}
+
+fn plane_settings(check: &Checker, p: RawPlane) -> Result<PlaneSettings, ConfigError> {
+    if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+        return Err(check.error(
+            "plane.base_url",
+            format!("{:?} must start with http:// or https://", p.base_url),
+        ));
+    }
+    for (key, value) in [
+        ("plane.workspace", &p.workspace),
+        ("plane.project_id", &p.project_id),
+        ("plane.api_key_env", &p.api_key_env),
+    ] {
+        if value.trim().is_empty() {
+            return Err(check.error(key, "must not be empty".into()));
+        }
+    }
+    let routes = match p.routes.as_str() {
+        "auto" => RouteFamily::Detect,
+        "work-items" => RouteFamily::WorkItems,
+        "issues" => RouteFamily::Issues,
+        other => {
+            return Err(check.error(
+                "plane.routes",
+                format!("{other:?} is not one of auto, work-items, issues"),
+            ));
+        }
+    };
+    let plane = PlaneSettings {
+        base_url: p.base_url,
+        workspace: p.workspace,
+        project_id: p.project_id,
+        api_key_env: p.api_key_env,
+        connect_timeout: Duration::from_secs(
+            check.positive("plane.connect_timeout_secs", p.connect_timeout_secs)?,
+        ),
+        request_timeout: Duration::from_secs(
+            check.positive("plane.request_timeout_secs", p.request_timeout_secs)?,
+        ),
+        max_response_bytes: check
+            .positive("plane.max_response_bytes", p.max_response_bytes as u64)?
+            as usize,
+        rate_limit_per_minute: check.positive(
+            "plane.rate_limit_per_minute",
+            u64::from(p.rate_limit_per_minute),
+        )? as u32,
+        terminal_states: p.terminal_states,
+        routes,
+        cache: Duration::from_secs(check.positive("plane.cache_secs", p.cache_secs)?),
+    };
+    Ok(plane)
+}
+
+fn backend_settings(
+    check: &Checker,
+    raw: BTreeMap<String, RawBackend>,
+) -> Result<BTreeMap<String, BackendSettings>, ConfigError> {
+    if raw.is_empty() {
+        return Err(check.error(
+            "backends",
+            "at least one [backends.NAME] table is needed".into(),
+        ));
+    }
+    let mut backends = BTreeMap::new();
+    for (name, b) in raw {
+        let key = |field: &str| format!("backends.{name}.{field}");
+        let backend = Backend::new(name.clone())
+            .map_err(|e| check.error(&format!("backends.{name}"), e.to_string()))?;
+        if b.max_concurrent == 0 {
+            return Err(check.error(&key("max_concurrent"), "must be greater than 0".into()));
+        }
+        if b.command
+            .first()
+            .is_none_or(|program| program.trim().is_empty())
+        {
+            return Err(check.error(
+                &key("command"),
+                "must name a program, e.g. [\"./run-task.sh\"]".into(),
+            ));
+        }
+        let timeout = Duration::from_secs(check.positive(&key("timeout_secs"), b.timeout_secs)?);
+        backends.insert(
+            name,
+            BackendSettings {
+                name: backend,
+                limits: BackendLimits {
+                    max_concurrent: b.max_concurrent,
+                    max_per_hour: b.max_per_hour,
+                    max_per_day: b.max_per_day,
+                },
+                command: b.command,
+                timeout,
+            },
+        );
+    }
+    Ok(backends)
+}
+
+fn role_settings(
+    check: &Checker,
+    raw: BTreeMap<String, RawRole>,
+    backends: &BTreeMap<String, BackendSettings>,
+) -> Result<BTreeMap<String, RoleSettings>, ConfigError> {
+    if raw.is_empty() {
+        return Err(check.error("roles", "at least one [roles.NAME] table is needed".into()));
+    }
+    let mut roles = BTreeMap::new();
+    for (name, r) in raw {
+        let key = |field: &str| format!("roles.{name}.{field}");
+        let Some(backend) = backends.get(&r.backend) else {
+            let known: Vec<&str> = backends.keys().map(String::as_str).collect();
+            return Err(check.error(
+                &key("backend"),
+                format!(
+                    "backend {:?} is not defined (defined: {})",
+                    r.backend,
+                    known.join(", ")
+                ),
+            ));
+        };
+        for (field, value) in [
+            ("claim_state", &r.claim_state),
+            ("running_state", &r.running_state),
+            ("done_state", &r.done_state),
+            ("blocked_state", &r.blocked_state),
+        ] {
+            if value.trim().is_empty() {
+                return Err(check.error(&key(field), "must name a Plane state".into()));
+            }
+        }
+        if r.claim_state
+            .trim()
+            .eq_ignore_ascii_case(r.running_state.trim())
+        {
+            return Err(check.error(&key("running_state"), "must differ from claim_state".into()));
+        }
+        if r.max_attempts == 0 {
+            return Err(check.error(&key("max_attempts"), "must be greater than 0".into()));
+        }
+        roles.insert(
+            name.clone(),
+            RoleSettings {
+                name,
+                claim_state: r.claim_state,
+                running_state: r.running_state,
+                done_state: r.done_state,
+                blocked_state: r.blocked_state,
+                backend: backend.name.clone(),
+                labels: r.labels,
+                max_attempts: r.max_attempts,
+            },
+        );
+    }
+    Ok(roles)
+}
+
+fn watcher_settings(check: &Checker, w: RawWatcher) -> Result<WatcherSettings, ConfigError> {
+    let watcher = WatcherSettings {
+        poll_interval: Duration::from_secs(
+            check.positive("watcher.poll_interval_secs", w.poll_interval_secs)?,
+        ),
+        lease: Duration::from_secs(check.positive("watcher.lease_secs", w.lease_secs)?),
+        grace: Duration::from_secs(w.grace_secs),
+        startup_reconcile: Duration::from_secs(
+            check.positive("watcher.startup_reconcile_secs", w.startup_reconcile_secs)?,
+        ),
+    };
+    Ok(watcher)
 }
