@@ -64,15 +64,18 @@ impl Subject {
     }
 }
 
-const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+/// The suite's "now": any fixed instant.
+pub const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn key(backend: &str, task: &str) -> SlotKey {
+/// The key of `task` on `backend`.
+pub fn key(backend: &str, task: &str) -> SlotKey {
     SlotKey::new(Backend::new(backend).unwrap(), TaskId::new(task).unwrap())
 }
 
-fn owner() -> Owner {
+/// An owner: this process, on a made-up host.
+pub fn owner() -> Owner {
     Owner {
         host: "test-host".into(),
         boot_id: "boot-1".into(),
@@ -86,7 +89,8 @@ fn owner() -> Owner {
     }
 }
 
-fn request(backend: &str, task: &str, run: &str) -> AdmitRequest {
+/// A request to admit `task` on `backend` as run `run`.
+pub fn request(backend: &str, task: &str, run: &str) -> AdmitRequest {
     AdmitRequest {
         key: key(backend, task),
         run_id: RunId::new(run).unwrap(),
@@ -95,7 +99,8 @@ fn request(backend: &str, task: &str, run: &str) -> AdmitRequest {
     }
 }
 
-fn limits(max_concurrent: u32) -> Limits {
+/// A backend cap of `max_concurrent` and no other cap.
+pub fn limits(max_concurrent: u32) -> Limits {
     Limits {
         global_max_concurrent: None,
         backend: BackendLimits {
@@ -106,14 +111,16 @@ fn limits(max_concurrent: u32) -> Limits {
     }
 }
 
-fn admitted(outcome: AdmitOutcome) -> Slot {
+/// The slot of an admission (panics on a denial).
+pub fn admitted(outcome: AdmitOutcome) -> Slot {
     match outcome {
         AdmitOutcome::Admitted(slot) => slot,
         AdmitOutcome::Denied(denial) => panic!("expected an admission, got {denial}"),
     }
 }
 
-fn denied(outcome: AdmitOutcome) -> Denial {
+/// The denial of an admission (panics on an admission).
+pub fn denied(outcome: AdmitOutcome) -> Denial {
     match outcome {
         AdmitOutcome::Denied(denial) => denial,
         AdmitOutcome::Admitted(slot) => panic!("expected a denial, got slot {}", slot.key),

@@ -3,63 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use ledger_core::*;
 
-pub const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
-
-pub fn key(backend: &str, task: &str) -> SlotKey {
-    SlotKey::new(Backend::new(backend).unwrap(), TaskId::new(task).unwrap())
-}
-
-pub fn owner() -> Owner {
-    Owner {
-        host: "test-host".into(),
-        boot_id: "boot-1".into(),
-        runner: ProcessIdentity {
-            pid: std::process::id(),
-            start_time: 1,
-        },
-        executor: None,
-        role: None,
-        project: None,
-    }
-}
-
-pub fn request(backend: &str, task: &str, run: &str) -> AdmitRequest {
-    AdmitRequest {
-        key: key(backend, task),
-        run_id: RunId::new(run).unwrap(),
-        owner: owner(),
-        lease: Duration::from_secs(60),
-    }
-}
-
-pub fn limits(max_concurrent: u32) -> Limits {
-    Limits {
-        global_max_concurrent: None,
-        backend: BackendLimits {
-            max_concurrent,
-            max_per_hour: None,
-            max_per_day: None,
-        },
-    }
-}
-
-pub fn admitted(outcome: AdmitOutcome) -> Slot {
-    match outcome {
-        AdmitOutcome::Admitted(slot) => slot,
-        AdmitOutcome::Denied(denial) => panic!("expected an admission, got {denial}"),
-    }
-}
-
-pub fn denied(outcome: AdmitOutcome) -> Denial {
-    match outcome {
-        AdmitOutcome::Denied(denial) => denial,
-        AdmitOutcome::Admitted(slot) => panic!("expected a denial, got slot {}", slot.key),
-    }
-}
+// The fixtures the conformance suite uses, shared rather than written twice.
+pub use ledger_core::conformance::{T0, admitted, denied, key, limits, request};
 
 pub fn all_events(ledger: &Ledger) -> Vec<Event> {
     ledger.events_after(0, usize::MAX).unwrap()
