@@ -668,22 +668,7 @@ impl Runner {
         }
 
         let started = Instant::now();
-        let spawned = async {
-            let mut command = spawner.command(&self.program(), &self.backend.command[1..])?;
-            command
-                .current_dir(&self.config.dir)
-                .env("INFLIGHT_TASK_ID", task.as_str())
-                .env("INFLIGHT_RUN_ID", run_id.as_str())
-                .env("INFLIGHT_BACKEND", self.backend.name.as_str())
-                .env("INFLIGHT_ROLE", &self.role.name)
-                .env("INFLIGHT_TASK_NAME", &item.name)
-                // The executor has no business with Plane's key.
-                .env_remove(&self.config.plane.api_key_env)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-            spawner.spawn(command).await
-        };
+        let spawned = self.spawn_executor(spawner, item, &task, &run_id);
         let (mut child, gate) = match spawned.await {
             Ok(spawned) => spawned,
             Err(e) => {
@@ -737,35 +722,12 @@ impl Runner {
         let _ =
             tokio::task::spawn_blocking(move || runtime::terminate_group(&leftovers, grace)).await;
         let took = started.elapsed().as_secs_f64();
-        let (target, reason, verdict, completed) = match &ending {
-            Ending::Exited(status) if status.success() => (
-                &self.role.done_state,
-                FinishReason::Completed,
-                format!("completed (exit status 0) after {took:.1}s"),
-                true,
-            ),
-            Ending::Exited(status) => (
-                &self.role.blocked_state,
-                FinishReason::Failed,
-                format!("{} after {took:.1}s", describe_exit(status)),
-                false,
-            ),
-            Ending::TimedOut => (
-                &self.role.blocked_state,
-                FinishReason::Failed,
-                format!(
-                    "reached its timeout (timeout_secs = {}) and was stopped after {took:.1}s",
-                    self.backend.timeout.as_secs()
-                ),
-                false,
-            ),
-            Ending::Interrupted => (
-                &self.role.claim_state,
-                FinishReason::Interrupted,
-                format!("was interrupted after {took:.1}s: the runner is shutting down"),
-                false,
-            ),
-        };
+        let Outcome {
+            target,
+            reason,
+            verdict,
+            completed,
+        } = outcome(&ending, took, &self.role, self.backend.timeout);
         tracing::info!(task = %task, run = %run_id, took_ms = (took * 1000.0) as u64, %verdict, "executor ended");
         let comment = format!(
             "inflight: run {run_id} on backend {} {verdict}.",
@@ -784,6 +746,32 @@ impl Runner {
             Ending::Interrupted => Dispatch::Interrupted,
             _ => Dispatch::Ran { completed },
         }
+    }
+
+    /// Spawns the backend's executor for `task`, held at its start gate,
+    /// with the dispatch's variables in its environment and without Plane's
+    /// key.
+    async fn spawn_executor(
+        &self,
+        spawner: &Spawner,
+        item: &WorkItem,
+        task: &TaskId,
+        run_id: &RunId,
+    ) -> std::io::Result<(tokio::process::Child, StartGate)> {
+        let mut command = spawner.command(&self.program(), &self.backend.command[1..])?;
+        command
+            .current_dir(&self.config.dir)
+            .env("INFLIGHT_TASK_ID", task.as_str())
+            .env("INFLIGHT_RUN_ID", run_id.as_str())
+            .env("INFLIGHT_BACKEND", self.backend.name.as_str())
+            .env("INFLIGHT_ROLE", &self.role.name)
+            .env("INFLIGHT_TASK_NAME", &item.name)
+            // The executor has no business with Plane's key.
+            .env_remove(&self.config.plane.api_key_env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        spawner.spawn(command).await
     }
 
     /// Records a spawned (gated) executor in its slot: its pid, its start
@@ -970,6 +958,61 @@ impl Runner {
     }
 }
 
+/// Where a run's task goes, how its slot is finished, and what its comment
+/// says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outcome<'a> {
+    target: &'a str,
+    reason: FinishReason,
+    verdict: String,
+    completed: bool,
+}
+
+/// The outcome of a run that ended this way after `took` seconds: a
+/// function over data, so the comment's wording is tested without a run.
+fn outcome<'a>(
+    ending: &Ending,
+    took: f64,
+    role: &'a RoleSettings,
+    timeout: Duration,
+) -> Outcome<'a> {
+    let (target, reason, verdict, completed) = match ending {
+        Ending::Exited(status) if status.success() => (
+            &role.done_state,
+            FinishReason::Completed,
+            format!("completed (exit status 0) after {took:.1}s"),
+            true,
+        ),
+        Ending::Exited(status) => (
+            &role.blocked_state,
+            FinishReason::Failed,
+            format!("{} after {took:.1}s", describe_exit(status)),
+            false,
+        ),
+        Ending::TimedOut => (
+            &role.blocked_state,
+            FinishReason::Failed,
+            format!(
+                "reached its timeout (timeout_secs = {}) and was stopped after {took:.1}s",
+                timeout.as_secs()
+            ),
+            false,
+        ),
+        Ending::Interrupted => (
+            &role.claim_state,
+            FinishReason::Interrupted,
+            format!("was interrupted after {took:.1}s: the runner is shutting down"),
+            false,
+        ),
+    };
+    Outcome {
+        target,
+        reason,
+        verdict,
+        completed,
+    }
+}
+
 /// What one look at the board found.
 #[derive(Debug, Default)]
 struct Board {
@@ -1008,4 +1051,68 @@ async fn wait_or_stop(wait: Duration, stop: watch::Receiver<bool>) -> bool {
     unless_stopped(&stop, tokio::time::sleep(wait))
         .await
         .is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    fn role() -> RoleSettings {
+        RoleSettings {
+            name: "goal".into(),
+            claim_state: "Ready for AI".into(),
+            running_state: "Running".into(),
+            done_state: "Done".into(),
+            blocked_state: "Blocked".into(),
+            backend: ledger_core::Backend::new("local").unwrap(),
+            labels: vec![],
+            max_attempts: 3,
+        }
+    }
+
+    /// Each ending's state, finish reason and words: the limit named once,
+    /// the duration once.
+    #[test]
+    fn every_ending_has_its_outcome() {
+        let role = role();
+        let limit = Duration::from_secs(4);
+        let of = |ending: Ending| outcome(&ending, 4.04, &role, limit);
+        let exited = |code: i32| Ending::Exited(std::process::ExitStatus::from_raw(code << 8));
+        assert_eq!(
+            of(exited(0)),
+            Outcome {
+                target: "Done",
+                reason: FinishReason::Completed,
+                verdict: "completed (exit status 0) after 4.0s".into(),
+                completed: true
+            }
+        );
+        let failed = of(exited(3));
+        assert_eq!(
+            (failed.target, failed.verdict.as_str()),
+            ("Blocked", "failed with exit status 3 after 4.0s")
+        );
+        let killed = of(Ending::Exited(std::process::ExitStatus::from_raw(9)));
+        assert_eq!(killed.verdict, "was killed by signal 9 after 4.0s");
+        let timed_out = of(Ending::TimedOut);
+        assert_eq!(
+            (
+                timed_out.target,
+                timed_out.reason,
+                timed_out.verdict.as_str()
+            ),
+            (
+                "Blocked",
+                FinishReason::Failed,
+                "reached its timeout (timeout_secs = 4) and was stopped after 4.0s"
+            )
+        );
+        let interrupted = of(Ending::Interrupted);
+        assert_eq!(
+            (interrupted.target, interrupted.reason),
+            ("Ready for AI", FinishReason::Interrupted)
+        );
+    }
 }
