@@ -379,16 +379,20 @@ impl PlaneClient {
                 .config
                 .terminal_state_names
                 .iter()
-                .any(|n| n.trim().eq_ignore_ascii_case(state.name.trim()))
+                .any(|n| same_name(n, &state.name))
     }
+}
+
+/// Whether two state or label names are the same as inflight matches them:
+/// trimmed and case-insensitively (configurations are typed by people,
+/// names in Plane's UI too).
+pub fn same_name(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
 }
 
 /// The state named `name`, trimmed and case-insensitively.
 pub(crate) fn find_state(states: &[State], name: &str) -> Option<State> {
-    states
-        .iter()
-        .find(|s| s.name.trim().eq_ignore_ascii_case(name.trim()))
-        .cloned()
+    states.iter().find(|s| same_name(&s.name, name)).cloned()
 }
 
 fn unknown_state(name: &str, states: &[State]) -> PlaneError {

@@ -66,7 +66,7 @@ mod error;
 mod model;
 mod pacing;
 
-pub use client::{PlaneClient, ProjectProbe};
+pub use client::{PlaneClient, ProjectProbe, same_name};
 pub use config::{ApiKey, PlaneConfig, RateLimit, RouteFamily};
 pub use error::PlaneError;
 pub use model::{

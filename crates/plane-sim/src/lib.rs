@@ -329,19 +329,12 @@ impl PlaneSim {
     /// existed.
     pub fn delete_label(&self, name: &str) -> bool {
         let mut world = self.shared.world();
-        let Some(id) = world
+        let id = world
             .labels
             .iter()
             .find(|l| l.name == name)
-            .map(|l| l.id.clone())
-        else {
-            return false;
-        };
-        world.labels.retain(|l| l.id != id);
-        for item in &mut world.items {
-            item.labels.retain(|l| *l != id);
-        }
-        true
+            .map(|l| l.id.clone());
+        id.is_some_and(|id| world.delete_label(&id))
     }
 
     /// Gives `key`'s user this role in the project, as an administrator

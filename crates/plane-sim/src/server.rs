@@ -545,14 +545,11 @@ fn route(shared: &Shared, method: &Method, uri: &Uri, route: &Route, body: &Byte
             paginate(uri, rendered)
         }
         (Route::Label(id), "DELETE") => {
-            if !world.labels.iter().any(|l| &l.id == id) {
-                return object_missing();
+            if world.delete_label(id) {
+                no_content()
+            } else {
+                object_missing()
             }
-            world.labels.retain(|l| &l.id != id);
-            for item in &mut world.items {
-                item.labels.retain(|l| l != id);
-            }
-            no_content()
         }
         (Route::Labels, "POST") => {
             let value = match decode_body(body) {

@@ -228,6 +228,16 @@ impl World {
         Ok(())
     }
 
+    /// Deletes a label; work items lose it. Whether it existed.
+    pub(crate) fn delete_label(&mut self, id: &str) -> bool {
+        let existed = self.labels.iter().any(|l| l.id == id);
+        self.labels.retain(|l| l.id != id);
+        for item in &mut self.items {
+            item.labels.retain(|l| l != id);
+        }
+        existed
+    }
+
     pub(crate) fn default_state_id(&self) -> String {
         self.states
             .iter()

@@ -605,10 +605,7 @@ fn role_settings(
                 return Err(check.error(&key(field), "must name a Plane state".into()));
             }
         }
-        if r.claim_state
-            .trim()
-            .eq_ignore_ascii_case(r.running_state.trim())
-        {
+        if plane_client::same_name(&r.claim_state, &r.running_state) {
             return Err(check.error(&key("running_state"), "must differ from claim_state".into()));
         }
         if r.max_attempts == 0 {

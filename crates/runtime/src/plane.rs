@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ledger_core::{LedgerStore, TaskId};
-use plane_client::{PlaneClient, PlaneError, StateLite, StateRef, WorkItem};
+use plane_client::{PlaneClient, PlaneError, StateLite, StateRef, WorkItem, same_name};
 use reconcile::{
     Action, ActionEntry, BoxFuture, LookupError, LookupErrorKind, ProjectSummary, TaskLookup,
     TaskState, TaskStatus,
@@ -154,7 +154,6 @@ pub async fn check_role(
     plane: &PlaneClient,
     role: &RoleSettings,
 ) -> Result<Vec<RoleProblem>, PlaneError> {
-    let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
     let mut problems = Vec::new();
     let states = plane.states().await?;
     for (field, name) in [
@@ -163,7 +162,7 @@ pub async fn check_role(
         ("done_state", &role.done_state),
         ("blocked_state", &role.blocked_state),
     ] {
-        if !states.iter().any(|s| same(&s.name, name)) {
+        if !states.iter().any(|s| same_name(&s.name, name)) {
             problems.push(RoleProblem {
                 key: format!("roles.{}.{field}", role.name),
                 name: name.clone(),
@@ -175,7 +174,7 @@ pub async fn check_role(
     if !role.labels.is_empty() {
         let labels = plane.labels().await?;
         for name in &role.labels {
-            if !labels.iter().any(|l| same(&l.name, name)) {
+            if !labels.iter().any(|l| same_name(&l.name, name)) {
                 problems.push(RoleProblem {
                     key: format!("roles.{}.labels", role.name),
                     name: name.clone(),

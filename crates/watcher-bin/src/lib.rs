@@ -34,7 +34,7 @@ use ledger_core::{
     FinishReason, LedgerStore, Owner, ProcessIdentity, RunId, SlotGuard, SlotKey, SystemClock,
     TaskId, UpdateOutcome,
 };
-use plane_client::{PlaneClient, PlaneError, WorkItem};
+use plane_client::{PlaneClient, PlaneError, WorkItem, same_name};
 use reconcile::{StartupOptions, StartupOutcome};
 use runtime::{
     BackendSettings, Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe,
@@ -418,7 +418,7 @@ impl Runner {
             }
             let mut ids = Vec::new();
             for name in &self.role.labels {
-                match labels.iter().find(|l| same_state(&l.name, name)) {
+                match labels.iter().find(|l| same_name(&l.name, name)) {
                     Some(label) => ids.push(label.id.clone()),
                     // Gone since the role was checked: the next check says so.
                     None => return Ok(Board::default()),
@@ -435,9 +435,9 @@ impl Runner {
             if !has_labels {
                 continue;
             }
-            if same_state(&state.name, &self.role.claim_state) {
+            if same_name(&state.name, &self.role.claim_state) {
                 board.claimable.push(item);
-            } else if same_state(&state.name, &self.role.running_state) {
+            } else if same_name(&state.name, &self.role.running_state) {
                 board.stuck.push(item);
             }
         }
@@ -507,7 +507,7 @@ impl Runner {
             let Ok(state) = state_of(&self.plane, &fresh).await else {
                 continue;
             };
-            if !same_state(&state.name, &self.role.running_state)
+            if !same_name(&state.name, &self.role.running_state)
                 || in_flight(&task).await != Some(false)
             {
                 continue;
@@ -634,7 +634,7 @@ impl Runner {
         };
         match unless_stopped(stop, reread).await {
             None => return release(guard, "shutting down".into(), |_| Dispatch::Interrupted).await,
-            Some(Ok(state)) if same_state(&state.name, &self.role.claim_state) => {}
+            Some(Ok(state)) if same_name(&state.name, &self.role.claim_state) => {}
             Some(Ok(state)) => {
                 let why = format!("the task is now in {:?}", state.name);
                 return release(guard, why, |_| Dispatch::Skipped).await;
@@ -1018,11 +1018,6 @@ fn outcome<'a>(
 struct Board {
     claimable: Vec<WorkItem>,
     stuck: Vec<WorkItem>,
-}
-
-/// State names are matched trimmed and case-insensitively, as configured.
-fn same_state(a: &str, b: &str) -> bool {
-    a.trim().eq_ignore_ascii_case(b.trim())
 }
 
 /// Finishes a guarded slot on a blocking thread (a durable commit).
