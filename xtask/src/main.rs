@@ -13,7 +13,8 @@ const HELP: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci              every check CI runs: rustfmt, clippy (warnings denied), the
+  ci              every check CI runs: rustfmt, clippy (warnings denied; no
+                  unwrap, expect, indexing or panic in library code), the
                   whole test suite, rustdoc (warnings denied), the crate
                   dependency boundaries of docs/ARCHITECTURE.md, and the store
                   seam (the binaries and runtime name no redb type)
@@ -101,6 +102,40 @@ fn output(mut cmd: Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The crates other services link, and the libraries behind both binaries.
+/// Their code must never panic on what a user, a file or a server controls,
+/// so these lints are denied in their library targets. Tests, benches,
+/// binaries' `main`, the simulator and the tools may unwrap: a panic there
+/// is a failed test or a tool's bug report. This list is the one place the
+/// rule lives (Cargo's `[lints]` cannot tell library code from its tests).
+const LIBRARY_CRATES: &[&str] = &[
+    "ledger-core",
+    "plane-client",
+    "reconcile",
+    "runtime",
+    "watcher-bin",
+    "watchdog-bin",
+];
+const LIBRARY_LINTS: &[&str] = &[
+    "clippy::unwrap_used",
+    "clippy::expect_used",
+    "clippy::indexing_slicing",
+    "clippy::panic",
+];
+
+fn library_clippy() -> Command {
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--lib", "--all-features", "--locked"]);
+    for krate in LIBRARY_CRATES {
+        clippy.args(["-p", krate]);
+    }
+    clippy.args(["--", "-D", "warnings"]);
+    for lint in LIBRARY_LINTS {
+        clippy.args(["-D", lint]);
+    }
+    clippy
+}
+
 fn ci() -> Result {
     let started = Instant::now();
     let mut fmt = cargo();
@@ -118,6 +153,7 @@ fn ci() -> Result {
         "warnings",
     ]);
     run("clippy", clippy)?;
+    run("clippy (library code)", library_clippy())?;
 
     check_boundaries()?;
     check_store_seam()?;

@@ -241,8 +241,10 @@ pub struct BackendSettings {
     pub name: Backend,
     /// Caps.
     pub limits: BackendLimits,
-    /// `command`: the executor's argv, run without a shell.
-    pub command: Vec<String>,
+    /// `command[0]`: the executor's program, run without a shell.
+    pub program: String,
+    /// `command[1..]`: its arguments.
+    pub args: Vec<String>,
     /// `timeout_secs`.
     pub timeout: Duration,
 }
@@ -359,6 +361,25 @@ impl Config {
                     .join(", ")
             ),
         })
+    }
+
+    /// The role named `name` and the backend it runs on.
+    pub fn role_and_backend(
+        &self,
+        name: &str,
+    ) -> Result<(&RoleSettings, &BackendSettings), ConfigError> {
+        let role = self.role(name)?;
+        // Loading checked that every role names a backend there is; a
+        // `Config` built by hand gets an error, not a panic.
+        let backend = self
+            .backends
+            .get(role.backend.as_str())
+            .ok_or_else(|| ConfigError {
+                path: self.path.display().to_string(),
+                key: format!("roles.{name}.backend"),
+                message: format!("no backend named {:?}", role.backend.as_str()),
+            })?;
+        Ok((role, backend))
     }
 
     /// The Plane project this configuration claims from.
@@ -546,15 +567,16 @@ fn backend_settings(
         if b.max_concurrent == 0 {
             return Err(check.error(&key("max_concurrent"), "must be greater than 0".into()));
         }
-        if b.command
-            .first()
-            .is_none_or(|program| program.trim().is_empty())
-        {
+        let Some((program, args)) = b
+            .command
+            .split_first()
+            .filter(|(program, _)| !program.trim().is_empty())
+        else {
             return Err(check.error(
                 &key("command"),
                 "must name a program, e.g. [\"./run-task.sh\"]".into(),
             ));
-        }
+        };
         let timeout = Duration::from_secs(check.positive(&key("timeout_secs"), b.timeout_secs)?);
         backends.insert(
             name,
@@ -565,7 +587,8 @@ fn backend_settings(
                     max_per_hour: b.max_per_hour,
                     max_per_day: b.max_per_day,
                 },
-                command: b.command,
+                program: program.clone(),
+                args: args.to_vec(),
                 timeout,
             },
         );

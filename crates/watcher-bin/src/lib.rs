@@ -169,8 +169,8 @@ impl Runner {
     /// A runner for `role` of `config`: opens the ledger and builds the
     /// Plane client (reading the API key from the environment).
     pub fn new(config: Config, role: &str, once: bool) -> Result<Self, WatcherError> {
-        let role = config.role(role)?.clone();
-        let backend = config.backends[role.backend.as_str()].clone();
+        let (role, backend) = config.role_and_backend(role)?;
+        let (role, backend) = (role.clone(), backend.clone());
         let plane = Arc::new(PlaneClient::new(config.plane_config()?)?);
         let ledger = open_store(&config)?;
         let host = HostIdentity::current()?;
@@ -674,7 +674,7 @@ impl Runner {
             Err(e) => {
                 let why = format!(
                     "could not start the executor {:?}: {e}",
-                    self.backend.command[0]
+                    self.backend.program
                 );
                 tracing::error!(task = %task, run = %run_id, %why);
                 self.report(
@@ -758,7 +758,7 @@ impl Runner {
         task: &TaskId,
         run_id: &RunId,
     ) -> std::io::Result<(tokio::process::Child, StartGate)> {
-        let mut command = spawner.command(&self.program(), &self.backend.command[1..])?;
+        let mut command = spawner.command(&self.program(), &self.backend.args)?;
         command
             .current_dir(&self.config.dir)
             .env("INFLIGHT_TASK_ID", task.as_str())
@@ -808,7 +808,7 @@ impl Runner {
     /// The executor's program: relative paths resolve against the
     /// configuration's folder, bare names through `PATH`.
     fn program(&self) -> std::path::PathBuf {
-        let program = std::path::Path::new(&self.backend.command[0]);
+        let program = std::path::Path::new(&self.backend.program);
         if program.components().count() > 1 && program.is_relative() {
             self.config.dir.join(program)
         } else {
