@@ -40,8 +40,8 @@ pub use config::{
 };
 pub use logging::{LogFormat, init_logging};
 pub use plane::{
-    PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error, requeue_reclaimed,
-    state_of,
+    Plane, PlaneFuture, PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error,
+    requeue_reclaimed, state_of,
 };
 pub use process::{
     HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, signal_group, terminate_group,

@@ -1,11 +1,17 @@
-//! Plane, as the orphan rules and the runners use it: the `TaskLookup`
-//! adapter over `plane-client`, and putting a reclaimed task back on the
+//! Plane, as the orphan rules and the runners use it: the [`Plane`] trait
+//! (the calls they make, which [`PlaneClient`] answers over HTTP), the
+//! `TaskLookup` adapter over it, and putting a reclaimed task back on the
 //! board.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ledger_core::{LedgerStore, TaskId};
-use plane_client::{PlaneClient, PlaneError, StateLite, StateRef, WorkItem, same_name};
+use plane_client::{
+    Label, PlaneClient, PlaneError, State, StateLite, StateRef, WorkItem, same_name,
+};
 use reconcile::{
     Action, ActionEntry, BoxFuture, LookupError, LookupErrorKind, ProjectSummary, TaskLookup,
     TaskState, TaskStatus,
@@ -13,9 +19,78 @@ use reconcile::{
 
 use crate::{Config, RoleSettings};
 
-/// A [`PlaneClient`] as the rules see it.
+/// A Plane call in flight.
+pub type PlaneFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, PlaneError>> + Send + 'a>>;
+
+/// The Plane project as the runner, the watchdog and the rules use it: the
+/// edge that lets them run against something other than a server (an
+/// in-memory board under tokio's paused clock, in tests). [`PlaneClient`]
+/// is the implementation that talks to Plane; see its methods for what each
+/// call means, how it is paced and cached, and how it fails.
+pub trait Plane: Send + Sync + std::fmt::Debug {
+    /// The project answers, and how many work items it lists.
+    fn probe_project(&self) -> PlaneFuture<'_, u64>;
+    /// One work item.
+    fn get_work_item<'a>(&'a self, id: &'a str) -> PlaneFuture<'a, WorkItem>;
+    /// Every work item of the project.
+    fn list_work_items(&self) -> PlaneFuture<'_, Vec<WorkItem>>;
+    /// The project's states, cached.
+    fn states(&self) -> PlaneFuture<'_, Arc<Vec<State>>>;
+    /// The project's states, listed again.
+    fn refresh_states(&self) -> PlaneFuture<'_, Arc<Vec<State>>>;
+    /// The project's labels, cached.
+    fn labels(&self) -> PlaneFuture<'_, Arc<Vec<Label>>>;
+    /// The project's labels, listed again.
+    fn refresh_labels(&self) -> PlaneFuture<'_, Arc<Vec<Label>>>;
+    /// How long ago the labels were listed (`None`: never).
+    fn labels_age(&self) -> Option<Duration>;
+    /// Moves a work item to the state named `state`.
+    fn set_state<'a>(&'a self, id: &'a str, state: &'a str) -> PlaneFuture<'a, ()>;
+    /// Posts an HTML comment on a work item.
+    fn post_comment<'a>(&'a self, id: &'a str, html: &'a str) -> PlaneFuture<'a, ()>;
+    /// Whether a state means the task is finished for good.
+    fn is_terminal(&self, state: &StateLite) -> bool;
+}
+
+impl Plane for PlaneClient {
+    fn probe_project(&self) -> PlaneFuture<'_, u64> {
+        Box::pin(async { Ok(PlaneClient::probe_project(self).await?.total_work_items) })
+    }
+    fn get_work_item<'a>(&'a self, id: &'a str) -> PlaneFuture<'a, WorkItem> {
+        Box::pin(PlaneClient::get_work_item(self, id))
+    }
+    fn list_work_items(&self) -> PlaneFuture<'_, Vec<WorkItem>> {
+        Box::pin(PlaneClient::list_work_items(self))
+    }
+    fn states(&self) -> PlaneFuture<'_, Arc<Vec<State>>> {
+        Box::pin(PlaneClient::states(self))
+    }
+    fn refresh_states(&self) -> PlaneFuture<'_, Arc<Vec<State>>> {
+        Box::pin(PlaneClient::refresh_states(self))
+    }
+    fn labels(&self) -> PlaneFuture<'_, Arc<Vec<Label>>> {
+        Box::pin(PlaneClient::labels(self))
+    }
+    fn refresh_labels(&self) -> PlaneFuture<'_, Arc<Vec<Label>>> {
+        Box::pin(PlaneClient::refresh_labels(self))
+    }
+    fn labels_age(&self) -> Option<Duration> {
+        PlaneClient::labels_age(self)
+    }
+    fn set_state<'a>(&'a self, id: &'a str, state: &'a str) -> PlaneFuture<'a, ()> {
+        Box::pin(async move { PlaneClient::set_state(self, id, state).await.map(drop) })
+    }
+    fn post_comment<'a>(&'a self, id: &'a str, html: &'a str) -> PlaneFuture<'a, ()> {
+        Box::pin(async move { PlaneClient::post_comment(self, id, html).await.map(drop) })
+    }
+    fn is_terminal(&self, state: &StateLite) -> bool {
+        PlaneClient::is_terminal(self, state)
+    }
+}
+
+/// A [`Plane`] as the rules see it.
 #[derive(Debug, Clone)]
-pub struct PlaneLookup(pub Arc<PlaneClient>);
+pub struct PlaneLookup(pub Arc<dyn Plane>);
 
 /// Maps the client's error onto the rules' vocabulary. Only `NotFound` is
 /// evidence, and it is not an error at all: see [`PlaneLookup`].
@@ -38,7 +113,7 @@ pub fn lookup_error(error: PlaneError) -> LookupError {
 
 /// The state of `item` as the four-key object, resolving a bare id through
 /// the (cached) state list.
-pub async fn state_of(plane: &PlaneClient, item: &WorkItem) -> Result<StateLite, PlaneError> {
+pub async fn state_of(plane: &dyn Plane, item: &WorkItem) -> Result<StateLite, PlaneError> {
     match &item.state {
         StateRef::Expanded(state) => Ok(state.clone()),
         StateRef::Id(id) => {
@@ -60,7 +135,7 @@ pub async fn state_of(plane: &PlaneClient, item: &WorkItem) -> Result<StateLite,
     }
 }
 
-fn task_state(plane: &PlaneClient, state: &StateLite) -> TaskState {
+fn task_state(plane: &dyn Plane, state: &StateLite) -> TaskState {
     TaskState {
         name: state.name.clone(),
         group: state.group.as_str().to_owned(),
@@ -75,9 +150,7 @@ impl TaskLookup for PlaneLookup {
             plane
                 .probe_project()
                 .await
-                .map(|p| ProjectSummary {
-                    work_items: p.total_work_items,
-                })
+                .map(|work_items| ProjectSummary { work_items })
                 .map_err(lookup_error)
         })
     }
@@ -87,8 +160,8 @@ impl TaskLookup for PlaneLookup {
         Box::pin(async move {
             match plane.get_work_item(task.as_str()).await {
                 Ok(item) => {
-                    let state = state_of(&plane, &item).await.map_err(lookup_error)?;
-                    Ok(TaskStatus::Found(task_state(&plane, &state)))
+                    let state = state_of(&*plane, &item).await.map_err(lookup_error)?;
+                    Ok(TaskStatus::Found(task_state(&*plane, &state)))
                 }
                 Err(PlaneError::NotFound { .. }) => Ok(TaskStatus::NotFound),
                 Err(e) => Err(lookup_error(e)),
@@ -105,8 +178,8 @@ impl TaskLookup for PlaneLookup {
                 let Ok(id) = TaskId::new(item.id.clone()) else {
                     continue;
                 };
-                let state = state_of(&plane, &item).await.map_err(lookup_error)?;
-                out.push((id, task_state(&plane, &state)));
+                let state = state_of(&*plane, &item).await.map_err(lookup_error)?;
+                out.push((id, task_state(&*plane, &state)));
             }
             Ok(out)
         })
@@ -151,7 +224,7 @@ impl std::fmt::Display for RoleProblem {
 /// cached states and labels, so it costs a request only when they are
 /// loaded for the first time or have expired.
 pub async fn check_role(
-    plane: &PlaneClient,
+    plane: &dyn Plane,
     role: &RoleSettings,
 ) -> Result<Vec<RoleProblem>, PlaneError> {
     let mut problems = Vec::new();
@@ -233,7 +306,7 @@ pub enum Requeue {
 /// attempts ended without a report `max_attempts` times goes to the blocked
 /// state instead, so a task that kills its runner cannot loop forever.
 pub async fn requeue_reclaimed(
-    plane: &PlaneClient,
+    plane: &dyn Plane,
     ledger: &Arc<dyn LedgerStore>,
     config: &Config,
     actions: &[ActionEntry],

@@ -27,7 +27,7 @@ use ledger_core::{
 use plane_client::{PlaneClient, PlaneError};
 use reconcile::{Liveness, ProcessProbe, ScanOptions, ScanReport};
 use runtime::{
-    Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe, PlaneLookup,
+    Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe, Plane, PlaneLookup,
     requeue_reclaimed,
 };
 use serde::Serialize;
@@ -75,25 +75,65 @@ fn probe(config: &Config) -> Result<LinuxProcessProbe, WatchdogError> {
     ))
 }
 
+/// What a scan works with. [`Scanner::new`] wires the real ones (the
+/// configured store, Plane's HTTP client, `/proc`, the wall clock).
+#[allow(missing_debug_implementations)]
+pub struct ScanDependencies {
+    /// The ledger.
+    pub store: Arc<dyn LedgerStore>,
+    /// The Plane project.
+    pub plane: Arc<dyn Plane>,
+    /// Whether a slot's owner is alive.
+    pub probe: Arc<dyn ProcessProbe>,
+    /// The time the rules judge leases and retention by.
+    pub clock: Arc<dyn Clock>,
+}
+
 /// The parts a scan needs, built once for `run`.
-#[derive(Debug)]
 pub struct Scanner {
     config: Config,
     ledger: Arc<dyn LedgerStore>,
-    plane: Arc<PlaneClient>,
-    probe: LinuxProcessProbe,
+    plane: Arc<dyn Plane>,
+    probe: Arc<dyn ProcessProbe>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner")
+            .field("store", &self.ledger.location())
+            .field("plane", &self.plane)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Scanner {
     /// Opens the ledger and builds the Plane client.
     pub fn new(config: Config) -> Result<Self, WatchdogError> {
-        let plane = Arc::new(PlaneClient::new(config.plane_config()?)?);
-        Ok(Self {
-            ledger: open_ledger(&config)?,
-            probe: probe(&config)?,
+        let dependencies = ScanDependencies {
+            plane: Arc::new(PlaneClient::new(config.plane_config()?)?),
+            store: open_ledger(&config)?,
+            probe: Arc::new(probe(&config)?),
+            clock: Arc::new(SystemClock),
+        };
+        Ok(Self::with_dependencies(config, dependencies))
+    }
+
+    /// A scanner for `config` working with `dependencies`.
+    pub fn with_dependencies(config: Config, dependencies: ScanDependencies) -> Self {
+        let ScanDependencies {
+            store,
             plane,
+            probe,
+            clock,
+        } = dependencies;
+        Self {
             config,
-        })
+            ledger: store,
+            plane,
+            probe,
+            clock,
+        }
     }
 
     /// One pass of the rules. With `apply`, reclaimed tasks still running in
@@ -106,7 +146,7 @@ impl Scanner {
             project: Some(self.config.project()),
             ..ScanOptions::default()
         };
-        let now = SystemClock.now();
+        let now = self.clock.now();
         // The rules call the store and the process table synchronously: the
         // scan runs on a blocking thread, its Plane lookups driven by this
         // runtime, so that a store waiting for another writer never stalls
@@ -116,12 +156,12 @@ impl Scanner {
         let lookup = PlaneLookup(self.plane.clone());
         let probe = self.probe.clone();
         let report = tokio::task::spawn_blocking(move || {
-            runtime.block_on(reconcile::scan(&ledger, &lookup, &probe, &options, now))
+            runtime.block_on(reconcile::scan(&ledger, &lookup, &*probe, &options, now))
         })
         .await
         .map_err(|e| WatchdogError::ScanFailed(format!("the scan did not complete: {e}")))??;
         if apply {
-            requeue_reclaimed(&self.plane, &self.ledger, &self.config, &report.actions).await;
+            requeue_reclaimed(&*self.plane, &self.ledger, &self.config, &report.actions).await;
             match runtime::on_store(&self.ledger, move |s| s.prune(now)).await {
                 Ok(pruned) if pruned.events_removed > 0 => {
                     tracing::info!(events = pruned.events_removed, "pruned old events")

@@ -21,28 +21,33 @@
 
 #![warn(missing_docs)]
 
+mod launch;
 mod output;
 mod spawn;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ledger_core::{
     AdmitOutcome, AdmitRequest, Clock, Denial, DenyReason, EventKind, ExecutorIdentity,
-    FinishReason, LedgerStore, Owner, ProcessIdentity, RunId, SlotGuard, SlotKey, SystemClock,
-    TaskId, UpdateOutcome,
+    FinishReason, LedgerStore, Owner, RunId, SlotGuard, SlotKey, SystemClock, TaskId,
+    UpdateOutcome,
 };
 use plane_client::{PlaneClient, PlaneError, WorkItem, same_name};
-use reconcile::{StartupOptions, StartupOutcome};
+use reconcile::{ProcessProbe, StartupOptions, StartupOutcome};
 use runtime::{
-    BackendSettings, Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe,
+    BackendSettings, Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe, Plane,
     PlaneLookup, RoleProblem, RoleSettings, StoreStartupLock, check_role, html_escape, on_store,
-    open_store, proc_stat, requeue_reclaimed, state_of, this_owner,
+    open_store, requeue_reclaimed, state_of, this_owner,
 };
 use tokio::sync::watch;
+// Tokio's clock, so that every wait of the runner follows a paused clock in
+// tests; the ledger's timestamps come from `Dependencies::clock`.
+use tokio::time::Instant;
 
+pub use launch::{Executor, Launch, LaunchFuture, Launcher};
 pub use output::OutputTail;
 pub use spawn::{EXEC_GATE_ARG, Spawner, StartGate, run_exec_gate_if_asked};
 
@@ -105,15 +110,33 @@ enum Ending {
     Interrupted,
 }
 
+/// What a runner works with. [`Runner::new`] wires the real ones (the
+/// configured store, Plane's HTTP client, `/proc`, forked processes, the
+/// wall clock); tests hand it others.
+#[allow(missing_debug_implementations)]
+pub struct Dependencies {
+    /// The ledger.
+    pub store: Arc<dyn LedgerStore>,
+    /// The Plane project.
+    pub plane: Arc<dyn Plane>,
+    /// Whether a slot's owner is alive, for the start-up sweep.
+    pub probe: Arc<dyn ProcessProbe>,
+    /// Starts executors.
+    pub launcher: Arc<dyn Launcher>,
+    /// The ledger's timestamps (admissions, leases, finishes).
+    pub clock: Arc<dyn Clock>,
+}
+
 /// A runner for one role.
-#[derive(Debug)]
 pub struct Runner {
     config: Config,
     role: RoleSettings,
     backend: BackendSettings,
     ledger: Arc<dyn LedgerStore>,
-    plane: Arc<PlaneClient>,
-    host: HostIdentity,
+    plane: Arc<dyn Plane>,
+    probe: Arc<dyn ProcessProbe>,
+    launcher: Arc<dyn Launcher>,
+    clock: Arc<dyn Clock>,
     owner: Owner,
     once: bool,
     poll_interval: Duration,
@@ -123,6 +146,19 @@ pub struct Runner {
     /// Repairs of stuck tasks that Plane refused, by task: retried with a
     /// growing delay instead of at every look at the board.
     repairs: Mutex<HashMap<TaskId, Refused>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("role", &self.role.name)
+            .field("backend", &self.backend.name)
+            .field("store", &self.ledger.location())
+            .field("plane", &self.plane)
+            .field("launcher", &self.launcher)
+            .field("once", &self.once)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A repair that Plane refused, and when to try it again.
@@ -166,26 +202,53 @@ async fn unless_stopped<T>(
 }
 
 impl Runner {
-    /// A runner for `role` of `config`: opens the ledger and builds the
-    /// Plane client (reading the API key from the environment).
+    /// A runner for `role` of `config` with the real dependencies: opens
+    /// the ledger, builds the Plane client (reading the API key from the
+    /// environment) and starts the executor spawner, whose start gate is
+    /// this binary (see [`Spawner::start`]). Call it inside a tokio runtime.
     pub fn new(config: Config, role: &str, once: bool) -> Result<Self, WatcherError> {
+        let host = HostIdentity::current()?;
+        let dependencies = Dependencies {
+            plane: Arc::new(PlaneClient::new(config.plane_config()?)?),
+            store: open_store(&config)?,
+            probe: Arc::new(LinuxProcessProbe::new(host, config.watcher.grace)),
+            launcher: Arc::new(Spawner::start()?),
+            clock: Arc::new(SystemClock),
+        };
+        Self::with_dependencies(config, role, once, dependencies)
+    }
+
+    /// A runner for `role` of `config` working with `dependencies`.
+    pub fn with_dependencies(
+        config: Config,
+        role: &str,
+        once: bool,
+        dependencies: Dependencies,
+    ) -> Result<Self, WatcherError> {
         let (role, backend) = config.role_and_backend(role)?;
         let (role, backend) = (role.clone(), backend.clone());
-        let plane = Arc::new(PlaneClient::new(config.plane_config()?)?);
-        let ledger = open_store(&config)?;
         let host = HostIdentity::current()?;
         let mut owner = this_owner(&host)?;
         owner.role = Some(role.name.clone());
         owner.project = Some(config.project());
+        let Dependencies {
+            store,
+            plane,
+            probe,
+            launcher,
+            clock,
+        } = dependencies;
         Ok(Self {
             created: Instant::now(),
             poll_interval: config.watcher.poll_interval,
             config,
             role,
             backend,
-            ledger,
+            ledger: store,
             plane,
-            host,
+            probe,
+            launcher,
+            clock,
             owner,
             once,
             repairs: Mutex::new(HashMap::new()),
@@ -214,7 +277,6 @@ impl Runner {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let spawner = Spawner::start()?;
         let mut summary = Summary {
             reclaimed_at_startup: self.startup_reconcile(&stop).await,
             ..Summary::default()
@@ -230,7 +292,7 @@ impl Runner {
             // The check reads the cached states and labels, so it costs a
             // request only when they expire, which is also when an
             // unresolved role is checked again.
-            let checked = match unless_stopped(&stop, check_role(&self.plane, &self.role)).await {
+            let checked = match unless_stopped(&stop, check_role(&*self.plane, &self.role)).await {
                 None => break,
                 Some(checked) => checked,
             };
@@ -282,7 +344,7 @@ impl Runner {
                 if *stop.borrow() {
                     break 'cycles;
                 }
-                match self.dispatch(&item, &spawner, &stop).await {
+                match self.dispatch(&item, &stop).await {
                     Dispatch::Ran { completed } => {
                         summary.dispatched += 1;
                         summary.completed += u32::from(completed);
@@ -332,7 +394,7 @@ impl Runner {
         let lock = StoreStartupLock(self.ledger.clone());
         let ledger = LedgerAdapter(self.ledger.clone());
         let lookup = PlaneLookup(self.plane.clone());
-        let probe = LinuxProcessProbe::new(self.host.clone(), self.config.watcher.grace);
+        let probe = self.probe.clone();
         let mut options = StartupOptions::default();
         options.scan.window = self.config.ledger.window;
         options.scan.project = Some(self.config.project());
@@ -344,10 +406,10 @@ impl Runner {
         // (each reclaim is a conditional finish; a reclaimed task left in
         // its running state is repaired at a later look at the board).
         let runtime = tokio::runtime::Handle::current();
-        let now = SystemClock.now();
+        let now = self.clock.now();
         let sweep = tokio::task::spawn_blocking(move || {
             runtime.block_on(reconcile::reconcile_on_startup(
-                &lock, &ledger, &lookup, &probe, &options, now,
+                &lock, &ledger, &lookup, &*probe, &options, now,
             ))
         });
         let bounded = tokio::time::timeout(self.config.watcher.startup_reconcile, sweep);
@@ -380,7 +442,8 @@ impl Runner {
                 restart_to_reclaim_ms = self.created.elapsed().as_millis() as u64,
                 "reclaimed slots at start-up"
             );
-            let requeue = requeue_reclaimed(&self.plane, &self.ledger, &self.config, &scan.actions);
+            let requeue =
+                requeue_reclaimed(&*self.plane, &self.ledger, &self.config, &scan.actions);
             // Cut short by shutdown, a reclaimed task left in its running
             // state is repaired by the next look at the board.
             let requeued = unless_stopped(stop, requeue).await;
@@ -428,7 +491,7 @@ impl Runner {
         };
         let mut board = Board::default();
         for item in items {
-            let state = state_of(&self.plane, &item).await?;
+            let state = state_of(&*self.plane, &item).await?;
             let has_labels = wanted_labels
                 .iter()
                 .all(|id| item.labels.iter().any(|l| l.id() == id));
@@ -504,7 +567,7 @@ impl Runner {
             let Ok(fresh) = self.plane.get_work_item(task.as_str()).await else {
                 continue;
             };
-            let Ok(state) = state_of(&self.plane, &fresh).await else {
+            let Ok(state) = state_of(&*self.plane, &fresh).await else {
                 continue;
             };
             if !same_name(&state.name, &self.role.running_state)
@@ -581,13 +644,8 @@ impl Runner {
             .remove(task);
     }
 
-    async fn dispatch(
-        &self,
-        item: &WorkItem,
-        spawner: &Spawner,
-        stop: &watch::Receiver<bool>,
-    ) -> Dispatch {
-        let clock = SystemClock;
+    async fn dispatch(&self, item: &WorkItem, stop: &watch::Receiver<bool>) -> Dispatch {
+        let clock = self.clock.clone();
         let Ok(task) = TaskId::new(item.id.clone()) else {
             return Dispatch::Skipped;
         };
@@ -602,8 +660,9 @@ impl Runner {
             owner: self.owner.clone(),
             lease: self.config.watcher.lease,
         };
+        let admitted = clock.clone();
         let slot = match on_store(&self.ledger, move |s| {
-            s.admit(&request, &limits, clock.now())
+            s.admit(&request, &limits, admitted.now())
         })
         .await
         {
@@ -616,7 +675,7 @@ impl Runner {
             Err(e) => return Dispatch::Failed(format!("ledger: {e}")),
         };
         // From here every path finishes the slot; the guard covers panics.
-        let guard = SlotGuard::new(self.ledger.clone(), &slot, Arc::new(clock));
+        let guard = SlotGuard::new(self.ledger.clone(), &slot, clock);
         // Ends a dispatch that never started its executor: the slot is
         // finished as not started, and the outcome says why.
         let release = async |guard: SlotGuard, why: String, outcome: fn(String) -> Dispatch| {
@@ -630,7 +689,7 @@ impl Runner {
         // its claim state, untouched.
         let reread = async {
             let fresh = self.plane.get_work_item(task.as_str()).await?;
-            state_of(&self.plane, &fresh).await
+            state_of(&*self.plane, &fresh).await
         };
         match unless_stopped(stop, reread).await {
             None => return release(guard, "shutting down".into(), |_| Dispatch::Interrupted).await,
@@ -668,8 +727,8 @@ impl Runner {
         }
 
         let started = Instant::now();
-        let spawned = self.spawn_executor(spawner, item, &task, &run_id);
-        let (mut child, gate) = match spawned.await {
+        let launch = self.launch(item, &task, &run_id);
+        let mut executor = match self.launcher.launch(&launch).await {
             Ok(spawned) => spawned,
             Err(e) => {
                 let why = format!(
@@ -693,34 +752,33 @@ impl Runner {
         // a reclaim after this runner's death always finds its group. No
         // record, no start: an executor that no slot names could outlive a
         // reclaim and run the task twice.
-        let executor = match self.record_executor(&key, &run_id, &child).await {
-            Ok(executor) => executor,
+        let identity = match self.record_executor(&key, &run_id, &*executor).await {
+            Ok(identity) => identity,
             Err(why) => {
                 // The closed gate makes the executor exit without running.
-                drop(gate);
-                let _ = tokio::time::timeout(self.config.watcher.grace, child.wait()).await;
+                executor.abandon();
+                let _ = tokio::time::timeout(self.config.watcher.grace, executor.wait()).await;
                 tracing::error!(task = %task, run = %run_id, %why, "the executor was not started");
                 self.put_back(&task, stop).await;
                 return release(guard, why, Dispatch::Failed).await;
             }
         };
-        let pid = executor.process.pid;
-        if let Err(e) = gate.open() {
+        let pid = identity.process.pid;
+        if let Err(e) = executor.start() {
             // The gate is gone, so the executor is too; its exit is reported
             // like any other.
             tracing::warn!(task = %task, run = %run_id, error = %e, "could not open the executor's start gate");
         }
         tracing::info!(task = %task, run = %run_id, pid, name = %item.name, "executor started");
-        let output = OutputTail::follow(&mut child, task.as_str());
+        let output = executor.output();
 
         let ending = self
-            .supervise(&mut child, &key, &run_id, stop.clone())
+            .supervise(&mut *executor, &key, &run_id, stop.clone())
             .await;
         // Whatever the executor left behind in its group goes with it.
-        let grace = self.config.watcher.grace;
-        let leftovers = executor.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || runtime::terminate_group(&leftovers, grace)).await;
+        executor
+            .clean_up(&identity, self.config.watcher.grace)
+            .await;
         let took = started.elapsed().as_secs_f64();
         let Outcome {
             target,
@@ -748,56 +806,40 @@ impl Runner {
         }
     }
 
-    /// Spawns the backend's executor for `task`, held at its start gate,
-    /// with the dispatch's variables in its environment and without Plane's
-    /// key.
-    async fn spawn_executor(
-        &self,
-        spawner: &Spawner,
-        item: &WorkItem,
-        task: &TaskId,
-        run_id: &RunId,
-    ) -> std::io::Result<(tokio::process::Child, StartGate)> {
-        let mut command = spawner.command(&self.program(), &self.backend.args)?;
-        command
-            .current_dir(&self.config.dir)
-            .env("INFLIGHT_TASK_ID", task.as_str())
-            .env("INFLIGHT_RUN_ID", run_id.as_str())
-            .env("INFLIGHT_BACKEND", self.backend.name.as_str())
-            .env("INFLIGHT_ROLE", &self.role.name)
-            .env("INFLIGHT_TASK_NAME", &item.name)
+    /// What to run for `task`: the backend's command, with the dispatch's
+    /// variables in its environment and without Plane's key.
+    fn launch(&self, item: &WorkItem, task: &TaskId, run_id: &RunId) -> Launch {
+        Launch {
+            program: self.program(),
+            args: self.backend.args.clone(),
+            dir: self.config.dir.clone(),
+            env: vec![
+                ("INFLIGHT_TASK_ID", task.as_str().to_owned()),
+                ("INFLIGHT_RUN_ID", run_id.as_str().to_owned()),
+                ("INFLIGHT_BACKEND", self.backend.name.as_str().to_owned()),
+                ("INFLIGHT_ROLE", self.role.name.clone()),
+                ("INFLIGHT_TASK_NAME", item.name.clone()),
+            ],
             // The executor has no business with Plane's key.
-            .env_remove(&self.config.plane.api_key_env)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        spawner.spawn(command).await
+            env_remove: vec![self.config.plane.api_key_env.clone()],
+            task: task.as_str().to_owned(),
+        }
     }
 
     /// Records a spawned (gated) executor in its slot: its pid, its start
-    /// time (which a failed `/proc` read never replaces with a guess) and
-    /// its process group. An error says why it could not be recorded.
+    /// time and its process group. An error says why it could not be
+    /// recorded.
     async fn record_executor(
         &self,
         key: &SlotKey,
         run_id: &RunId,
-        child: &tokio::process::Child,
+        executor: &dyn Executor,
     ) -> Result<ExecutorIdentity, String> {
-        let pid = child
-            .id()
-            .ok_or("the executor exited before it could be recorded")?;
-        let start_time = match proc_stat(pid) {
-            Ok(Some(stat)) => stat.start_time,
-            Ok(None) => return Err(format!("the executor (pid {pid}) is gone from /proc")),
-            Err(e) => return Err(format!("could not read /proc/{pid}/stat: {e}")),
-        };
-        let executor = ExecutorIdentity {
-            process: ProcessIdentity { pid, start_time },
-            process_group: pid,
-        };
-        let (key, run_id, record) = (key.clone(), run_id.clone(), executor.clone());
+        let identity = executor.identity()?;
+        let pid = identity.process.pid;
+        let (key, run_id, record) = (key.clone(), run_id.clone(), identity.clone());
         match on_store(&self.ledger, move |s| s.set_executor(&key, &run_id, record)).await {
-            Ok(UpdateOutcome::Updated) => Ok(executor),
+            Ok(UpdateOutcome::Updated) => Ok(identity),
             Ok(UpdateOutcome::NotInFlight) => Err(format!(
                 "its slot is no longer open (released or reclaimed): the executor (pid {pid}) could not be recorded"
             )),
@@ -820,19 +862,18 @@ impl Runner {
     /// answering shutdown.
     async fn supervise(
         &self,
-        child: &mut tokio::process::Child,
+        executor: &mut dyn Executor,
         key: &SlotKey,
         run_id: &RunId,
         mut stop: watch::Receiver<bool>,
     ) -> Ending {
-        let pid = child.id().unwrap_or(0);
         let deadline = tokio::time::Instant::now() + self.backend.timeout;
         let lease = self.config.watcher.lease;
         let mut renew = tokio::time::interval(lease / 3);
         renew.tick().await;
         loop {
             tokio::select! {
-                status = child.wait() => {
+                status = executor.wait() => {
                     return match status {
                         Ok(status) => Ending::Exited(status),
                         Err(e) => {
@@ -842,12 +883,12 @@ impl Runner {
                     };
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(pid, timeout_secs = self.backend.timeout.as_secs(), "executor timed out");
-                    self.stop_executor(child, pid).await;
+                    tracing::warn!(timeout_secs = self.backend.timeout.as_secs(), "executor timed out");
+                    self.stop_executor(executor).await;
                     return Ending::TimedOut;
                 }
                 _ = renew.tick() => {
-                    let until = SystemClock.now().saturating_add(lease);
+                    let until = self.clock.now().saturating_add(lease);
                     let (key, run_id) = (key.clone(), run_id.clone());
                     let renewed = on_store(&self.ledger, move |s| s.renew_lease(&key, &run_id, until));
                     if let Err(e) = renewed.await {
@@ -856,8 +897,8 @@ impl Runner {
                 }
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {
-                        tracing::info!(pid, "shutting down: stopping the executor");
-                        self.stop_executor(child, pid).await;
+                        tracing::info!("shutting down: stopping the executor");
+                        self.stop_executor(executor).await;
                         return Ending::Interrupted;
                     }
                 }
@@ -866,20 +907,20 @@ impl Runner {
     }
 
     /// SIGTERM to the executor's group, the grace period, then SIGKILL.
-    async fn stop_executor(&self, child: &mut tokio::process::Child, group: u32) {
-        let signal = |signal| {
-            if let Err(e) = runtime::signal_group(group, signal) {
-                tracing::warn!(group, signal, error = %e, "could not signal the executor's group");
+    async fn stop_executor(&self, executor: &mut dyn Executor) {
+        let signal = |executor: &dyn Executor, signal| {
+            if let Err(e) = executor.signal(signal) {
+                tracing::warn!(signal, error = %e, "could not signal the executor's group");
             }
         };
-        signal(libc::SIGTERM);
-        if tokio::time::timeout(self.config.watcher.grace, child.wait())
+        signal(executor, libc::SIGTERM);
+        if tokio::time::timeout(self.config.watcher.grace, executor.wait())
             .await
             .is_err()
         {
-            tracing::warn!(group, "executor ignored SIGTERM; killing it");
-            signal(libc::SIGKILL);
-            let _ = child.wait().await;
+            tracing::warn!("executor ignored SIGTERM; killing it");
+            signal(executor, libc::SIGKILL);
+            let _ = executor.wait().await;
         }
     }
 
