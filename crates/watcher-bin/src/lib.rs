@@ -99,8 +99,8 @@ enum Dispatch {
     Capped(Denial),
     /// Plane or the ledger failed: back off.
     Failed(String),
-    /// Shutdown arrived while the executor ran.
-    Interrupted,
+    /// Shutdown arrived, before the executor started or while it ran.
+    Interrupted { ran: bool },
 }
 
 /// How the executor ended.
@@ -362,7 +362,10 @@ impl Runner {
                         tracing::warn!(%error, "dispatch failed");
                         break;
                     }
-                    Dispatch::Interrupted => break 'cycles,
+                    Dispatch::Interrupted { ran } => {
+                        summary.dispatched += u32::from(ran);
+                        break 'cycles;
+                    }
                 }
             }
             if self.once {
@@ -692,7 +695,12 @@ impl Runner {
             state_of(&*self.plane, &fresh).await
         };
         match unless_stopped(stop, reread).await {
-            None => return release(guard, "shutting down".into(), |_| Dispatch::Interrupted).await,
+            None => {
+                return release(guard, "shutting down".into(), |_| Dispatch::Interrupted {
+                    ran: false,
+                })
+                .await;
+            }
             Some(Ok(state)) if same_name(&state.name, &self.role.claim_state) => {}
             Some(Ok(state)) => {
                 let why = format!("the task is now in {:?}", state.name);
@@ -722,7 +730,10 @@ impl Runner {
             }
             Some(Ok(_)) | None => {
                 self.put_back(&task, stop).await;
-                return release(guard, "shutting down".into(), |_| Dispatch::Interrupted).await;
+                return release(guard, "shutting down".into(), |_| Dispatch::Interrupted {
+                    ran: false,
+                })
+                .await;
             }
         }
 
@@ -801,7 +812,7 @@ impl Runner {
             .await;
         finish(guard, reason).await;
         match ending {
-            Ending::Interrupted => Dispatch::Interrupted,
+            Ending::Interrupted => Dispatch::Interrupted { ran: true },
             _ => Dispatch::Ran { completed },
         }
     }

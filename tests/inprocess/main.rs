@@ -1,0 +1,370 @@
+//! The runner driven in-process under tokio's paused clock: its waits (the
+//! poll interval, a backoff, a role's re-check, Plane's rate budget, an
+//! executor's run and grace period), its lease renewals and its executor
+//! timeout, each checked to the millisecond of virtual time in a fraction
+//! of a second of real time. See `fakes.rs` for what is real here.
+
+mod fakes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fakes::{Board, Executors, RenewalLog, Script, VirtualClock};
+use inflight_e2e::{TestConfig, TestRole};
+use ledger_core::{EventKind, FinishReason, LedgerStore};
+use plane_client::PlaneError;
+use runtime::{Config, HostIdentity, LinuxProcessProbe};
+use tokio::time::Instant;
+use watchdog_bin::{ScanDependencies, Scanner};
+use watcher_bin::{Dependencies, Runner, Summary};
+
+/// A runner's world: its configuration, ledger, board and executors.
+struct Rig {
+    _dir: tempfile::TempDir,
+    config: Config,
+    store: Arc<RenewalLog>,
+    board: Board,
+    executors: Executors,
+    started: Instant,
+    real: std::time::Instant,
+}
+
+impl Rig {
+    /// `extra` adds lines to the configuration's tables.
+    fn new(script: Script, extra: &[(&'static str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TestConfig {
+            // Never dialled: the board is in memory.
+            base_url: "http://127.0.0.1:9".into(),
+            project_id: "11111111-1111-4111-8111-111111111111".into(),
+            key_env: "INFLIGHT_INPROCESS_UNUSED_KEY".into(),
+            command: vec!["./run-task.sh".into()],
+            cap: 1,
+            roles: vec![TestRole::new("goal", "Ready for AI")],
+            extra: extra.iter().map(|(t, l)| (*t, (*l).to_owned())).collect(),
+        };
+        let path = dir.path().join("inflight.toml");
+        std::fs::write(&path, config.render()).unwrap();
+        let config = Config::load(&path).unwrap();
+        let store = Arc::new(RenewalLog::new(runtime::open_store(&config).unwrap()));
+        Self {
+            _dir: dir,
+            config,
+            store,
+            board: Board::new(),
+            executors: Executors::new(script),
+            started: Instant::now(),
+            real: std::time::Instant::now(),
+        }
+    }
+
+    fn probe(&self) -> Arc<LinuxProcessProbe> {
+        let host = HostIdentity::current().unwrap();
+        Arc::new(LinuxProcessProbe::new(host, self.config.watcher.grace))
+    }
+
+    fn runner(&self, once: bool) -> Runner {
+        let dependencies = Dependencies {
+            store: self.store.clone(),
+            plane: Arc::new(self.board.clone()),
+            probe: self.probe(),
+            launcher: Arc::new(self.executors.clone()),
+            clock: Arc::new(VirtualClock::new()),
+        };
+        Runner::with_dependencies(self.config.clone(), "goal", once, dependencies).unwrap()
+    }
+
+    fn scanner(&self) -> Scanner {
+        let dependencies = ScanDependencies {
+            store: self.store.clone(),
+            plane: Arc::new(self.board.clone()),
+            probe: self.probe(),
+            clock: Arc::new(VirtualClock::new()),
+        };
+        Scanner::with_dependencies(self.config.clone(), dependencies)
+    }
+
+    /// Runs the runner until it returns, sending the shutdown signal `stop`
+    /// after the start (never, for `None`); the summary and the virtual
+    /// time it returned at.
+    async fn run(&self, once: bool, stop: Option<Duration>) -> (Summary, Duration) {
+        let shutdown = async move {
+            match stop {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
+        let summary = self.runner(once).run(shutdown).await.unwrap();
+        (summary, self.started.elapsed())
+    }
+
+    /// How each slot finished, in order.
+    fn finishes(&self) -> Vec<FinishReason> {
+        self.store
+            .events_after(0, 1000)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Finished { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn open_slots(&self) -> usize {
+        self.store.open_slots().unwrap().len()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // Not asserted (no timed assertions), but shown with --nocapture:
+        // these tests exist to be fast.
+        eprintln!(
+            "virtual {:?} in real {:?}",
+            self.started.elapsed(),
+            self.real.elapsed()
+        );
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The gaps between consecutive times.
+fn gaps(times: &[Duration]) -> Vec<Duration> {
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_runner_looks_once_per_poll_interval_and_stops_mid_wait() {
+    let rig = Rig::new(
+        Script::RunsUntilTerm,
+        &[("watcher", "poll_interval_secs = 30")],
+    );
+    // Stopped a third of the way into its fourth wait.
+    let (summary, stopped_at) = rig.run(false, Some(secs(100))).await;
+    assert_eq!(summary, Summary::default());
+    assert_eq!(
+        rig.board.times_of("list"),
+        [secs(0), secs(30), secs(60), secs(90)]
+    );
+    assert_eq!(
+        stopped_at,
+        secs(100),
+        "it stops at once, not at the next look"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_renewed_every_third_of_it_while_the_executor_runs() {
+    let rig = Rig::new(
+        Script::Exits {
+            after: secs(95),
+            code: 0,
+        },
+        &[("watcher", "lease_secs = 30")],
+    );
+    let task = rig.board.add_task("Write the docs", "Ready for AI");
+    let (summary, _) = rig.run(true, None).await;
+    assert_eq!((summary.dispatched, summary.completed), (1, 1));
+
+    let run = &rig.executors.runs()[0];
+    let launch = run.launch.as_ref().unwrap();
+    assert!(launch.env.contains(&("INFLIGHT_TASK_ID", task.clone())));
+    assert_eq!(launch.env_remove, [rig.config.plane.api_key_env.clone()]);
+    let started = run.started_at.unwrap();
+    assert_eq!(run.ended_at, Some(started + secs(95)));
+    let renewals = rig.store.renewals();
+    let times: Vec<Duration> = renewals.iter().map(|(at, _)| *at).collect();
+    // Every 10 s from the start, nine times in 95 s.
+    assert_eq!(times.len(), 9, "{times:?}");
+    assert_eq!(times[0] - started, secs(10));
+    assert!(gaps(&times).iter().all(|gap| *gap == secs(10)), "{times:?}");
+    // Each extends the lease to a full lease from the renewal.
+    let (first_at, first_until) = renewals[0];
+    for (at, until) in &renewals {
+        assert_eq!(until.duration_since(first_until), *at - first_at);
+    }
+
+    assert_eq!(rig.board.state_of(&task), "Done");
+    let comments = rig.board.comments(&task);
+    assert!(
+        comments[0].contains("completed (exit status 0) after 95.0s. Moved to Done."),
+        "{comments:?}"
+    );
+    assert_eq!(rig.finishes(), [FinishReason::Completed]);
+    assert_eq!(rig.open_slots(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_executor_past_its_timeout_is_stopped_and_its_task_blocked() {
+    let rig = Rig::new(
+        Script::RunsUntilTerm,
+        &[("backends.local", "timeout_secs = 60")],
+    );
+    let task = rig.board.add_task("Loop forever", "Ready for AI");
+    let (summary, _) = rig.run(true, None).await;
+    assert_eq!((summary.dispatched, summary.completed), (1, 0));
+
+    let run = &rig.executors.runs()[0];
+    let started = run.started_at.unwrap();
+    assert_eq!(run.signals, [(libc::SIGTERM, started + secs(60))]);
+    assert_eq!(run.ended_at, Some(started + secs(60)));
+    assert!(run.cleaned_up, "what it left in its group is terminated");
+    assert_eq!(rig.board.state_of(&task), "Blocked");
+    let comments = rig.board.comments(&task);
+    assert!(
+        comments[0].contains(
+            "reached its timeout (timeout_secs = 60) and was stopped after 60.0s. Moved to Blocked."
+        ),
+        "{comments:?}"
+    );
+    assert_eq!(rig.finishes(), [FinishReason::Failed]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_executor_that_ignores_sigterm_at_its_timeout_is_killed_after_the_grace_period() {
+    let rig = Rig::new(
+        Script::IgnoresTerm,
+        &[
+            ("backends.local", "timeout_secs = 60"),
+            ("watcher", "grace_secs = 5"),
+        ],
+    );
+    let task = rig.board.add_task("Ignore signals", "Ready for AI");
+    rig.run(true, None).await;
+    let run = &rig.executors.runs()[0];
+    let started = run.started_at.unwrap();
+    assert_eq!(
+        run.signals,
+        [
+            (libc::SIGTERM, started + secs(60)),
+            (libc::SIGKILL, started + secs(65))
+        ]
+    );
+    assert_eq!(rig.board.state_of(&task), "Blocked");
+    assert_eq!(rig.finishes(), [FinishReason::Failed]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_the_backoff_after_a_failed_board_stops_at_once() {
+    let rig = Rig::new(
+        Script::RunsUntilTerm,
+        &[("watcher", "poll_interval_secs = 30")],
+    );
+    let unavailable = PlaneError::Server {
+        path: "work-items/".into(),
+        status: 503,
+    };
+    rig.board.fail("list", unavailable, 100);
+    let (summary, stopped_at) = rig.run(false, Some(secs(10))).await;
+    assert_eq!(summary, Summary::default());
+    // Backing off 2 s, then 4 s, then 8 s, cut short at 10 s.
+    let lists = rig.board.times_of("list");
+    assert_eq!(
+        gaps(&lists[lists.len() - 3..]),
+        [secs(2), secs(4)],
+        "{lists:?}"
+    );
+    assert_eq!(stopped_at, secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_while_a_role_waits_for_its_names_to_resolve_stops_at_once() {
+    let rig = Rig::new(Script::RunsUntilTerm, &[("plane", "cache_secs = 300")]);
+    rig.board.add_task("Never claimed", "Ready for AI");
+    rig.board.remove_state("Blocked");
+    let (summary, stopped_at) = rig.run(false, Some(secs(5))).await;
+    assert_eq!(summary, Summary::default());
+    assert_eq!(stopped_at, secs(5));
+    assert!(
+        rig.board.times_of("set_state").is_empty(),
+        "nothing is claimed"
+    );
+    assert!(rig.finishes().is_empty(), "nothing is admitted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_while_plane_withholds_its_budget_starts_nothing_and_is_bounded() {
+    let rig = Rig::new(Script::RunsUntilTerm, &[]);
+    let task = rig.board.add_task("Wait for budget", "Ready for AI");
+    // As the client does when the rate window is spent: a minute's wait
+    // before each state change goes out.
+    rig.board.stall("set_state", secs(60));
+    let (summary, stopped_at) = rig.run(false, Some(secs(2))).await;
+    assert_eq!(summary, Summary::default());
+    assert!(rig.executors.runs().is_empty(), "no executor is started");
+    assert_eq!(rig.board.state_of(&task), "Ready for AI");
+    assert_eq!(rig.finishes(), [FinishReason::NotStarted]);
+    assert_eq!(rig.open_slots(), 0);
+    // Marking it running was dropped at 2 s; putting it back (in case the
+    // first change went out) gets 1.5 s, then the runner leaves it to the
+    // next runner's repair.
+    assert_eq!(
+        rig.board.times_of("set_state"),
+        [secs(0), secs(2)],
+        "{:?}",
+        rig.board.calls()
+    );
+    assert_eq!(stopped_at, Duration::from_millis(3500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_while_the_executor_runs_interrupts_it_and_puts_the_task_back() {
+    let rig = Rig::new(Script::RunsUntilTerm, &[]);
+    let task = rig.board.add_task("Long job", "Ready for AI");
+    let (summary, stopped_at) = rig.run(false, Some(secs(20))).await;
+    assert_eq!(summary.dispatched, 1);
+    let run = &rig.executors.runs()[0];
+    assert_eq!(run.signals, [(libc::SIGTERM, secs(20))]);
+    assert_eq!(run.ended_at, Some(secs(20)));
+    assert_eq!(rig.board.state_of(&task), "Ready for AI");
+    let comments = rig.board.comments(&task);
+    assert!(
+        comments[0].contains(
+            "was interrupted after 20.0s: the runner is shutting down. Moved to Ready for AI."
+        ),
+        "{comments:?}"
+    );
+    assert_eq!(rig.finishes(), [FinishReason::Interrupted]);
+    assert_eq!(stopped_at, secs(20));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_while_an_executor_ignores_sigterm_waits_out_the_grace_period_then_kills() {
+    let rig = Rig::new(Script::IgnoresTerm, &[("watcher", "grace_secs = 5")]);
+    let task = rig.board.add_task("Stubborn job", "Ready for AI");
+    let (_, stopped_at) = rig.run(false, Some(secs(20))).await;
+    let run = &rig.executors.runs()[0];
+    assert_eq!(
+        run.signals,
+        [(libc::SIGTERM, secs(20)), (libc::SIGKILL, secs(25))]
+    );
+    assert_eq!(rig.board.state_of(&task), "Ready for AI");
+    assert_eq!(rig.finishes(), [FinishReason::Interrupted]);
+    assert_eq!(stopped_at, secs(25));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watchdog_scans_once_per_interval_and_stops_mid_wait() {
+    let rig = Rig::new(Script::RunsUntilTerm, &[]);
+    rig.board.add_task("Idle", "Ready for AI");
+    let scanner = rig.scanner();
+    let mut scanned = Vec::new();
+    let shutdown = tokio::time::sleep(secs(150));
+    watchdog_bin::run_scans(&scanner, secs(60), true, shutdown, |report| {
+        let report = report.unwrap();
+        assert!(report.project.ok, "{report:?}");
+        scanned.push(report.scanned_at);
+    })
+    .await;
+    assert_eq!(rig.started.elapsed(), secs(150), "it stops at once");
+    assert_eq!(scanned.len(), 3, "at 0, 60 and 120 s: {scanned:?}");
+    let gaps: Vec<Duration> = scanned
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .collect();
+    assert_eq!(gaps, [secs(60), secs(60)]);
+}
