@@ -173,7 +173,10 @@ async fn the_lease_is_renewed_every_third_of_it_while_the_executor_runs() {
     let run = &rig.executors.runs()[0];
     let launch = run.launch.as_ref().unwrap();
     assert!(launch.env.contains(&("INFLIGHT_TASK_ID", task.clone())));
-    assert_eq!(launch.env_remove, std::slice::from_ref(&rig.config.plane.api_key_env));
+    assert_eq!(
+        launch.env_remove,
+        std::slice::from_ref(&rig.config.plane.api_key_env)
+    );
     let started = run.started_at.unwrap();
     assert_eq!(run.ended_at, Some(started + secs(95)));
     let renewals = rig.store.renewals();

@@ -103,6 +103,56 @@ enum Dispatch {
     Interrupted { ran: bool },
 }
 
+/// The dispatch under way: its task, slot and run.
+struct Run {
+    task: TaskId,
+    key: SlotKey,
+    id: RunId,
+}
+
+/// A dispatch that ends before its executor starts: why, and what the run
+/// loop makes of it.
+struct Released {
+    why: String,
+    outcome: fn(String) -> Dispatch,
+}
+
+impl Released {
+    fn shutting_down() -> Self {
+        Self {
+            why: "shutting down".into(),
+            outcome: |_| Dispatch::Interrupted { ran: false },
+        }
+    }
+
+    fn skipped(why: String) -> Self {
+        Self {
+            why,
+            outcome: |_| Dispatch::Skipped,
+        }
+    }
+
+    fn failed(why: String) -> Self {
+        Self {
+            why,
+            outcome: Dispatch::Failed,
+        }
+    }
+}
+
+/// The executor of a run after its start: running since `at`, or never
+/// launched (a failed run).
+enum Started {
+    Running {
+        executor: Box<dyn Executor>,
+        identity: ExecutorIdentity,
+        at: Instant,
+    },
+    NotLaunched {
+        why: String,
+    },
+}
+
 /// How the executor ended.
 enum Ending {
     Exited(std::process::ExitStatus),
@@ -647,46 +697,73 @@ impl Runner {
             .remove(task);
     }
 
+    /// One task, from its admission to its slot's finish: admitted, marked
+    /// running, its executor started and seen through to its end. Every
+    /// path after the admission finishes the slot.
     async fn dispatch(&self, item: &WorkItem, stop: &watch::Receiver<bool>) -> Dispatch {
-        let clock = self.clock.clone();
         let Ok(task) = TaskId::new(item.id.clone()) else {
             return Dispatch::Skipped;
         };
-        let Some(limits) = self.config.limits_for(&self.backend.name) else {
-            return Dispatch::Failed(format!("backend {} has no limits", self.backend.name));
+        let run = Run {
+            key: SlotKey::new(self.backend.name.clone(), task.clone()),
+            id: RunId::generate(self.clock.now()),
+            task,
         };
-        let key = SlotKey::new(self.backend.name.clone(), task.clone());
-        let run_id = RunId::generate(clock.now());
+        let slot = match self.admit(&run).await {
+            Ok(slot) => slot,
+            Err(not_admitted) => return not_admitted,
+        };
+        // From here every path finishes the slot; the guard covers panics.
+        let guard = SlotGuard::new(self.ledger.clone(), &slot, self.clock.clone());
+        let started = match self.mark_running(&run, stop).await {
+            Ok(()) => self.start_executor(item, &run, stop).await,
+            Err(released) => Err(released),
+        };
+        match started {
+            Ok(started) => self.see_through(started, &run, guard, stop).await,
+            Err(Released { why, outcome }) => {
+                tracing::info!(task = %run.task, run = %run.id, why, "released before starting");
+                finish(guard, FinishReason::NotStarted).await;
+                outcome(why)
+            }
+        }
+    }
+
+    /// Opens the run's slot if the caps allow it; otherwise what the run
+    /// loop makes of the refusal.
+    async fn admit(&self, run: &Run) -> Result<ledger_core::Slot, Dispatch> {
+        let Some(limits) = self.config.limits_for(&self.backend.name) else {
+            return Err(Dispatch::Failed(format!(
+                "backend {} has no limits",
+                self.backend.name
+            )));
+        };
         let request = AdmitRequest {
-            key: key.clone(),
-            run_id: run_id.clone(),
+            key: run.key.clone(),
+            run_id: run.id.clone(),
             owner: self.owner.clone(),
             lease: self.config.watcher.lease,
         };
-        let admitted = clock.clone();
-        let slot = match on_store(&self.ledger, move |s| {
-            s.admit(&request, &limits, admitted.now())
+        let clock = self.clock.clone();
+        match on_store(&self.ledger, move |s| {
+            s.admit(&request, &limits, clock.now())
         })
         .await
         {
-            Ok(AdmitOutcome::Admitted(slot)) => slot,
+            Ok(AdmitOutcome::Admitted(slot)) => Ok(slot),
             Ok(AdmitOutcome::Denied(denial)) if denial.reason == DenyReason::AlreadyInFlight => {
-                return Dispatch::Skipped;
+                Err(Dispatch::Skipped)
             }
-            Ok(AdmitOutcome::Denied(denial)) => return Dispatch::Capped(denial),
+            Ok(AdmitOutcome::Denied(denial)) => Err(Dispatch::Capped(denial)),
             // Never claim what cannot be recorded.
-            Err(e) => return Dispatch::Failed(format!("ledger: {e}")),
-        };
-        // From here every path finishes the slot; the guard covers panics.
-        let guard = SlotGuard::new(self.ledger.clone(), &slot, clock);
-        // Ends a dispatch that never started its executor: the slot is
-        // finished as not started, and the outcome says why.
-        let release = async |guard: SlotGuard, why: String, outcome: fn(String) -> Dispatch| {
-            tracing::info!(task = %task, run = %run_id, why, "released before starting");
-            finish(guard, FinishReason::NotStarted).await;
-            outcome(why)
-        };
+            Err(e) => Err(Dispatch::Failed(format!("ledger: {e}"))),
+        }
+    }
 
+    /// Moves the admitted task to the running state, if it is still in
+    /// the claim state.
+    async fn mark_running(&self, run: &Run, stop: &watch::Receiver<bool>) -> Result<(), Released> {
+        let task = &run.task;
         // Another runner may have taken, and even finished, the task since
         // the list was read. Shutdown here leaves the task where it is: in
         // its claim state, untouched.
@@ -695,60 +772,109 @@ impl Runner {
             state_of(&*self.plane, &fresh).await
         };
         match unless_stopped(stop, reread).await {
-            None => {
-                return release(guard, "shutting down".into(), |_| Dispatch::Interrupted {
-                    ran: false,
-                })
-                .await;
-            }
+            None => return Err(Released::shutting_down()),
             Some(Ok(state)) if same_name(&state.name, &self.role.claim_state) => {}
             Some(Ok(state)) => {
-                let why = format!("the task is now in {:?}", state.name);
-                return release(guard, why, |_| Dispatch::Skipped).await;
+                return Err(Released::skipped(format!(
+                    "the task is now in {:?}",
+                    state.name
+                )));
             }
             Some(Err(PlaneError::NotFound { .. })) => {
-                return release(guard, "the task is gone".into(), |_| Dispatch::Skipped).await;
+                return Err(Released::skipped("the task is gone".into()));
             }
             Some(Err(e)) => {
-                let why = format!("could not re-read the task: {e}");
-                return release(guard, why, Dispatch::Failed).await;
+                return Err(Released::failed(format!("could not re-read the task: {e}")));
             }
         }
         // Shutdown while the PATCH waits or flies: it may have reached
         // Plane, so the task is put back (a no-op if it did not).
-        match unless_stopped(
-            stop,
-            self.plane
-                .set_state(task.as_str(), &self.role.running_state),
-        )
-        .await
-        {
-            Some(Ok(_)) if !*stop.borrow() => {}
-            Some(Err(e)) => {
-                let why = format!("could not mark the task running: {e}");
-                return release(guard, why, Dispatch::Failed).await;
-            }
-            Some(Ok(_)) | None => {
-                self.put_back(&task, stop).await;
-                return release(guard, "shutting down".into(), |_| Dispatch::Interrupted {
-                    ran: false,
-                })
-                .await;
+        let marked = self
+            .plane
+            .set_state(task.as_str(), &self.role.running_state);
+        match unless_stopped(stop, marked).await {
+            Some(Ok(())) if !*stop.borrow() => Ok(()),
+            Some(Err(e)) => Err(Released::failed(format!(
+                "could not mark the task running: {e}"
+            ))),
+            Some(Ok(())) | None => {
+                self.put_back(task, stop).await;
+                Err(Released::shutting_down())
             }
         }
+    }
 
-        let started = Instant::now();
-        let launch = self.launch(item, &task, &run_id);
+    /// Launches the executor, records it in the slot, and only then lets it
+    /// start. A launch that fails is a failed run (the task is blocked);
+    /// one that cannot be recorded never starts.
+    async fn start_executor(
+        &self,
+        item: &WorkItem,
+        run: &Run,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Started, Released> {
+        let (task, run_id) = (&run.task, &run.id);
+        let at = Instant::now();
+        let launch = self.launch(item, task, run_id);
         let mut executor = match self.launcher.launch(&launch).await {
-            Ok(spawned) => spawned,
+            Ok(executor) => executor,
             Err(e) => {
                 let why = format!(
                     "could not start the executor {:?}: {e}",
                     self.backend.program
                 );
                 tracing::error!(task = %task, run = %run_id, %why);
+                return Ok(Started::NotLaunched { why });
+            }
+        };
+        // Recorded before the executor may start (it waits at its gate), so
+        // a reclaim after this runner's death always finds its group. No
+        // record, no start: an executor that no slot names could outlive a
+        // reclaim and run the task twice.
+        let identity = match self.record_executor(&run.key, run_id, &*executor).await {
+            Ok(identity) => identity,
+            Err(why) => {
+                // The closed gate makes the executor exit without running.
+                executor.abandon();
+                let _ = tokio::time::timeout(self.config.watcher.grace, executor.wait()).await;
+                tracing::error!(task = %task, run = %run_id, %why, "the executor was not started");
+                self.put_back(task, stop).await;
+                return Err(Released::failed(why));
+            }
+        };
+        if let Err(e) = executor.start() {
+            // The gate is gone, so the executor is too; its exit is reported
+            // like any other.
+            tracing::warn!(task = %task, run = %run_id, error = %e, "could not open the executor's start gate");
+        }
+        tracing::info!(task = %task, run = %run_id, pid = identity.process.pid, name = %item.name, "executor started");
+        Ok(Started::Running {
+            executor,
+            identity,
+            at,
+        })
+    }
+
+    /// Waits for a started executor to end, reports the outcome to Plane and
+    /// finishes the slot.
+    async fn see_through(
+        &self,
+        started: Started,
+        run: &Run,
+        guard: SlotGuard,
+        stop: &watch::Receiver<bool>,
+    ) -> Dispatch {
+        let (task, run_id) = (&run.task, &run.id);
+        let (mut executor, identity, at) = match started {
+            Started::Running {
+                executor,
+                identity,
+                at,
+            } => (executor, identity, at),
+            Started::NotLaunched { why } => {
+                // A failed run: the task is blocked.
                 self.report(
-                    &task,
+                    task,
                     &self.role.blocked_state,
                     &format!("inflight: run {run_id} {why}."),
                     None,
@@ -759,38 +885,15 @@ impl Runner {
                 return Dispatch::Ran { completed: false };
             }
         };
-        // Recorded before the executor may start (it waits at its gate), so
-        // a reclaim after this runner's death always finds its group. No
-        // record, no start: an executor that no slot names could outlive a
-        // reclaim and run the task twice.
-        let identity = match self.record_executor(&key, &run_id, &*executor).await {
-            Ok(identity) => identity,
-            Err(why) => {
-                // The closed gate makes the executor exit without running.
-                executor.abandon();
-                let _ = tokio::time::timeout(self.config.watcher.grace, executor.wait()).await;
-                tracing::error!(task = %task, run = %run_id, %why, "the executor was not started");
-                self.put_back(&task, stop).await;
-                return release(guard, why, Dispatch::Failed).await;
-            }
-        };
-        let pid = identity.process.pid;
-        if let Err(e) = executor.start() {
-            // The gate is gone, so the executor is too; its exit is reported
-            // like any other.
-            tracing::warn!(task = %task, run = %run_id, error = %e, "could not open the executor's start gate");
-        }
-        tracing::info!(task = %task, run = %run_id, pid, name = %item.name, "executor started");
         let output = executor.output();
-
         let ending = self
-            .supervise(&mut *executor, &key, &run_id, stop.clone())
+            .supervise(&mut *executor, &run.key, run_id, stop.clone())
             .await;
         // Whatever the executor left behind in its group goes with it.
         executor
             .clean_up(&identity, self.config.watcher.grace)
             .await;
-        let took = started.elapsed().as_secs_f64();
+        let took = at.elapsed().as_secs_f64();
         let Outcome {
             target,
             reason,
@@ -808,7 +911,7 @@ impl Runner {
         // A failed run's comment carries the end of its output, bounded and
         // sanitised; a successful one's does not.
         let tail = if completed { None } else { output.render() };
-        self.report(&task, target, &comment, tail.as_deref(), stop)
+        self.report(task, target, &comment, tail.as_deref(), stop)
             .await;
         finish(guard, reason).await;
         match ending {
