@@ -3,6 +3,7 @@
 //! Every check CI runs lives here, so a developer can run exactly what CI
 //! runs with one command, and CI's script stays one line.
 
+mod bench;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -18,8 +19,11 @@ commands:
                   whole test suite, rustdoc (warnings denied), the crate
                   dependency boundaries of docs/ARCHITECTURE.md, and the store
                   seam (the binaries and runtime name no redb type)
-  bench [NAME]    run the benchmarks (all, or one of: ledger, reconcile, e2e) and write the
-                  figures to target/bench-report.md
+  bench [--against REV [--rounds N]] [NAME]
+                  run the benchmarks (all, or one of: ledger, reconcile, e2e) and write the
+                  figures to target/bench-report.md; with --against, also REV's (checked
+                  out under target/bench-against), N rounds each (default 2), alternating,
+                  each measure side by side with the ratio of the means
   demo            run two runners and the watchdog against the Plane simulator,
                   kill a runner mid-dispatch, restart it, and print what was
                   reclaimed and how fast
@@ -38,7 +42,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
-        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("bench") => bench::command(&args[1..]),
         Some("demo") => demo::run(&workspace_root()),
         Some("soak") => soak(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
@@ -362,48 +366,4 @@ fn fuzz(args: &[String]) -> Result {
             "-rss_limit_mb=4096",
         ]);
     run(&format!("fuzz {name} for {time} s"), fuzz)
-}
-
-/// Benchmark name, package, bench target.
-const BENCHES: &[(&str, &str, &str)] = &[
-    ("ledger", "ledger-core", "ledger"),
-    ("reconcile", "runtime", "reconcile"),
-    ("e2e", "inflight-e2e", "e2e"),
-];
-
-fn bench(only: Option<&str>) -> Result {
-    let chosen: Vec<_> = BENCHES
-        .iter()
-        .filter(|(name, _, _)| only.is_none_or(|o| o == *name))
-        .collect();
-    if chosen.is_empty() {
-        let names: Vec<_> = BENCHES.iter().map(|(n, _, _)| *n).collect();
-        return Err(format!(
-            "no benchmark named {:?}; there are: {}",
-            only.unwrap_or(""),
-            names.join(", ")
-        ));
-    }
-    // The end-to-end benchmark spawns the release binaries.
-    if chosen.iter().any(|(name, _, _)| *name == "e2e") {
-        let mut bins = cargo();
-        bins.args(["build", "--release", "--workspace", "--bins", "--locked"]);
-        run("release binaries", bins)?;
-    }
-    let mut report = String::from("# inflight benchmarks\n\n");
-    for (name, package, target) in chosen {
-        eprintln!("\n==> bench {name}");
-        let out = output({
-            let mut c = cargo();
-            c.args(["bench", "--locked", "-p", package, "--bench", target]);
-            c
-        })?;
-        print!("{out}");
-        report.push_str(&out);
-        report.push('\n');
-    }
-    let path = workspace_root().join("target/bench-report.md");
-    std::fs::write(&path, report).map_err(|e| format!("{}: {e}", path.display()))?;
-    eprintln!("\nreport written to {}", path.display());
-    Ok(())
 }
