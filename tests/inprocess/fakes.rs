@@ -552,13 +552,14 @@ impl LedgerStore for RenewalLog {
         &self,
         key: &SlotKey,
         run: &RunId,
-        until: Timestamp,
+        lease: Duration,
+        now: Timestamp,
     ) -> ledger_core::Result<UpdateOutcome> {
         self.renewals
             .lock()
             .unwrap()
-            .push((since(self.origin), until));
-        self.inner.renew_lease(key, run, until)
+            .push((since(self.origin), now.saturating_add(lease)));
+        self.inner.renew_lease(key, run, lease, now)
     }
     fn set_executor(
         &self,

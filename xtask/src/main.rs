@@ -114,6 +114,7 @@ fn output(mut cmd: Command) -> Result<String> {
 /// rule lives (Cargo's `[lints]` cannot tell library code from its tests).
 const LIBRARY_CRATES: &[&str] = &[
     "ledger-core",
+    "ledger-postgres",
     "plane-client",
     "reconcile",
     "runtime",
@@ -195,6 +196,18 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("ledger-core", &["tokio", "reqwest", "hyper", "mockall"]),
     ("reconcile", &["reqwest", "redb", "hyper", "tokio"]),
     ("plane-client", &["redb"]),
+    // The PostgreSQL store: no redb, and TLS through rustls only.
+    (
+        "ledger-postgres",
+        &[
+            "redb",
+            "openssl",
+            "openssl-sys",
+            "native-tls",
+            "aws-lc-rs",
+            "aws-lc-sys",
+        ],
+    ),
 ];
 
 fn check_boundaries() -> Result {

@@ -34,8 +34,11 @@ use crate::{
 ///   closes a newer run of the same key; finishing what is not open changes
 ///   nothing and says so.
 /// - **An ordered audit log.** Every start, finish and denial is an
-///   [`Event`] with a sequence number one above the previous; nothing
-///   acknowledged is lost.
+///   [`Event`] with a sequence number above every earlier one's (a store
+///   shared by several hosts may skip the numbers of transactions that
+///   rolled back; the redb store never does); nothing acknowledged is lost,
+///   and a reader following the log with
+///   [`events_after`](Self::events_after) never misses an event.
 /// - **Retention that never drops an open slot.** [`prune`](Self::prune)
 ///   removes old events, never an open slot, nor the start of one.
 /// - **Durability.** A change is durable when the call returns.
@@ -64,8 +67,17 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
         now: Timestamp,
     ) -> Result<FinishOutcome>;
 
-    /// Extends the lease of `run`'s slot to `until`.
-    fn renew_lease(&self, key: &SlotKey, run: &RunId, until: Timestamp) -> Result<UpdateOutcome>;
+    /// Extends the lease of `run`'s slot to `lease` past `now` (never
+    /// shortening it). A store with a clock of its own, shared by every
+    /// host, measures `lease` from its "now" instead, so that a host whose
+    /// clock runs ahead cannot stretch its lease.
+    fn renew_lease(
+        &self,
+        key: &SlotKey,
+        run: &RunId,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<UpdateOutcome>;
 
     /// Records the executor `run`'s slot started.
     fn set_executor(

@@ -91,6 +91,30 @@ pub enum LedgerError {
         /// What the decoder said.
         detail: String,
     },
+    /// The database behind a shared store failed, refused a statement or
+    /// could not be reached. `location` names it without any password.
+    #[error("{location}: {source}")]
+    Database {
+        /// The database and schema (`postgresql://inflight@db:5432/inflight (schema inflight)`).
+        location: String,
+        /// What the database or its client said.
+        #[source]
+        source: StorageSource,
+    },
+    /// The database's ledger schema was written by a newer inflight. It
+    /// was left untouched.
+    #[error(
+        "{location} has ledger schema version {found}, newer than the {supported} this build \
+         understands; upgrade inflight (nothing was changed)"
+    )]
+    NewerDatabaseSchema {
+        /// The database and schema.
+        location: String,
+        /// The version recorded there.
+        found: u64,
+        /// The newest version this build reads.
+        supported: u64,
+    },
     /// The `usage.json` given to an import is not in the reference format at
     /// all (individual bad entries are counted, not fatal).
     #[error("{path}: not a usage.json ledger: {detail}")]

@@ -110,6 +110,8 @@ pub mod schema;
 #[cfg(feature = "store")]
 mod store;
 pub mod time;
+#[cfg(feature = "usage-json")]
+pub mod usage;
 
 pub use contract::{AdmissionCounts, ImportReport, LedgerStore, PruneReport, StoreLock, admission};
 pub use error::{LedgerError, Result, StorageSource};

@@ -429,8 +429,9 @@ impl TaskAttempts {
             + self.not_started
     }
 
-    #[cfg_attr(not(feature = "store"), allow(dead_code))]
-    pub(crate) fn record_finish(&mut self, reason: &FinishReason) {
+    /// Counts a finish for `reason` (what every store does as it closes a
+    /// slot).
+    pub fn record_finish(&mut self, reason: &FinishReason) {
         let counter = match reason {
             FinishReason::Completed | FinishReason::Imported => &mut self.completed,
             FinishReason::Failed => &mut self.failed,

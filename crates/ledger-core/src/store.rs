@@ -908,8 +908,14 @@ impl crate::LedgerStore for Ledger {
         Ledger::finish(self, key, expected_run, reason, now)
     }
 
-    fn renew_lease(&self, key: &SlotKey, run: &RunId, until: Timestamp) -> Result<UpdateOutcome> {
-        Ledger::renew_lease(self, key, run, until)
+    fn renew_lease(
+        &self,
+        key: &SlotKey,
+        run: &RunId,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<UpdateOutcome> {
+        Ledger::renew_lease(self, key, run, now.saturating_add(lease))
     }
 
     fn set_executor(

@@ -130,8 +130,14 @@ impl LedgerStore for Opening {
         self.ledger()?.finish(key, expected_run, reason, now)
     }
 
-    fn renew_lease(&self, key: &SlotKey, run: &RunId, until: Timestamp) -> Result<UpdateOutcome> {
-        self.ledger()?.renew_lease(key, run, until)
+    fn renew_lease(
+        &self,
+        key: &SlotKey,
+        run: &RunId,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<UpdateOutcome> {
+        LedgerStore::renew_lease(&*self.ledger()?, key, run, lease, now)
     }
 
     fn set_executor(

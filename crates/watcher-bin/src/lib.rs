@@ -1002,9 +1002,9 @@ impl Runner {
                     return Ending::TimedOut;
                 }
                 _ = renew.tick() => {
-                    let until = self.clock.now().saturating_add(lease);
+                    let now = self.clock.now();
                     let (key, run_id) = (key.clone(), run_id.clone());
-                    let renewed = on_store(&self.ledger, move |s| s.renew_lease(&key, &run_id, until));
+                    let renewed = on_store(&self.ledger, move |s| s.renew_lease(&key, &run_id, lease, now));
                     if let Err(e) = renewed.await {
                         tracing::warn!(error = %e, "could not renew the lease");
                     }

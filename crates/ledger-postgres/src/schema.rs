@@ -1,0 +1,148 @@
+//! The ledger's tables in their schema, their version, and migrations.
+//!
+//! Every table lives in one schema (default `inflight`), reached through
+//! the connection's `search_path`, so statements name tables unqualified
+//! and are prepared once per connection. Times are milliseconds since the
+//! epoch (`bigint`), as `ledger_core::Timestamp`; records are the ledger's
+//! JSON forms (`text`), as the redb store keeps them.
+
+use ledger_core::{LedgerError, Result};
+
+use crate::worker::Connection;
+
+/// The schema version this build writes and reads.
+pub(crate) const VERSION: u64 = 1;
+
+/// The first half of every advisory lock key of the ledger (the second is
+/// a hash of its purpose and the schema name), so they cannot collide with
+/// another application's single-key locks on the same database.
+pub(crate) const LOCK_CLASS: i32 = 0x1f11_6747;
+
+/// Whether `name` may be a schema name: lower-case letters, digits and
+/// underscores, starting with a letter or underscore, at most 63 bytes.
+pub(crate) fn valid_schema(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+fn v1(schema: &str) -> String {
+    format!(
+        r#"
+CREATE TABLE caps (scope text PRIMARY KEY);
+CREATE TABLE open_slots (
+    backend     text   NOT NULL,
+    task_id     text   NOT NULL,
+    run_id      text   NOT NULL,
+    host        text   NOT NULL,
+    started_at  bigint NOT NULL,
+    lease_until bigint NOT NULL,
+    started_seq bigint NOT NULL,
+    owner       text   NOT NULL,
+    PRIMARY KEY (backend, task_id)
+);
+CREATE SEQUENCE event_seq;
+CREATE TABLE events (
+    seq     bigint PRIMARY KEY,
+    xid     xid8   NOT NULL,
+    at      bigint NOT NULL,
+    kind    text   NOT NULL,
+    backend text   NOT NULL,
+    task_id text   NOT NULL,
+    event   text   NOT NULL
+);
+CREATE INDEX events_by_time ON events (at, seq);
+CREATE INDEX events_finished ON events (backend, task_id, seq) WHERE kind = 'finished';
+CREATE TABLE starts (
+    backend    text   NOT NULL,
+    started_at bigint NOT NULL,
+    seq        bigint NOT NULL,
+    PRIMARY KEY (backend, started_at, seq)
+);
+CREATE TABLE attempts (task_id text PRIMARY KEY, attempts text NOT NULL);
+CREATE TABLE imported (fingerprint bigint PRIMARY KEY, seq bigint NOT NULL);
+
+-- Sequence numbers for a transaction's events, taken with its transaction
+-- id in one critical section: so the order of sequence numbers is the
+-- order of transaction ids, and a reader that returns only events of
+-- transactions older than every one still running (`events_after`) never
+-- returns an event that a later commit could precede. The lock is a
+-- session lock held for microseconds, not until commit: admissions on
+-- different backends still commit in parallel.
+CREATE FUNCTION next_event_seqs(n integer) RETURNS SETOF bigint
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_advisory_lock({class}, hashtext('inflight-log:{schema}'));
+    BEGIN
+        PERFORM pg_current_xact_id();
+        RETURN QUERY SELECT nextval('event_seq') FROM generate_series(1, n);
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM pg_advisory_unlock({class}, hashtext('inflight-log:{schema}'));
+        RAISE;
+    END;
+    PERFORM pg_advisory_unlock({class}, hashtext('inflight-log:{schema}'));
+END
+$fn$;
+"#,
+        class = LOCK_CLASS,
+    )
+}
+
+/// Creates the schema and its tables if they are missing, or checks their
+/// version: a newer one is refused untouched, an older one migrated. Runs
+/// under a transaction-scoped advisory lock, so hosts starting together
+/// create it once.
+pub(crate) fn prepare(connection: &mut Connection, schema: &str) -> Result<()> {
+    let migrated = {
+        let client = connection.client()?;
+        migrate(client, schema)
+    };
+    let version = migrated.map_err(|e| connection.error(&e))?;
+    if version > VERSION {
+        return Err(LedgerError::NewerDatabaseSchema {
+            location: connection.location().to_owned(),
+            found: version,
+            supported: VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// The schema's version after creating it if it was missing. Version 1 is
+/// the first, so there is nothing older to migrate yet; a later version
+/// adds its steps here, under the same lock.
+fn migrate(
+    client: &mut postgres::Client,
+    schema: &str,
+) -> std::result::Result<u64, postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&LOCK_CLASS, &format!("inflight-migrate:{schema}")],
+    )?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+         SET LOCAL search_path TO \"{schema}\";
+         CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);"
+    ))?;
+    let found = tx
+        .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])?
+        .map(|row| row.get::<_, String>(0));
+    let version = match found {
+        None => {
+            tx.batch_execute(&v1(schema))?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', $1), ('format', 'inflight-ledger')",
+                &[&VERSION.to_string()],
+            )?;
+            VERSION
+        }
+        // Unreadable is treated as newer: refused, never overwritten.
+        Some(text) => text.parse().unwrap_or(u64::MAX),
+    };
+    tx.commit()?;
+    Ok(version)
+}

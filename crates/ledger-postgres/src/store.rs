@@ -1,0 +1,831 @@
+//! [`PgLedger`]: the ledger's operations as SQL.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledger_core::{
+    AdmissionCounts, AdmitOutcome, AdmitRequest, Event, EventKind, ExecutorIdentity, FinishOutcome,
+    FinishReason, ImportReport, LedgerError, LedgerStore, Limits, PruneReport, RateWindow, Result,
+    RunId, Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome, admission,
+};
+use postgres::Row;
+use postgres::types::ToSql;
+
+use crate::schema::{self, LOCK_CLASS};
+use crate::worker::{Connection, Connector, Worker, database};
+use crate::{PgOptions, TimeSource};
+
+/// The ledger in a PostgreSQL schema, shared by every host that opens it.
+pub struct PgLedger {
+    worker: Worker,
+    options: Arc<PgOptions>,
+    location: String,
+}
+
+impl std::fmt::Debug for PgLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLedger")
+            .field("location", &self.location)
+            .field("time", &self.options.time)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The database's clock, or the caller's, as SQL sees it: `$n` is the
+/// caller's time (NULL with [`TimeSource::Database`]).
+macro_rules! now_sql {
+    ($n:literal) => {
+        concat!(
+            "coalesce($",
+            $n,
+            "::bigint, floor(extract(epoch FROM now()) * 1000)::bigint)"
+        )
+    };
+}
+
+impl PgLedger {
+    /// Connects, creates the schema if it is missing (or checks its
+    /// version), and returns the store.
+    pub fn open(options: PgOptions) -> Result<Self> {
+        let (connector, location) = connector(&options)?;
+        let worker = Worker::start("ledger-postgres", connector, location.clone())?;
+        let schema = options.schema.clone();
+        worker.run(move |c| schema::prepare(c, &schema))?;
+        Ok(Self {
+            worker,
+            options: Arc::new(options),
+            location,
+        })
+    }
+
+    /// The caller's time, if this store uses it.
+    fn caller(&self, now: Timestamp) -> Option<i64> {
+        match self.options.time {
+            TimeSource::Caller => Some(now.as_unix_millis()),
+            TimeSource::Database => None,
+        }
+    }
+}
+
+/// The connection settings for `options`, and the store's location for
+/// messages (the URL without any password, and the schema).
+fn connector(options: &PgOptions) -> Result<(Connector, String)> {
+    let bad = |detail: String| LedgerError::Database {
+        location: "[ledger] url".into(),
+        source: detail.into(),
+    };
+    if !schema::valid_schema(&options.schema) {
+        return Err(bad(format!(
+            "schema {:?}: use lower-case letters, digits and underscores, starting with a letter",
+            options.schema
+        )));
+    }
+    let mut config: postgres::Config = options
+        .url
+        .parse()
+        .map_err(|e| bad(format!("not a PostgreSQL URL: {e}")))?;
+    if config.get_password().is_some() {
+        return Err(bad(
+            "the URL carries a password: give it through the environment (password_env) instead"
+                .into(),
+        ));
+    }
+    if let Some(password) = &options.password {
+        config.password(password);
+    }
+    config
+        .connect_timeout(options.connect_timeout)
+        .options(&format!("-c search_path={}", options.schema))
+        .application_name("inflight");
+    let host = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let location = format!(
+        "postgresql://{}@{host}:{port}/{} (schema {})",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or(""),
+        options.schema
+    );
+    let tls = tls().map_err(|e| bad(format!("TLS: {e}")))?;
+    Ok((Connector { config, tls }, location))
+}
+
+/// TLS through rustls (ring), verified against the system's roots; used
+/// when the URL's `sslmode` asks for it.
+fn tls() -> std::result::Result<postgres_rustls::MakeTlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A certificate the system store holds but rustls cannot parse is
+        // skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(postgres_rustls::MakeTlsConnector::new(
+        tokio_rustls::TlsConnector::from(Arc::new(config)),
+    ))
+}
+
+/// A failure inside a job: the database's (which may have broken the
+/// connection) or the ledger's own (an undecodable record).
+pub(crate) enum Fail {
+    Db(postgres::Error),
+    Ledger(LedgerError),
+}
+
+impl From<postgres::Error> for Fail {
+    fn from(e: postgres::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+impl From<LedgerError> for Fail {
+    fn from(e: LedgerError) -> Self {
+        Fail::Ledger(e)
+    }
+}
+
+pub(crate) type Step<T> = std::result::Result<T, Fail>;
+
+fn settle<T>(c: &mut Connection, outcome: Step<T>) -> Result<T> {
+    match outcome {
+        Ok(value) => Ok(value),
+        Err(Fail::Db(e)) => Err(c.error(&e)),
+        Err(Fail::Ledger(e)) => Err(e),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    location: &str,
+    table: &'static str,
+    text: &str,
+) -> Step<T> {
+    serde_json::from_str(text).map_err(|e| {
+        Fail::Ledger(LedgerError::Decode {
+            path: location.into(),
+            table,
+            detail: e.to_string(),
+        })
+    })
+}
+
+pub(crate) fn encode(location: &str, value: &impl serde::Serialize) -> Step<String> {
+    serde_json::to_string(value).map_err(|e| {
+        Fail::Ledger(database(
+            location,
+            format!("could not encode a record: {e}"),
+        ))
+    })
+}
+
+fn slot_of(location: &str, row: &Row) -> Step<Slot> {
+    let invalid = |e: ledger_core::IdError| {
+        Fail::Ledger(LedgerError::Decode {
+            path: location.into(),
+            table: "open_slots",
+            detail: e.to_string(),
+        })
+    };
+    let owner: String = row.try_get(6)?;
+    Ok(Slot {
+        key: SlotKey::new(
+            ledger_core::Backend::new(row.try_get::<_, String>(0)?).map_err(invalid)?,
+            TaskId::new(row.try_get::<_, String>(1)?).map_err(invalid)?,
+        ),
+        run_id: RunId::new(row.try_get::<_, String>(2)?).map_err(invalid)?,
+        started_at: Timestamp::from_unix_millis(row.try_get(3)?),
+        lease_until: Timestamp::from_unix_millis(row.try_get(4)?),
+        started_seq: row.try_get::<_, i64>(5)? as u64,
+        owner: decode(location, "open_slots", &owner)?,
+    })
+}
+
+fn event_of(location: &str, row: &Row) -> Step<Event> {
+    let text: String = row.try_get(0)?;
+    decode(location, "events", &text)
+}
+
+/// What a transaction's body decided.
+pub(crate) enum Tx<T> {
+    Commit(T),
+    Abort(T),
+}
+
+/// Runs `body` in a transaction with the statements `sql`, prepared first.
+pub(crate) fn transact<T>(
+    c: &mut Connection,
+    sql: &[&'static str],
+    body: impl FnOnce(&mut postgres::Transaction<'_>, &[postgres::Statement], &str) -> Step<Tx<T>>,
+) -> Result<T> {
+    let statements = sql
+        .iter()
+        .map(|s| c.statement(s))
+        .collect::<Result<Vec<_>>>()?;
+    let location = c.location().to_owned();
+    let outcome = (|| {
+        let client = c.client()?;
+        let mut tx = client.transaction()?;
+        match body(&mut tx, &statements, &location)? {
+            Tx::Commit(value) => {
+                tx.commit()?;
+                Ok(value)
+            }
+            Tx::Abort(value) => {
+                tx.rollback()?;
+                Ok(value)
+            }
+        }
+    })();
+    settle(c, outcome)
+}
+
+/// Runs one statement outside a transaction.
+fn query(
+    c: &mut Connection,
+    sql: &'static str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>> {
+    let statement = c.statement(sql)?;
+    let rows = c.client()?.query(&statement, params);
+    rows.map_err(|e| c.error(&e))
+}
+
+pub(crate) fn statement(
+    statements: &[postgres::Statement],
+    index: usize,
+    location: &str,
+) -> Step<postgres::Statement> {
+    statements
+        .get(index)
+        .cloned()
+        .ok_or_else(|| Fail::Ledger(database(location, "a statement was not prepared".into())))
+}
+
+const SELECT_SLOT: &str = "SELECT backend, task_id, run_id, started_at, lease_until, started_seq, owner \
+     FROM open_slots WHERE backend = $1 AND task_id = $2";
+const NEXT_SEQ: &str = concat!("SELECT s, ", now_sql!(2), " FROM next_event_seqs($1) AS s");
+const ENSURE_CAP: &str = "INSERT INTO caps (scope) VALUES ($1) ON CONFLICT DO NOTHING";
+const LOCK_CAP: &str = "SELECT scope FROM caps WHERE scope = $1 FOR UPDATE";
+const COUNTS: &str = "SELECT \
+       EXISTS (SELECT 1 FROM open_slots WHERE backend = $1 AND task_id = $2), \
+       (SELECT count(*) FROM open_slots), \
+       (SELECT count(*) FROM open_slots WHERE backend = $1), \
+       CASE WHEN $4::boolean THEN (SELECT count(*) FROM starts WHERE backend = $1 AND started_at > $3::bigint - $6::bigint) END, \
+       CASE WHEN $5::boolean THEN (SELECT count(*) FROM starts WHERE backend = $1 AND started_at > $3::bigint - $7::bigint) END";
+const INSERT_STARTED: &str = "WITH slot AS ( \
+         INSERT INTO open_slots (backend, task_id, run_id, host, started_at, lease_until, started_seq, owner) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)), \
+       start AS (INSERT INTO starts (backend, started_at, seq) VALUES ($1, $5, $7)) \
+     INSERT INTO events (seq, xid, at, kind, backend, task_id, event) \
+     VALUES ($7, pg_current_xact_id(), $5, 'started', $1, $2, $9)";
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (seq, xid, at, kind, backend, task_id, event) \
+     VALUES ($1, pg_current_xact_id(), $2, $3, $4, $5, $6)";
+const DELETE_SLOT: &str =
+    "DELETE FROM open_slots WHERE backend = $1 AND task_id = $2 AND run_id = $3";
+pub(crate) const ENSURE_ATTEMPTS: &str =
+    "INSERT INTO attempts (task_id, attempts) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+pub(crate) const LOCK_ATTEMPTS: &str =
+    "SELECT attempts FROM attempts WHERE task_id = $1 FOR UPDATE";
+pub(crate) const WRITE_ATTEMPTS: &str = "UPDATE attempts SET attempts = $2 WHERE task_id = $1";
+const RENEW: &str = concat!(
+    "UPDATE open_slots SET lease_until = GREATEST(lease_until, ",
+    now_sql!(4),
+    " + $5::bigint) WHERE backend = $1 AND task_id = $2 AND run_id = $3"
+);
+const SET_EXECUTOR: &str = "UPDATE open_slots SET owner = jsonb_set(owner::jsonb, '{executor}', $4::text::jsonb)::text \
+     WHERE backend = $1 AND task_id = $2 AND run_id = $3";
+const OPEN_SLOTS: &str = "SELECT backend, task_id, run_id, started_at, lease_until, started_seq, owner \
+     FROM open_slots ORDER BY backend COLLATE \"C\", task_id COLLATE \"C\"";
+const LAST_FINISH: &str = "SELECT event FROM events \
+     WHERE kind = 'finished' AND backend = $1 AND task_id = $2 ORDER BY seq DESC LIMIT 1";
+const ATTEMPTS: &str = "SELECT (SELECT attempts FROM attempts WHERE task_id = $1), \
+       (SELECT count(*) FROM open_slots WHERE task_id = $1)";
+// Each event, and whether its transaction is older than every one still
+// running: then its sequence number is below any a later commit can bring
+// (see `next_event_seqs`), and it is safe to hand to a reader following the
+// log. The safe events are a prefix of the answer.
+const EVENTS_AFTER: &str = "SELECT event, xid < pg_snapshot_xmin(pg_current_snapshot()) FROM events \
+     WHERE seq > $1 ORDER BY seq LIMIT $2";
+const EVENTS_BETWEEN: &str = "SELECT event FROM events WHERE at >= $1 AND at < $2 ORDER BY at, seq";
+const PRUNE: &str = concat!(
+    "WITH bounds AS (SELECT LEAST(",
+    "(SELECT min(started_seq) FROM open_slots), ",
+    "(SELECT max(seq) FROM events), ",
+    "(SELECT min(seq) FROM events WHERE at >= ",
+    now_sql!(1),
+    " - $2::bigint)) AS stop), ",
+    "doomed AS (SELECT seq, kind FROM events, bounds WHERE seq < bounds.stop ORDER BY seq LIMIT $3::bigint), ",
+    "gone AS (DELETE FROM events WHERE seq IN (SELECT seq FROM doomed) RETURNING seq, kind), ",
+    "starts_gone AS (DELETE FROM starts WHERE seq IN (SELECT seq FROM gone WHERE kind = 'started')) ",
+    "SELECT count(*) FROM gone"
+);
+/// How long `events_after` waits for older transactions still running.
+const FOLLOW_PATIENCE: Duration = Duration::from_secs(2);
+const TRY_SWEEP_LOCK: &str = "SELECT pg_try_advisory_lock($1, hashtext($2))";
+
+fn cap_scope(key: &SlotKey) -> String {
+    format!("backend:{}", key.backend)
+}
+
+/// The event's kind as the `kind` column holds it.
+fn kind_name(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::Started { .. } => "started",
+        EventKind::Finished { .. } => "finished",
+        EventKind::Denied { .. } => "denied",
+        _ => "other",
+    }
+}
+
+fn key_of(kind: &EventKind) -> Option<&SlotKey> {
+    match kind {
+        EventKind::Started { key, .. }
+        | EventKind::Finished { key, .. }
+        | EventKind::Denied { key, .. } => Some(key),
+        _ => None,
+    }
+}
+
+/// Appends `kind` at `seq`, taken by [`NEXT_SEQ`] in this transaction.
+pub(crate) fn append(
+    tx: &mut postgres::Transaction<'_>,
+    insert: &postgres::Statement,
+    location: &str,
+    seq: i64,
+    at: i64,
+    kind: EventKind,
+) -> Step<()> {
+    let (backend, task) = key_of(&kind)
+        .map(|k| (k.backend.as_str().to_owned(), k.task_id.as_str().to_owned()))
+        .unwrap_or_default();
+    let name = kind_name(&kind);
+    let event = Event {
+        seq: seq as u64,
+        at: Timestamp::from_unix_millis(at),
+        kind,
+    };
+    let text = encode(location, &event)?;
+    tx.execute(insert, &[&seq, &at, &name, &backend, &task, &text])?;
+    Ok(())
+}
+
+/// Folds a finish into the task's attempts, under the row's lock.
+pub(crate) fn record_finish(
+    tx: &mut postgres::Transaction<'_>,
+    statements: [&postgres::Statement; 3],
+    location: &str,
+    task: &TaskId,
+    reason: &FinishReason,
+) -> Step<()> {
+    let [ensure, lock, write] = statements;
+    let fresh = encode(location, &TaskAttempts::default())?;
+    tx.execute(ensure, &[&task.as_str(), &fresh])?;
+    let row = tx.query_one(lock, &[&task.as_str()])?;
+    let text: String = row.try_get(0)?;
+    let mut attempts: TaskAttempts = decode(location, "attempts", &text)?;
+    attempts.record_finish(reason);
+    tx.execute(write, &[&task.as_str(), &encode(location, &attempts)?])?;
+    Ok(())
+}
+
+/// Takes a transaction's event sequence numbers (and its transaction id;
+/// so this comes before anything else the transaction writes or locks)
+/// and reads the time of its events.
+fn next_seq(
+    tx: &mut postgres::Transaction<'_>,
+    next: &postgres::Statement,
+    caller_now: Option<i64>,
+) -> Step<(i64, i64)> {
+    let row = tx.query_one(next, &[&1i32, &caller_now])?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+impl LedgerStore for PgLedger {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn admit(
+        &self,
+        request: &AdmitRequest,
+        limits: &Limits,
+        now: Timestamp,
+    ) -> Result<AdmitOutcome> {
+        let request = request.clone();
+        let limits = *limits;
+        let caller_now = self.caller(now);
+        self.worker.run(move |c| {
+            transact(
+                c,
+                &[
+                    SELECT_SLOT,
+                    NEXT_SEQ,
+                    ENSURE_CAP,
+                    LOCK_CAP,
+                    COUNTS,
+                    INSERT_STARTED,
+                    INSERT_EVENT,
+                ],
+                |tx, s, location| {
+                    let st = |i| statement(s, i, location);
+                    let key = &request.key;
+                    let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
+                    // A retry of an admission whose commit landed: its slot,
+                    // unchanged, and nothing written.
+                    if let Some(row) = tx.query_opt(&st(0)?, &[&backend, &task])? {
+                        let slot = slot_of(location, &row)?;
+                        if slot.run_id == request.run_id {
+                            return Ok(Tx::Abort(AdmitOutcome::Admitted(slot)));
+                        }
+                    }
+                    let (seq, at) = next_seq(tx, &st(1)?, caller_now)?;
+                    // The cap rows, in a fixed order: every admission takes
+                    // them the same way, so none waits on another in a cycle.
+                    let mut scopes = Vec::new();
+                    if limits.global_max_concurrent.is_some() {
+                        scopes.push("global".to_owned());
+                    }
+                    scopes.push(cap_scope(key));
+                    for scope in &scopes {
+                        if tx.query_opt(&st(3)?, &[scope])?.is_none() {
+                            tx.execute(&st(2)?, &[scope])?;
+                            tx.query_one(&st(3)?, &[scope])?;
+                        }
+                    }
+                    let hour = RateWindow::Hourly.length().as_millis() as i64;
+                    let day = RateWindow::Daily.length().as_millis() as i64;
+                    let row = tx.query_one(
+                        &st(4)?,
+                        &[
+                            &backend,
+                            &task,
+                            &at,
+                            &limits.backend.max_per_hour.is_some(),
+                            &limits.backend.max_per_day.is_some(),
+                            &hour,
+                            &day,
+                        ],
+                    )?;
+                    let count = |i: usize| -> Step<Option<u64>> {
+                        Ok(row.try_get::<_, Option<i64>>(i)?.map(|n| n.max(0) as u64))
+                    };
+                    let counts = AdmissionCounts {
+                        key_in_flight: row.try_get(0)?,
+                        open_total: count(1)?.unwrap_or(0),
+                        open_backend: count(2)?.unwrap_or(0),
+                        starts_last_hour: count(3)?,
+                        starts_last_day: count(4)?,
+                    };
+                    if let Some(denial) = admission(&counts, &limits) {
+                        let kind = EventKind::Denied {
+                            key: key.clone(),
+                            run_id: request.run_id.clone(),
+                            denial,
+                        };
+                        append(tx, &st(6)?, location, seq, at, kind)?;
+                        return Ok(Tx::Commit(AdmitOutcome::Denied(denial)));
+                    }
+                    let lease = request.lease.as_millis().min(i64::MAX as u128) as i64;
+                    let slot = Slot {
+                        key: key.clone(),
+                        run_id: request.run_id.clone(),
+                        started_at: Timestamp::from_unix_millis(at),
+                        owner: request.owner.clone(),
+                        lease_until: Timestamp::from_unix_millis(at.saturating_add(lease)),
+                        started_seq: seq as u64,
+                    };
+                    let event = Event {
+                        seq: seq as u64,
+                        at: slot.started_at,
+                        kind: EventKind::Started {
+                            key: key.clone(),
+                            run_id: request.run_id.clone(),
+                            owner: request.owner.clone(),
+                        },
+                    };
+                    tx.execute(
+                        &st(5)?,
+                        &[
+                            &backend,
+                            &task,
+                            &request.run_id.as_str(),
+                            &request.owner.host,
+                            &at,
+                            &slot.lease_until.as_unix_millis(),
+                            &seq,
+                            &encode(location, &request.owner)?,
+                            &encode(location, &event)?,
+                        ],
+                    )?;
+                    Ok(Tx::Commit(AdmitOutcome::Admitted(slot)))
+                },
+            )
+        })
+    }
+
+    fn finish(
+        &self,
+        key: &SlotKey,
+        expected_run: Option<&RunId>,
+        reason: FinishReason,
+        now: Timestamp,
+    ) -> Result<FinishOutcome> {
+        let key = key.clone();
+        let expected = expected_run.cloned();
+        let caller_now = self.caller(now);
+        self.worker.run(move |c| {
+            transact(
+                c,
+                &[
+                    SELECT_SLOT,
+                    NEXT_SEQ,
+                    DELETE_SLOT,
+                    INSERT_EVENT,
+                    ENSURE_ATTEMPTS,
+                    LOCK_ATTEMPTS,
+                    WRITE_ATTEMPTS,
+                ],
+                |tx, s, location| {
+                    let st = |i| statement(s, i, location);
+                    let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
+                    // Read without a lock first: a finish of nothing writes
+                    // nothing (and takes no sequence number).
+                    let Some(row) = tx.query_opt(&st(0)?, &[&backend, &task])? else {
+                        return Ok(Tx::Abort(FinishOutcome::NotInFlight));
+                    };
+                    let slot = slot_of(location, &row)?;
+                    if let Some(run) = &expected
+                        && *run != slot.run_id
+                    {
+                        return Ok(Tx::Abort(FinishOutcome::OtherRunInFlight {
+                            open_run: slot.run_id,
+                        }));
+                    }
+                    let (seq, at) = next_seq(tx, &st(1)?, caller_now)?;
+                    // Conditional on the run read above: another process
+                    // that finished (or re-admitted) the key since wins.
+                    let removed = tx.execute(&st(2)?, &[&backend, &task, &slot.run_id.as_str()])?;
+                    if removed == 0 {
+                        return Ok(Tx::Abort(FinishOutcome::NotInFlight));
+                    }
+                    let kind = EventKind::Finished {
+                        key: key.clone(),
+                        run_id: slot.run_id.clone(),
+                        started_at: slot.started_at,
+                        reason: reason.clone(),
+                        role: slot.owner.role.clone(),
+                    };
+                    append(tx, &st(3)?, location, seq, at, kind)?;
+                    let (ensure, lock, write) = (st(4)?, st(5)?, st(6)?);
+                    record_finish(
+                        tx,
+                        [&ensure, &lock, &write],
+                        location,
+                        &key.task_id,
+                        &reason,
+                    )?;
+                    Ok(Tx::Commit(FinishOutcome::Finished(slot)))
+                },
+            )
+        })
+    }
+
+    fn renew_lease(
+        &self,
+        key: &SlotKey,
+        run: &RunId,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<UpdateOutcome> {
+        let (key, run) = (key.clone(), run.clone());
+        let caller_now = self.caller(now);
+        let lease = lease.as_millis().min(i64::MAX as u128) as i64;
+        self.worker.run(move |c| {
+            let statement = c.statement(RENEW)?;
+            let updated = c.client()?.execute(
+                &statement,
+                &[
+                    &key.backend.as_str(),
+                    &key.task_id.as_str(),
+                    &run.as_str(),
+                    &caller_now,
+                    &lease,
+                ],
+            );
+            let updated = updated.map_err(|e| c.error(&e))?;
+            Ok(if updated == 0 {
+                UpdateOutcome::NotInFlight
+            } else {
+                UpdateOutcome::Updated
+            })
+        })
+    }
+
+    fn set_executor(
+        &self,
+        key: &SlotKey,
+        run: &RunId,
+        executor: ExecutorIdentity,
+    ) -> Result<UpdateOutcome> {
+        let (key, run) = (key.clone(), run.clone());
+        self.worker.run(move |c| {
+            let location = c.location().to_owned();
+            let record = settle(c, encode(&location, &executor))?;
+            let statement = c.statement(SET_EXECUTOR)?;
+            let updated = c.client()?.execute(
+                &statement,
+                &[
+                    &key.backend.as_str(),
+                    &key.task_id.as_str(),
+                    &run.as_str(),
+                    &record,
+                ],
+            );
+            let updated = updated.map_err(|e| c.error(&e))?;
+            Ok(if updated == 0 {
+                UpdateOutcome::NotInFlight
+            } else {
+                UpdateOutcome::Updated
+            })
+        })
+    }
+
+    fn open_slots(&self) -> Result<Vec<Slot>> {
+        self.worker.run(|c| {
+            let rows = query(c, OPEN_SLOTS, &[])?;
+            let location = c.location().to_owned();
+            let slots = rows.iter().map(|row| slot_of(&location, row)).collect();
+            settle(c, slots)
+        })
+    }
+
+    fn slot(&self, key: &SlotKey) -> Result<Option<Slot>> {
+        let key = key.clone();
+        self.worker.run(move |c| {
+            let rows = query(
+                c,
+                SELECT_SLOT,
+                &[&key.backend.as_str(), &key.task_id.as_str()],
+            )?;
+            let location = c.location().to_owned();
+            let slot = rows.first().map(|row| slot_of(&location, row)).transpose();
+            settle(c, slot)
+        })
+    }
+
+    fn last_finish(&self, key: &SlotKey) -> Result<Option<Event>> {
+        let key = key.clone();
+        self.worker.run(move |c| {
+            let rows = query(
+                c,
+                LAST_FINISH,
+                &[&key.backend.as_str(), &key.task_id.as_str()],
+            )?;
+            let location = c.location().to_owned();
+            let event = rows.first().map(|row| event_of(&location, row)).transpose();
+            settle(c, event)
+        })
+    }
+
+    fn attempts(&self, task: &TaskId) -> Result<TaskAttempts> {
+        let task = task.clone();
+        self.worker.run(move |c| {
+            let rows = query(c, ATTEMPTS, &[&task.as_str()])?;
+            let location = c.location().to_owned();
+            let attempts = (|| -> Step<TaskAttempts> {
+                let Some(row) = rows.first() else {
+                    return Ok(TaskAttempts::default());
+                };
+                let stored: Option<String> = row.try_get(0)?;
+                let running: i64 = row.try_get(1)?;
+                let mut attempts = match stored {
+                    Some(text) => decode(&location, "attempts", &text)?,
+                    None => TaskAttempts::default(),
+                };
+                // As in the redb store: only finishes are stored; the
+                // dispatches still running are the open slots.
+                attempts.started = attempts.finished() + running.max(0) as u64;
+                Ok(attempts)
+            })();
+            settle(c, attempts)
+        })
+    }
+
+    /// Waits (up to 2 s, `FOLLOW_PATIENCE`) for the transactions still running
+    /// that began before the newest visible event's, so that a caller reads
+    /// its own writes; past that, returns the safe prefix.
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.worker.run(move |c| {
+            let location = c.location().to_owned();
+            let started = Instant::now();
+            loop {
+                let rows = query(c, EVENTS_AFTER, &[&after, &limit])?;
+                let safe = rows
+                    .iter()
+                    .map(|row| row.try_get::<_, bool>(1))
+                    .collect::<std::result::Result<Vec<_>, _>>();
+                let safe = settle(c, safe.map_err(Fail::Db))?;
+                let prefix = safe.iter().take_while(|s| **s).count();
+                if prefix == rows.len() || started.elapsed() >= FOLLOW_PATIENCE {
+                    let events = rows
+                        .iter()
+                        .take(prefix)
+                        .map(|row| event_of(&location, row))
+                        .collect();
+                    return settle(c, events);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    }
+
+    fn events_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Event>> {
+        let (from, to) = (from.as_unix_millis(), to.as_unix_millis());
+        self.worker.run(move |c| {
+            let rows = query(c, EVENTS_BETWEEN, &[&from, &to])?;
+            let location = c.location().to_owned();
+            let events = rows.iter().map(|row| event_of(&location, row)).collect();
+            settle(c, events)
+        })
+    }
+
+    fn prune(&self, now: Timestamp) -> Result<PruneReport> {
+        const BATCH: i64 = 10_000;
+        let caller_now = self.caller(now);
+        let retention = self.options.retention.as_millis().min(i64::MAX as u128) as i64;
+        self.worker.run(move |c| {
+            let mut report = PruneReport::default();
+            loop {
+                let rows = query(c, PRUNE, &[&caller_now, &retention, &BATCH])?;
+                let removed: i64 = settle(
+                    c,
+                    rows.first()
+                        .map(|row| row.try_get(0))
+                        .transpose()
+                        .map_err(Fail::Db),
+                )?
+                .unwrap_or(0);
+                report.events_removed += removed.max(0) as u64;
+                if removed < BATCH {
+                    return Ok(report);
+                }
+            }
+        })
+    }
+
+    fn import_usage_json(&self, path: &Path) -> Result<ImportReport> {
+        crate::import::import(self, path)
+    }
+
+    fn startup_lock(&self, timeout: Duration) -> Result<Option<StoreLock>> {
+        // A session lock on a connection of its own, held as long as the
+        // token: dropping it ends the connection's thread, which closes the
+        // connection, which releases the lock (also if this process dies).
+        let (connector, location) = connector(&self.options)?;
+        let worker = Worker::start("ledger-postgres-lock", connector, location)?;
+        let purpose = format!("inflight-sweep:{}", self.options.schema);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let purpose = purpose.clone();
+            let taken = worker.run(move |c| {
+                let rows = query(c, TRY_SWEEP_LOCK, &[&LOCK_CLASS, &purpose])?;
+                let taken = rows
+                    .first()
+                    .map(|row| row.try_get::<_, bool>(0))
+                    .transpose();
+                settle(c, taken.map_err(Fail::Db))
+            })?;
+            if taken == Some(true) {
+                return Ok(Some(StoreLock::new(worker)));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(25).min(timeout));
+        }
+    }
+}
+
+impl PgLedger {
+    /// Runs `job` on the store's connection (for the import).
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.worker.run(job)
+    }
+}

@@ -1,0 +1,5 @@
+//! The PostgreSQL store against a real, throwaway PostgreSQL server.
+
+mod conformance;
+mod shared;
+mod support;

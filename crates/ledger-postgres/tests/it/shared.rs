@@ -1,0 +1,298 @@
+//! What the PostgreSQL store promises beyond the contract: one cap for
+//! every process sharing a schema, a log a follower reads without a miss,
+//! the database's clock, a refused newer schema, a start-up lock across
+//! connections, and a password that never shows.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use ledger_core::conformance::{admitted, key, limits, request};
+use ledger_core::{
+    AdmitOutcome, Clock, FinishReason, LedgerError, LedgerStore, SystemClock, Timestamp,
+};
+use ledger_postgres::{PgLedger, PgOptions};
+
+use crate::support::{fresh_options, server};
+
+fn open(options: &PgOptions) -> PgLedger {
+    PgLedger::open(options.clone()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Eight threads on two stores (two connections, as two hosts would have)
+/// race for one backend capped at 2: the open slots never exceed it, and
+/// the count is taken outside the ledger.
+#[test]
+fn stores_sharing_a_schema_share_one_cap() {
+    let options = fresh_options();
+    let stores = [Arc::new(open(&options)), Arc::new(open(&options))];
+    let running = Arc::new(AtomicI64::new(0));
+    let most = Arc::new(AtomicI64::new(0));
+    let admitted_total = Arc::new(AtomicI64::new(0));
+    let start = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = stores[t % 2].clone();
+            let (running, most, total, start) = (
+                running.clone(),
+                most.clone(),
+                admitted_total.clone(),
+                start.clone(),
+            );
+            std::thread::spawn(move || {
+                start.wait();
+                for i in 0..25 {
+                    let task = format!("T{t}-{i}");
+                    let req = request("shared", &task, &format!("r{t}-{i}"));
+                    let now = SystemClock.now();
+                    if let AdmitOutcome::Admitted(slot) =
+                        store.admit(&req, &limits(2), now).unwrap()
+                    {
+                        let now_running = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now_running, Ordering::SeqCst);
+                        total.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(2));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        store
+                            .finish(&slot.key, Some(&slot.run_id), FinishReason::Completed, now)
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(most.load(Ordering::SeqCst) <= 2, "the cap was exceeded");
+    assert!(admitted_total.load(Ordering::SeqCst) > 0);
+    assert!(stores[0].open_slots().unwrap().is_empty());
+}
+
+/// Writers on four backends commit in parallel while a follower reads the
+/// log with `events_after`: it sees every event, each once, in order.
+#[test]
+fn a_follower_misses_no_event_while_writers_race() {
+    let options = fresh_options();
+    let done = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = open(&options);
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    let req = request(&format!("b{w}"), &format!("T{i}"), &format!("r{w}-{i}"));
+                    let slot = admitted(store.admit(&req, &limits(5), SystemClock.now()).unwrap());
+                    store
+                        .finish(
+                            &slot.key,
+                            Some(&slot.run_id),
+                            FinishReason::Completed,
+                            SystemClock.now(),
+                        )
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let follower = {
+        let store = open(&options);
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let after = seen.last().copied().unwrap_or(0);
+                let batch = store.events_after(after, 7).unwrap();
+                let empty = batch.is_empty();
+                seen.extend(batch.into_iter().map(|e| e.seq));
+                if finished && empty {
+                    return seen;
+                }
+            }
+        })
+    };
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = follower.join().unwrap();
+    let all: Vec<u64> = open(&options)
+        .events_after(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(all.len(), 4 * 40 * 2);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "out of order");
+    let missed: BTreeSet<_> = all.iter().filter(|s| !seen.contains(s)).collect();
+    assert!(missed.is_empty(), "the follower missed {missed:?}");
+}
+
+/// With the database's clock, a caller whose clock is far off changes
+/// nothing: the slot's times are the database's.
+#[test]
+fn the_database_clock_wins_over_the_callers() {
+    let store = open(&fresh_options());
+    let ten_minutes_ahead = SystemClock.now().saturating_add(Duration::from_secs(600));
+    let before = SystemClock.now();
+    let slot = admitted(
+        store
+            .admit(&request("b", "T", "r"), &limits(1), ten_minutes_ahead)
+            .unwrap(),
+    );
+    let after = SystemClock.now();
+    // The server runs on this machine: its clock is this one's.
+    let slack = Duration::from_secs(2);
+    assert!(
+        slot.started_at >= before.saturating_sub(slack),
+        "{}",
+        slot.started_at
+    );
+    assert!(
+        slot.started_at <= after.saturating_add(slack),
+        "{}",
+        slot.started_at
+    );
+    assert_eq!(
+        slot.lease_until.duration_since(slot.started_at),
+        Duration::from_secs(60)
+    );
+    // A renewal from the skewed clock lasts its length from the database's
+    // now: it cannot reach into the caller's future.
+    store
+        .renew_lease(
+            &slot.key,
+            &slot.run_id,
+            Duration::from_secs(90),
+            ten_minutes_ahead,
+        )
+        .unwrap();
+    let renewed = store.slot(&slot.key).unwrap().unwrap();
+    assert!(
+        renewed.lease_until
+            <= SystemClock
+                .now()
+                .saturating_add(Duration::from_secs(90) + slack),
+        "the lease reaches {}",
+        renewed.lease_until
+    );
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_alone() {
+    let options = fresh_options();
+    drop(open(&options));
+    let mut client = postgres::Client::connect(&server().url("inflight"), postgres::NoTls).unwrap();
+    let meta = format!("{}.meta", options.schema);
+    client
+        .execute(
+            &format!("UPDATE {meta} SET value = '99' WHERE key = 'schema_version'"),
+            &[],
+        )
+        .unwrap();
+    match PgLedger::open(options.clone()) {
+        Err(LedgerError::NewerDatabaseSchema {
+            found, supported, ..
+        }) => {
+            assert_eq!((found, supported), (99, 1));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let row = client
+        .query_one(
+            &format!("SELECT value FROM {meta} WHERE key = 'schema_version'"),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "99");
+}
+
+#[test]
+fn one_connection_at_a_time_holds_the_start_up_lock() {
+    let options = fresh_options();
+    let (a, b) = (open(&options), open(&options));
+    let held = a.startup_lock(Duration::from_secs(5)).unwrap();
+    assert!(held.is_some());
+    assert!(
+        b.startup_lock(Duration::from_millis(200))
+            .unwrap()
+            .is_none()
+    );
+    drop(held);
+    assert!(b.startup_lock(Duration::from_secs(5)).unwrap().is_some());
+}
+
+#[test]
+fn the_password_never_shows() {
+    let secret = "hunter2-never-print-me";
+    let mut options = fresh_options();
+    options.password = Some(secret.into());
+    assert!(!format!("{options:?}").contains(secret));
+    let store = open(&options);
+    assert!(!store.location().contains(secret));
+    assert!(!format!("{store:?}").contains(secret));
+    // Nothing listens there: the connection error names the place, not the
+    // password.
+    let mut unreachable = PgOptions::new("postgresql://inflight@127.0.0.1:1/inflight");
+    unreachable.password = Some(secret.into());
+    unreachable.connect_timeout = Duration::from_secs(2);
+    let error = PgLedger::open(unreachable).unwrap_err().to_string();
+    assert!(error.contains("127.0.0.1:1"), "{error}");
+    assert!(!error.contains(secret), "{error}");
+    // A password in the URL is refused, and not repeated.
+    let error = PgLedger::open(PgOptions::new(format!(
+        "postgresql://inflight:{secret}@127.0.0.1:1/inflight"
+    )))
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("password_env"), "{error}");
+    assert!(!error.contains(secret), "{error}");
+}
+
+#[test]
+fn a_bad_schema_name_is_refused_by_name() {
+    let mut options = fresh_options();
+    options.schema = "Robert'); DROP TABLE students;--".into();
+    let error = PgLedger::open(options).unwrap_err().to_string();
+    assert!(error.contains("schema"), "{error}");
+}
+
+#[test]
+fn an_import_is_idempotent() {
+    let store = open(&fresh_options());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.json");
+    std::fs::write(
+        &path,
+        r#"{"events": [
+            {"kind": "execution_started", "task_id": "A", "backend": "local", "timestamp": "2026-11-01T10:00:00Z"},
+            {"kind": "execution_finished", "task_id": "A", "backend": "local", "timestamp": "2026-11-01T10:05:00Z"},
+            {"kind": "execution_started", "task_id": "B", "backend": "local", "timestamp": "2026-11-01T11:00:00Z"},
+            {"kind": "skip_budget", "task_id": "C", "backend": "local", "timestamp": "2026-11-01T11:00:00Z"}
+        ]}"#,
+    )
+    .unwrap();
+    let first = store.import_usage_json(&path).unwrap();
+    assert_eq!(
+        (first.events_recorded, first.slots_opened, first.unrelated),
+        (3, 1, 1)
+    );
+    let again = store.import_usage_json(&path).unwrap();
+    assert_eq!(
+        (
+            again.events_recorded,
+            again.already_imported,
+            again.slots_opened
+        ),
+        (0, 3, 0)
+    );
+    let open = store.open_slots().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].key, key("local", "B"));
+    assert_eq!(
+        open[0].started_at,
+        Timestamp::parse_rfc3339("2026-11-01T11:00:00Z").unwrap()
+    );
+    assert_eq!(store.attempts(&open[0].key.task_id).unwrap().started, 1);
+}
