@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use ledger_core::{
     AdmitOutcome, AdmitRequest, Clock, Event, ExecutorIdentity, FinishOutcome, FinishReason,
-    ImportReport, LedgerStore, Limits, ProcessIdentity, PruneReport, RunId, Slot, SlotKey,
+    ImportReport, LedgerStore, Limits, Owner, ProcessIdentity, PruneReport, RunId, Slot, SlotKey,
     StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
 };
 use plane_client::{
@@ -561,6 +561,22 @@ impl LedgerStore for RenewalLog {
             .push((since(self.origin), now.saturating_add(lease)));
         self.inner.renew_lease(key, run, lease, now)
     }
+    fn renew_leases(
+        &self,
+        runner: &Owner,
+        lease: Duration,
+        now: Timestamp,
+    ) -> ledger_core::Result<Vec<SlotKey>> {
+        let renewed = self.inner.renew_leases(runner, lease, now)?;
+        if !renewed.is_empty() {
+            self.renewals
+                .lock()
+                .unwrap()
+                .push((since(self.origin), now.saturating_add(lease)));
+        }
+        Ok(renewed)
+    }
+
     fn set_executor(
         &self,
         key: &SlotKey,

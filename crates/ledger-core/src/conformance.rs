@@ -744,12 +744,53 @@ pub fn the_last_finish_of_a_key_is_found(subject: &Subject) {
     }
 }
 
+pub fn a_runner_renews_every_slot_it_holds_and_only_those(subject: &Subject) {
+    let ledger = subject.store();
+    let mine = owner();
+    let mut theirs = owner();
+    theirs.runner.pid += 1;
+    let admit = |owner: &Owner, backend: &str, task: &str, run: &str| {
+        let request = AdmitRequest {
+            owner: owner.clone(),
+            ..request(backend, task, run)
+        };
+        admitted(ledger.admit(&request, &limits(5), T0).unwrap())
+    };
+    let a = admit(&mine, "b", "A", "ra");
+    let b = admit(&mine, "c", "B", "rb");
+    let c = admit(&theirs, "b", "C", "rc");
+    const TEN_MINUTES: Duration = Duration::from_secs(600);
+    let later = T0.saturating_add(TEN_MINUTES);
+
+    let mut renewed = ledger.renew_leases(&mine, TEN_MINUTES, T0).unwrap();
+    renewed.sort();
+    assert_eq!(renewed, [a.key.clone(), b.key.clone()]);
+    let lease = |key: &SlotKey| ledger.slot(key).unwrap().unwrap().lease_until;
+    assert_eq!((lease(&a.key), lease(&b.key)), (later, later));
+    assert_eq!(
+        lease(&c.key),
+        c.lease_until,
+        "another runner's slot is untouched"
+    );
+    // A lease never moves backwards.
+    ledger.renew_leases(&mine, Duration::ZERO, T0).unwrap();
+    assert_eq!(lease(&a.key), later);
+    // A slot that is no longer open is no longer renewed: its holder learns
+    // it is gone.
+    finish(ledger, &a, T0);
+    assert_eq!(
+        ledger.renew_leases(&mine, TEN_MINUTES, T0).unwrap(),
+        std::slice::from_ref(&b.key)
+    );
+    assert_sound(ledger);
+}
+
 /// Instantiates the whole conformance suite: one `#[test]` per check, each
 /// on a fresh store from `$fresh` (a `fn() -> ledger_core::conformance::Subject`).
 #[macro_export]
 macro_rules! conformance_suite {
     ($fresh:path) => {
-        $crate::conformance_suite!(@tests $fresh; already_in_flight_is_refused_with_its_figures, the_global_cap_counts_every_backend, the_backend_cap_counts_only_that_backend, the_hourly_window_slides, the_daily_window_slides, denials_are_recorded_in_the_audit_log, retention_prunes_old_events_but_never_an_open_slot, events_can_be_read_by_time_range, a_finish_with_an_old_run_id_leaves_the_newer_run_open, a_second_finish_of_the_same_run_reports_not_in_flight_and_changes_nothing, admitting_an_open_run_again_is_idempotent, lease_and_executor_updates_apply_only_to_the_holding_run, the_guard_finishes_on_drop_and_while_unwinding, a_guard_never_closes_a_newer_run, the_last_finish_of_a_key_is_found);
+        $crate::conformance_suite!(@tests $fresh; already_in_flight_is_refused_with_its_figures, the_global_cap_counts_every_backend, the_backend_cap_counts_only_that_backend, the_hourly_window_slides, the_daily_window_slides, denials_are_recorded_in_the_audit_log, retention_prunes_old_events_but_never_an_open_slot, events_can_be_read_by_time_range, a_finish_with_an_old_run_id_leaves_the_newer_run_open, a_second_finish_of_the_same_run_reports_not_in_flight_and_changes_nothing, admitting_an_open_run_again_is_idempotent, lease_and_executor_updates_apply_only_to_the_holding_run, the_guard_finishes_on_drop_and_while_unwinding, a_guard_never_closes_a_newer_run, the_last_finish_of_a_key_is_found, a_runner_renews_every_slot_it_holds_and_only_those);
     };
     (@tests $fresh:path; $($name:ident),* $(,)?) => {
         $(

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::{
     AdmitOutcome, AdmitRequest, Denial, DenyReason, Event, ExecutorIdentity, FinishOutcome,
-    FinishReason, Limits, RateWindow, Result, RunId, Slot, SlotKey, TaskAttempts, TaskId,
+    FinishReason, Limits, Owner, RateWindow, Result, RunId, Slot, SlotKey, TaskAttempts, TaskId,
     Timestamp, UpdateOutcome,
 };
 
@@ -79,6 +79,14 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
         now: Timestamp,
     ) -> Result<UpdateOutcome>;
 
+    /// Renews, in one step, the lease of every open slot that `runner`
+    /// holds (the same host, boot and runner process) to `lease` past `now`
+    /// (measured as [`renew_lease`](Self::renew_lease) does), and returns
+    /// their keys. A slot its holder counts as its own and that is missing
+    /// here was reclaimed: its executor must stop.
+    fn renew_leases(&self, runner: &Owner, lease: Duration, now: Timestamp)
+    -> Result<Vec<SlotKey>>;
+
     /// Records the executor `run`'s slot started.
     fn set_executor(
         &self,
@@ -86,6 +94,13 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
         run: &RunId,
         executor: ExecutorIdentity,
     ) -> Result<UpdateOutcome>;
+
+    /// The store's time: its own clock when it has one that every host
+    /// sharing it reads (PostgreSQL's), else `local`. Orphan rules judge
+    /// leases by it.
+    fn now(&self, local: Timestamp) -> Result<Timestamp> {
+        Ok(local)
+    }
 
     /// Every open slot, ordered by backend then task id.
     fn open_slots(&self) -> Result<Vec<Slot>>;

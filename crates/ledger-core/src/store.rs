@@ -16,6 +16,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::Owner;
 use crate::contract::{AdmissionCounts, PruneReport, admission};
 use crate::error::{LedgerError, Result};
 use crate::model::{
@@ -557,6 +558,40 @@ impl Ledger {
         })
     }
 
+    /// Extends to `until` the lease of every open slot `runner` holds (same
+    /// host, boot and runner process); the keys renewed.
+    pub fn renew_leases(&self, runner: &Owner, until: Timestamp) -> Result<Vec<SlotKey>> {
+        self.write(|txn| {
+            let mut open = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+            let mut held = Vec::new();
+            for entry in open.iter().map_err(|e| self.storage(e))? {
+                let (_, v) = entry.map_err(|e| self.storage(e))?;
+                let slot: Slot = self.decode("open_slots", v.value())?;
+                if slot.owner.host == runner.host
+                    && slot.owner.boot_id == runner.boot_id
+                    && slot.owner.runner == runner.runner
+                {
+                    held.push(slot);
+                }
+            }
+            if held.is_empty() {
+                return Ok(Tx::Abort(Vec::new()));
+            }
+            let mut keys = Vec::with_capacity(held.len());
+            for mut slot in held {
+                slot.lease_until = slot.lease_until.max(until);
+                let bytes = self.encode("open_slots", &slot)?;
+                open.insert(
+                    (slot.key.backend.as_str(), slot.key.task_id.as_str()),
+                    bytes.as_slice(),
+                )
+                .map_err(|e| self.storage(e))?;
+                keys.push(slot.key);
+            }
+            Ok(Tx::Commit(keys))
+        })
+    }
+
     /// Records the executor child that `run`'s runner spawned, so a liveness
     /// check and a reclaim can find it.
     pub fn set_executor(
@@ -916,6 +951,15 @@ impl crate::LedgerStore for Ledger {
         now: Timestamp,
     ) -> Result<UpdateOutcome> {
         Ledger::renew_lease(self, key, run, now.saturating_add(lease))
+    }
+
+    fn renew_leases(
+        &self,
+        runner: &Owner,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<SlotKey>> {
+        Ledger::renew_leases(self, runner, now.saturating_add(lease))
     }
 
     fn set_executor(

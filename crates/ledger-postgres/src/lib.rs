@@ -56,6 +56,7 @@ mod worker;
 
 use std::time::Duration;
 
+pub use schema::valid_schema;
 pub use store::PgLedger;
 
 /// Where a store's times come from.

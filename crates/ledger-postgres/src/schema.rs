@@ -20,7 +20,7 @@ pub(crate) const LOCK_CLASS: i32 = 0x1f11_6747;
 
 /// Whether `name` may be a schema name: lower-case letters, digits and
 /// underscores, starting with a letter or underscore, at most 63 bytes.
-pub(crate) fn valid_schema(name: &str) -> bool {
+pub fn valid_schema(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use ledger_core::{
     AdmissionCounts, AdmitOutcome, AdmitRequest, Event, EventKind, ExecutorIdentity, FinishOutcome,
-    FinishReason, ImportReport, LedgerError, LedgerStore, Limits, PruneReport, RateWindow, Result,
-    RunId, Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome, admission,
+    FinishReason, ImportReport, LedgerError, LedgerStore, Limits, Owner, PruneReport, RateWindow,
+    Result, RunId, Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
+    admission,
 };
 use postgres::Row;
 use postgres::types::ToSql;
@@ -304,6 +305,13 @@ const RENEW: &str = concat!(
     now_sql!(4),
     " + $5::bigint) WHERE backend = $1 AND task_id = $2 AND run_id = $3"
 );
+const RENEW_HELD: &str = concat!(
+    "UPDATE open_slots SET lease_until = GREATEST(lease_until, ",
+    now_sql!(4),
+    " + $5::bigint) WHERE host = $1 AND owner::jsonb ->> 'boot_id' = $2 ",
+    "AND owner::jsonb -> 'runner' = $3::text::jsonb RETURNING backend, task_id"
+);
+const DB_NOW: &str = concat!("SELECT ", now_sql!(1));
 const SET_EXECUTOR: &str = "UPDATE open_slots SET owner = jsonb_set(owner::jsonb, '{executor}', $4::text::jsonb)::text \
      WHERE backend = $1 AND task_id = $2 AND run_id = $3";
 const OPEN_SLOTS: &str = "SELECT backend, task_id, run_id, started_at, lease_until, started_seq, owner \
@@ -630,6 +638,54 @@ impl LedgerStore for PgLedger {
             } else {
                 UpdateOutcome::Updated
             })
+        })
+    }
+
+    fn renew_leases(
+        &self,
+        runner: &Owner,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<SlotKey>> {
+        let caller_now = self.caller(now);
+        let lease = lease.as_millis().min(i64::MAX as u128) as i64;
+        let (host, boot) = (runner.host.clone(), runner.boot_id.clone());
+        let process = serde_json::to_string(&runner.runner)
+            .map_err(|e| database(&self.location, format!("could not encode the runner: {e}")))?;
+        self.worker.run(move |c| {
+            let rows = query(
+                c,
+                RENEW_HELD,
+                &[&host, &boot, &process, &caller_now, &lease],
+            )?;
+            let location = c.location().to_owned();
+            let keys = rows
+                .iter()
+                .map(|row| -> Step<SlotKey> {
+                    let invalid = |e: ledger_core::IdError| {
+                        Fail::Ledger(LedgerError::Decode {
+                            path: location.clone().into(),
+                            table: "open_slots",
+                            detail: e.to_string(),
+                        })
+                    };
+                    Ok(SlotKey::new(
+                        ledger_core::Backend::new(row.try_get::<_, String>(0)?).map_err(invalid)?,
+                        TaskId::new(row.try_get::<_, String>(1)?).map_err(invalid)?,
+                    ))
+                })
+                .collect();
+            settle(c, keys)
+        })
+    }
+
+    fn now(&self, local: Timestamp) -> Result<Timestamp> {
+        let caller_now = self.caller(local);
+        self.worker.run(move |c| {
+            let rows = query(c, DB_NOW, &[&caller_now])?;
+            let now = rows.first().map(|row| row.try_get::<_, i64>(0)).transpose();
+            let now = settle(c, now.map_err(Fail::Db))?;
+            Ok(now.map_or(local, Timestamp::from_unix_millis))
         })
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use ledger_core::{ProjectRef, Slot, TaskId, Timestamp};
+use ledger_core::{Owner, ProjectRef, Slot, TaskId, Timestamp};
 
 use crate::{Liveness, LookupError, Rule, ScanOptions, TaskState, TaskStatus};
 
@@ -59,8 +59,39 @@ pub struct Plan {
 
 /// Whether a slot whose owner has this liveness needs its task looked up:
 /// only when no rule can settle it without Plane.
-pub fn needs_lookup(liveness: &Liveness) -> bool {
+pub fn needs_lookup(
+    slot: &Slot,
+    liveness: &Liveness,
+    options: &ScanOptions,
+    now: Timestamp,
+) -> bool {
     matches!(liveness, Liveness::Unknown { .. })
+        && lease_expired(slot, liveness, options, now).is_none()
+}
+
+/// Why a slot's lease counts as abandoned: its owner is on another host
+/// (so this host cannot check its processes), was not imported (imported
+/// slots have no lease anyone renews), and its lease ended more than
+/// `lease_grace` ago by the store's clock.
+pub fn lease_expired(
+    slot: &Slot,
+    liveness: &Liveness,
+    options: &ScanOptions,
+    now: Timestamp,
+) -> Option<String> {
+    let Liveness::Unknown { why } = liveness else {
+        return None;
+    };
+    if slot.owner.host == Owner::IMPORTED_HOST
+        || now <= slot.lease_until.saturating_add(options.lease_grace)
+    {
+        return None;
+    }
+    Some(format!(
+        "its lease ran out {}s ago (grace {}s): the holder stopped renewing; {why}",
+        now.duration_since(slot.lease_until).as_secs(),
+        options.lease_grace.as_secs()
+    ))
 }
 
 /// The project a slot was admitted under, when it is not the one the scan
@@ -120,9 +151,10 @@ pub fn decide(observed: &Observations, options: &ScanOptions, now: Timestamp) ->
         let verdict = match liveness {
             Liveness::Alive => Err("its owner is alive".to_owned()),
             Liveness::Dead { why } => Ok((Rule::DeadOwnerClear, why.clone(), None)),
-            Liveness::Unknown { why } => {
-                judge_by_plane(slot, why, observed, not_found_is_credible, options, now)
-            }
+            Liveness::Unknown { why } => match lease_expired(slot, liveness, options, now) {
+                Some(reason) => Ok((Rule::LeaseExpiredClear, reason, None)),
+                None => judge_by_plane(slot, why, observed, not_found_is_credible, options, now),
+            },
         };
         match verdict {
             Ok((rule, reason, task_state)) => plan.reclaims.push(Reclaim {

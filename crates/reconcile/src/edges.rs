@@ -33,6 +33,12 @@ impl EdgeError {
 /// The ledger, as the rules need it.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait InFlightLedger: Send + Sync {
+    /// The time leases are judged by: the store's own clock when it has
+    /// one shared by every host, else `local`.
+    fn now(&self, local: Timestamp) -> Result<Timestamp, EdgeError> {
+        Ok(local)
+    }
+
     /// Every open slot.
     fn open_slots(&self) -> Result<Vec<Slot>, EdgeError>;
 

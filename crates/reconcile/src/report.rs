@@ -20,6 +20,11 @@ pub enum Rule {
     OrphanedInFlightClear,
     /// The slot is older than the window and its owner is not known alive.
     StaleInFlightExpire,
+    /// The owner is on another host (its processes cannot be checked from
+    /// here) and its lease ran out more than the grace ago, by the store's
+    /// clock: its holder stopped renewing, and stops its own executor
+    /// before its lease runs out when it cannot renew.
+    LeaseExpiredClear,
 }
 
 impl Rule {
@@ -29,6 +34,7 @@ impl Rule {
             Rule::DeadOwnerClear => "DEAD_OWNER_CLEAR",
             Rule::OrphanedInFlightClear => "ORPHANED_IN_FLIGHT_CLEAR",
             Rule::StaleInFlightExpire => "STALE_IN_FLIGHT_EXPIRE",
+            Rule::LeaseExpiredClear => "LEASE_EXPIRED_CLEAR",
         }
     }
 }
@@ -187,6 +193,9 @@ pub struct ScanOptions {
     /// The project the scan looks tasks up in. Slots that recorded another
     /// project are left alone; `None` judges every slot.
     pub project: Option<ProjectRef>,
+    /// How long past its lease's end a slot of another host's owner is
+    /// left alone before `LEASE_EXPIRED_CLEAR` reclaims it.
+    pub lease_grace: Duration,
 }
 
 impl Default for ScanOptions {
@@ -197,6 +206,7 @@ impl Default for ScanOptions {
             lookup_concurrency: 8,
             misconfiguration_threshold: 3,
             project: None,
+            lease_grace: Duration::from_secs(10),
         }
     }
 }

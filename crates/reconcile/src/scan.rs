@@ -36,6 +36,9 @@ pub async fn scan(
     options: &ScanOptions,
     now: Timestamp,
 ) -> Result<ScanReport, ScanError> {
+    // A store with a clock shared by every host (PostgreSQL's) judges
+    // leases by it, not by this host's.
+    let now = ledger.now(now).map_err(ScanError::Ledger)?;
     let slots = ledger.open_slots().map_err(ScanError::Ledger)?;
     let observed: Vec<_> = slots
         .into_iter()
@@ -47,7 +50,7 @@ pub async fn scan(
     let wanted: BTreeSet<TaskId> = observed
         .iter()
         .filter(|(slot, liveness)| {
-            needs_lookup(liveness) && foreign_project(slot, options).is_none()
+            needs_lookup(slot, liveness, options, now) && foreign_project(slot, options).is_none()
         })
         .map(|(slot, _)| slot.key.task_id.clone())
         .collect();

@@ -12,6 +12,10 @@ use reconcile::{EdgeError, InFlightLedger, LockToken, StartupLock};
 pub struct LedgerAdapter(pub Arc<dyn LedgerStore>);
 
 impl InFlightLedger for LedgerAdapter {
+    fn now(&self, local: Timestamp) -> Result<Timestamp, EdgeError> {
+        self.0.now(local).map_err(EdgeError::new)
+    }
+
     fn open_slots(&self) -> Result<Vec<Slot>, EdgeError> {
         self.0.open_slots().map_err(EdgeError::new)
     }

@@ -43,7 +43,20 @@ struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLedger {
-    path: PathBuf,
+    #[serde(default)]
+    store: Option<String>,
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default)]
+    schema: Option<String>,
+    #[serde(default)]
+    lease_secs: Option<u64>,
+    #[serde(default)]
+    renew_secs: Option<u64>,
     #[serde(default = "default_window_hours")]
     window_hours: u64,
     #[serde(default = "default_retention_days")]
@@ -194,7 +207,10 @@ fn default_startup_reconcile_secs() -> u64 {
 /// `[ledger]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerSettings {
-    /// The ledger file, resolved against the configuration's folder.
+    /// `store`: which store holds the ledger.
+    pub store: StoreSettings,
+    /// The redb ledger file, resolved against the configuration's folder
+    /// (empty for the PostgreSQL store).
     pub path: PathBuf,
     /// `window_hours`: slots older than this whose owner is not known alive
     /// expire.
@@ -203,6 +219,32 @@ pub struct LedgerSettings {
     pub retention: Duration,
     /// `write_deadline_secs`: how long to wait for another writer.
     pub write_deadline: Duration,
+}
+
+/// Which store holds the ledger (`[ledger] store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// `"redb"` (the default): one file, one host.
+    Redb,
+    /// `"postgres"`: a schema shared by the runners of several hosts.
+    Postgres(PostgresSettings),
+}
+
+/// The PostgreSQL store's keys of `[ledger]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresSettings {
+    /// `url`: `postgresql://user@host:port/database`, without a password.
+    pub url: String,
+    /// `password_env`: the environment variable holding the password, if
+    /// the server wants one.
+    pub password_env: Option<String>,
+    /// `schema` (default `inflight`).
+    pub schema: String,
+    /// `lease_secs` (default 45): how long a slot stays its holder's
+    /// without a renewal, by the database's clock.
+    pub lease: Duration,
+    /// `renew_secs` (default 10): how often a runner renews its slots.
+    pub renew: Duration,
 }
 
 /// `[plane]`.
@@ -363,6 +405,24 @@ impl Config {
         })
     }
 
+    /// How long a slot stays its holder's without a renewal: the PostgreSQL
+    /// store's `ledger.lease_secs`, else `watcher.lease_secs`.
+    pub fn lease(&self) -> Duration {
+        match &self.ledger.store {
+            StoreSettings::Postgres(pg) => pg.lease,
+            StoreSettings::Redb => self.watcher.lease,
+        }
+    }
+
+    /// How often a runner renews its slots' leases: the PostgreSQL store's
+    /// `ledger.renew_secs`, else a third of the lease.
+    pub fn renew_interval(&self) -> Duration {
+        match &self.ledger.store {
+            StoreSettings::Postgres(pg) => pg.renew,
+            StoreSettings::Redb => self.watcher.lease / 3,
+        }
+    }
+
     /// The role named `name` and the backend it runs on.
     pub fn role_and_backend(
         &self,
@@ -482,8 +542,86 @@ fn ledger_settings(
     raw: RawLedger,
     dir: &Path,
 ) -> Result<LedgerSettings, ConfigError> {
+    let only = |key: &str, given: bool, store: &str| {
+        if given {
+            Err(check.error(
+                &format!("ledger.{key}"),
+                format!("is only for store = \"{store}\""),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let (store, path) = match raw.store.as_deref().unwrap_or("redb") {
+        "redb" => {
+            for (key, given) in [
+                ("url", raw.url.is_some()),
+                ("password_env", raw.password_env.is_some()),
+                ("schema", raw.schema.is_some()),
+                ("lease_secs", raw.lease_secs.is_some()),
+                ("renew_secs", raw.renew_secs.is_some()),
+            ] {
+                only(key, given, "postgres")?;
+            }
+            let Some(path) = raw.path else {
+                return Err(check.error(
+                    "ledger.path",
+                    "is required for the redb store, e.g. \"var/inflight.redb\"".into(),
+                ));
+            };
+            (StoreSettings::Redb, dir.join(path))
+        }
+        "postgres" => {
+            only("path", raw.path.is_some(), "redb")?;
+            let Some(url) = raw.url.filter(|u| !u.trim().is_empty()) else {
+                return Err(check.error(
+                    "ledger.url",
+                    "is required for the postgres store, e.g. \"postgresql://inflight@db.example:5432/inflight\"".into(),
+                ));
+            };
+            if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+                return Err(check.error("ledger.url", "must be a postgresql:// URL".into()));
+            }
+            let schema = raw.schema.unwrap_or_else(|| "inflight".into());
+            if !ledger_postgres::valid_schema(&schema) {
+                return Err(check.error(
+                    "ledger.schema",
+                    format!("{schema:?}: use lower-case letters, digits and underscores, starting with a letter"),
+                ));
+            }
+            let lease = check.positive("ledger.lease_secs", raw.lease_secs.unwrap_or(45))?;
+            let renew = check.positive("ledger.renew_secs", raw.renew_secs.unwrap_or(10))?;
+            // One lost renewal must not cost the lease.
+            if renew.saturating_mul(2) > lease {
+                return Err(check.error(
+                    "ledger.renew_secs",
+                    format!("must be at most half of lease_secs ({lease})"),
+                ));
+            }
+            if let Some(name) = raw.password_env.as_deref()
+                && name.trim().is_empty()
+            {
+                return Err(check.error("ledger.password_env", "must not be empty".into()));
+            }
+            let postgres = PostgresSettings {
+                url,
+                password_env: raw.password_env,
+                schema,
+                lease: Duration::from_secs(lease),
+                renew: Duration::from_secs(renew),
+            };
+            (StoreSettings::Postgres(postgres), PathBuf::new())
+        }
+        other => {
+            return Err(check.error(
+                "ledger.store",
+                format!("{other:?} is not one of \"redb\", \"postgres\""),
+            ));
+        }
+    };
     let ledger = LedgerSettings {
-        path: dir.join(&raw.path),
+        store,
+        path,
         window: Duration::from_secs(
             check.positive("ledger.window_hours", raw.window_hours)? * 3600,
         ),

@@ -35,8 +35,8 @@ mod store;
 
 pub use adapters::{LedgerAdapter, StoreStartupLock};
 pub use config::{
-    BackendSettings, Config, ConfigError, LedgerSettings, PlaneSettings, RoleSettings,
-    WatcherSettings,
+    BackendSettings, Config, ConfigError, LedgerSettings, PlaneSettings, PostgresSettings,
+    RoleSettings, StoreSettings, WatcherSettings,
 };
 pub use logging::{LogFormat, init_logging};
 pub use plane::{

@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 use ledger_core::{ExecutorIdentity, Owner, ProcessIdentity};
 use reconcile::{EdgeError, Liveness, ProcessProbe, TerminateOutcome};
 
+/// The environment variable that overrides the host name slots record:
+/// containers have random host names, and tests run several "hosts" on one
+/// machine.
+pub const HOST_ENV: &str = "INFLIGHT_HOST";
+
 /// This machine's identity as a slot owner records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostIdentity {
@@ -24,10 +29,19 @@ pub struct HostIdentity {
 }
 
 impl HostIdentity {
-    /// Reads this host's name and boot id.
+    /// Reads this host's name (or [`HOST_ENV`], when set and not blank)
+    /// and boot id.
     pub fn current() -> io::Result<Self> {
+        let named = std::env::var(HOST_ENV)
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty());
+        let host = match named {
+            Some(host) => host,
+            None => read_trimmed("/proc/sys/kernel/hostname")?,
+        };
         Ok(Self {
-            host: read_trimmed("/proc/sys/kernel/hostname")?,
+            host,
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id")?,
         })
     }

@@ -9,21 +9,27 @@ use std::time::Duration;
 
 use ledger_core::{
     AdmitOutcome, AdmitRequest, Event, ExecutorIdentity, FinishOutcome, FinishReason, ImportReport,
-    Ledger, LedgerError, LedgerStore, Limits, PruneReport, Result, RunId, Slot, SlotKey, StoreLock,
-    TaskAttempts, TaskId, Timestamp, UpdateOutcome,
+    Ledger, LedgerError, LedgerStore, Limits, Owner, PruneReport, Result, RunId, Slot, SlotKey,
+    StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
 };
 
-use crate::Config;
+use ledger_postgres::{PgLedger, PgOptions, TimeSource};
+
+use crate::{Config, PostgresSettings, StoreSettings};
 
 /// How long [`open_store`] waits for the open itself. redb's multi-process
 /// open waits for the file's write lock, so a file another process holds
 /// in a long write transaction would keep the caller from coming up at all.
 const OPEN_PATIENCE: Duration = Duration::from_millis(250);
 
-/// Opens the ledger store the configuration names. Today that is the redb
-/// file of `[ledger] path`, opened in multi-process mode (the watcher, the
-/// watchdog and every read-only command share the file); the binaries see
-/// only the [`LedgerStore`] contract.
+/// Opens the ledger store the configuration names: the redb file of
+/// `[ledger] path`, opened in multi-process mode (the watcher, the watchdog
+/// and every read-only command share the file), or the PostgreSQL schema of
+/// `[ledger] url` with `store = "postgres"`; the binaries see only the
+/// [`LedgerStore`] contract.
+///
+/// For PostgreSQL, the password is read from `password_env`'s variable;
+/// an unset variable is an error that names it. Times are the database's.
 ///
 /// An open that ends (or fails: a corrupt file, a newer schema) within a
 /// quarter of a second is returned as it is. One that is still waiting then, because
@@ -32,6 +38,35 @@ const OPEN_PATIENCE: Duration = Duration::from_millis(250);
 /// pool, through [`on_store`]), so a runner comes up, bounds its start-up
 /// sweep, and claims once the lock frees.
 pub fn open_store(config: &Config) -> Result<Arc<dyn LedgerStore>, LedgerError> {
+    match &config.ledger.store {
+        StoreSettings::Redb => open_redb(config),
+        StoreSettings::Postgres(pg) => Ok(Arc::new(open_postgres(config, pg)?)),
+    }
+}
+
+fn open_postgres(config: &Config, pg: &PostgresSettings) -> Result<PgLedger, LedgerError> {
+    let mut options = PgOptions::new(pg.url.clone());
+    options.schema = pg.schema.clone();
+    options.retention = config.ledger.retention;
+    options.time = TimeSource::Database;
+    if let Some(name) = &pg.password_env {
+        match std::env::var(name) {
+            Ok(password) => options.password = Some(password),
+            Err(_) => {
+                return Err(LedgerError::Database {
+                    location: pg.url.clone(),
+                    source: format!(
+                        "ledger.password_env names {name}, which is not set in the environment"
+                    )
+                    .into(),
+                });
+            }
+        }
+    }
+    PgLedger::open(options)
+}
+
+fn open_redb(config: &Config) -> Result<Arc<dyn LedgerStore>, LedgerError> {
     let options = ledger_core::LedgerOptions {
         write_deadline: config.ledger.write_deadline,
         retention: config.ledger.retention,
@@ -138,6 +173,19 @@ impl LedgerStore for Opening {
         now: Timestamp,
     ) -> Result<UpdateOutcome> {
         LedgerStore::renew_lease(&*self.ledger()?, key, run, lease, now)
+    }
+
+    fn renew_leases(
+        &self,
+        runner: &Owner,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<SlotKey>> {
+        LedgerStore::renew_leases(&*self.ledger()?, runner, lease, now)
+    }
+
+    fn now(&self, local: Timestamp) -> Result<Timestamp> {
+        LedgerStore::now(&*self.ledger()?, local)
     }
 
     fn set_executor(

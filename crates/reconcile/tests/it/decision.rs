@@ -1,6 +1,7 @@
 //! The decision as plain data: one row per situation, no mocks.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use ledger_core::*;
 use reconcile::*;
@@ -156,8 +157,66 @@ fn the_window_is_a_setting() {
 }
 
 #[test]
-fn only_unknown_owners_need_a_lookup() {
-    assert!(!needs_lookup(&Liveness::Alive));
-    assert!(!needs_lookup(&dead()));
-    assert!(needs_lookup(&unknown()));
+fn only_unknown_owners_with_a_live_lease_need_a_lookup() {
+    let s = slot("b", "T", "r", HOUR);
+    let o = apply();
+    assert!(!needs_lookup(&s, &Liveness::Alive, &o, NOW));
+    assert!(!needs_lookup(&s, &dead(), &o, NOW));
+    assert!(needs_lookup(&s, &unknown(), &o, NOW));
+    let abandoned = Slot {
+        lease_until: NOW.saturating_sub(o.lease_grace + Duration::from_secs(1)),
+        ..s
+    };
+    assert!(!needs_lookup(&abandoned, &unknown(), &o, NOW));
+}
+
+/// `LEASE_EXPIRED_CLEAR`, as a table: how long ago the lease ended (seconds;
+/// negative: it has not), whose owner, and the rule expected with a Plane
+/// that says the task is still running.
+#[test]
+fn an_abandoned_lease_of_another_host_is_reclaimed_and_nothing_else() {
+    let grace = apply().lease_grace.as_secs() as i64;
+    let imported = |mut s: Slot| {
+        s.owner = Owner::imported();
+        s
+    };
+    let rows: Vec<(i64, Liveness, bool, Option<Rule>)> = vec![
+        // Well within its lease: Plane's word decides, and it says running.
+        (-30, unknown(), false, None),
+        // Ended, but within the grace: still left alone.
+        (grace, unknown(), false, None),
+        (grace + 1, unknown(), false, Some(Rule::LeaseExpiredClear)),
+        (3600, unknown(), false, Some(Rule::LeaseExpiredClear)),
+        // An owner this host sees alive keeps its slot whatever its lease.
+        (3600, Liveness::Alive, false, None),
+        // A dead owner here is reclaimed by its own rule.
+        (3600, dead(), false, Some(Rule::DeadOwnerClear)),
+        // Imported slots have no lease anyone renews.
+        (3600, unknown(), true, None),
+    ];
+    for (i, (ended, liveness, is_imported, expected)) in rows.into_iter().enumerate() {
+        let mut s = slot("b", "T", "r", HOUR);
+        s.lease_until = if ended >= 0 {
+            NOW.saturating_sub(Duration::from_secs(ended as u64))
+        } else {
+            NOW.saturating_add(Duration::from_secs((-ended) as u64))
+        };
+        if is_imported {
+            s = imported(s);
+        }
+        let observed = Observations {
+            slots: vec![(s, liveness.clone())],
+            project: ProjectEvidence::Answered,
+            statuses: HashMap::from([(
+                task("T"),
+                Ok(TaskStatus::Found(state("Running", "started"))),
+            )]),
+        };
+        let plan = decide(&observed, &apply(), NOW);
+        let rule = plan.reclaims.first().map(|r| r.rule);
+        assert_eq!(
+            rule, expected,
+            "row {i}: lease ended {ended}s ago, {liveness:?}"
+        );
+    }
 }

@@ -35,7 +35,7 @@ fn an_action_entry_has_exactly_the_reference_fields() {
 #[test]
 fn an_error_entry_carries_the_error_and_only_then() {
     let s = slot("local", "T", "r1", HOUR);
-    let mut ledger = MockInFlightLedger::new();
+    let mut ledger = ledger_mock();
     let open = vec![s];
     ledger
         .expect_open_slots()

@@ -8,7 +8,7 @@ use reconcile::*;
 use crate::support::*;
 
 fn untouchable_ledger(slots: Vec<Slot>) -> MockInFlightLedger {
-    let mut mock = MockInFlightLedger::new();
+    let mut mock = ledger_mock();
     mock.expect_open_slots()
         .returning(move || Ok(slots.clone()));
     mock.expect_finish_if_run().never();
@@ -204,7 +204,7 @@ fn a_misconfiguration_does_not_stop_the_dead_owner_rule() {
 #[test]
 fn a_slot_readmitted_between_scan_and_apply_is_untouched() {
     let s = slot("b", "T", "old-run", HOUR);
-    let mut ledger = MockInFlightLedger::new();
+    let mut ledger = ledger_mock();
     let open = vec![s.clone()];
     ledger
         .expect_open_slots()
@@ -252,7 +252,7 @@ fn a_dry_run_reports_would_apply_and_changes_nothing() {
 fn an_error_while_applying_is_reported_and_the_scan_goes_on() {
     let first = slot("b", "T1", "r1", HOUR);
     let second = slot("b", "T2", "r2", HOUR);
-    let mut ledger = MockInFlightLedger::new();
+    let mut ledger = ledger_mock();
     let open = vec![first.clone(), second.clone()];
     ledger
         .expect_open_slots()
@@ -303,7 +303,7 @@ fn a_group_that_cannot_be_terminated_keeps_its_slot() {
 
 #[test]
 fn an_unreadable_ledger_fails_the_scan_with_a_clear_error() {
-    let mut ledger = MockInFlightLedger::new();
+    let mut ledger = ledger_mock();
     ledger
         .expect_open_slots()
         .returning(|| Err(EdgeError("/var/lib/inflight.redb is corrupt".into())));

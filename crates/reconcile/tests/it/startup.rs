@@ -46,7 +46,7 @@ fn with_the_lock_held_by_another_process_it_returns_promptly_and_reclaims_nothin
         .any(|line| line.trim() == "LOCKED");
     assert!(locked);
 
-    let mut ledger = MockInFlightLedger::new();
+    let mut ledger = ledger_mock();
     ledger.expect_open_slots().never();
     ledger.expect_finish_if_run().never();
     let options = StartupOptions {
@@ -95,7 +95,7 @@ fn errors_from_every_trait_still_give_a_report() {
     let mut lock = MockStartupLock::new();
     lock.expect_try_lock()
         .returning(|_| Ok(Some(LockToken::new(()))));
-    let mut ledger = MockInFlightLedger::new();
+    let mut ledger = ledger_mock();
     ledger.expect_open_slots().returning(|| {
         Ok(vec![
             slot("b", "T1", "r1", HOUR),
@@ -149,7 +149,7 @@ fn errors_from_every_trait_still_give_a_report() {
     let mut lock = MockStartupLock::new();
     lock.expect_try_lock()
         .returning(|_| Ok(Some(LockToken::new(()))));
-    let mut broken = MockInFlightLedger::new();
+    let mut broken = ledger_mock();
     broken
         .expect_open_slots()
         .returning(|| Err(EdgeError("not a ledger".into())));
@@ -216,7 +216,7 @@ fn it_never_panics_and_never_reclaims_a_live_owner_whatever_the_traits_do() {
                 2 => panic!("{EXPECTED}: lock panicked"),
                 _ => Ok(Some(LockToken::new(()))),
             });
-        let mut ledger = MockInFlightLedger::new();
+        let mut ledger = ledger_mock();
         let open = slots.clone();
         ledger
             .expect_open_slots()

@@ -38,6 +38,13 @@ pub fn slot(backend: &str, task: &str, run: &str, age: Duration) -> Slot {
     }
 }
 
+/// A ledger mock whose clock is the caller's, as the redb store's is.
+pub fn ledger_mock() -> MockInFlightLedger {
+    let mut mock = MockInFlightLedger::new();
+    mock.expect_now().returning(Ok);
+    mock
+}
+
 pub fn task(id: &str) -> TaskId {
     TaskId::new(id).unwrap()
 }
@@ -69,7 +76,7 @@ pub type FinishLog = Arc<Mutex<Vec<(SlotKey, RunId, FinishReason)>>>;
 /// what it finished.
 pub fn ledger(slots: Vec<Slot>) -> (MockInFlightLedger, FinishLog) {
     let finished = Arc::new(Mutex::new(Vec::new()));
-    let mut mock = MockInFlightLedger::new();
+    let mut mock = ledger_mock();
     let open = slots.clone();
     mock.expect_open_slots().returning(move || Ok(open.clone()));
     let log = finished.clone();

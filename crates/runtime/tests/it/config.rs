@@ -147,3 +147,91 @@ fn a_world_writable_file_is_refused() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
     assert!(Config::load(&path).is_ok());
 }
+
+#[test]
+fn the_postgres_store_has_its_keys_and_defaults() {
+    let postgres = VALID.replace(
+        "path = \"var/inflight.redb\"",
+        "store = \"postgres\"\nurl = \"postgresql://inflight@db.example:5432/inflight\"\npassword_env = \"INFLIGHT_DB_PASSWORD\"",
+    );
+    let (_dir, path) = write(&postgres);
+    let config = Config::load(&path).unwrap();
+    let runtime::StoreSettings::Postgres(pg) = &config.ledger.store else {
+        panic!("expected the postgres store, got {:?}", config.ledger.store);
+    };
+    assert_eq!(pg.url, "postgresql://inflight@db.example:5432/inflight");
+    assert_eq!(pg.password_env.as_deref(), Some("INFLIGHT_DB_PASSWORD"));
+    assert_eq!(pg.schema, "inflight");
+    assert_eq!(
+        (pg.lease, pg.renew),
+        (Duration::from_secs(45), Duration::from_secs(10))
+    );
+    assert_eq!(config.lease(), Duration::from_secs(45));
+    assert_eq!(config.renew_interval(), Duration::from_secs(10));
+
+    // redb stays the default, and its lease is the watcher's.
+    let (_dir, path) = write(VALID);
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.ledger.store, runtime::StoreSettings::Redb);
+    assert_eq!(config.renew_interval(), config.watcher.lease / 3);
+
+    for (change, key) in [
+        (
+            ("store = \"postgres\"", "store = \"sqlite\""),
+            "ledger.store",
+        ),
+        (
+            (
+                "url = \"postgresql://inflight@db.example:5432/inflight\"",
+                "",
+            ),
+            "ledger.url",
+        ),
+        (
+            (
+                "url = \"postgresql://inflight@db.example:5432/inflight\"",
+                "url = \"mysql://db/x\"",
+            ),
+            "ledger.url",
+        ),
+        (
+            (
+                "store = \"postgres\"",
+                "store = \"postgres\"\npath = \"x.redb\"",
+            ),
+            "ledger.path",
+        ),
+        (
+            (
+                "store = \"postgres\"",
+                "store = \"postgres\"\nschema = \"Bad-Name\"",
+            ),
+            "ledger.schema",
+        ),
+        (
+            (
+                "store = \"postgres\"",
+                "store = \"postgres\"\nlease_secs = 20\nrenew_secs = 15",
+            ),
+            "ledger.renew_secs",
+        ),
+        (
+            (
+                "store = \"postgres\"",
+                "store = \"postgres\"\nlease_secs = 0",
+            ),
+            "ledger.lease_secs",
+        ),
+    ] {
+        let err = error_for(&postgres.replace(change.0, change.1));
+        assert_eq!(err.key, key, "{err}");
+    }
+    // A key of the other store is named, not ignored.
+    let err = error_for(&VALID.replace(
+        "path = \"var/inflight.redb\"",
+        "path = \"var/inflight.redb\"\nurl = \"postgresql://db/x\"",
+    ));
+    assert_eq!(err.key, "ledger.url");
+    let err = error_for(&VALID.replace("path = \"var/inflight.redb\"", ""));
+    assert_eq!(err.key, "ledger.path");
+}
