@@ -495,6 +495,13 @@ impl VirtualClock {
     }
 }
 
+impl VirtualClock {
+    /// Now, on a fresh clock: the wall clock at tokio's present instant.
+    pub fn now_for_test(&self) -> Timestamp {
+        self.now()
+    }
+}
+
 impl Clock for VirtualClock {
     fn now(&self) -> Timestamp {
         self.wall.saturating_add(self.origin.elapsed())
@@ -504,12 +511,14 @@ impl Clock for VirtualClock {
 // ---------------------------------------------------------------- store
 
 /// The real store, noting when each lease renewal came (virtual time since
-/// the store was wrapped) and the expiry it set.
+/// the store was wrapped) and the expiry it set; it can be cut off, as a
+/// database is by a partition.
 #[derive(Debug)]
 pub struct RenewalLog {
     inner: Arc<dyn LedgerStore>,
     origin: Instant,
     renewals: Mutex<Vec<(Duration, Timestamp)>>,
+    cut_off: std::sync::atomic::AtomicBool,
 }
 
 impl RenewalLog {
@@ -518,7 +527,24 @@ impl RenewalLog {
             inner,
             origin: Instant::now(),
             renewals: Mutex::default(),
+            cut_off: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// From now on (or no longer), renewals and finishes fail as they do
+    /// when the database cannot be reached.
+    pub fn cut_off(&self, cut: bool) {
+        self.cut_off.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn reachable(&self) -> ledger_core::Result<()> {
+        if self.cut_off.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ledger_core::LedgerError::Database {
+                location: self.inner.location(),
+                source: "connection refused (cut off by the test)".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Each renewal: when, and the lease's new end.
@@ -546,6 +572,7 @@ impl LedgerStore for RenewalLog {
         reason: FinishReason,
         now: Timestamp,
     ) -> ledger_core::Result<FinishOutcome> {
+        self.reachable()?;
         self.inner.finish(key, expected_run, reason, now)
     }
     fn renew_lease(
@@ -567,6 +594,7 @@ impl LedgerStore for RenewalLog {
         lease: Duration,
         now: Timestamp,
     ) -> ledger_core::Result<Vec<SlotKey>> {
+        self.reachable()?;
         let renewed = self.inner.renew_leases(runner, lease, now)?;
         if !renewed.is_empty() {
             self.renewals

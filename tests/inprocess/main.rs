@@ -371,3 +371,97 @@ async fn the_watchdog_scans_once_per_interval_and_stops_mid_wait() {
         .collect();
     assert_eq!(gaps, [secs(60), secs(60)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_reclaimed_while_held_stops_its_executor_at_the_next_renewal() {
+    let rig = Rig::new(Script::RunsUntilTerm, &[("watcher", "lease_secs = 30")]);
+    let task = rig.board.add_task("Reclaimed elsewhere", "Ready for AI");
+    let store = rig.store.clone();
+    // Another host's watchdog reclaims the slot 25 s into the run.
+    let reclaim = tokio::spawn(async move {
+        tokio::time::sleep(secs(25)).await;
+        let slot = store.open_slots().unwrap().remove(0);
+        let reason = FinishReason::Reconciled {
+            rule: "LEASE_EXPIRED_CLEAR".into(),
+        };
+        store
+            .finish(
+                &slot.key,
+                Some(&slot.run_id),
+                reason,
+                VirtualClock::new().now_for_test(),
+            )
+            .unwrap();
+    });
+    let (_, stopped_at) = rig.run(false, Some(secs(40))).await;
+    reclaim.await.unwrap();
+    let run = &rig.executors.runs()[0];
+    // Renewals every 10 s: the one at 30 s no longer returns the slot.
+    assert_eq!(run.signals, [(libc::SIGTERM, secs(30))]);
+    // This runner reports no outcome for the stopped run (whoever reclaimed
+    // it puts the task back; here nobody did, so the next look at the board
+    // repairs it from the ledger), and its own finish of the slot changes
+    // nothing: the one finish is the reclaim's.
+    let comments = rig.board.comments(&task);
+    assert!(
+        comments.iter().all(|c| !c.contains("on backend")),
+        "{comments:?}"
+    );
+    assert!(
+        matches!(rig.finishes().as_slice(), [FinishReason::Reconciled { .. }]),
+        "{:?}",
+        rig.finishes()
+    );
+    assert_eq!(stopped_at, secs(40));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_runner_cut_off_from_its_ledger_stops_its_executor_before_the_lease_runs_out() {
+    let rig = Rig::new(
+        Script::IgnoresTerm,
+        &[("watcher", "lease_secs = 30\ngrace_secs = 5")],
+    );
+    rig.board.add_task("First", "Ready for AI");
+    rig.board.add_task("Second", "Ready for AI");
+    let store = rig.store.clone();
+    let partition = tokio::spawn(async move {
+        // The renewal at 10 s gets through; from 15 s on nothing does,
+        // until the database answers again at 100 s.
+        tokio::time::sleep(secs(15)).await;
+        store.cut_off(true);
+        tokio::time::sleep(secs(85)).await;
+        store.cut_off(false);
+    });
+    let (_, _) = rig.run(false, Some(secs(130))).await;
+    partition.await.unwrap();
+    let runs = rig.executors.runs();
+    let first = &runs[0];
+    // The lease, last renewed at 10 s, would run out at 40 s: stopping
+    // begins at 40 - grace (5 s) - 1 s, and the executor is killed by the
+    // end of its grace, before the lease runs out.
+    assert_eq!(
+        first.signals,
+        [(libc::SIGTERM, secs(34)), (libc::SIGKILL, secs(39))]
+    );
+    assert!(first.ended_at.unwrap() < secs(40));
+    // Nothing was admitted while the lease could not be renewed; the
+    // second task waited for the ledger to answer.
+    if let Some(second) = runs.get(1) {
+        assert!(second.started_at.unwrap() >= secs(100), "{second:?}");
+    }
+    // The first slot's finish failed while cut off and went through once
+    // the ledger answered.
+    assert!(
+        rig.finishes().contains(&FinishReason::Interrupted),
+        "{:?} {runs:#?}",
+        rig.finishes()
+    );
+    assert!(
+        rig.store
+            .open_slots()
+            .unwrap()
+            .iter()
+            .all(|slot| slot.key.task_id.as_str() != runs[0].launch.as_ref().unwrap().task),
+        "the first slot is finished"
+    );
+}

@@ -366,6 +366,21 @@ impl Config {
         let backends = backend_settings(&check, raw.backends)?;
         let roles = role_settings(&check, raw.roles, &backends)?;
         let watcher = watcher_settings(&check, raw.watcher)?;
+        // A runner cut off from the database stops its executors (SIGTERM,
+        // the grace period, SIGKILL) before its lease runs out: the lease
+        // must leave room for a missed renewal and that stop.
+        if let StoreSettings::Postgres(pg) = &ledger.store {
+            let needed = pg.renew + watcher.grace + Duration::from_secs(2);
+            if pg.lease <= needed {
+                return Err(check.error(
+                    "ledger.lease_secs",
+                    format!(
+                        "must exceed renew_secs + watcher.grace_secs + 2 ({} s)",
+                        needed.as_secs()
+                    ),
+                ));
+            }
+        }
         if raw.limits.max_concurrent == Some(0) {
             return Err(check.error("limits.max_concurrent", "must be greater than 0".into()));
         }

@@ -144,6 +144,7 @@ impl Scanner {
             apply,
             window: self.config.ledger.window,
             project: Some(self.config.project()),
+            lease_grace: self.config.watcher.grace,
             ..ScanOptions::default()
         };
         let now = self.clock.now();

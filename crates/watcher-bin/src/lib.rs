@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod launch;
+mod leases;
 mod output;
 mod spawn;
 
@@ -30,6 +31,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use leases::{Leases, Lost};
 use ledger_core::{
     AdmitOutcome, AdmitRequest, Clock, Denial, DenyReason, EventKind, ExecutorIdentity,
     FinishReason, LedgerStore, Owner, RunId, SlotGuard, SlotKey, SystemClock, TaskId,
@@ -110,6 +112,9 @@ struct Run {
     id: RunId,
 }
 
+/// A run whose slot is open: what tells it the slot was lost.
+type Held = tokio::sync::watch::Receiver<Option<Lost>>;
+
 /// A dispatch that ends before its executor starts: why, and what the run
 /// loop makes of it.
 struct Released {
@@ -158,6 +163,9 @@ enum Ending {
     Exited(std::process::ExitStatus),
     TimedOut,
     Interrupted,
+    /// Stopped because its slot is no longer this runner's (reclaimed) or
+    /// its lease could not be renewed in time.
+    LeaseLost(Lost),
 }
 
 /// What a runner works with. [`Runner::new`] wires the real ones (the
@@ -193,6 +201,8 @@ pub struct Runner {
     /// When this runner was built, which is within milliseconds of the
     /// process starting: the origin of the restart-to-reclaim figure.
     created: Instant,
+    /// The slots this runner holds, renewed together.
+    leases: Arc<Leases>,
     /// Repairs of stuck tasks that Plane refused, by task: retried with a
     /// growing delay instead of at every look at the board.
     repairs: Mutex<HashMap<TaskId, Refused>>,
@@ -288,9 +298,18 @@ impl Runner {
             launcher,
             clock,
         } = dependencies;
+        let leases = Arc::new(Leases::new(
+            store.clone(),
+            clock.clone(),
+            owner.clone(),
+            config.lease(),
+            config.renew_interval(),
+            config.watcher.grace,
+        ));
         Ok(Self {
             created: Instant::now(),
             poll_interval: config.watcher.poll_interval,
+            leases,
             config,
             role,
             backend,
@@ -327,6 +346,9 @@ impl Runner {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        // Leases are kept from the start: a slot is held from its admission,
+        // long before its executor runs.
+        let keeper = tokio::spawn(self.leases.clone().keep(stop.clone()));
         let mut summary = Summary {
             reclaimed_at_startup: self.startup_reconcile(&stop).await,
             ..Summary::default()
@@ -427,6 +449,7 @@ impl Runner {
                 break;
             }
         }
+        keeper.abort();
         tracing::info!(
             dispatched = summary.dispatched,
             completed = summary.completed,
@@ -451,6 +474,7 @@ impl Runner {
         let mut options = StartupOptions::default();
         options.scan.window = self.config.ledger.window;
         options.scan.project = Some(self.config.project());
+        options.scan.lease_grace = self.config.watcher.grace;
         // The rules call their edges synchronously (the lock's wait, the
         // store, the process group's grace period), so the sweep runs on a
         // blocking thread, its Plane lookups driven by this runtime. The
@@ -715,15 +739,16 @@ impl Runner {
         };
         // From here every path finishes the slot; the guard covers panics.
         let guard = SlotGuard::new(self.ledger.clone(), &slot, self.clock.clone());
+        let held = self.leases.hold(&run.key);
         let started = match self.mark_running(&run, stop).await {
             Ok(()) => self.start_executor(item, &run, stop).await,
             Err(released) => Err(released),
         };
         match started {
-            Ok(started) => self.see_through(started, &run, guard, stop).await,
+            Ok(started) => self.see_through(started, &run, guard, held, stop).await,
             Err(Released { why, outcome }) => {
                 tracing::info!(task = %run.task, run = %run.id, why, "released before starting");
-                finish(guard, FinishReason::NotStarted).await;
+                self.finish(guard, FinishReason::NotStarted).await;
                 outcome(why)
             }
         }
@@ -732,6 +757,11 @@ impl Runner {
     /// Opens the run's slot if the caps allow it; otherwise what the run
     /// loop makes of the refusal.
     async fn admit(&self, run: &Run) -> Result<ledger_core::Slot, Dispatch> {
+        if self.leases.at_risk() {
+            return Err(Dispatch::Failed(
+                "the ledger's leases cannot be renewed; admitting nothing until it answers".into(),
+            ));
+        }
         let Some(limits) = self.config.limits_for(&self.backend.name) else {
             return Err(Dispatch::Failed(format!(
                 "backend {} has no limits",
@@ -742,7 +772,7 @@ impl Runner {
             key: run.key.clone(),
             run_id: run.id.clone(),
             owner: self.owner.clone(),
-            lease: self.config.watcher.lease,
+            lease: self.config.lease(),
         };
         let clock = self.clock.clone();
         match on_store(&self.ledger, move |s| {
@@ -862,6 +892,7 @@ impl Runner {
         started: Started,
         run: &Run,
         guard: SlotGuard,
+        held: Held,
         stop: &watch::Receiver<bool>,
     ) -> Dispatch {
         let (task, run_id) = (&run.task, &run.id);
@@ -881,19 +912,25 @@ impl Runner {
                     stop,
                 )
                 .await;
-                finish(guard, FinishReason::Failed).await;
+                self.finish(guard, FinishReason::Failed).await;
                 return Dispatch::Ran { completed: false };
             }
         };
         let output = executor.output();
-        let ending = self
-            .supervise(&mut *executor, &run.key, run_id, stop.clone())
-            .await;
+        let ending = self.supervise(&mut *executor, held, stop.clone()).await;
         // Whatever the executor left behind in its group goes with it.
         executor
             .clean_up(&identity, self.config.watcher.grace)
             .await;
         let took = at.elapsed().as_secs_f64();
+        if let Ending::LeaseLost(lost) = &ending {
+            // Plane is left alone: a reclaimed task was put back by whoever
+            // reclaimed it, and an unrenewable lease's slot is reclaimed,
+            // and its task put back, once it runs out.
+            tracing::warn!(task = %task, run = %run_id, ?lost, took_ms = (took * 1000.0) as u64, "executor stopped: its slot is no longer this runner's");
+            self.finish(guard, FinishReason::Interrupted).await;
+            return Dispatch::Ran { completed: false };
+        }
         let Outcome {
             target,
             reason,
@@ -913,7 +950,7 @@ impl Runner {
         let tail = if completed { None } else { output.render() };
         self.report(task, target, &comment, tail.as_deref(), stop)
             .await;
-        finish(guard, reason).await;
+        self.finish(guard, reason).await;
         match ending {
             Ending::Interrupted => Dispatch::Interrupted { ran: true },
             _ => Dispatch::Ran { completed },
@@ -934,8 +971,14 @@ impl Runner {
                 ("INFLIGHT_ROLE", self.role.name.clone()),
                 ("INFLIGHT_TASK_NAME", item.name.clone()),
             ],
-            // The executor has no business with Plane's key.
-            env_remove: vec![self.config.plane.api_key_env.clone()],
+            // The executor has no business with Plane's key, nor with the
+            // database's password.
+            env_remove: std::iter::once(self.config.plane.api_key_env.clone())
+                .chain(match &self.config.ledger.store {
+                    runtime::StoreSettings::Postgres(pg) => pg.password_env.clone(),
+                    runtime::StoreSettings::Redb => None,
+                })
+                .collect(),
             task: task.as_str().to_owned(),
         }
     }
@@ -972,20 +1015,25 @@ impl Runner {
         }
     }
 
-    /// Waits for the executor, renewing the lease, enforcing the timeout and
-    /// answering shutdown.
+    /// Waits for the executor, enforcing the timeout, answering shutdown,
+    /// and stopping it at once if its slot is lost (leases are renewed for
+    /// every slot together, by [`Leases`]).
     async fn supervise(
         &self,
         executor: &mut dyn Executor,
-        key: &SlotKey,
-        run_id: &RunId,
+        mut held: Held,
         mut stop: watch::Receiver<bool>,
     ) -> Ending {
         let deadline = tokio::time::Instant::now() + self.backend.timeout;
-        let lease = self.config.watcher.lease;
-        let mut renew = tokio::time::interval(lease / 3);
-        renew.tick().await;
         loop {
+            if let Some(lost) = held.borrow_and_update().clone() {
+                tracing::warn!(
+                    ?lost,
+                    "stopping the executor: its slot is no longer this runner's"
+                );
+                self.stop_executor(executor).await;
+                return Ending::LeaseLost(lost);
+            }
             tokio::select! {
                 status = executor.wait() => {
                     return match status {
@@ -1001,14 +1049,7 @@ impl Runner {
                     self.stop_executor(executor).await;
                     return Ending::TimedOut;
                 }
-                _ = renew.tick() => {
-                    let now = self.clock.now();
-                    let (key, run_id) = (key.clone(), run_id.clone());
-                    let renewed = on_store(&self.ledger, move |s| s.renew_lease(&key, &run_id, lease, now));
-                    if let Err(e) = renewed.await {
-                        tracing::warn!(error = %e, "could not renew the lease");
-                    }
-                }
+                _ = held.changed() => {}
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {
                         tracing::info!("shutting down: stopping the executor");
@@ -1096,6 +1137,24 @@ impl Runner {
         }
     }
 
+    /// Finishes a guarded slot on a blocking thread (a durable commit). A
+    /// finish the store refuses is tried again at each lease renewal, so a
+    /// slot is closed once the store answers again.
+    async fn finish(&self, guard: SlotGuard, reason: FinishReason) {
+        let (key, run) = (guard.key().clone(), guard.run_id().clone());
+        let why = reason.clone();
+        let finished = tokio::task::spawn_blocking(move || guard.finish(why)).await;
+        self.leases.release(&key);
+        match finished {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(slot = %key, error = %e, "could not finish the slot; trying again at the next renewal");
+                self.leases.finish_later(key, run, reason);
+            }
+            Err(e) => tracing::error!(slot = %key, error = %e, "could not finish the slot"),
+        }
+    }
+
     /// Runs `work` to its end, or, once shutdown has begun, for at most
     /// [`SHUTDOWN_PLANE_ALLOWANCE`] (`None`: it was cut short).
     async fn bounded_at_shutdown<T>(
@@ -1159,6 +1218,17 @@ fn outcome<'a>(
             format!("was interrupted after {took:.1}s: the runner is shutting down"),
             false,
         ),
+        Ending::LeaseLost(lost) => (
+            &role.claim_state,
+            FinishReason::Interrupted,
+            match lost {
+                Lost::Reclaimed => format!("was stopped after {took:.1}s: its slot was reclaimed"),
+                Lost::Unrenewable => {
+                    format!("was stopped after {took:.1}s: its lease could not be renewed")
+                }
+            },
+            false,
+        ),
     };
     Outcome {
         target,
@@ -1173,18 +1243,6 @@ fn outcome<'a>(
 struct Board {
     claimable: Vec<WorkItem>,
     stuck: Vec<WorkItem>,
-}
-
-/// Finishes a guarded slot on a blocking thread (a durable commit).
-async fn finish(guard: SlotGuard, reason: FinishReason) {
-    let key = guard.key().clone();
-    let finished = tokio::task::spawn_blocking(move || guard.finish(reason)).await;
-    match finished {
-        Ok(Ok(_)) => {}
-        // The slot stays open and is reclaimed by the orphan rules.
-        Ok(Err(e)) => tracing::error!(slot = %key, error = %e, "could not finish the slot"),
-        Err(e) => tracing::error!(slot = %key, error = %e, "could not finish the slot"),
-    }
 }
 
 fn describe_exit(status: &std::process::ExitStatus) -> String {

@@ -222,6 +222,14 @@ fn the_postgres_store_has_its_keys_and_defaults() {
             ),
             "ledger.lease_secs",
         ),
+        // Too short to stop an executor in time after a missed renewal.
+        (
+            (
+                "store = \"postgres\"",
+                "store = \"postgres\"\nlease_secs = 22",
+            ),
+            "ledger.lease_secs",
+        ),
     ] {
         let err = error_for(&postgres.replace(change.0, change.1));
         assert_eq!(err.key, key, "{err}");
