@@ -7,6 +7,7 @@
 mod crash;
 mod fleet;
 mod gate;
+mod hosts;
 mod operator;
 mod real_plane;
 mod scan;

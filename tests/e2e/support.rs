@@ -34,6 +34,8 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub sim: PlaneSim,
+    /// With [`World::on_postgres`], the options of its ledger's schema.
+    pub postgres: Option<ledger_postgres::PgOptions>,
     /// Keeps the simulator's server running.
     _rt: tokio::runtime::Runtime,
     children: Vec<Child>,
@@ -103,9 +105,82 @@ impl World {
             dir,
             config,
             sim,
+            postgres: None,
             _rt: rt,
             children: Vec::new(),
         }
+    }
+
+    /// The ledger in a fresh schema of the suite's throwaway PostgreSQL,
+    /// with a short lease (6 s, renewed every second) so that a dead
+    /// host's slots come back within a test's time.
+    pub fn on_postgres(mut self) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let schema = format!(
+            "e2e_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let url = postgres_server().url("inflight");
+        self.edit_config(
+            "path = \"var/inflight.redb\"",
+            &format!(
+                "store = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\nlease_secs = 6\nrenew_secs = 1"
+            ),
+        );
+        let mut options = ledger_postgres::PgOptions::new(url);
+        options.schema = schema;
+        self.postgres = Some(options);
+        self
+    }
+
+    /// Starts a runner for `role` as host `host` (`INFLIGHT_HOST`).
+    pub fn start_runner_on(&mut self, host: &str, role: &str, tag: &str) -> usize {
+        self.spawn_on(
+            host,
+            "watcher",
+            &["--role", role, "--log-format", "json"],
+            tag,
+        )
+    }
+
+    /// Starts `watchdog run --interval 1 --apply` as host `host`.
+    pub fn start_watchdog_on(&mut self, host: &str, tag: &str) -> usize {
+        self.spawn_on(
+            host,
+            "watchdog",
+            &["--log-format", "json", "run", "--interval", "1", "--apply"],
+            tag,
+        )
+    }
+
+    fn spawn_on(&mut self, host: &str, program: &str, args: &[&str], tag: &str) -> usize {
+        std::fs::create_dir_all(self.path("logs")).unwrap();
+        let log = std::fs::File::create(self.path(&format!("logs/{tag}.log"))).unwrap();
+        let mut command = Command::new(bin(program));
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("INFLIGHT_HOST", host)
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.env(&mut command);
+        self.children.push(command.spawn().unwrap());
+        self.children.len() - 1
+    }
+
+    /// The process id of child `index`.
+    pub fn pid(&self, index: usize) -> u32 {
+        self.children[index].id()
+    }
+
+    /// The PostgreSQL ledger of [`World::on_postgres`].
+    pub fn pg(&self) -> ledger_postgres::PgLedger {
+        let options = self.postgres.clone().expect("on_postgres");
+        ledger_postgres::PgLedger::open(options).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -334,6 +409,19 @@ impl Drop for World {
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.
+/// One throwaway PostgreSQL for the whole e2e binary; each world on it has
+/// a schema of its own.
+pub fn postgres_server() -> &'static ledger_postgres::test_server::TestServer {
+    static SERVER: std::sync::OnceLock<ledger_postgres::test_server::TestServer> =
+        std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let server =
+            ledger_postgres::test_server::TestServer::start().unwrap_or_else(|e| panic!("{e}"));
+        server.create_database("inflight").unwrap();
+        server
+    })
+}
+
 pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
