@@ -188,3 +188,72 @@ fn reclaims(ledger: &ledger_postgres::PgLedger) -> usize {
         })
         .count()
 }
+
+/// Host `a` reaches the database through a link that is cut while its
+/// executor runs. `a` stops that executor before its lease runs out; `b`
+/// reclaims the slot only after it ran out, and runs the task again. The
+/// executors' own records show the two attempts never overlapped.
+#[test]
+fn a_host_cut_off_from_the_database_stops_before_another_takes_over() {
+    let mut world = World::new(1, &[Role::new("goal", "Ready for AI")]).on_postgres();
+    let task = world
+        .sim
+        .add_work_item("slow-once partitioned", "Ready for AI");
+    let link = Partition::to(postgres_server().port());
+    let a = world.start_runner_through(link.port(), "a", "goal", "a1");
+    wait_until(Duration::from_secs(30), "host a's executor running", || {
+        world.holders().1 == 1
+    });
+    let lease_end_before_cut = world.pg().open_slots().unwrap()[0].lease_until;
+    link.cut(true);
+    let cut_at = Instant::now();
+    let watchdog = world.start_watchdog_on("b", "b-watchdog");
+    let b = world.start_runner_on("b", "goal", "b1");
+    let pg = world.pg();
+    wait_until(Duration::from_secs(60), "the task done by host b", || {
+        world.sim.state_of(&task).as_deref() == Some("Done")
+    });
+    let runs = world.runs(&task);
+    eprintln!(
+        "link cut {:?} ago; attempts (start, end, host): {runs:?}",
+        cut_at.elapsed()
+    );
+    let [(a_start, a_end, a_host), (b_start, _, b_host)] = runs.as_slice() else {
+        panic!("expected host a's attempt, then host b's: {runs:?}");
+    };
+    assert_eq!((a_host.as_str(), b_host.as_str()), ("a", "b"));
+    assert!(a_start < a_end);
+    assert!(a_end <= b_start, "the attempts overlapped: {runs:?}");
+    // a stopped before its lease could have run out (the lease only grows:
+    // it ended no earlier than it stood when the link was cut).
+    assert!(
+        (*a_end as i64) < lease_end_before_cut.as_unix_millis() + 6_000,
+        "a's executor ended at {a_end}, its lease stood until {lease_end_before_cut} when cut"
+    );
+    let reclaim = pg
+        .events_after(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .find(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Finished {
+                    reason: FinishReason::Reconciled { .. },
+                    ..
+                }
+            )
+        })
+        .expect("b reclaimed a's slot");
+    assert!(
+        (reclaim.at.as_unix_millis() as u128) > *a_end,
+        "reclaimed before a stopped"
+    );
+    // The link back: a's runner finishes its (reclaimed) slot, changing
+    // nothing, and exits cleanly on SIGTERM.
+    link.cut(false);
+    for index in [a, b, watchdog] {
+        world.signal(index, libc::SIGTERM);
+        assert!(world.wait(index, Duration::from_secs(15)).is_some());
+    }
+    assert!(pg.open_slots().unwrap().is_empty());
+}

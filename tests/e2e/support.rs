@@ -145,6 +145,36 @@ impl World {
         )
     }
 
+    /// Starts a runner for `role` as host `host` whose ledger is reached
+    /// at `port` on loopback (a [`Partition`]'s) instead of the server's.
+    pub fn start_runner_through(&mut self, port: u16, host: &str, role: &str, tag: &str) -> usize {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let direct = format!("127.0.0.1:{}", postgres_server().port());
+        let config = self.path(&format!("inflight-{host}.toml"));
+        std::fs::write(&config, text.replace(&direct, &format!("127.0.0.1:{port}"))).unwrap();
+        let shared = std::mem::replace(&mut self.config, config);
+        let index = self.start_runner_on(host, role, tag);
+        self.config = shared;
+        index
+    }
+
+    /// Each attempt of `task` that ended: (start ms, end ms, host), as the
+    /// executors recorded them.
+    pub fn runs(&self, task: &str) -> Vec<(u128, u128, String)> {
+        std::fs::read_to_string(self.path(&format!("runs/{task}")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                Some((
+                    parts.next()?.parse().ok()?,
+                    parts.next()?.parse().ok()?,
+                    parts.next()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+
     /// Starts `watchdog run --interval 1 --apply` as host `host`.
     pub fn start_watchdog_on(&mut self, host: &str, tag: &str) -> usize {
         self.spawn_on(
@@ -409,6 +439,66 @@ impl Drop for World {
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.
+/// A TCP proxy on loopback in front of `target`, which can stop forwarding
+/// (connections stay open and go silent, as across a network partition)
+/// and resume.
+pub struct Partition {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Partition {
+    pub fn to(target: u16) -> Self {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let cut = flag.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            // While cut, what was sent waits: nothing gets
+                            // through until the link is back.
+                            while cut.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { port, cut }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// One throwaway PostgreSQL for the whole e2e binary; each world on it has
 /// a schema of its own.
 pub fn postgres_server() -> &'static ledger_postgres::test_server::TestServer {

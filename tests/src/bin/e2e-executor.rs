@@ -5,7 +5,10 @@
 //!   (updated under its own file lock, independently of the ledger);
 //! - `pids/<task>.<pid>`: one file per start, holding the pid of a
 //!   grandchild it leaves in its process group when `E2E_GRANDCHILD` is set;
-//! - `sigterm/<task>`: written when SIGTERM arrives.
+//! - `sigterm/<task>`: written when SIGTERM arrives;
+//! - `runs/<task>`: a line `<start ms> <end ms> <host>` per attempt that
+//!   ended (wall-clock milliseconds; `INFLIGHT_HOST` or `-`), so a test can
+//!   tell whether two attempts ever overlapped.
 //!
 //! Behaviour by task name (`INFLIGHT_TASK_NAME`):
 //! - contains `poison`: kills its own runner with SIGKILL, then waits;
@@ -52,6 +55,26 @@ fn sleep_unless_terminated(total: Duration) -> bool {
     TERMINATED.load(Ordering::SeqCst)
 }
 
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+fn record_run(dir: &Path, task: &str, started_ms: u128) {
+    use std::io::Write;
+    let _ = std::fs::create_dir_all(dir.join("runs"));
+    let host = std::env::var("INFLIGHT_HOST").unwrap_or_else(|_| "-".into());
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("runs").join(task))
+    {
+        let _ = writeln!(file, "{started_ms} {} {host}", unix_ms());
+    }
+}
+
 fn main() {
     // SAFETY: installs an async-signal-safe handler that only stores a flag.
     unsafe {
@@ -92,6 +115,7 @@ fn main() {
     .expect("pid file");
 
     bump(&dir, 1);
+    let started_ms = unix_ms();
     let attempt_marker = dir.join("attempts").join(&task);
     let first_attempt = !attempt_marker.exists();
     let _ = std::fs::write(&attempt_marker, b"");
@@ -122,6 +146,7 @@ fn main() {
         (sleep_unless_terminated(Duration::from_millis(sleep)), 0)
     };
     bump(&dir, -1);
+    record_run(&dir, &task, started_ms);
     if terminated {
         let _ = std::fs::write(dir.join("sigterm").join(&task), b"SIGTERM");
         std::process::exit(143);
