@@ -257,3 +257,81 @@ fn a_host_cut_off_from_the_database_stops_before_another_takes_over() {
     }
     assert!(pg.open_slots().unwrap().is_empty());
 }
+
+/// The database restarts (fast shutdown, every connection cut) in the
+/// middle of a run of four runners on two hosts: they reconnect, the cap
+/// holds, every task ends done or blocked, and the audit log has every
+/// start the executors recorded, each finished.
+#[test]
+fn a_database_restart_mid_run_loses_nothing() {
+    let mut server =
+        ledger_postgres::test_server::TestServer::start().unwrap_or_else(|e| panic!("{e}"));
+    server.create_database("inflight").unwrap();
+    let roles = [Role::new("goal", "Ready A"), Role::new("review", "Ready B")];
+    let mut world =
+        World::with_executor_env(2, &roles, &[("E2E_SLEEP_MS", "700")]).on_postgres_at(&server);
+    let mut tasks = Vec::new();
+    for role in &roles {
+        for i in 0..6 {
+            tasks.push(
+                world
+                    .sim
+                    .add_work_item(&format!("{} task {i}", role.name), role.claim_state),
+            );
+        }
+    }
+    let runners = [
+        world.start_runner_on("a", "goal", "a1"),
+        world.start_runner_on("a", "review", "a2"),
+        world.start_runner_on("b", "goal", "b1"),
+        world.start_runner_on("b", "review", "b2"),
+    ];
+    wait_until(Duration::from_secs(30), "a few tasks done", || {
+        tasks
+            .iter()
+            .filter(|t| world.sim.state_of(t).as_deref() == Some("Done"))
+            .count()
+            >= 3
+    });
+    let restarted = Instant::now();
+    server.restart().unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("database restarted in {:?}", restarted.elapsed());
+    wait_until(
+        Duration::from_secs(120),
+        "every task done or blocked",
+        || {
+            tasks
+                .iter()
+                .all(|t| matches!(world.sim.state_of(t).as_deref(), Some("Done" | "Blocked")))
+        },
+    );
+    let pg = world.pg();
+    wait_until(Duration::from_secs(30), "every slot finished", || {
+        pg.open_slots().unwrap().is_empty()
+    });
+    for runner in runners {
+        world.signal(runner, libc::SIGTERM);
+        assert!(world.wait(runner, Duration::from_secs(15)).is_some());
+    }
+    let (most, now) = world.holders();
+    assert!(most <= 2, "{most} executors at once under a cap of 2");
+    assert_eq!(now, 0);
+    let events = pg.events_after(0, usize::MAX).unwrap();
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    for task in &tasks {
+        let started = events
+            .iter()
+            .filter(|e| matches!(&e.kind, EventKind::Started { key, .. } if key.task_id.as_str() == task))
+            .count();
+        let finished = events
+            .iter()
+            .filter(|e| matches!(&e.kind, EventKind::Finished { key, .. } if key.task_id.as_str() == task))
+            .count();
+        let executed = world.executor_pids(task).len();
+        assert!(
+            started >= executed,
+            "task {task}: {executed} executor starts, {started} in the log"
+        );
+        assert_eq!(started, finished, "task {task}: every start finished");
+    }
+}

@@ -114,7 +114,13 @@ impl World {
     /// The ledger in a fresh schema of the suite's throwaway PostgreSQL,
     /// with a short lease (6 s, renewed every second) so that a dead
     /// host's slots come back within a test's time.
-    pub fn on_postgres(mut self) -> Self {
+    pub fn on_postgres(self) -> Self {
+        self.on_postgres_at(postgres_server())
+    }
+
+    /// [`World::on_postgres`], on a server of the test's own (one it may
+    /// restart).
+    pub fn on_postgres_at(mut self, server: &ledger_postgres::test_server::TestServer) -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let schema = format!(
@@ -122,7 +128,7 @@ impl World {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
-        let url = postgres_server().url("inflight");
+        let url = server.url("inflight");
         self.edit_config(
             "path = \"var/inflight.redb\"",
             &format!(

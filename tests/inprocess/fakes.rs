@@ -519,6 +519,7 @@ pub struct RenewalLog {
     origin: Instant,
     renewals: Mutex<Vec<(Duration, Timestamp)>>,
     cut_off: std::sync::atomic::AtomicBool,
+    lose_admit_answer: std::sync::atomic::AtomicBool,
 }
 
 impl RenewalLog {
@@ -528,7 +529,15 @@ impl RenewalLog {
             origin: Instant::now(),
             renewals: Mutex::default(),
             cut_off: std::sync::atomic::AtomicBool::new(false),
+            lose_admit_answer: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The next admission commits, but its caller gets an error (the
+    /// connection died before the answer came back).
+    pub fn lose_next_admit_answer(&self) {
+        self.lose_admit_answer
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// From now on (or no longer), renewals and finishes fail as they do
@@ -563,7 +572,17 @@ impl LedgerStore for RenewalLog {
         limits: &Limits,
         now: Timestamp,
     ) -> ledger_core::Result<AdmitOutcome> {
-        self.inner.admit(request, limits, now)
+        let outcome = self.inner.admit(request, limits, now)?;
+        if self
+            .lose_admit_answer
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(ledger_core::LedgerError::Database {
+                location: self.inner.location(),
+                source: "connection closed before the answer (the commit landed)".into(),
+            });
+        }
+        Ok(outcome)
     }
     fn finish(
         &self,
@@ -593,7 +612,7 @@ impl LedgerStore for RenewalLog {
         runner: &Owner,
         lease: Duration,
         now: Timestamp,
-    ) -> ledger_core::Result<Vec<SlotKey>> {
+    ) -> ledger_core::Result<Vec<(SlotKey, RunId)>> {
         self.reachable()?;
         let renewed = self.inner.renew_leases(runner, lease, now)?;
         if !renewed.is_empty() {

@@ -465,3 +465,28 @@ async fn a_runner_cut_off_from_its_ledger_stops_its_executor_before_the_lease_ru
         "the first slot is finished"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_whose_admission_answer_was_lost_is_finished_at_the_next_renewal() {
+    let rig = Rig::new(
+        Script::Exits {
+            after: secs(5),
+            code: 0,
+        },
+        &[("watcher", "lease_secs = 30\npoll_interval_secs = 30")],
+    );
+    let task = rig.board.add_task("Ambiguous", "Ready for AI");
+    rig.store.lose_next_admit_answer();
+    let (summary, _) = rig.run(false, Some(secs(90))).await;
+    // The lost answer left a slot open in this runner's name with nothing
+    // running: the renewal at 10 s found it and finished it; the task was
+    // then admitted afresh and ran once.
+    assert_eq!(summary.dispatched, 1);
+    assert_eq!(rig.executors.runs().len(), 1);
+    assert_eq!(rig.board.state_of(&task), "Done");
+    assert_eq!(
+        rig.finishes(),
+        [FinishReason::NotStarted, FinishReason::Completed]
+    );
+    assert_eq!(rig.open_slots(), 0);
+}

@@ -764,7 +764,13 @@ pub fn a_runner_renews_every_slot_it_holds_and_only_those(subject: &Subject) {
 
     let mut renewed = ledger.renew_leases(&mine, TEN_MINUTES, T0).unwrap();
     renewed.sort();
-    assert_eq!(renewed, [a.key.clone(), b.key.clone()]);
+    assert_eq!(
+        renewed,
+        [
+            (a.key.clone(), a.run_id.clone()),
+            (b.key.clone(), b.run_id.clone())
+        ]
+    );
     let lease = |key: &SlotKey| ledger.slot(key).unwrap().unwrap().lease_until;
     assert_eq!((lease(&a.key), lease(&b.key)), (later, later));
     assert_eq!(
@@ -780,7 +786,7 @@ pub fn a_runner_renews_every_slot_it_holds_and_only_those(subject: &Subject) {
     finish(ledger, &a, T0);
     assert_eq!(
         ledger.renew_leases(&mine, TEN_MINUTES, T0).unwrap(),
-        std::slice::from_ref(&b.key)
+        [(b.key.clone(), b.run_id.clone())]
     );
     assert_sound(ledger);
 }

@@ -82,10 +82,14 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// Renews, in one step, the lease of every open slot that `runner`
     /// holds (the same host, boot and runner process) to `lease` past `now`
     /// (measured as [`renew_lease`](Self::renew_lease) does), and returns
-    /// their keys. A slot its holder counts as its own and that is missing
-    /// here was reclaimed: its executor must stop.
-    fn renew_leases(&self, runner: &Owner, lease: Duration, now: Timestamp)
-    -> Result<Vec<SlotKey>>;
+    /// their keys and runs. A slot its holder counts as its own and that is
+    /// missing here was reclaimed: its executor must stop.
+    fn renew_leases(
+        &self,
+        runner: &Owner,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<(SlotKey, RunId)>>;
 
     /// Records the executor `run`'s slot started.
     fn set_executor(

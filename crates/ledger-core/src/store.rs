@@ -560,7 +560,7 @@ impl Ledger {
 
     /// Extends to `until` the lease of every open slot `runner` holds (same
     /// host, boot and runner process); the keys renewed.
-    pub fn renew_leases(&self, runner: &Owner, until: Timestamp) -> Result<Vec<SlotKey>> {
+    pub fn renew_leases(&self, runner: &Owner, until: Timestamp) -> Result<Vec<(SlotKey, RunId)>> {
         self.write(|txn| {
             let mut open = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
             let mut held = Vec::new();
@@ -586,7 +586,7 @@ impl Ledger {
                     bytes.as_slice(),
                 )
                 .map_err(|e| self.storage(e))?;
-                keys.push(slot.key);
+                keys.push((slot.key, slot.run_id));
             }
             Ok(Tx::Commit(keys))
         })
@@ -958,7 +958,7 @@ impl crate::LedgerStore for Ledger {
         runner: &Owner,
         lease: Duration,
         now: Timestamp,
-    ) -> Result<Vec<SlotKey>> {
+    ) -> Result<Vec<(SlotKey, RunId)>> {
         Ledger::renew_leases(self, runner, now.saturating_add(lease))
     }
 

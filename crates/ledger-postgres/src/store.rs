@@ -309,7 +309,7 @@ const RENEW_HELD: &str = concat!(
     "UPDATE open_slots SET lease_until = GREATEST(lease_until, ",
     now_sql!(4),
     " + $5::bigint) WHERE host = $1 AND owner::jsonb ->> 'boot_id' = $2 ",
-    "AND owner::jsonb -> 'runner' = $3::text::jsonb RETURNING backend, task_id"
+    "AND owner::jsonb -> 'runner' = $3::text::jsonb RETURNING backend, task_id, run_id"
 );
 const DB_NOW: &str = concat!("SELECT ", now_sql!(1));
 const SET_EXECUTOR: &str = "UPDATE open_slots SET owner = jsonb_set(owner::jsonb, '{executor}', $4::text::jsonb)::text \
@@ -646,7 +646,7 @@ impl LedgerStore for PgLedger {
         runner: &Owner,
         lease: Duration,
         now: Timestamp,
-    ) -> Result<Vec<SlotKey>> {
+    ) -> Result<Vec<(SlotKey, RunId)>> {
         let caller_now = self.caller(now);
         let lease = lease.as_millis().min(i64::MAX as u128) as i64;
         let (host, boot) = (runner.host.clone(), runner.boot_id.clone());
@@ -661,7 +661,7 @@ impl LedgerStore for PgLedger {
             let location = c.location().to_owned();
             let keys = rows
                 .iter()
-                .map(|row| -> Step<SlotKey> {
+                .map(|row| -> Step<(SlotKey, RunId)> {
                     let invalid = |e: ledger_core::IdError| {
                         Fail::Ledger(LedgerError::Decode {
                             path: location.clone().into(),
@@ -669,9 +669,13 @@ impl LedgerStore for PgLedger {
                             detail: e.to_string(),
                         })
                     };
-                    Ok(SlotKey::new(
-                        ledger_core::Backend::new(row.try_get::<_, String>(0)?).map_err(invalid)?,
-                        TaskId::new(row.try_get::<_, String>(1)?).map_err(invalid)?,
+                    Ok((
+                        SlotKey::new(
+                            ledger_core::Backend::new(row.try_get::<_, String>(0)?)
+                                .map_err(invalid)?,
+                            TaskId::new(row.try_get::<_, String>(1)?).map_err(invalid)?,
+                        ),
+                        RunId::new(row.try_get::<_, String>(2)?).map_err(invalid)?,
                     ))
                 })
                 .collect();

@@ -180,7 +180,7 @@ impl LedgerStore for Opening {
         runner: &Owner,
         lease: Duration,
         now: Timestamp,
-    ) -> Result<Vec<SlotKey>> {
+    ) -> Result<Vec<(SlotKey, RunId)>> {
         LedgerStore::renew_leases(&*self.ledger()?, runner, lease, now)
     }
 

@@ -32,6 +32,9 @@ pub(crate) enum Lost {
     Unrenewable,
 }
 
+/// A held slot's run, and where its loss is announced.
+type Holding = (RunId, watch::Sender<Option<Lost>>);
+
 /// What the runner holds, and how its renewals go.
 #[derive(Debug)]
 pub(crate) struct Leases {
@@ -42,7 +45,7 @@ pub(crate) struct Leases {
     every: Duration,
     /// Stop executors this long before the lease would run out.
     margin: Duration,
-    held: Mutex<HashMap<SlotKey, watch::Sender<Option<Lost>>>>,
+    held: Mutex<HashMap<SlotKey, Holding>>,
     /// When the last renewal the store answered was sent.
     renewed: Mutex<Instant>,
     at_risk: AtomicBool,
@@ -73,11 +76,11 @@ impl Leases {
         }
     }
 
-    /// Counts `key` as held (just admitted); the receiver says if it is
-    /// lost.
-    pub(crate) fn hold(&self, key: &SlotKey) -> watch::Receiver<Option<Lost>> {
+    /// Counts `run`'s slot under `key` as held (from just before its
+    /// admission); the receiver says if it is lost.
+    pub(crate) fn hold(&self, key: &SlotKey, run: &RunId) -> watch::Receiver<Option<Lost>> {
         let (tx, rx) = watch::channel(None);
-        lock(&self.held).insert(key.clone(), tx);
+        lock(&self.held).insert(key.clone(), (run.clone(), tx));
         rx
     }
 
@@ -129,7 +132,10 @@ impl Leases {
     /// One renewal of every held slot, bounded by the deadline.
     pub(crate) async fn renew(&self) {
         let sent = Instant::now();
-        let held_before: Vec<SlotKey> = lock(&self.held).keys().cloned().collect();
+        let held_before: Vec<(SlotKey, RunId)> = lock(&self.held)
+            .iter()
+            .map(|(key, (run, _))| (key.clone(), run.clone()))
+            .collect();
         let (owner, lease, now) = (self.owner.clone(), self.lease, self.clock.now());
         let renewal = on_store(&self.store, move |s| s.renew_leases(&owner, lease, now));
         // In time to stop the executors if it fails; once they are told to
@@ -146,14 +152,28 @@ impl Leases {
                 if self.at_risk.swap(false, Ordering::SeqCst) {
                     tracing::info!("the ledger answers again: renewing leases and admitting");
                 }
-                {
+                let strays = {
                     let held = lock(&self.held);
-                    for key in held_before.iter().filter(|k| !renewed.contains(k)) {
-                        if let Some(lost) = held.get(key) {
-                            tracing::warn!(slot = %key, "the slot was reclaimed while this runner held it; stopping its executor");
+                    for (key, run) in held_before.iter().filter(|h| !renewed.contains(h)) {
+                        if let Some((still, lost)) = held.get(key)
+                            && still == run
+                        {
+                            tracing::warn!(slot = %key, run = %run, "the slot was reclaimed while this runner held it; stopping its executor");
                             lost.send_replace(Some(Lost::Reclaimed));
                         }
                     }
+                    // Open in this runner's name, yet not held: an admission
+                    // whose commit landed though its answer was lost (the
+                    // database went away mid-call). Nothing runs for it, and
+                    // while this runner lives no rule would reclaim it.
+                    renewed
+                        .into_iter()
+                        .filter(|(key, _)| !held.contains_key(key))
+                        .collect::<Vec<_>>()
+                };
+                for (key, run) in strays {
+                    tracing::warn!(slot = %key, run = %run, "a slot open in this runner's name runs nothing (its admission's answer was lost); finishing it");
+                    self.finish_stray(key, run).await;
                 }
                 self.retry_finishes().await;
             }
@@ -174,10 +194,22 @@ impl Leases {
                 "the leases could not be renewed in time: stopping every executor and admitting nothing until the ledger answers"
             );
         }
-        for lost in lock(&self.held).values() {
+        for (_, lost) in lock(&self.held).values() {
             if lost.borrow().is_none() {
                 lost.send_replace(Some(Lost::Unrenewable));
             }
+        }
+    }
+
+    /// Finishes a stray, conditional on its run: never anyone else's slot.
+    async fn finish_stray(&self, key: SlotKey, run: RunId) {
+        let (k, now) = (key.clone(), self.clock.now());
+        let finished = on_store(&self.store, move |s| {
+            s.finish(&k, Some(&run), FinishReason::NotStarted, now)
+        })
+        .await;
+        if let Err(e) = finished {
+            tracing::warn!(slot = %key, error = %e, "could not finish a stray slot; trying again at the next renewal");
         }
     }
 

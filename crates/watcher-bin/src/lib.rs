@@ -733,13 +733,19 @@ impl Runner {
             id: RunId::generate(self.clock.now()),
             task,
         };
+        // Held from before the admission: a renewal that finds the slot
+        // open knows it for this runner's even if the admission's answer
+        // is lost (see `Leases::renew`).
+        let held = self.leases.hold(&run.key, &run.id);
         let slot = match self.admit(&run).await {
             Ok(slot) => slot,
-            Err(not_admitted) => return not_admitted,
+            Err(not_admitted) => {
+                self.leases.release(&run.key);
+                return not_admitted;
+            }
         };
         // From here every path finishes the slot; the guard covers panics.
         let guard = SlotGuard::new(self.ledger.clone(), &slot, self.clock.clone());
-        let held = self.leases.hold(&run.key);
         let started = match self.mark_running(&run, stop).await {
             Ok(()) => self.start_executor(item, &run, stop).await,
             Err(released) => Err(released),
