@@ -335,3 +335,151 @@ fn a_database_restart_mid_run_loses_nothing() {
         assert_eq!(started, finished, "task {task}: every start finished");
     }
 }
+
+/// A clock that reads `offset` ahead of (or, negative, behind) this one's.
+#[derive(Debug)]
+struct Skewed(i64);
+
+impl ledger_core::Clock for Skewed {
+    fn now(&self) -> ledger_core::Timestamp {
+        let now = ledger_core::SystemClock.now();
+        ledger_core::Timestamp::from_unix_millis(now.as_unix_millis() + self.0 * 1000)
+    }
+}
+
+/// A runner whose clock reads 10 minutes ahead runs a task longer than its
+/// lease to the end (its lease lives by the database's clock, and it
+/// judges its own by a monotonic one), while watchdogs of another host
+/// whose clocks read 10 minutes ahead and behind scan every second: none
+/// reclaims the live lease. The same skewed scan through a store on the
+/// hosts' clocks would have.
+#[test]
+fn a_clock_ten_minutes_off_neither_reclaims_a_live_lease_nor_loses_its_own() {
+    use std::sync::Arc;
+
+    use ledger_core::{Clock, LedgerStore};
+    use plane_client::{ApiKey, PlaneClient, PlaneConfig};
+    use runtime::{Config, HostIdentity, LinuxProcessProbe};
+    use watchdog_bin::{ScanDependencies, Scanner};
+    use watcher_bin::{Dependencies, Runner, Spawner};
+
+    let world = World::new(1, &[Role::new("goal", "Ready for AI")]).on_postgres();
+    let task = world
+        .sim
+        .add_work_item("longer than its lease", "Ready for AI");
+    // In-process, the executor's variables come through `env`.
+    let executor = inflight_e2e::workspace_bin("e2e-executor");
+    world.edit_config(
+        &format!("command = [\"{}\"]", executor.display()),
+        &format!(
+            "command = [\"env\", \"E2E_DIR={}\", \"E2E_SLEEP_MS=9000\", \"{}\"]",
+            world.dir.path().display(),
+            executor.display()
+        ),
+    );
+    let config = Config::load(&world.config).unwrap();
+    let plane = || {
+        let mut plane = PlaneConfig::new(
+            &config.plane.base_url,
+            &config.plane.workspace,
+            &config.plane.project_id,
+            ApiKey::new(KEY),
+        );
+        plane.request_timeout = config.plane.request_timeout;
+        Arc::new(PlaneClient::new(plane).unwrap())
+    };
+    let host_b = HostIdentity {
+        host: "b".into(),
+        ..HostIdentity::current().unwrap()
+    };
+    let scanner = |store: Arc<dyn LedgerStore>, offset: i64| {
+        Scanner::with_dependencies(
+            config.clone(),
+            ScanDependencies {
+                store,
+                plane: plane(),
+                probe: Arc::new(LinuxProcessProbe::new(host_b.clone(), config.watcher.grace)),
+                clock: Arc::new(Skewed(offset)),
+            },
+        )
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (summary, reclaims) = rt.block_on(async {
+        let store = runtime::open_store(&config).unwrap();
+        let runner = Runner::with_dependencies(
+            config.clone(),
+            "goal",
+            true,
+            Dependencies {
+                store: store.clone(),
+                plane: plane(),
+                probe: Arc::new(LinuxProcessProbe::new(
+                    HostIdentity::current().unwrap(),
+                    config.watcher.grace,
+                )),
+                launcher: Arc::new(
+                    Spawner::start_with_gate(inflight_e2e::workspace_bin("watcher")).unwrap(),
+                ),
+                clock: Arc::new(Skewed(600)),
+            },
+        )
+        .unwrap();
+        // The runner's future stays on this task (it is not `Send`); the
+        // scans run between its polls, every second.
+        let run = runner.run(std::future::pending());
+        tokio::pin!(run);
+        let scanners = [scanner(store.clone(), 600), scanner(store.clone(), -600)];
+        let mut reclaims = 0;
+        let summary = loop {
+            tokio::select! {
+                summary = &mut run => break summary.unwrap(),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    for scanner in &scanners {
+                        reclaims += scanner.scan(true).await.unwrap().actions.len();
+                    }
+                }
+            }
+        };
+        (summary, reclaims)
+    });
+    assert_eq!(reclaims, 0, "a skewed watchdog reclaimed a live lease");
+    assert_eq!((summary.dispatched, summary.completed), (1, 1));
+    assert_eq!(world.sim.state_of(&task).as_deref(), Some("Done"));
+    assert!(
+        !world.path(&format!("sigterm/{task}")).exists(),
+        "the runner stopped its own executor"
+    );
+    assert_eq!(world.runs(&task).len(), 1);
+
+    // The failure the database's clock prevents: a live slot, judged
+    // through a store on the scanning host's clock 10 minutes ahead.
+    let pg = world.pg();
+    let mut on_hosts_clock = world.postgres.clone().unwrap();
+    on_hosts_clock.time = ledger_postgres::TimeSource::Caller;
+    let hosts_clock: Arc<dyn LedgerStore> =
+        Arc::new(ledger_postgres::PgLedger::open(on_hosts_clock).unwrap());
+    let request = ledger_core::AdmitRequest {
+        key: ledger_core::SlotKey::new(
+            ledger_core::Backend::new("local").unwrap(),
+            ledger_core::TaskId::new("live-elsewhere").unwrap(),
+        ),
+        run_id: ledger_core::RunId::new("r-live").unwrap(),
+        owner: runtime::this_owner(&HostIdentity {
+            host: "a".into(),
+            ..HostIdentity::current().unwrap()
+        })
+        .unwrap(),
+        lease: Duration::from_secs(6),
+    };
+    let limits = config.limits_for(&request.key.backend).unwrap();
+    pg.admit(&request, &limits, ledger_core::SystemClock.now())
+        .unwrap();
+    let skewed = scanner(hosts_clock, 600);
+    let report = rt.block_on(skewed.scan(true)).unwrap();
+    assert_eq!(report.actions.len(), 1, "{report:?}");
+    assert_eq!(report.actions[0].rule, reconcile::Rule::LeaseExpiredClear);
+}
