@@ -11,6 +11,8 @@ use crate::{Result, cargo, output, run, workspace_root};
 /// Benchmark name, package, bench target.
 const BENCHES: &[(&str, &str, &str)] = &[
     ("ledger", "ledger-core", "ledger"),
+    // The PostgreSQL store beside redb, on a throwaway server.
+    ("ledger", "ledger-postgres", "postgres"),
     ("reconcile", "runtime", "reconcile"),
     ("e2e", "inflight-e2e", "e2e"),
 ];
@@ -50,7 +52,8 @@ fn choose(only: Option<&str>) -> Result<Vec<(&'static str, &'static str, &'stati
         .copied()
         .collect();
     if chosen.is_empty() {
-        let names: Vec<_> = BENCHES.iter().map(|(n, _, _)| *n).collect();
+        let mut names: Vec<_> = BENCHES.iter().map(|(n, _, _)| *n).collect();
+        names.dedup();
         return Err(format!(
             "no benchmark named {:?}; there are: {}",
             only.unwrap_or(""),

@@ -86,6 +86,97 @@ BEGIN
     PERFORM pg_advisory_unlock({class}, hashtext('inflight-log:{schema}'));
 END
 $fn$;
+
+CREATE FUNCTION next_event_seq() RETURNS bigint
+LANGUAGE sql AS $fn$ SELECT s FROM next_event_seqs(1) AS s $fn$;
+
+CREATE FUNCTION ms_now(caller bigint) RETURNS bigint
+LANGUAGE sql STABLE AS $fn$
+    SELECT coalesce(caller, floor(extract(epoch FROM now()) * 1000)::bigint)
+$fn$;
+
+-- The reading half of an admission, in one round trip: the key's slot (a
+-- retry of the same run gets it back, nothing taken or locked), else the
+-- event's sequence number, the cap rows locked in a fixed order (global
+-- when there is a global cap, then the backend's), and the counts the cap
+-- rule (`ledger_core::admission`, applied by the caller) reads. Window
+-- lengths are NULL for caps the backend does not have.
+CREATE FUNCTION admit_check(
+    p_backend text, p_task text, p_run text, p_global boolean,
+    p_hour_ms bigint, p_day_ms bigint, p_now bigint,
+    OUT o_run text, OUT o_started_at bigint, OUT o_lease_until bigint,
+    OUT o_started_seq bigint, OUT o_owner text,
+    OUT o_seq bigint, OUT o_at bigint, OUT o_in_flight boolean,
+    OUT o_open_total bigint, OUT o_open_backend bigint,
+    OUT o_last_hour bigint, OUT o_last_day bigint)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    SELECT run_id, started_at, lease_until, started_seq, owner
+      INTO o_run, o_started_at, o_lease_until, o_started_seq, o_owner
+      FROM open_slots WHERE backend = p_backend AND task_id = p_task;
+    IF o_run = p_run THEN
+        RETURN;
+    END IF;
+    -- First, before anything else takes the transaction's id.
+    o_seq := next_event_seq();
+    o_at := ms_now(p_now);
+    IF p_global THEN
+        INSERT INTO caps (scope) VALUES ('global') ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM caps WHERE scope = 'global' FOR UPDATE;
+    END IF;
+    INSERT INTO caps (scope) VALUES ('backend:' || p_backend) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM caps WHERE scope = 'backend:' || p_backend FOR UPDATE;
+    o_in_flight := EXISTS (SELECT 1 FROM open_slots WHERE backend = p_backend AND task_id = p_task);
+    o_open_total := (SELECT count(*) FROM open_slots);
+    o_open_backend := (SELECT count(*) FROM open_slots WHERE backend = p_backend);
+    IF p_hour_ms IS NOT NULL THEN
+        o_last_hour := (SELECT count(*) FROM starts
+                         WHERE backend = p_backend AND started_at > o_at - p_hour_ms);
+    END IF;
+    IF p_day_ms IS NOT NULL THEN
+        o_last_day := (SELECT count(*) FROM starts
+                        WHERE backend = p_backend AND started_at > o_at - p_day_ms);
+    END IF;
+END
+$fn$;
+
+-- The reading half of a finish, in one round trip: the slot, checked
+-- against the expected run (NULL: any); then the event's sequence number,
+-- the slot deleted, and the task's attempts row locked and returned for
+-- the caller to update. `o_outcome`: finished, not_in_flight, other_run.
+CREATE FUNCTION finish_take(
+    p_backend text, p_task text, p_run text, p_now bigint, p_fresh_attempts text,
+    OUT o_outcome text, OUT o_run text, OUT o_started_at bigint,
+    OUT o_lease_until bigint, OUT o_started_seq bigint, OUT o_owner text,
+    OUT o_seq bigint, OUT o_at bigint, OUT o_attempts text)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    SELECT run_id, started_at, lease_until, started_seq, owner
+      INTO o_run, o_started_at, o_lease_until, o_started_seq, o_owner
+      FROM open_slots WHERE backend = p_backend AND task_id = p_task;
+    IF NOT FOUND THEN
+        o_outcome := 'not_in_flight';
+        RETURN;
+    END IF;
+    IF p_run IS NOT NULL AND o_run <> p_run THEN
+        o_outcome := 'other_run';
+        RETURN;
+    END IF;
+    o_seq := next_event_seq();
+    o_at := ms_now(p_now);
+    -- Conditional on the run read above: one that finished or re-admitted
+    -- the key since wins, and this one changes nothing.
+    DELETE FROM open_slots WHERE backend = p_backend AND task_id = p_task AND run_id = o_run;
+    IF NOT FOUND THEN
+        o_outcome := 'not_in_flight';
+        RETURN;
+    END IF;
+    INSERT INTO attempts (task_id, attempts) VALUES (p_task, p_fresh_attempts)
+        ON CONFLICT DO NOTHING;
+    SELECT attempts INTO o_attempts FROM attempts WHERE task_id = p_task FOR UPDATE;
+    o_outcome := 'finished';
+END
+$fn$;
 "#,
         class = LOCK_CLASS,
     )

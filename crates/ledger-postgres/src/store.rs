@@ -213,6 +213,31 @@ fn slot_of(location: &str, row: &Row) -> Step<Slot> {
     })
 }
 
+/// The slot of `key` from a function's row: run, started at, lease,
+/// started seq and owner from column `first` on.
+fn slot_from_offset(location: &str, key: &SlotKey, row: &Row, first: usize) -> Step<Slot> {
+    let run: String = row.try_get(first)?;
+    let owner: String = row.try_get(first + 4)?;
+    Ok(Slot {
+        key: key.clone(),
+        run_id: RunId::new(run).map_err(|e| {
+            Fail::Ledger(LedgerError::Decode {
+                path: location.into(),
+                table: "open_slots",
+                detail: e.to_string(),
+            })
+        })?,
+        started_at: Timestamp::from_unix_millis(row.try_get(first + 1)?),
+        lease_until: Timestamp::from_unix_millis(row.try_get(first + 2)?),
+        started_seq: row.try_get::<_, i64>(first + 3)? as u64,
+        owner: decode(location, "open_slots", &owner)?,
+    })
+}
+
+fn slot_from(location: &str, key: &SlotKey, row: &Row) -> Step<Slot> {
+    slot_from_offset(location, key, row, 0)
+}
+
 fn event_of(location: &str, row: &Row) -> Step<Event> {
     let text: String = row.try_get(0)?;
     decode(location, "events", &text)
@@ -276,9 +301,12 @@ pub(crate) fn statement(
 
 const SELECT_SLOT: &str = "SELECT backend, task_id, run_id, started_at, lease_until, started_seq, owner \
      FROM open_slots WHERE backend = $1 AND task_id = $2";
-const NEXT_SEQ: &str = concat!("SELECT s, ", now_sql!(2), " FROM next_event_seqs($1) AS s");
-const ENSURE_CAP: &str = "INSERT INTO caps (scope) VALUES ($1) ON CONFLICT DO NOTHING";
-const LOCK_CAP: &str = "SELECT scope FROM caps WHERE scope = $1 FOR UPDATE";
+const ADMIT_CHECK: &str = "SELECT * FROM admit_check($1, $2, $3, $4, $5, $6, $7)";
+const FINISH_TAKE: &str = "SELECT * FROM finish_take($1, $2, $3, $4, $5)";
+const WRITE_FINISH: &str = "WITH event AS ( \
+         INSERT INTO events (seq, xid, at, kind, backend, task_id, event) \
+         VALUES ($1, pg_current_xact_id(), $2, 'finished', $3, $4, $5)) \
+     UPDATE attempts SET attempts = $6 WHERE task_id = $4";
 const COUNTS: &str = "SELECT \
        EXISTS (SELECT 1 FROM open_slots WHERE backend = $1 AND task_id = $2), \
        (SELECT count(*) FROM open_slots), \
@@ -293,8 +321,6 @@ const INSERT_STARTED: &str = "WITH slot AS ( \
      VALUES ($7, pg_current_xact_id(), $5, 'started', $1, $2, $9)";
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (seq, xid, at, kind, backend, task_id, event) \
      VALUES ($1, pg_current_xact_id(), $2, $3, $4, $5, $6)";
-const DELETE_SLOT: &str =
-    "DELETE FROM open_slots WHERE backend = $1 AND task_id = $2 AND run_id = $3";
 pub(crate) const ENSURE_ATTEMPTS: &str =
     "INSERT INTO attempts (task_id, attempts) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 pub(crate) const LOCK_ATTEMPTS: &str =
@@ -342,10 +368,6 @@ const PRUNE: &str = concat!(
 /// How long `events_after` waits for older transactions still running.
 const FOLLOW_PATIENCE: Duration = Duration::from_secs(2);
 const TRY_SWEEP_LOCK: &str = "SELECT pg_try_advisory_lock($1, hashtext($2))";
-
-fn cap_scope(key: &SlotKey) -> String {
-    format!("backend:{}", key.backend)
-}
 
 /// The event's kind as the `kind` column holds it.
 fn kind_name(kind: &EventKind) -> &'static str {
@@ -408,18 +430,6 @@ pub(crate) fn record_finish(
     Ok(())
 }
 
-/// Takes a transaction's event sequence numbers (and its transaction id;
-/// so this comes before anything else the transaction writes or locks)
-/// and reads the time of its events.
-fn next_seq(
-    tx: &mut postgres::Transaction<'_>,
-    next: &postgres::Statement,
-    caller_now: Option<i64>,
-) -> Step<(i64, i64)> {
-    let row = tx.query_one(next, &[&1i32, &caller_now])?;
-    Ok((row.try_get(0)?, row.try_get(1)?))
-}
-
 impl LedgerStore for PgLedger {
     fn location(&self) -> String {
         self.location.clone()
@@ -435,111 +445,87 @@ impl LedgerStore for PgLedger {
         let limits = *limits;
         let caller_now = self.caller(now);
         self.worker.run(move |c| {
-            transact(
-                c,
-                &[
-                    SELECT_SLOT,
-                    NEXT_SEQ,
-                    ENSURE_CAP,
-                    LOCK_CAP,
-                    COUNTS,
-                    INSERT_STARTED,
-                    INSERT_EVENT,
-                ],
-                |tx, s, location| {
-                    let st = |i| statement(s, i, location);
-                    let key = &request.key;
-                    let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
-                    // A retry of an admission whose commit landed: its slot,
-                    // unchanged, and nothing written.
-                    if let Some(row) = tx.query_opt(&st(0)?, &[&backend, &task])? {
-                        let slot = slot_of(location, &row)?;
-                        if slot.run_id == request.run_id {
-                            return Ok(Tx::Abort(AdmitOutcome::Admitted(slot)));
-                        }
-                    }
-                    let (seq, at) = next_seq(tx, &st(1)?, caller_now)?;
-                    // The cap rows, in a fixed order: every admission takes
-                    // them the same way, so none waits on another in a cycle.
-                    let mut scopes = Vec::new();
-                    if limits.global_max_concurrent.is_some() {
-                        scopes.push("global".to_owned());
-                    }
-                    scopes.push(cap_scope(key));
-                    for scope in &scopes {
-                        if tx.query_opt(&st(3)?, &[scope])?.is_none() {
-                            tx.execute(&st(2)?, &[scope])?;
-                            tx.query_one(&st(3)?, &[scope])?;
-                        }
-                    }
-                    let hour = RateWindow::Hourly.length().as_millis() as i64;
-                    let day = RateWindow::Daily.length().as_millis() as i64;
-                    let row = tx.query_one(
-                        &st(4)?,
-                        &[
-                            &backend,
-                            &task,
-                            &at,
-                            &limits.backend.max_per_hour.is_some(),
-                            &limits.backend.max_per_day.is_some(),
-                            &hour,
-                            &day,
-                        ],
-                    )?;
-                    let count = |i: usize| -> Step<Option<u64>> {
-                        Ok(row.try_get::<_, Option<i64>>(i)?.map(|n| n.max(0) as u64))
-                    };
-                    let counts = AdmissionCounts {
-                        key_in_flight: row.try_get(0)?,
-                        open_total: count(1)?.unwrap_or(0),
-                        open_backend: count(2)?.unwrap_or(0),
-                        starts_last_hour: count(3)?,
-                        starts_last_day: count(4)?,
-                    };
-                    if let Some(denial) = admission(&counts, &limits) {
-                        let kind = EventKind::Denied {
-                            key: key.clone(),
-                            run_id: request.run_id.clone(),
-                            denial,
-                        };
-                        append(tx, &st(6)?, location, seq, at, kind)?;
-                        return Ok(Tx::Commit(AdmitOutcome::Denied(denial)));
-                    }
-                    let lease = request.lease.as_millis().min(i64::MAX as u128) as i64;
-                    let slot = Slot {
+            // Four round trips: BEGIN, the reading half (`admit_check`), the
+            // write, COMMIT.
+            transact(c, &[ADMIT_CHECK, INSERT_STARTED, INSERT_EVENT], |tx, s, location| {
+                let st = |i| statement(s, i, location);
+                let key = &request.key;
+                let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
+                let window = |cap: Option<u32>, w: RateWindow| {
+                    cap.map(|_| w.length().as_millis() as i64)
+                };
+                let row = tx.query_one(
+                    &st(0)?,
+                    &[
+                        &backend,
+                        &task,
+                        &request.run_id.as_str(),
+                        &limits.global_max_concurrent.is_some(),
+                        &window(limits.backend.max_per_hour, RateWindow::Hourly),
+                        &window(limits.backend.max_per_day, RateWindow::Daily),
+                        &caller_now,
+                    ],
+                )?;
+                let Some(seq) = row.try_get::<_, Option<i64>>(5)? else {
+                    // A retry of an admission whose commit landed: its
+                    // slot, unchanged, and nothing written.
+                    let slot = slot_from(location, key, &row)?;
+                    return Ok(Tx::Abort(AdmitOutcome::Admitted(slot)));
+                };
+                let at: i64 = row.try_get(6)?;
+                let count = |i: usize| -> Step<Option<u64>> {
+                    Ok(row.try_get::<_, Option<i64>>(i)?.map(|n| n.max(0) as u64))
+                };
+                let counts = AdmissionCounts {
+                    key_in_flight: row.try_get(7)?,
+                    open_total: count(8)?.unwrap_or(0),
+                    open_backend: count(9)?.unwrap_or(0),
+                    starts_last_hour: count(10)?,
+                    starts_last_day: count(11)?,
+                };
+                if let Some(denial) = admission(&counts, &limits) {
+                    let kind = EventKind::Denied {
                         key: key.clone(),
                         run_id: request.run_id.clone(),
-                        started_at: Timestamp::from_unix_millis(at),
+                        denial,
+                    };
+                    append(tx, &st(2)?, location, seq, at, kind)?;
+                    return Ok(Tx::Commit(AdmitOutcome::Denied(denial)));
+                }
+                let lease = request.lease.as_millis().min(i64::MAX as u128) as i64;
+                let slot = Slot {
+                    key: key.clone(),
+                    run_id: request.run_id.clone(),
+                    started_at: Timestamp::from_unix_millis(at),
+                    owner: request.owner.clone(),
+                    lease_until: Timestamp::from_unix_millis(at.saturating_add(lease)),
+                    started_seq: seq as u64,
+                };
+                let event = Event {
+                    seq: seq as u64,
+                    at: slot.started_at,
+                    kind: EventKind::Started {
+                        key: key.clone(),
+                        run_id: request.run_id.clone(),
                         owner: request.owner.clone(),
-                        lease_until: Timestamp::from_unix_millis(at.saturating_add(lease)),
-                        started_seq: seq as u64,
-                    };
-                    let event = Event {
-                        seq: seq as u64,
-                        at: slot.started_at,
-                        kind: EventKind::Started {
-                            key: key.clone(),
-                            run_id: request.run_id.clone(),
-                            owner: request.owner.clone(),
-                        },
-                    };
-                    tx.execute(
-                        &st(5)?,
-                        &[
-                            &backend,
-                            &task,
-                            &request.run_id.as_str(),
-                            &request.owner.host,
-                            &at,
-                            &slot.lease_until.as_unix_millis(),
-                            &seq,
-                            &encode(location, &request.owner)?,
-                            &encode(location, &event)?,
-                        ],
-                    )?;
-                    Ok(Tx::Commit(AdmitOutcome::Admitted(slot)))
-                },
-            )
+                    },
+                };
+                tx.execute(
+                    &st(1)?,
+                    &[
+                        &backend,
+                        &task,
+                        &request.run_id.as_str(),
+                        &request.owner.host,
+                        &at,
+                        &slot.lease_until.as_unix_millis(),
+                        &seq,
+                        &encode(location, &request.owner)?,
+                        &encode(location, &event)?,
+                    ],
+                )?;
+                Ok(Tx::Commit(AdmitOutcome::Admitted(slot)))
+            })
         })
     }
 
@@ -554,59 +540,67 @@ impl LedgerStore for PgLedger {
         let expected = expected_run.cloned();
         let caller_now = self.caller(now);
         self.worker.run(move |c| {
-            transact(
-                c,
-                &[
-                    SELECT_SLOT,
-                    NEXT_SEQ,
-                    DELETE_SLOT,
-                    INSERT_EVENT,
-                    ENSURE_ATTEMPTS,
-                    LOCK_ATTEMPTS,
-                    WRITE_ATTEMPTS,
-                ],
-                |tx, s, location| {
-                    let st = |i| statement(s, i, location);
-                    let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
-                    // Read without a lock first: a finish of nothing writes
-                    // nothing (and takes no sequence number).
-                    let Some(row) = tx.query_opt(&st(0)?, &[&backend, &task])? else {
-                        return Ok(Tx::Abort(FinishOutcome::NotInFlight));
-                    };
-                    let slot = slot_of(location, &row)?;
-                    if let Some(run) = &expected
-                        && *run != slot.run_id
-                    {
-                        return Ok(Tx::Abort(FinishOutcome::OtherRunInFlight {
-                            open_run: slot.run_id,
-                        }));
+            // Four round trips: BEGIN, the reading half (`finish_take`),
+            // the write, COMMIT.
+            transact(c, &[FINISH_TAKE, WRITE_FINISH], |tx, s, location| {
+                let st = |i| statement(s, i, location);
+                let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
+                let fresh = encode(location, &TaskAttempts::default())?;
+                let row = tx.query_one(
+                    &st(0)?,
+                    &[
+                        &backend,
+                        &task,
+                        &expected.as_ref().map(RunId::as_str),
+                        &caller_now,
+                        &fresh,
+                    ],
+                )?;
+                let outcome: String = row.try_get(0)?;
+                match outcome.as_str() {
+                    "finished" => {}
+                    "other_run" => {
+                        let open_run: String = row.try_get(1)?;
+                        let open_run = RunId::new(open_run).map_err(|e| {
+                            Fail::Ledger(LedgerError::Decode {
+                                path: location.into(),
+                                table: "open_slots",
+                                detail: e.to_string(),
+                            })
+                        })?;
+                        return Ok(Tx::Abort(FinishOutcome::OtherRunInFlight { open_run }));
                     }
-                    let (seq, at) = next_seq(tx, &st(1)?, caller_now)?;
-                    // Conditional on the run read above: another process
-                    // that finished (or re-admitted) the key since wins.
-                    let removed = tx.execute(&st(2)?, &[&backend, &task, &slot.run_id.as_str()])?;
-                    if removed == 0 {
-                        return Ok(Tx::Abort(FinishOutcome::NotInFlight));
-                    }
-                    let kind = EventKind::Finished {
+                    _ => return Ok(Tx::Abort(FinishOutcome::NotInFlight)),
+                }
+                let slot = slot_from_offset(location, &key, &row, 1)?;
+                let (seq, at): (i64, i64) = (row.try_get(6)?, row.try_get(7)?);
+                let attempts_text: String = row.try_get(8)?;
+                let mut attempts: TaskAttempts = decode(location, "attempts", &attempts_text)?;
+                attempts.record_finish(&reason);
+                let event = Event {
+                    seq: seq as u64,
+                    at: Timestamp::from_unix_millis(at),
+                    kind: EventKind::Finished {
                         key: key.clone(),
                         run_id: slot.run_id.clone(),
                         started_at: slot.started_at,
                         reason: reason.clone(),
                         role: slot.owner.role.clone(),
-                    };
-                    append(tx, &st(3)?, location, seq, at, kind)?;
-                    let (ensure, lock, write) = (st(4)?, st(5)?, st(6)?);
-                    record_finish(
-                        tx,
-                        [&ensure, &lock, &write],
-                        location,
-                        &key.task_id,
-                        &reason,
-                    )?;
-                    Ok(Tx::Commit(FinishOutcome::Finished(slot)))
-                },
-            )
+                    },
+                };
+                tx.execute(
+                    &st(1)?,
+                    &[
+                        &seq,
+                        &at,
+                        &backend,
+                        &task,
+                        &encode(location, &event)?,
+                        &encode(location, &attempts)?,
+                    ],
+                )?;
+                Ok(Tx::Commit(FinishOutcome::Finished(slot)))
+            })
         })
     }
 
@@ -881,6 +875,61 @@ impl LedgerStore for PgLedger {
 }
 
 impl PgLedger {
+    /// Whether [`LedgerStore::admit`] would accept `key` now, and if not,
+    /// which cap would fire. Read-only and advisory (no cap row is locked,
+    /// so another admission may come in between): for operators' questions
+    /// and the benchmark of the cap check.
+    pub fn check_admission(
+        &self,
+        key: &SlotKey,
+        limits: &Limits,
+        now: Timestamp,
+    ) -> Result<Option<ledger_core::Denial>> {
+        let (key, limits, caller_now) = (key.clone(), *limits, self.caller(now));
+        self.worker.run(move |c| {
+            let rows = query(c, DB_NOW, &[&caller_now])?;
+            let now: i64 = settle(
+                c,
+                rows.first()
+                    .map(|r| r.try_get(0))
+                    .transpose()
+                    .map_err(Fail::Db),
+            )?
+            .unwrap_or(0);
+            let hour = RateWindow::Hourly.length().as_millis() as i64;
+            let day = RateWindow::Daily.length().as_millis() as i64;
+            let rows = query(
+                c,
+                COUNTS,
+                &[
+                    &key.backend.as_str(),
+                    &key.task_id.as_str(),
+                    &now,
+                    &limits.backend.max_per_hour.is_some(),
+                    &limits.backend.max_per_day.is_some(),
+                    &hour,
+                    &day,
+                ],
+            )?;
+            let counts = (|| -> Step<AdmissionCounts> {
+                let Some(row) = rows.first() else {
+                    return Ok(AdmissionCounts::default());
+                };
+                let count = |i: usize| -> Step<Option<u64>> {
+                    Ok(row.try_get::<_, Option<i64>>(i)?.map(|n| n.max(0) as u64))
+                };
+                Ok(AdmissionCounts {
+                    key_in_flight: row.try_get(0)?,
+                    open_total: count(1)?.unwrap_or(0),
+                    open_backend: count(2)?.unwrap_or(0),
+                    starts_last_hour: count(3)?,
+                    starts_last_day: count(4)?,
+                })
+            })();
+            Ok(admission(&settle(c, counts)?, &limits))
+        })
+    }
+
     /// Runs `job` on the store's connection (for the import).
     pub(crate) fn run<T: Send + 'static>(
         &self,

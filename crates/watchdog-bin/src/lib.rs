@@ -331,7 +331,7 @@ pub fn status(config: &Config) -> Result<Status, WatchdogError> {
         });
     }
     Ok(Status {
-        ledger: config.ledger.path.display().to_string(),
+        ledger: ledger.location(),
         total_open: slots.len() as u32,
         slots,
         backends,

@@ -1,0 +1,306 @@
+//! The PostgreSQL store's figures, measured on a throwaway server with
+//! durable commits (`fsync = on`, `synchronous_commit = on`), beside the
+//! redb store's on the same machine in the same run.
+//!
+//! - the server's floor: two bare single-row commits, as a cycle is two
+//!   transactions;
+//! - a durable admit+finish cycle, against that floor;
+//! - 1, 4 and 16 processes at once (aggregate cycles per second), spread
+//!   over 4 backends with no global cap, then all on one backend under a
+//!   global cap, where every admission holds the global cap row until its
+//!   commit is flushed: at most one admission per WAL flush, by design
+//!   (the bound printed is one cycle per single-commit time);
+//! - the cap check at 1,000 and 1,000,000 events of history.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledger_core::{
+    AdmitOutcome, AdmitRequest, Backend, BackendLimits, Clock, FinishReason, Ledger, LedgerStore,
+    Limits, Owner, ProcessIdentity, RunId, SlotKey, SystemClock, TaskId,
+};
+use ledger_postgres::test_server::TestServer;
+use ledger_postgres::{PgLedger, PgOptions};
+
+const SAMPLES: usize = 500;
+const CYCLES_PER_PROCESS: usize = 150;
+const CAP_CHECKS: usize = 2_000;
+
+fn main() {
+    if let Ok(spec) = std::env::var("PG_BENCH_CHILD") {
+        child(&spec);
+        return;
+    }
+    let server = TestServer::start().unwrap_or_else(|e| panic!("{e}"));
+    server.create_database("bench").unwrap();
+    let url = server.url("bench");
+    let dir = tempfile::tempdir().unwrap();
+
+    let floor = floor_median(&url);
+    let store = pg(&url, "cycle");
+    let cycle = median((0..SAMPLES).map(|i| timed(|| cycle_on(&store, "bench", "c", i, false))));
+    let redb = Ledger::open(dir.path().join("cycle.redb")).unwrap();
+    let redb_cycle = median((0..SAMPLES).map(|i| timed(|| cycle_on(&redb, "bench", "c", i, false))));
+
+    println!("# ledger-postgres benchmark");
+    println!();
+    println!(
+        "A throwaway PostgreSQL on this machine ({} cores), durable commits; redb beside it. Medians.",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!();
+    println!("| measure | PostgreSQL | redb | target |");
+    println!("|---|---|---|---|");
+    println!(
+        "| floor: two bare single-row commits ({SAMPLES}) | {} | | |",
+        ms(floor)
+    );
+    println!(
+        "| durable admit+finish cycle ({SAMPLES}) | {} | {} | |",
+        ms(cycle),
+        ms(redb_cycle)
+    );
+    println!(
+        "| cycle / floor | {:.2}x | | within 1.5x |",
+        cycle.as_secs_f64() / floor.as_secs_f64()
+    );
+
+    let one_commit = floor / 2;
+    let bound = 1.0 / one_commit.as_secs_f64();
+    let mut spread_one = 0.0;
+    for processes in [1, 4, 16] {
+        let spread = aggregate(&url, &format!("spread{processes}"), processes, false);
+        let redb_spread = aggregate_redb(&dir.path().join(format!("spread{processes}.redb")), processes);
+        if processes == 1 {
+            spread_one = spread;
+        }
+        println!(
+            "| {processes} processes, 4 backends, no global cap | {spread:.0} cycles/s | {redb_spread:.0} cycles/s | |"
+        );
+    }
+    let spread_sixteen = aggregate(&url, "spread16b", 16, false);
+    println!(
+        "| 16 processes over 4 backends / 1 process | {:.1}x | | at least 4x |",
+        spread_sixteen / spread_one
+    );
+    for processes in [1, 4, 16] {
+        let capped = aggregate(&url, &format!("capped{processes}"), processes, true);
+        println!(
+            "| {processes} processes, 1 backend, global cap | {capped:.0} cycles/s (bound {bound:.0}, {:.2}x of it) | | within 1.5x of the bound |",
+            capped / bound
+        );
+    }
+
+    let small = cap_check(&url, "check3", 1_000);
+    let large = cap_check(&url, "check6", 1_000_000);
+    println!(
+        "| cap check, 1,000 events of history ({CAP_CHECKS}) | {} | | |",
+        us(small)
+    );
+    println!(
+        "| cap check, 1,000,000 events of history ({CAP_CHECKS}) | {} | | |",
+        us(large)
+    );
+    println!(
+        "| cap check at 10^6 / at 10^3 | {:.2}x | | at most 2x |",
+        large.as_secs_f64() / small.as_secs_f64()
+    );
+    drop(server);
+}
+
+fn pg(url: &str, schema: &str) -> PgLedger {
+    let mut options = PgOptions::new(url);
+    options.schema = schema.into();
+    PgLedger::open(options).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn owner() -> Owner {
+    Owner {
+        host: "bench".into(),
+        boot_id: "bench".into(),
+        runner: ProcessIdentity {
+            pid: std::process::id(),
+            start_time: 1,
+        },
+        executor: None,
+        role: None,
+        project: None,
+    }
+}
+
+fn limits(global: bool) -> Limits {
+    Limits {
+        global_max_concurrent: global.then_some(10_000),
+        backend: BackendLimits {
+            max_concurrent: 10_000,
+            max_per_hour: Some(1_000_000),
+            max_per_day: Some(10_000_000),
+        },
+    }
+}
+
+fn cycle_on(store: &dyn LedgerStore, backend: &str, tag: &str, i: usize, global: bool) {
+    let request = AdmitRequest {
+        key: SlotKey::new(
+            Backend::new(backend).unwrap(),
+            TaskId::new(format!("{tag}-t{i}")).unwrap(),
+        ),
+        run_id: RunId::new(format!("{tag}-r{i}")).unwrap(),
+        owner: owner(),
+        lease: Duration::from_secs(60),
+    };
+    let now = SystemClock.now();
+    match store.admit(&request, &limits(global), now).unwrap() {
+        AdmitOutcome::Admitted(_) => {}
+        AdmitOutcome::Denied(d) => panic!("bench admission denied: {d}"),
+    }
+    store
+        .finish(&request.key, Some(&request.run_id), FinishReason::Completed, now)
+        .unwrap();
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+fn median(samples: impl Iterator<Item = Duration>) -> Duration {
+    let mut samples: Vec<Duration> = samples.collect();
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// Two autocommit single-row inserts: what the disk and the server cost
+/// for two durable commits, with no ledger.
+fn floor_median(url: &str) -> Duration {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client
+        .batch_execute("CREATE TABLE floor (i bigint)")
+        .unwrap();
+    let insert = client.prepare("INSERT INTO floor VALUES ($1)").unwrap();
+    median((0..SAMPLES as i64).map(|i| {
+        timed(|| {
+            client.execute(&insert, &[&i]).unwrap();
+            client.execute(&insert, &[&i]).unwrap();
+        })
+    }))
+}
+
+/// Cycles per second with `processes` processes at once on one schema:
+/// spread over 4 backends, or all on one under a global cap.
+fn aggregate(url: &str, schema: &str, processes: usize, global: bool) -> f64 {
+    drop(pg(url, schema));
+    run_children(processes, |w| {
+        format!("pg|{url}|{schema}|{}|{w}", if global { "global" } else { "spread" })
+    })
+}
+
+fn aggregate_redb(path: &Path, processes: usize) -> f64 {
+    drop(Ledger::open(path).unwrap());
+    run_children(processes, |w| format!("redb|{}|-|spread|{w}", path.display()))
+}
+
+fn run_children(processes: usize, spec: impl Fn(usize) -> String) -> f64 {
+    let exe = std::env::current_exe().unwrap();
+    let started = Instant::now();
+    let children: Vec<_> = (0..processes)
+        .map(|w| {
+            Command::new(&exe)
+                .env("PG_BENCH_CHILD", spec(w))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    (processes * CYCLES_PER_PROCESS) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn child(spec: &str) {
+    let parts: Vec<&str> = spec.split('|').collect();
+    let [engine, location, schema, mode, worker] = parts.as_slice() else {
+        panic!("bad child spec {spec:?}");
+    };
+    let worker: usize = worker.parse().unwrap();
+    let global = *mode == "global";
+    let backend = if global {
+        "one".to_owned()
+    } else {
+        format!("b{}", worker % 4)
+    };
+    let store: Arc<dyn LedgerStore> = match *engine {
+        "pg" => Arc::new(pg(location, schema)),
+        _ => Arc::new(Ledger::open(location).unwrap()),
+    };
+    for i in 0..CYCLES_PER_PROCESS {
+        cycle_on(&*store, &backend, &format!("w{worker}"), i, global);
+    }
+}
+
+/// The median read-only cap check with `history` events behind it (older
+/// than the daily window, as in a ledger whose caps hold), and a few slots
+/// open.
+fn cap_check(url: &str, schema: &str, history: usize) -> Duration {
+    let store = pg(url, schema);
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let old = SystemClock
+        .now()
+        .saturating_sub(Duration::from_secs(3 * 86_400))
+        .as_unix_millis();
+    // The history straight into the tables: a million admissions one by one
+    // would take the benchmark's whole budget.
+    client
+        .batch_execute(&format!(
+            "SET search_path TO {schema};
+             INSERT INTO events (seq, xid, at, kind, backend, task_id, event)
+               SELECT nextval('event_seq'), pg_current_xact_id(), {old} + g, 'started', 'bench', 'h' || g, '{{}}'
+               FROM generate_series(1, {half}) AS g;
+             INSERT INTO starts (backend, started_at, seq)
+               SELECT 'bench', {old} + g, g FROM generate_series(1, {half}) AS g;
+             INSERT INTO events (seq, xid, at, kind, backend, task_id, event)
+               SELECT nextval('event_seq'), pg_current_xact_id(), {old} + g, 'finished', 'bench', 'h' || g, '{{}}'
+               FROM generate_series(1, {half}) AS g;
+             ANALYZE;",
+            half = history / 2
+        ))
+        .unwrap();
+    for i in 0..3 {
+        cycle_open(&store, i);
+    }
+    let key = SlotKey::new(Backend::new("bench").unwrap(), TaskId::new("candidate").unwrap());
+    median((0..CAP_CHECKS).map(|_| {
+        timed(|| {
+            let verdict = store
+                .check_admission(&key, &limits(false), SystemClock.now())
+                .unwrap();
+            assert!(verdict.is_none());
+        })
+    }))
+}
+
+fn cycle_open(store: &PgLedger, i: usize) {
+    let request = AdmitRequest {
+        key: SlotKey::new(
+            Backend::new("bench").unwrap(),
+            TaskId::new(format!("open{i}")).unwrap(),
+        ),
+        run_id: RunId::new(format!("open-r{i}")).unwrap(),
+        owner: owner(),
+        lease: Duration::from_secs(60),
+    };
+    store
+        .admit(&request, &limits(false), SystemClock.now())
+        .unwrap();
+}
