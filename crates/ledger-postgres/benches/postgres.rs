@@ -42,7 +42,8 @@ fn main() {
     let store = pg(&url, "cycle");
     let cycle = median((0..SAMPLES).map(|i| timed(|| cycle_on(&store, "bench", "c", i, false))));
     let redb = Ledger::open(dir.path().join("cycle.redb")).unwrap();
-    let redb_cycle = median((0..SAMPLES).map(|i| timed(|| cycle_on(&redb, "bench", "c", i, false))));
+    let redb_cycle =
+        median((0..SAMPLES).map(|i| timed(|| cycle_on(&redb, "bench", "c", i, false))));
 
     println!("# ledger-postgres benchmark");
     println!();
@@ -72,7 +73,10 @@ fn main() {
     let mut spread_one = 0.0;
     for processes in [1, 4, 16] {
         let spread = aggregate(&url, &format!("spread{processes}"), processes, false);
-        let redb_spread = aggregate_redb(&dir.path().join(format!("spread{processes}.redb")), processes);
+        let redb_spread = aggregate_redb(
+            &dir.path().join(format!("spread{processes}.redb")),
+            processes,
+        );
         if processes == 1 {
             spread_one = spread;
         }
@@ -157,7 +161,12 @@ fn cycle_on(store: &dyn LedgerStore, backend: &str, tag: &str, i: usize, global:
         AdmitOutcome::Denied(d) => panic!("bench admission denied: {d}"),
     }
     store
-        .finish(&request.key, Some(&request.run_id), FinishReason::Completed, now)
+        .finish(
+            &request.key,
+            Some(&request.run_id),
+            FinishReason::Completed,
+            now,
+        )
         .unwrap();
 }
 
@@ -202,13 +211,18 @@ fn floor_median(url: &str) -> Duration {
 fn aggregate(url: &str, schema: &str, processes: usize, global: bool) -> f64 {
     drop(pg(url, schema));
     run_children(processes, |w| {
-        format!("pg|{url}|{schema}|{}|{w}", if global { "global" } else { "spread" })
+        format!(
+            "pg|{url}|{schema}|{}|{w}",
+            if global { "global" } else { "spread" }
+        )
     })
 }
 
 fn aggregate_redb(path: &Path, processes: usize) -> f64 {
     drop(Ledger::open(path).unwrap());
-    run_children(processes, |w| format!("redb|{}|-|spread|{w}", path.display()))
+    run_children(processes, |w| {
+        format!("redb|{}|-|spread|{w}", path.display())
+    })
 }
 
 fn run_children(processes: usize, spec: impl Fn(usize) -> String) -> f64 {
@@ -279,7 +293,10 @@ fn cap_check(url: &str, schema: &str, history: usize) -> Duration {
     for i in 0..3 {
         cycle_open(&store, i);
     }
-    let key = SlotKey::new(Backend::new("bench").unwrap(), TaskId::new("candidate").unwrap());
+    let key = SlotKey::new(
+        Backend::new("bench").unwrap(),
+        TaskId::new("candidate").unwrap(),
+    );
     median((0..CAP_CHECKS).map(|_| {
         timed(|| {
             let verdict = store

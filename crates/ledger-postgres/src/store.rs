@@ -447,85 +447,89 @@ impl LedgerStore for PgLedger {
         self.worker.run(move |c| {
             // Four round trips: BEGIN, the reading half (`admit_check`), the
             // write, COMMIT.
-            transact(c, &[ADMIT_CHECK, INSERT_STARTED, INSERT_EVENT], |tx, s, location| {
-                let st = |i| statement(s, i, location);
-                let key = &request.key;
-                let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
-                let window = |cap: Option<u32>, w: RateWindow| {
-                    cap.map(|_| w.length().as_millis() as i64)
-                };
-                let row = tx.query_one(
-                    &st(0)?,
-                    &[
-                        &backend,
-                        &task,
-                        &request.run_id.as_str(),
-                        &limits.global_max_concurrent.is_some(),
-                        &window(limits.backend.max_per_hour, RateWindow::Hourly),
-                        &window(limits.backend.max_per_day, RateWindow::Daily),
-                        &caller_now,
-                    ],
-                )?;
-                let Some(seq) = row.try_get::<_, Option<i64>>(5)? else {
-                    // A retry of an admission whose commit landed: its
-                    // slot, unchanged, and nothing written.
-                    let slot = slot_from(location, key, &row)?;
-                    return Ok(Tx::Abort(AdmitOutcome::Admitted(slot)));
-                };
-                let at: i64 = row.try_get(6)?;
-                let count = |i: usize| -> Step<Option<u64>> {
-                    Ok(row.try_get::<_, Option<i64>>(i)?.map(|n| n.max(0) as u64))
-                };
-                let counts = AdmissionCounts {
-                    key_in_flight: row.try_get(7)?,
-                    open_total: count(8)?.unwrap_or(0),
-                    open_backend: count(9)?.unwrap_or(0),
-                    starts_last_hour: count(10)?,
-                    starts_last_day: count(11)?,
-                };
-                if let Some(denial) = admission(&counts, &limits) {
-                    let kind = EventKind::Denied {
-                        key: key.clone(),
-                        run_id: request.run_id.clone(),
-                        denial,
+            transact(
+                c,
+                &[ADMIT_CHECK, INSERT_STARTED, INSERT_EVENT],
+                |tx, s, location| {
+                    let st = |i| statement(s, i, location);
+                    let key = &request.key;
+                    let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
+                    let window = |cap: Option<u32>, w: RateWindow| {
+                        cap.map(|_| w.length().as_millis() as i64)
                     };
-                    append(tx, &st(2)?, location, seq, at, kind)?;
-                    return Ok(Tx::Commit(AdmitOutcome::Denied(denial)));
-                }
-                let lease = request.lease.as_millis().min(i64::MAX as u128) as i64;
-                let slot = Slot {
-                    key: key.clone(),
-                    run_id: request.run_id.clone(),
-                    started_at: Timestamp::from_unix_millis(at),
-                    owner: request.owner.clone(),
-                    lease_until: Timestamp::from_unix_millis(at.saturating_add(lease)),
-                    started_seq: seq as u64,
-                };
-                let event = Event {
-                    seq: seq as u64,
-                    at: slot.started_at,
-                    kind: EventKind::Started {
+                    let row = tx.query_one(
+                        &st(0)?,
+                        &[
+                            &backend,
+                            &task,
+                            &request.run_id.as_str(),
+                            &limits.global_max_concurrent.is_some(),
+                            &window(limits.backend.max_per_hour, RateWindow::Hourly),
+                            &window(limits.backend.max_per_day, RateWindow::Daily),
+                            &caller_now,
+                        ],
+                    )?;
+                    let Some(seq) = row.try_get::<_, Option<i64>>(5)? else {
+                        // A retry of an admission whose commit landed: its
+                        // slot, unchanged, and nothing written.
+                        let slot = slot_from(location, key, &row)?;
+                        return Ok(Tx::Abort(AdmitOutcome::Admitted(slot)));
+                    };
+                    let at: i64 = row.try_get(6)?;
+                    let count = |i: usize| -> Step<Option<u64>> {
+                        Ok(row.try_get::<_, Option<i64>>(i)?.map(|n| n.max(0) as u64))
+                    };
+                    let counts = AdmissionCounts {
+                        key_in_flight: row.try_get(7)?,
+                        open_total: count(8)?.unwrap_or(0),
+                        open_backend: count(9)?.unwrap_or(0),
+                        starts_last_hour: count(10)?,
+                        starts_last_day: count(11)?,
+                    };
+                    if let Some(denial) = admission(&counts, &limits) {
+                        let kind = EventKind::Denied {
+                            key: key.clone(),
+                            run_id: request.run_id.clone(),
+                            denial,
+                        };
+                        append(tx, &st(2)?, location, seq, at, kind)?;
+                        return Ok(Tx::Commit(AdmitOutcome::Denied(denial)));
+                    }
+                    let lease = request.lease.as_millis().min(i64::MAX as u128) as i64;
+                    let slot = Slot {
                         key: key.clone(),
                         run_id: request.run_id.clone(),
+                        started_at: Timestamp::from_unix_millis(at),
                         owner: request.owner.clone(),
-                    },
-                };
-                tx.execute(
-                    &st(1)?,
-                    &[
-                        &backend,
-                        &task,
-                        &request.run_id.as_str(),
-                        &request.owner.host,
-                        &at,
-                        &slot.lease_until.as_unix_millis(),
-                        &seq,
-                        &encode(location, &request.owner)?,
-                        &encode(location, &event)?,
-                    ],
-                )?;
-                Ok(Tx::Commit(AdmitOutcome::Admitted(slot)))
-            })
+                        lease_until: Timestamp::from_unix_millis(at.saturating_add(lease)),
+                        started_seq: seq as u64,
+                    };
+                    let event = Event {
+                        seq: seq as u64,
+                        at: slot.started_at,
+                        kind: EventKind::Started {
+                            key: key.clone(),
+                            run_id: request.run_id.clone(),
+                            owner: request.owner.clone(),
+                        },
+                    };
+                    tx.execute(
+                        &st(1)?,
+                        &[
+                            &backend,
+                            &task,
+                            &request.run_id.as_str(),
+                            &request.owner.host,
+                            &at,
+                            &slot.lease_until.as_unix_millis(),
+                            &seq,
+                            &encode(location, &request.owner)?,
+                            &encode(location, &event)?,
+                        ],
+                    )?;
+                    Ok(Tx::Commit(AdmitOutcome::Admitted(slot)))
+                },
+            )
         })
     }
 
