@@ -287,7 +287,7 @@ fn check_store_seam() -> Result {
         let text =
             std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
         for (n, line) in text.lines().enumerate() {
-            let code = line.split("//").next().unwrap_or("");
+            let code = without_strings(line.split("//").next().unwrap_or(""));
             for word in code.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
                 if REDB_NAMES.contains(&word) {
                     violations.push(format!(
@@ -308,6 +308,27 @@ fn check_store_seam() -> Result {
             violations.join("; ")
         ))
     }
+}
+
+/// `line` with the contents of its string literals blanked: the redb
+/// store's name in a configuration value (`store = "redb"`) is not the
+/// redb crate.
+fn without_strings(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in line.chars() {
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (_, _, '"') => {
+                in_string = !in_string;
+                out.push(c);
+            }
+            (true, false, _) => {}
+            (false, _, c) => out.push(c),
+        }
+    }
+    out
 }
 
 fn collect_rs(dir: &Path, into: &mut Vec<PathBuf>) -> Result {
@@ -379,4 +400,17 @@ fn fuzz(args: &[String]) -> Result {
             "-rss_limit_mb=4096",
         ]);
     run(&format!("fuzz {name} for {time} s"), fuzz)
+}
+
+#[cfg(test)]
+mod seam_tests {
+    use super::without_strings;
+
+    #[test]
+    fn string_contents_are_not_code() {
+        assert_eq!(
+            without_strings(r#"match store { "redb" => Ledger::open(p), _ => x("a\"redb") }"#),
+            r#"match store { "" => Ledger::open(p), _ => x("") }"#
+        );
+    }
 }
