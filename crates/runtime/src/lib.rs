@@ -44,7 +44,7 @@ pub use plane::{
     requeue_reclaimed, state_of,
 };
 pub use process::{
-    HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, signal_group, terminate_group,
+    HOST_ENV, HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, signal_group, terminate_group,
     this_owner, this_process,
 };
 pub use store::{on_store, open_store};
