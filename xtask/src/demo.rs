@@ -106,6 +106,17 @@ fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> Result<bool
     Ok(())
 }
 
+/// `demo [--postgres]`.
+pub fn command(root: &Path, args: &[String]) -> Result {
+    match args.first().map(String::as_str) {
+        None => run(root),
+        Some("--postgres") => run_postgres(root),
+        Some(other) => Err(format!(
+            "demo: unexpected argument {other:?} (try --postgres)"
+        )),
+    }
+}
+
 pub fn run(root: &Path) -> Result {
     let mut build = crate::cargo();
     // The whole workspace, as `cargo xtask ci` builds it, so the two share
@@ -169,28 +180,7 @@ fn demo(dir: &Path, bin: &dyn Fn(&str) -> PathBuf) -> Result {
     // The simulator's per-key limit is off: the demo watches the board
     // several times a second with the runners' key, which would eat their
     // budget. The runners still pace themselves to Plane's 60 a minute.
-    let mut sim = Command::new(bin("plane-sim"))
-        .args(["--port", "0", "--rate-limit", "0", "--seed"])
-        .arg(dir.join("seed.json"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("plane-sim: {e}"))?;
-    let mut line = String::new();
-    BufReader::new(sim.stdout.take().ok_or("plane-sim: no stdout")?)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    procs.0.push(("plane-sim".into(), sim));
-    let info: Value =
-        serde_json::from_str(&line).map_err(|e| format!("plane-sim said {line:?}: {e}"))?;
-    let base = info["base_url"]
-        .as_str()
-        .ok_or("plane-sim: no base_url")?
-        .to_owned();
-    let project = info["project_id"]
-        .as_str()
-        .ok_or("plane-sim: no project_id")?
-        .to_owned();
+    let (base, project) = start_sim(&mut procs, dir, bin)?;
     t.say(format!("Plane simulator up at {base} with 5 tasks"));
 
     write(
@@ -366,5 +356,290 @@ grace_secs = 2
         "\nlogs were in {}/logs; the demo removes its folder on exit.",
         dir.display()
     );
+    Ok(())
+}
+
+/// Starts the simulator seeded from `dir/seed.json`; its base URL and
+/// project id.
+fn start_sim(
+    procs: &mut Procs,
+    dir: &Path,
+    bin: &dyn Fn(&str) -> PathBuf,
+) -> Result<(String, String)> {
+    let mut sim = Command::new(bin("plane-sim"))
+        .args(["--port", "0", "--rate-limit", "0", "--seed"])
+        .arg(dir.join("seed.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("plane-sim: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(sim.stdout.take().ok_or("plane-sim: no stdout")?)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    procs.0.push(("plane-sim".into(), sim));
+    let info: Value =
+        serde_json::from_str(&line).map_err(|e| format!("plane-sim said {line:?}: {e}"))?;
+    let field = |name: &str| {
+        info[name]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or(format!("plane-sim: no {name}"))
+    };
+    Ok((field("base_url")?, field("project_id")?))
+}
+
+/// `cargo xtask demo --postgres`: two hosts share one cap on a throwaway
+/// PostgreSQL; host `a` is killed whole (its runner and its executors) in
+/// the middle of a task; host `b`'s watchdog reclaims `a`'s slots once their
+/// lease ran out (`LEASE_EXPIRED_CLEAR`), and `b`'s runner finishes them.
+pub fn run_postgres(root: &Path) -> Result {
+    let mut build = crate::cargo();
+    build.args(["build", "--quiet", "--workspace", "--bins"]);
+    crate::run("build", build)?;
+    let bin = |name: &str| root.join("target/debug").join(name);
+    let server = ledger_postgres::test_server::TestServer::start().map_err(|e| e.to_string())?;
+    server
+        .create_database("inflight")
+        .map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("inflight-demo-pg-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
+    let result = demo_postgres(&dir, &bin, &server.url("inflight"));
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn demo_postgres(dir: &Path, bin: &dyn Fn(&str) -> PathBuf, url: &str) -> Result {
+    let t = Timeline {
+        started: Instant::now(),
+    };
+    let mut procs = Procs(Vec::new());
+    println!(
+        "\n== inflight demo on PostgreSQL, two hosts (files in {}) ==\n",
+        dir.display()
+    );
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
+    };
+    let tasks = [
+        "long migration",
+        "long refactor",
+        "fix flaky test",
+        "bump deps",
+    ];
+    write(
+        "seed.json",
+        &serde_json::json!({
+            "workspace": "acme",
+            "api_key": KEY,
+            "states": [
+                {"name": "Ready for AI", "group": "unstarted"},
+                {"name": "Running", "group": "started"},
+                {"name": "Blocked", "group": "backlog"}
+            ],
+            "work_items": tasks.iter().map(|n| serde_json::json!({"name": n, "state": "Ready for AI"})).collect::<Vec<_>>()
+        })
+        .to_string(),
+    )?;
+    // A long task takes 30 s the first time; each executor notes its
+    // process group under its host's name, so the demo can kill a host whole.
+    write(
+        "run-task.sh",
+        "#!/bin/sh\necho $$ > \"pgid-$INFLIGHT_HOST-$INFLIGHT_TASK_ID\"\nmarker=\"attempts-$INFLIGHT_TASK_ID\"\ncase \"$INFLIGHT_TASK_NAME\" in\n  *long*) if [ ! -e \"$marker\" ]; then touch \"$marker\"; sleep 30; fi ;;\nesac\nsleep 2\n",
+    )?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(
+            dir.join("run-task.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        );
+    }
+    let (base, project) = start_sim(&mut procs, dir, bin)?;
+    t.say(format!(
+        "Plane simulator up at {base} with {} tasks; PostgreSQL at {url}",
+        tasks.len()
+    ));
+    write(
+        "inflight.toml",
+        &format!(
+            r#"[ledger]
+store = "postgres"
+url = "{url}"
+schema = "demo"
+lease_secs = 6
+renew_secs = 1
+
+[plane]
+base_url = "{base}"
+workspace = "acme"
+project_id = "{project}"
+api_key_env = "DEMO_PLANE_KEY"
+
+[backends.local]
+max_concurrent = 2
+command = ["./run-task.sh"]
+timeout_secs = 120
+
+[roles.goal]
+claim_state = "Ready for AI"
+running_state = "Running"
+done_state = "Done"
+blocked_state = "Blocked"
+backend = "local"
+
+[watcher]
+poll_interval_secs = 1
+grace_secs = 2
+"#
+        ),
+    )?;
+    let spawn = |procs: &mut Procs, host: &str, name: &str, args: &[&str]| -> Result<u32> {
+        let log = std::fs::File::create(dir.join("logs").join(format!("{name}.log")))
+            .map_err(|e| e.to_string())?;
+        let exe = if name.contains("watchdog") {
+            bin("watchdog")
+        } else {
+            bin("watcher")
+        };
+        let child = Command::new(exe)
+            .arg("--config")
+            .arg(dir.join("inflight.toml"))
+            .args(["--log-format", "json"])
+            .args(args)
+            .env("DEMO_PLANE_KEY", KEY)
+            .env("INFLIGHT_HOST", host)
+            .env("RUST_LOG", "info")
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{name}: {e}"))?;
+        let pid = child.id();
+        procs.0.push((name.into(), child));
+        Ok(pid)
+    };
+    let a = [
+        spawn(&mut procs, "a", "runner-a1", &["--role", "goal"])?,
+        spawn(&mut procs, "a", "runner-a2", &["--role", "goal"])?,
+    ];
+    t.say(format!("host a: two runners (pids {a:?}); one cap of 2 for both hosts, leases of 6 s by the database's clock"));
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let report =
+        |t: &Timeline, seen: &mut BTreeMap<String, String>| -> Result<BTreeMap<String, String>> {
+            let now = board(&base, &project)?;
+            for (name, state) in &now {
+                if seen.get(name) != Some(state) {
+                    if seen.contains_key(name) {
+                        t.say(format!("{name:<18} -> {state}"));
+                    }
+                    seen.insert(name.clone(), state.clone());
+                }
+            }
+            Ok(now)
+        };
+    report(&t, &mut seen)?;
+    wait_for(
+        Duration::from_secs(20),
+        "host a to run both long tasks",
+        || {
+            let now = report(&t, &mut seen)?;
+            Ok(["long migration", "long refactor"]
+                .iter()
+                .all(|n| now.get(*n).map(String::as_str) == Some("Running")))
+        },
+    )?;
+    let b = spawn(&mut procs, "b", "runner-b", &["--role", "goal"])?;
+    spawn(
+        &mut procs,
+        "b",
+        "watchdog-b",
+        &["run", "--interval", "1", "--apply"],
+    )?;
+    t.say(format!(
+        "host b: runner (pid {b}) and watchdog (scans every 1 s); the cap is full, so b waits"
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Host a, whole: its runners and every executor group they started.
+    let mut killed = a.to_vec();
+    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("pgid-a-")
+            && let Some(pgid) = std::fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            killed.push(pgid as u32);
+        }
+    }
+    for pid in a {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+    let kill_time = Instant::now();
+    t.say(format!(
+        "SIGKILL host a whole: runners and executor groups {killed:?}"
+    ));
+    for (_, child) in procs
+        .0
+        .iter_mut()
+        .filter(|(n, _)| n.starts_with("runner-a"))
+    {
+        let _ = child.wait();
+    }
+    let events = || -> Result<Vec<Value>> {
+        let out = Command::new(bin("watchdog"))
+            .arg("--config")
+            .arg(dir.join("inflight.toml"))
+            .args(["events", "--json"])
+            .current_dir(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect())
+    };
+    let mut reclaimed = Vec::new();
+    wait_for(
+        Duration::from_secs(30),
+        "host b to reclaim host a's slots",
+        || {
+            report(&t, &mut seen)?;
+            reclaimed = events()?
+                .into_iter()
+                .filter(|e| e["reason"] == "reconciled")
+                .collect();
+            Ok(reclaimed.len() >= 2)
+        },
+    )?;
+    t.say(format!(
+        "host b reclaimed {} slot(s) by {} {:.1} s after the kill (lease 6 s + grace 2 s + a scan)",
+        reclaimed.len(),
+        reclaimed
+            .iter()
+            .filter_map(|e| e["rule"].as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(", "),
+        kill_time.elapsed().as_secs_f64()
+    ));
+    wait_for(Duration::from_secs(60), "every task to be done", || {
+        let now = report(&t, &mut seen)?;
+        Ok(now.len() == tasks.len() && now.values().all(|s| s == "Done"))
+    })?;
+    t.say("every task done, the long ones by host b; stopping everything");
+    drop(procs);
+    println!("\nfinal board:");
+    for (name, state) in &seen {
+        println!("  {name:<18} {state}");
+    }
     Ok(())
 }

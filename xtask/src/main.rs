@@ -24,9 +24,12 @@ commands:
                   figures to target/bench-report.md; with --against, also REV's (checked
                   out under target/bench-against), N rounds each (default 2), alternating,
                   each measure side by side with the ratio of the means
-  demo            run two runners and the watchdog against the Plane simulator,
+  demo [--postgres]
+                  run two runners and the watchdog against the Plane simulator,
                   kill a runner mid-dispatch, restart it, and print what was
-                  reclaimed and how fast
+                  reclaimed and how fast; with --postgres, two hosts sharing one
+                  cap on a throwaway PostgreSQL, one killed whole, the other
+                  reclaiming its slots once their lease ran out
   soak [--minutes N] [--seed S]
                   the chaos soak: runners killed at random, failing and hanging
                   executors, Plane faults; checks caps, live dispatches and that
@@ -43,7 +46,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::command(&args[1..]),
-        Some("demo") => demo::run(&workspace_root()),
+        Some("demo") => demo::command(&workspace_root(), &args[1..]),
         Some("soak") => soak(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
