@@ -67,6 +67,20 @@ fn main() {
         "| cycle / floor | {:.2}x | | within 1.5x |",
         cycle.as_secs_f64() / floor.as_secs_f64()
     );
+    // Where a cycle's time goes: a round trip as the client makes it, one
+    // through the store's connection thread, and each half of the cycle.
+    let (direct, through_store) = round_trips(&url, &store);
+    let (admit, finish) = halves(&store);
+    println!(
+        "| one round trip: client / through the store's thread | {} / {} | | |",
+        us(direct),
+        us(through_store)
+    );
+    println!(
+        "| admit / finish, each 4 round trips and one commit | {} / {} | | |",
+        ms(admit),
+        ms(finish)
+    );
 
     let one_commit = floor / 2;
     let bound = 1.0 / one_commit.as_secs_f64();
@@ -320,4 +334,50 @@ fn cycle_open(store: &PgLedger, i: usize) {
     store
         .admit(&request, &limits(false), SystemClock.now())
         .unwrap();
+}
+
+fn round_trips(url: &str, store: &PgLedger) -> (Duration, Duration) {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let one = client.prepare("SELECT 1").unwrap();
+    let direct = median((0..SAMPLES).map(|_| timed(|| drop(client.query(&one, &[]).unwrap()))));
+    let local = SystemClock.now();
+    let through = median((0..SAMPLES).map(|_| {
+        timed(|| {
+            store.now(local).unwrap();
+        })
+    }));
+    (direct, through)
+}
+
+fn halves(store: &PgLedger) -> (Duration, Duration) {
+    let mut admits = Vec::with_capacity(SAMPLES);
+    let mut finishes = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        let request = AdmitRequest {
+            key: SlotKey::new(
+                Backend::new("halves").unwrap(),
+                TaskId::new(format!("h-t{i}")).unwrap(),
+            ),
+            run_id: RunId::new(format!("h-r{i}")).unwrap(),
+            owner: owner(),
+            lease: Duration::from_secs(60),
+        };
+        let now = SystemClock.now();
+        admits.push(timed(|| {
+            drop(store.admit(&request, &limits(false), now).unwrap())
+        }));
+        finishes.push(timed(|| {
+            drop(
+                store
+                    .finish(
+                        &request.key,
+                        Some(&request.run_id),
+                        FinishReason::Completed,
+                        now,
+                    )
+                    .unwrap(),
+            )
+        }));
+    }
+    (median(admits.into_iter()), median(finishes.into_iter()))
 }
