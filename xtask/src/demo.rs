@@ -223,29 +223,8 @@ grace_secs = 2
 "#
         ),
     )?;
-    let spawn = |procs: &mut Procs, name: &str, args: &[&str]| -> Result<u32> {
-        let log = std::fs::File::create(dir.join("logs").join(format!("{name}.log")))
-            .map_err(|e| e.to_string())?;
-        let exe = if name.starts_with("watchdog") {
-            bin("watchdog")
-        } else {
-            bin("watcher")
-        };
-        let child = Command::new(exe)
-            .arg("--config")
-            .arg(dir.join("inflight.toml"))
-            .args(args)
-            .args(["--log-format", "json"])
-            .env("DEMO_PLANE_KEY", KEY)
-            .env("RUST_LOG", "info")
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("{name}: {e}"))?;
-        let pid = child.id();
-        procs.0.push((name.into(), child));
-        Ok(pid)
+    let spawn = |procs: &mut Procs, name: &str, args: &[&str]| {
+        spawn_named(procs, dir, bin, name, None, args)
     };
     let goal = spawn(&mut procs, "runner-goal", &["--role", "goal"])?;
     spawn(&mut procs, "runner-review", &["--role", "review"])?;
@@ -257,19 +236,9 @@ grace_secs = 2
     t.say(format!("runners started: goal (pid {goal}) and review, sharing backend `local` (cap 2); watchdog scanning every 5 s"));
 
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    let report =
-        |t: &Timeline, seen: &mut BTreeMap<String, String>| -> Result<BTreeMap<String, String>> {
-            let now = board(&base, &project)?;
-            for (name, state) in &now {
-                if seen.get(name) != Some(state) {
-                    if seen.contains_key(name) {
-                        t.say(format!("{name:<24} -> {state}"));
-                    }
-                    seen.insert(name.clone(), state.clone());
-                }
-            }
-            Ok(now)
-        };
+    let report = |t: &Timeline, seen: &mut BTreeMap<String, String>| {
+        report_changes(t, &base, &project, seen)
+    };
     report(&t, &mut seen)?;
     wait_for(Duration::from_secs(20), "the long task to run", || {
         Ok(report(&t, &mut seen)?
@@ -357,6 +326,63 @@ grace_secs = 2
         dir.display()
     );
     Ok(())
+}
+
+/// Starts the watcher (or, for a name with `watchdog` in it, the watchdog)
+/// with the demo's configuration, logging JSON to `logs/NAME.log`, as host
+/// `host` when given.
+fn spawn_named(
+    procs: &mut Procs,
+    dir: &Path,
+    bin: &dyn Fn(&str) -> PathBuf,
+    name: &str,
+    host: Option<&str>,
+    args: &[&str],
+) -> Result<u32> {
+    let log = std::fs::File::create(dir.join("logs").join(format!("{name}.log")))
+        .map_err(|e| e.to_string())?;
+    let exe = if name.contains("watchdog") {
+        bin("watchdog")
+    } else {
+        bin("watcher")
+    };
+    let mut command = Command::new(exe);
+    command
+        .arg("--config")
+        .arg(dir.join("inflight.toml"))
+        .args(["--log-format", "json"])
+        .args(args)
+        .env("DEMO_PLANE_KEY", KEY)
+        .env("RUST_LOG", "info")
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some(host) = host {
+        command.env("INFLIGHT_HOST", host);
+    }
+    let child = command.spawn().map_err(|e| format!("{name}: {e}"))?;
+    let pid = child.id();
+    procs.0.push((name.into(), child));
+    Ok(pid)
+}
+
+/// The board now, saying each task whose state changed since `seen`.
+fn report_changes(
+    t: &Timeline,
+    base: &str,
+    project: &str,
+    seen: &mut BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    let now = board(base, project)?;
+    for (name, state) in &now {
+        if seen.get(name) != Some(state) {
+            if seen.contains_key(name) {
+                t.say(format!("{name:<24} -> {state}"));
+            }
+            seen.insert(name.clone(), state.clone());
+        }
+    }
+    Ok(now)
 }
 
 /// Starts the simulator seeded from `dir/seed.json`; its base URL and
@@ -493,30 +519,8 @@ grace_secs = 2
 "#
         ),
     )?;
-    let spawn = |procs: &mut Procs, host: &str, name: &str, args: &[&str]| -> Result<u32> {
-        let log = std::fs::File::create(dir.join("logs").join(format!("{name}.log")))
-            .map_err(|e| e.to_string())?;
-        let exe = if name.contains("watchdog") {
-            bin("watchdog")
-        } else {
-            bin("watcher")
-        };
-        let child = Command::new(exe)
-            .arg("--config")
-            .arg(dir.join("inflight.toml"))
-            .args(["--log-format", "json"])
-            .args(args)
-            .env("DEMO_PLANE_KEY", KEY)
-            .env("INFLIGHT_HOST", host)
-            .env("RUST_LOG", "info")
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("{name}: {e}"))?;
-        let pid = child.id();
-        procs.0.push((name.into(), child));
-        Ok(pid)
+    let spawn = |procs: &mut Procs, host: &str, name: &str, args: &[&str]| {
+        spawn_named(procs, dir, bin, name, Some(host), args)
     };
     let a = [
         spawn(&mut procs, "a", "runner-a1", &["--role", "goal"])?,
@@ -524,19 +528,9 @@ grace_secs = 2
     ];
     t.say(format!("host a: two runners (pids {a:?}); one cap of 2 for both hosts, leases of 6 s by the database's clock"));
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    let report =
-        |t: &Timeline, seen: &mut BTreeMap<String, String>| -> Result<BTreeMap<String, String>> {
-            let now = board(&base, &project)?;
-            for (name, state) in &now {
-                if seen.get(name) != Some(state) {
-                    if seen.contains_key(name) {
-                        t.say(format!("{name:<18} -> {state}"));
-                    }
-                    seen.insert(name.clone(), state.clone());
-                }
-            }
-            Ok(now)
-        };
+    let report = |t: &Timeline, seen: &mut BTreeMap<String, String>| {
+        report_changes(t, &base, &project, seen)
+    };
     report(&t, &mut seen)?;
     wait_for(
         Duration::from_secs(20),
