@@ -17,22 +17,8 @@ use crate::support::*;
 fn one_cap_holds_across_hosts() {
     let roles = [Role::new("goal", "Ready A"), Role::new("review", "Ready B")];
     let mut world = World::with_executor_env(2, &roles, &[("E2E_SLEEP_MS", "400")]).on_postgres();
-    let mut tasks = Vec::new();
-    for role in &roles {
-        for i in 0..5 {
-            tasks.push(
-                world
-                    .sim
-                    .add_work_item(&format!("{} task {i}", role.name), role.claim_state),
-            );
-        }
-    }
-    let runners = [
-        world.start_runner_on("a", "goal", "a1"),
-        world.start_runner_on("a", "goal", "a2"),
-        world.start_runner_on("b", "review", "b1"),
-        world.start_runner_on("b", "review", "b2"),
-    ];
+    let tasks = tasks_for(&world, &roles, 5);
+    let runners = four_runners(&mut world);
     wait_until(Duration::from_secs(120), "every task done", || {
         tasks
             .iter()
@@ -172,6 +158,31 @@ fn a_dead_hosts_slots_come_back_after_their_lease() {
     }
 }
 
+/// `per_role` tasks in each role's claim state; their ids.
+fn tasks_for(world: &World, roles: &[Role], per_role: usize) -> Vec<String> {
+    roles
+        .iter()
+        .flat_map(|role| {
+            (0..per_role).map(move |i| {
+                world
+                    .sim
+                    .add_work_item(&format!("{} task {i}", role.name), role.claim_state)
+            })
+        })
+        .collect()
+}
+
+/// The four runners of the shared-cap tests: host `a` runs `goal` twice,
+/// host `b` runs `review` twice.
+fn four_runners(world: &mut World) -> [usize; 4] {
+    [
+        world.start_runner_on("a", "goal", "a1"),
+        world.start_runner_on("a", "goal", "a2"),
+        world.start_runner_on("b", "review", "b1"),
+        world.start_runner_on("b", "review", "b2"),
+    ]
+}
+
 fn reclaims(ledger: &ledger_postgres::PgLedger) -> usize {
     ledger
         .events_after(0, usize::MAX)
@@ -270,16 +281,7 @@ fn a_database_restart_mid_run_loses_nothing() {
     let roles = [Role::new("goal", "Ready A"), Role::new("review", "Ready B")];
     let mut world =
         World::with_executor_env(2, &roles, &[("E2E_SLEEP_MS", "700")]).on_postgres_at(&server);
-    let mut tasks = Vec::new();
-    for role in &roles {
-        for i in 0..6 {
-            tasks.push(
-                world
-                    .sim
-                    .add_work_item(&format!("{} task {i}", role.name), role.claim_state),
-            );
-        }
-    }
+    let tasks = tasks_for(&world, &roles, 6);
     let runners = [
         world.start_runner_on("a", "goal", "a1"),
         world.start_runner_on("a", "review", "a2"),

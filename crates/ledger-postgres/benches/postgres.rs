@@ -159,8 +159,9 @@ fn limits(global: bool) -> Limits {
     }
 }
 
-fn cycle_on(store: &dyn LedgerStore, backend: &str, tag: &str, i: usize, global: bool) {
-    let request = AdmitRequest {
+/// The `i`th request of a series `tag` on `backend`.
+fn request(backend: &str, tag: &str, i: usize) -> AdmitRequest {
+    AdmitRequest {
         key: SlotKey::new(
             Backend::new(backend).unwrap(),
             TaskId::new(format!("{tag}-t{i}")).unwrap(),
@@ -168,7 +169,11 @@ fn cycle_on(store: &dyn LedgerStore, backend: &str, tag: &str, i: usize, global:
         run_id: RunId::new(format!("{tag}-r{i}")).unwrap(),
         owner: owner(),
         lease: Duration::from_secs(60),
-    };
+    }
+}
+
+fn cycle_on(store: &dyn LedgerStore, backend: &str, tag: &str, i: usize, global: bool) {
+    let request = request(backend, tag, i);
     let now = SystemClock.now();
     match store.admit(&request, &limits(global), now).unwrap() {
         AdmitOutcome::Admitted(_) => {}
@@ -322,15 +327,7 @@ fn cap_check(url: &str, schema: &str, history: usize) -> Duration {
 }
 
 fn cycle_open(store: &PgLedger, i: usize) {
-    let request = AdmitRequest {
-        key: SlotKey::new(
-            Backend::new("bench").unwrap(),
-            TaskId::new(format!("open{i}")).unwrap(),
-        ),
-        run_id: RunId::new(format!("open-r{i}")).unwrap(),
-        owner: owner(),
-        lease: Duration::from_secs(60),
-    };
+    let request = request("bench", "open", i);
     store
         .admit(&request, &limits(false), SystemClock.now())
         .unwrap();
@@ -353,15 +350,7 @@ fn halves(store: &PgLedger) -> (Duration, Duration) {
     let mut admits = Vec::with_capacity(SAMPLES);
     let mut finishes = Vec::with_capacity(SAMPLES);
     for i in 0..SAMPLES {
-        let request = AdmitRequest {
-            key: SlotKey::new(
-                Backend::new("halves").unwrap(),
-                TaskId::new(format!("h-t{i}")).unwrap(),
-            ),
-            run_id: RunId::new(format!("h-r{i}")).unwrap(),
-            owner: owner(),
-            lease: Duration::from_secs(60),
-        };
+        let request = request("halves", "h", i);
         let now = SystemClock.now();
         admits.push(timed(|| {
             drop(store.admit(&request, &limits(false), now).unwrap())
