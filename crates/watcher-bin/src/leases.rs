@@ -32,8 +32,9 @@ pub(crate) enum Lost {
     Unrenewable,
 }
 
-/// A held slot's run, and where its loss is announced.
-type Holding = (RunId, watch::Sender<Option<Lost>>);
+/// A held slot's run, where its loss is announced, and since when its
+/// admission is known to have committed (`None` while it is under way).
+type Holding = (RunId, watch::Sender<Option<Lost>>, Option<Instant>);
 
 /// What the runner holds, and how its renewals go.
 #[derive(Debug)]
@@ -80,8 +81,16 @@ impl Leases {
     /// admission); the receiver says if it is lost.
     pub(crate) fn hold(&self, key: &SlotKey, run: &RunId) -> watch::Receiver<Option<Lost>> {
         let (tx, rx) = watch::channel(None);
-        lock(&self.held).insert(key.clone(), (run.clone(), tx));
+        lock(&self.held).insert(key.clone(), (run.clone(), tx, None));
         rx
+    }
+
+    /// The admission of `key` committed: from now on a renewal that does
+    /// not return it means it was reclaimed.
+    pub(crate) fn admitted(&self, key: &SlotKey) {
+        if let Some(holding) = lock(&self.held).get_mut(key) {
+            holding.2 = Some(Instant::now());
+        }
     }
 
     /// No longer held (finished, or handed to the retry list).
@@ -132,9 +141,13 @@ impl Leases {
     /// One renewal of every held slot, bounded by the deadline.
     pub(crate) async fn renew(&self) {
         let sent = Instant::now();
+        // Only slots whose admission had committed before the renewal was
+        // sent can be missing from its answer for a reason: one admitted
+        // meanwhile may not be visible to it yet.
         let held_before: Vec<(SlotKey, RunId)> = lock(&self.held)
             .iter()
-            .map(|(key, (run, _))| (key.clone(), run.clone()))
+            .filter(|(_, (_, _, admitted))| admitted.is_some_and(|at| at < sent))
+            .map(|(key, (run, _, _))| (key.clone(), run.clone()))
             .collect();
         let (owner, lease, now) = (self.owner.clone(), self.lease, self.clock.now());
         let renewal = on_store(&self.store, move |s| s.renew_leases(&owner, lease, now));
@@ -155,7 +168,7 @@ impl Leases {
                 let strays = {
                     let held = lock(&self.held);
                     for (key, run) in held_before.iter().filter(|h| !renewed.contains(h)) {
-                        if let Some((still, lost)) = held.get(key)
+                        if let Some((still, lost, _)) = held.get(key)
                             && still == run
                         {
                             tracing::warn!(slot = %key, run = %run, "the slot was reclaimed while this runner held it; stopping its executor");
@@ -166,9 +179,14 @@ impl Leases {
                     // whose commit landed though its answer was lost (the
                     // database went away mid-call). Nothing runs for it, and
                     // while this runner lives no rule would reclaim it.
+                    // (A slot whose finish failed is not held either: its
+                    // retry below finishes it with its own reason.)
+                    let unfinished = lock(&self.unfinished);
                     renewed
                         .into_iter()
-                        .filter(|(key, _)| !held.contains_key(key))
+                        .filter(|(key, _)| {
+                            !held.contains_key(key) && unfinished.iter().all(|(k, _, _)| k != key)
+                        })
                         .collect::<Vec<_>>()
                 };
                 for (key, run) in strays {
@@ -194,7 +212,7 @@ impl Leases {
                 "the leases could not be renewed in time: stopping every executor and admitting nothing until the ledger answers"
             );
         }
-        for (_, lost) in lock(&self.held).values() {
+        for (_, lost, _) in lock(&self.held).values() {
             if lost.borrow().is_none() {
                 lost.send_replace(Some(Lost::Unrenewable));
             }

@@ -744,6 +744,7 @@ impl Runner {
                 return not_admitted;
             }
         };
+        self.leases.admitted(&run.key);
         // From here every path finishes the slot; the guard covers panics.
         let guard = SlotGuard::new(self.ledger.clone(), &slot, self.clock.clone());
         let started = match self.mark_running(&run, stop).await {
