@@ -164,6 +164,14 @@ fn finish(ledger: &dyn LedgerStore, slot: &Slot, at: Timestamp) {
     assert!(matches!(outcome, FinishOutcome::Finished(_)));
 }
 
+/// Task `T{i}` (run `r{i}`) on backend `b`, admitted under `caps` at `at`
+/// and finished at once: one start in the rate windows, no slot left open.
+fn run_through(ledger: &dyn LedgerStore, caps: &Limits, i: usize, at: Timestamp) {
+    let request = request("b", &format!("T{i}"), &format!("r{i}"));
+    let slot = admitted(ledger.admit(&request, caps, at).unwrap());
+    finish(ledger, &slot, at);
+}
+
 pub fn already_in_flight_is_refused_with_its_figures(subject: &Subject) {
     let ledger = subject.store();
     admitted(
@@ -270,16 +278,7 @@ pub fn the_hourly_window_slides(subject: &Subject) {
     caps.backend.max_per_hour = Some(3);
     // Three starts, ten minutes apart: at T0, T0+10m, T0+20m.
     for i in 0..3 {
-        let slot = admitted(
-            ledger
-                .admit(
-                    &request("b", &format!("T{i}"), &format!("r{i}")),
-                    &caps,
-                    clock.now(),
-                )
-                .unwrap(),
-        );
-        finish(ledger, &slot, clock.now());
+        run_through(ledger, &caps, i, clock.now());
         clock.advance(10 * MINUTE);
     }
     // At T0+30m the hour holds all three.
@@ -308,12 +307,7 @@ pub fn the_hourly_window_slides(subject: &Subject) {
             .unwrap(),
     );
     clock.set(T0.saturating_add(HOUR));
-    let slot = admitted(
-        ledger
-            .admit(&request("b", "T3", "r3"), &caps, clock.now())
-            .unwrap(),
-    );
-    finish(ledger, &slot, clock.now());
+    run_through(ledger, &caps, 3, clock.now());
     // Full again: T0+10m, T0+20m, T0+60m.
     let denial = denied(
         ledger
@@ -331,16 +325,7 @@ pub fn the_daily_window_slides(subject: &Subject) {
     caps.backend.max_per_day = Some(4);
     // Four starts spread over the day, two hours apart.
     for i in 0..4 {
-        let slot = admitted(
-            ledger
-                .admit(
-                    &request("b", &format!("T{i}"), &format!("r{i}")),
-                    &caps,
-                    clock.now(),
-                )
-                .unwrap(),
-        );
-        finish(ledger, &slot, clock.now());
+        run_through(ledger, &caps, i, clock.now());
         clock.advance(2 * HOUR);
     }
     let denial = denied(
@@ -422,16 +407,7 @@ pub fn retention_prunes_old_events_but_never_an_open_slot(subject: &Subject) {
     );
     clock.advance(Duration::from_secs(1));
     for i in 1..=20 {
-        let slot = admitted(
-            ledger
-                .admit(
-                    &request("b", &format!("T{i}"), &format!("r{i}")),
-                    &limits(10),
-                    clock.now(),
-                )
-                .unwrap(),
-        );
-        finish(ledger, &slot, clock.now());
+        run_through(ledger, &limits(10), i, clock.now());
     }
     // A year later, with the default retention of 7 days.
     clock.advance(Duration::from_secs(365 * 86_400));
