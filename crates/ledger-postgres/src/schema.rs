@@ -95,6 +95,27 @@ LANGUAGE sql STABLE AS $fn$
     SELECT coalesce(caller, floor(extract(epoch FROM now()) * 1000)::bigint)
 $fn$;
 
+-- What the cap rule reads for an admission of `p_task` to `p_backend` at
+-- `p_at`; window lengths are NULL for caps the backend does not have.
+-- `admit_check` calls it under the cap rows' locks; `check_admission`
+-- without them.
+CREATE FUNCTION admission_counts(
+    p_backend text, p_task text, p_at bigint, p_hour_ms bigint, p_day_ms bigint,
+    OUT in_flight boolean, OUT open_total bigint, OUT open_backend bigint,
+    OUT last_hour bigint, OUT last_day bigint)
+LANGUAGE sql STABLE AS $fn$
+    SELECT
+        EXISTS (SELECT 1 FROM open_slots WHERE backend = p_backend AND task_id = p_task),
+        (SELECT count(*) FROM open_slots),
+        (SELECT count(*) FROM open_slots WHERE backend = p_backend),
+        CASE WHEN p_hour_ms IS NOT NULL THEN
+            (SELECT count(*) FROM starts WHERE backend = p_backend AND started_at > p_at - p_hour_ms)
+        END,
+        CASE WHEN p_day_ms IS NOT NULL THEN
+            (SELECT count(*) FROM starts WHERE backend = p_backend AND started_at > p_at - p_day_ms)
+        END
+$fn$;
+
 -- The reading half of an admission, in one round trip: the key's slot (a
 -- retry of the same run gets it back, nothing taken or locked), else the
 -- event's sequence number, the cap rows locked in a fixed order (global
@@ -126,17 +147,8 @@ BEGIN
     END IF;
     INSERT INTO caps (scope) VALUES ('backend:' || p_backend) ON CONFLICT DO NOTHING;
     PERFORM 1 FROM caps WHERE scope = 'backend:' || p_backend FOR UPDATE;
-    o_in_flight := EXISTS (SELECT 1 FROM open_slots WHERE backend = p_backend AND task_id = p_task);
-    o_open_total := (SELECT count(*) FROM open_slots);
-    o_open_backend := (SELECT count(*) FROM open_slots WHERE backend = p_backend);
-    IF p_hour_ms IS NOT NULL THEN
-        o_last_hour := (SELECT count(*) FROM starts
-                         WHERE backend = p_backend AND started_at > o_at - p_hour_ms);
-    END IF;
-    IF p_day_ms IS NOT NULL THEN
-        o_last_day := (SELECT count(*) FROM starts
-                        WHERE backend = p_backend AND started_at > o_at - p_day_ms);
-    END IF;
+    SELECT * INTO o_in_flight, o_open_total, o_open_backend, o_last_hour, o_last_day
+      FROM admission_counts(p_backend, p_task, o_at, p_hour_ms, p_day_ms);
 END
 $fn$;
 

@@ -307,12 +307,7 @@ const WRITE_FINISH: &str = "WITH event AS ( \
          INSERT INTO events (seq, xid, at, kind, backend, task_id, event) \
          VALUES ($1, pg_current_xact_id(), $2, 'finished', $3, $4, $5)) \
      UPDATE attempts SET attempts = $6 WHERE task_id = $4";
-const COUNTS: &str = "SELECT \
-       EXISTS (SELECT 1 FROM open_slots WHERE backend = $1 AND task_id = $2), \
-       (SELECT count(*) FROM open_slots), \
-       (SELECT count(*) FROM open_slots WHERE backend = $1), \
-       CASE WHEN $4::boolean THEN (SELECT count(*) FROM starts WHERE backend = $1 AND started_at > $3::bigint - $6::bigint) END, \
-       CASE WHEN $5::boolean THEN (SELECT count(*) FROM starts WHERE backend = $1 AND started_at > $3::bigint - $7::bigint) END";
+const COUNTS: &str = "SELECT * FROM admission_counts($1, $2, ms_now($3), $4, $5)";
 const INSERT_STARTED: &str = "WITH slot AS ( \
          INSERT INTO open_slots (backend, task_id, run_id, host, started_at, lease_until, started_seq, owner) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)), \
@@ -368,6 +363,42 @@ const PRUNE: &str = concat!(
 /// How long `events_after` waits for older transactions still running.
 const FOLLOW_PATIENCE: Duration = Duration::from_secs(2);
 const TRY_SWEEP_LOCK: &str = "SELECT pg_try_advisory_lock($1, hashtext($2))";
+
+/// The length of `window` in milliseconds, when `limits` caps it (what
+/// `admission_counts` takes: NULL for a window it need not count).
+fn window(limits: &Limits, window: RateWindow) -> Option<i64> {
+    let cap = match window {
+        RateWindow::Hourly => limits.backend.max_per_hour,
+        RateWindow::Daily => limits.backend.max_per_day,
+    };
+    cap.map(|_| window.length().as_millis() as i64)
+}
+
+/// The cap rule's counts from `admission_counts`' five columns, from
+/// column `first` on.
+fn counts_from(row: &Row, first: usize) -> Step<AdmissionCounts> {
+    let count = |i: usize| -> Step<Option<u64>> {
+        Ok(row
+            .try_get::<_, Option<i64>>(first + i)?
+            .map(|n| n.max(0) as u64))
+    };
+    Ok(AdmissionCounts {
+        key_in_flight: row.try_get(first)?,
+        open_total: count(1)?.unwrap_or(0),
+        open_backend: count(2)?.unwrap_or(0),
+        starts_last_hour: count(3)?,
+        starts_last_day: count(4)?,
+    })
+}
+
+/// An update of `run`'s slot that touched `rows` rows.
+fn update_outcome(rows: u64) -> UpdateOutcome {
+    if rows == 0 {
+        UpdateOutcome::NotInFlight
+    } else {
+        UpdateOutcome::Updated
+    }
+}
 
 /// The event's kind as the `kind` column holds it.
 fn kind_name(kind: &EventKind) -> &'static str {
@@ -454,9 +485,6 @@ impl LedgerStore for PgLedger {
                     let st = |i| statement(s, i, location);
                     let key = &request.key;
                     let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
-                    let window = |cap: Option<u32>, w: RateWindow| {
-                        cap.map(|_| w.length().as_millis() as i64)
-                    };
                     let row = tx.query_one(
                         &st(0)?,
                         &[
@@ -464,8 +492,8 @@ impl LedgerStore for PgLedger {
                             &task,
                             &request.run_id.as_str(),
                             &limits.global_max_concurrent.is_some(),
-                            &window(limits.backend.max_per_hour, RateWindow::Hourly),
-                            &window(limits.backend.max_per_day, RateWindow::Daily),
+                            &window(&limits, RateWindow::Hourly),
+                            &window(&limits, RateWindow::Daily),
                             &caller_now,
                         ],
                     )?;
@@ -476,16 +504,7 @@ impl LedgerStore for PgLedger {
                         return Ok(Tx::Abort(AdmitOutcome::Admitted(slot)));
                     };
                     let at: i64 = row.try_get(6)?;
-                    let count = |i: usize| -> Step<Option<u64>> {
-                        Ok(row.try_get::<_, Option<i64>>(i)?.map(|n| n.max(0) as u64))
-                    };
-                    let counts = AdmissionCounts {
-                        key_in_flight: row.try_get(7)?,
-                        open_total: count(8)?.unwrap_or(0),
-                        open_backend: count(9)?.unwrap_or(0),
-                        starts_last_hour: count(10)?,
-                        starts_last_day: count(11)?,
-                    };
+                    let counts = counts_from(&row, 7)?;
                     if let Some(denial) = admission(&counts, &limits) {
                         let kind = EventKind::Denied {
                             key: key.clone(),
@@ -630,12 +649,7 @@ impl LedgerStore for PgLedger {
                     &lease,
                 ],
             );
-            let updated = updated.map_err(|e| c.error(&e))?;
-            Ok(if updated == 0 {
-                UpdateOutcome::NotInFlight
-            } else {
-                UpdateOutcome::Updated
-            })
+            Ok(update_outcome(updated.map_err(|e| c.error(&e))?))
         })
     }
 
@@ -711,12 +725,7 @@ impl LedgerStore for PgLedger {
                     &record,
                 ],
             );
-            let updated = updated.map_err(|e| c.error(&e))?;
-            Ok(if updated == 0 {
-                UpdateOutcome::NotInFlight
-            } else {
-                UpdateOutcome::Updated
-            })
+            Ok(update_outcome(updated.map_err(|e| c.error(&e))?))
         })
     }
 
@@ -891,45 +900,22 @@ impl PgLedger {
     ) -> Result<Option<ledger_core::Denial>> {
         let (key, limits, caller_now) = (key.clone(), *limits, self.caller(now));
         self.worker.run(move |c| {
-            let rows = query(c, DB_NOW, &[&caller_now])?;
-            let now: i64 = settle(
-                c,
-                rows.first()
-                    .map(|r| r.try_get(0))
-                    .transpose()
-                    .map_err(Fail::Db),
-            )?
-            .unwrap_or(0);
-            let hour = RateWindow::Hourly.length().as_millis() as i64;
-            let day = RateWindow::Daily.length().as_millis() as i64;
             let rows = query(
                 c,
                 COUNTS,
                 &[
                     &key.backend.as_str(),
                     &key.task_id.as_str(),
-                    &now,
-                    &limits.backend.max_per_hour.is_some(),
-                    &limits.backend.max_per_day.is_some(),
-                    &hour,
-                    &day,
+                    &caller_now,
+                    &window(&limits, RateWindow::Hourly),
+                    &window(&limits, RateWindow::Daily),
                 ],
             )?;
-            let counts = (|| -> Step<AdmissionCounts> {
-                let Some(row) = rows.first() else {
-                    return Ok(AdmissionCounts::default());
-                };
-                let count = |i: usize| -> Step<Option<u64>> {
-                    Ok(row.try_get::<_, Option<i64>>(i)?.map(|n| n.max(0) as u64))
-                };
-                Ok(AdmissionCounts {
-                    key_in_flight: row.try_get(0)?,
-                    open_total: count(1)?.unwrap_or(0),
-                    open_backend: count(2)?.unwrap_or(0),
-                    starts_last_hour: count(3)?,
-                    starts_last_day: count(4)?,
-                })
-            })();
+            let counts = rows
+                .first()
+                .map(|row| counts_from(row, 0))
+                .transpose()
+                .map(Option::unwrap_or_default);
             Ok(admission(&settle(c, counts)?, &limits))
         })
     }

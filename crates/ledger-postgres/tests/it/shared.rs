@@ -296,3 +296,37 @@ fn an_import_is_idempotent() {
     );
     assert_eq!(store.attempts(&open[0].key.task_id).unwrap().started, 1);
 }
+
+/// The advisory check reads what an admission would, and locks nothing.
+#[test]
+fn check_admission_answers_as_an_admission_would() {
+    let store = open(&fresh_options());
+    let now = SystemClock.now();
+    let candidate = key("b", "next");
+    assert_eq!(
+        store.check_admission(&candidate, &limits(1), now).unwrap(),
+        None
+    );
+    admitted(
+        store
+            .admit(&request("b", "T", "r"), &limits(1), now)
+            .unwrap(),
+    );
+    let denial = store
+        .check_admission(&candidate, &limits(1), now)
+        .unwrap()
+        .expect("the cap is full");
+    assert_eq!(
+        denial.reason,
+        ledger_core::DenyReason::BackendConcurrencyExceeded
+    );
+    let mut hourly = limits(5);
+    hourly.backend.max_per_hour = Some(1);
+    let denial = store
+        .check_admission(&candidate, &hourly, now)
+        .unwrap()
+        .unwrap();
+    assert_eq!(denial.window, Some(ledger_core::RateWindow::Hourly));
+    // Checking wrote nothing: one start in the log.
+    assert_eq!(store.events_after(0, usize::MAX).unwrap().len(), 1);
+}
