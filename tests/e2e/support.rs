@@ -143,8 +143,8 @@ impl World {
 
     /// Starts a runner for `role` as host `host` (`INFLIGHT_HOST`).
     pub fn start_runner_on(&mut self, host: &str, role: &str, tag: &str) -> usize {
-        self.spawn_on(
-            host,
+        self.spawn(
+            Some(host),
             "watcher",
             &["--role", role, "--log-format", "json"],
             tag,
@@ -183,15 +183,17 @@ impl World {
 
     /// Starts `watchdog run --interval 1 --apply` as host `host`.
     pub fn start_watchdog_on(&mut self, host: &str, tag: &str) -> usize {
-        self.spawn_on(
-            host,
+        self.spawn(
+            Some(host),
             "watchdog",
             &["--log-format", "json", "run", "--interval", "1", "--apply"],
             tag,
         )
     }
 
-    fn spawn_on(&mut self, host: &str, program: &str, args: &[&str], tag: &str) -> usize {
+    /// Starts `program` with this world's configuration, logging to
+    /// `logs/<tag>.log`, as `host` when given (`INFLIGHT_HOST`).
+    fn spawn(&mut self, host: Option<&str>, program: &str, args: &[&str], tag: &str) -> usize {
         std::fs::create_dir_all(self.path("logs")).unwrap();
         let log = std::fs::File::create(self.path(&format!("logs/{tag}.log"))).unwrap();
         let mut command = Command::new(bin(program));
@@ -200,9 +202,11 @@ impl World {
             .arg(&self.config)
             .args(args)
             .env("RUST_LOG", "info")
-            .env("INFLIGHT_HOST", host)
             .stdout(Stdio::null())
             .stderr(log);
+        if let Some(host) = host {
+            command.env("INFLIGHT_HOST", host);
+        }
         self.env(&mut command);
         self.children.push(command.spawn().unwrap());
         self.children.len() - 1
@@ -237,19 +241,12 @@ impl World {
 
     /// Starts a runner for `role`, logging JSON to `logs/<tag>.log`.
     pub fn start_runner(&mut self, role: &str, tag: &str) -> usize {
-        std::fs::create_dir_all(self.path("logs")).unwrap();
-        let log = std::fs::File::create(self.path(&format!("logs/{tag}.log"))).unwrap();
-        let mut command = Command::new(bin("watcher"));
-        command
-            .args(["--config"])
-            .arg(&self.config)
-            .args(["--role", role, "--log-format", "json"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        self.env(&mut command);
-        self.children.push(command.spawn().unwrap());
-        self.children.len() - 1
+        self.spawn(
+            None,
+            "watcher",
+            &["--role", role, "--log-format", "json"],
+            tag,
+        )
     }
 
     /// Adds `line` to the configuration file right after the `[table]`

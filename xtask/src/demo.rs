@@ -164,18 +164,7 @@ fn demo(dir: &Path, bin: &dyn Fn(&str) -> PathBuf) -> Result {
     )?;
     // The executor: a shell script standing in for an AI agent. The long
     // task takes 30 s the first time, so the runner can be killed mid-run.
-    write(
-        "run-task.sh",
-        "#!/bin/sh\nmarker=\"attempts-$INFLIGHT_TASK_ID\"\ncase \"$INFLIGHT_TASK_NAME\" in\n  *long*) if [ ! -e \"$marker\" ]; then touch \"$marker\"; sleep 30; fi ;;\nesac\nsleep 2\n",
-    )?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(
-            dir.join("run-task.sh"),
-            std::fs::Permissions::from_mode(0o755),
-        );
-    }
+    write_executor(dir, "")?;
 
     // The simulator's per-key limit is off: the demo watches the board
     // several times a second with the runners' key, which would eat their
@@ -272,15 +261,8 @@ grace_secs = 2
         Ok(reclaim.is_some() || log.contains("claiming"))
     })?;
     let seen_after = restarted.elapsed();
-    let events = Command::new(bin("watchdog"))
-        .arg("--config")
-        .arg(dir.join("inflight.toml"))
-        .args(["events", "--json"])
-        .output()
-        .map_err(|e| e.to_string())?;
-    let rules: Vec<String> = String::from_utf8_lossy(&events.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let rules: Vec<String> = ledger_events(dir, bin)?
+        .into_iter()
         .filter(|e| e["reason"] == "reconciled")
         .map(|e| e["rule"].as_str().unwrap_or("?").to_owned())
         .collect();
@@ -326,6 +308,36 @@ grace_secs = 2
         dir.display()
     );
     Ok(())
+}
+
+/// Writes the demo's executor, `run-task.sh`: a shell script standing in for
+/// an AI agent. A task named `…long…` takes 30 s the first time, so its
+/// runner can be killed mid-run; every task then takes 2 s. `first` is
+/// shell run before that.
+fn write_executor(dir: &Path, first: &str) -> Result {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("run-task.sh");
+    let script = format!(
+        "#!/bin/sh\n{first}marker=\"attempts-$INFLIGHT_TASK_ID\"\ncase \"$INFLIGHT_TASK_NAME\" in\n  *long*) if [ ! -e \"$marker\" ]; then touch \"$marker\"; sleep 30; fi ;;\nesac\nsleep 2\n"
+    );
+    std::fs::write(&path, script).map_err(|e| format!("run-task.sh: {e}"))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("run-task.sh: {e}"))
+}
+
+/// The ledger's events, as `watchdog events --json` prints them.
+fn ledger_events(dir: &Path, bin: &dyn Fn(&str) -> PathBuf) -> Result<Vec<Value>> {
+    let out = Command::new(bin("watchdog"))
+        .arg("--config")
+        .arg(dir.join("inflight.toml"))
+        .args(["events", "--json"])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect())
 }
 
 /// Starts the watcher (or, for a name with `watchdog` in it, the watchdog)
@@ -469,17 +481,7 @@ fn demo_postgres(dir: &Path, bin: &dyn Fn(&str) -> PathBuf, url: &str) -> Result
     )?;
     // A long task takes 30 s the first time; each executor notes its
     // process group under its host's name, so the demo can kill a host whole.
-    write(
-        "run-task.sh",
-        "#!/bin/sh\necho $$ > \"pgid-$INFLIGHT_HOST-$INFLIGHT_TASK_ID\"\nmarker=\"attempts-$INFLIGHT_TASK_ID\"\ncase \"$INFLIGHT_TASK_NAME\" in\n  *long*) if [ ! -e \"$marker\" ]; then touch \"$marker\"; sleep 30; fi ;;\nesac\nsleep 2\n",
-    )?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(
-            dir.join("run-task.sh"),
-            std::fs::Permissions::from_mode(0o755),
-        );
-    }
+    write_executor(dir, "echo $$ > \"pgid-$INFLIGHT_HOST-$INFLIGHT_TASK_ID\"\n")?;
     let (base, project) = start_sim(&mut procs, dir, bin)?;
     t.say(format!(
         "Plane simulator up at {base} with {} tasks; PostgreSQL at {url}",
@@ -587,26 +589,13 @@ grace_secs = 2
     {
         let _ = child.wait();
     }
-    let events = || -> Result<Vec<Value>> {
-        let out = Command::new(bin("watchdog"))
-            .arg("--config")
-            .arg(dir.join("inflight.toml"))
-            .args(["events", "--json"])
-            .current_dir(dir)
-            .output()
-            .map_err(|e| e.to_string())?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .collect())
-    };
     let mut reclaimed = Vec::new();
     wait_for(
         Duration::from_secs(30),
         "host b to reclaim host a's slots",
         || {
             report(&t, &mut seen)?;
-            reclaimed = events()?
+            reclaimed = ledger_events(dir, bin)?
                 .into_iter()
                 .filter(|e| e["reason"] == "reconciled")
                 .collect();
