@@ -930,20 +930,20 @@ impl Runner {
             .clean_up(&identity, self.config.watcher.grace)
             .await;
         let took = at.elapsed().as_secs_f64();
-        if let Ending::LeaseLost(lost) = &ending {
-            // Plane is left alone: a reclaimed task was put back by whoever
-            // reclaimed it, and an unrenewable lease's slot is reclaimed,
-            // and its task put back, once it runs out.
-            tracing::warn!(task = %task, run = %run_id, ?lost, took_ms = (took * 1000.0) as u64, "executor stopped: its slot is no longer this runner's");
-            self.finish(guard, FinishReason::Interrupted).await;
-            return Dispatch::Ran { completed: false };
-        }
         let Outcome {
             target,
             reason,
             verdict,
             completed,
         } = outcome(&ending, took, &self.role, self.backend.timeout);
+        if let Ending::LeaseLost(_) = &ending {
+            // Plane is left alone: a reclaimed task was put back by whoever
+            // reclaimed it, and an unrenewable lease's slot is reclaimed,
+            // and its task put back, once it runs out.
+            tracing::warn!(task = %task, run = %run_id, took_ms = (took * 1000.0) as u64, %verdict, "executor stopped: its slot is no longer this runner's");
+            self.finish(guard, reason).await;
+            return Dispatch::Ran { completed: false };
+        }
         tracing::info!(task = %task, run = %run_id, took_ms = (took * 1000.0) as u64, %verdict, "executor ended");
         let comment = format!(
             "inflight: run {run_id} on backend {} {verdict}.",
@@ -1328,6 +1328,19 @@ mod tests {
         assert_eq!(
             (interrupted.target, interrupted.reason),
             ("Ready for AI", FinishReason::Interrupted)
+        );
+        let reclaimed = of(Ending::LeaseLost(Lost::Reclaimed));
+        assert_eq!(
+            (reclaimed.reason, reclaimed.verdict.as_str()),
+            (
+                FinishReason::Interrupted,
+                "was stopped after 4.0s: its slot was reclaimed"
+            )
+        );
+        let unrenewable = of(Ending::LeaseLost(Lost::Unrenewable));
+        assert_eq!(
+            unrenewable.verdict,
+            "was stopped after 4.0s: its lease could not be renewed"
         );
     }
 }
