@@ -69,6 +69,16 @@ impl PgLedger {
     }
 }
 
+/// How the store's sessions plan. Every statement the store sends, and
+/// every statement in its functions, is short and keyed by an index, so
+/// its generic plan is the right one; left to choose, the planner plans
+/// the rate windows' counts afresh at every call (their generic estimate
+/// is pessimistic), and planning them costs more than running them. No
+/// parallel workers: a generic plan over a long history would start them
+/// for a count of a few rows.
+pub(crate) const SESSION_OPTIONS: &str =
+    "-c plan_cache_mode=force_generic_plan -c max_parallel_workers_per_gather=0";
+
 /// The connection settings for `options`, and the store's location for
 /// messages (the URL without any password, and the schema).
 fn connector(options: &PgOptions) -> Result<(Connector, String)> {
@@ -97,7 +107,10 @@ fn connector(options: &PgOptions) -> Result<(Connector, String)> {
     }
     config
         .connect_timeout(options.connect_timeout)
-        .options(&format!("-c search_path={}", options.schema))
+        .options(&format!(
+            "-c search_path={} {SESSION_OPTIONS}",
+            options.schema
+        ))
         .application_name("inflight");
     let host = config
         .get_hosts()

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use ledger_core::conformance::{admitted, key, limits, request};
+use ledger_core::conformance::{admitted, denied, key, limits, request};
 use ledger_core::{
     AdmitOutcome, Clock, FinishReason, LedgerError, LedgerStore, SystemClock, Timestamp,
 };
@@ -195,7 +195,7 @@ fn a_newer_schema_is_refused_and_left_alone() {
         Err(LedgerError::NewerDatabaseSchema {
             found, supported, ..
         }) => {
-            assert_eq!((found, supported), (99, 1));
+            assert_eq!((found, supported), (99, 2));
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -206,6 +206,79 @@ fn a_newer_schema_is_refused_and_left_alone() {
         )
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "99");
+}
+
+/// A schema left at version 1 (its hot functions in SQL, which PostgreSQL
+/// plans afresh at every call) is migrated to version 2 when a store opens
+/// it, and the ledger in it carries on.
+#[test]
+fn an_older_schema_is_migrated_and_keeps_its_ledger() {
+    let options = fresh_options();
+    let store = open(&options);
+    let now = SystemClock.now();
+    admitted(
+        store
+            .admit(&request("local", "T-1", "r1"), &limits(2), now)
+            .unwrap(),
+    );
+    drop(store);
+    let mut client = postgres::Client::connect(&server().url("inflight"), postgres::NoTls).unwrap();
+    let schema = &options.schema;
+    client
+        .batch_execute(&format!(
+            "SET search_path TO {schema};
+             UPDATE meta SET value = '1' WHERE key = 'schema_version';
+             CREATE OR REPLACE FUNCTION next_event_seq() RETURNS bigint
+               LANGUAGE sql AS 'SELECT s FROM next_event_seqs(1) AS s';"
+        ))
+        .unwrap();
+    let languages = |client: &mut postgres::Client| -> Vec<String> {
+        client
+            .query(
+                "SELECT p.proname || ' ' || l.lanname FROM pg_proc p
+                   JOIN pg_language l ON l.oid = p.prolang
+                   JOIN pg_namespace n ON n.oid = p.pronamespace
+                  WHERE n.nspname = $1 AND p.proname IN ('next_event_seq', 'admission_counts')
+                  ORDER BY 1",
+                &[schema],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    };
+    assert_eq!(
+        languages(&mut client),
+        ["admission_counts plpgsql", "next_event_seq sql"]
+    );
+
+    let store = open(&options);
+    assert_eq!(
+        languages(&mut client),
+        ["admission_counts plpgsql", "next_event_seq plpgsql"]
+    );
+    let row = client
+        .query_one(
+            &format!("SELECT value FROM {schema}.meta WHERE key = 'schema_version'"),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "2");
+    // The slot admitted before the migration is still open and still
+    // counted; the next event follows the last one.
+    assert_eq!(store.open_slots().unwrap().len(), 1);
+    let second = admitted(
+        store
+            .admit(&request("local", "T-2", "r2"), &limits(2), now)
+            .unwrap(),
+    );
+    assert_eq!(second.started_seq, 2);
+    let third = denied(
+        store
+            .admit(&request("local", "T-3", "r3"), &limits(2), now)
+            .unwrap(),
+    );
+    assert_eq!(third.current, 2);
 }
 
 #[test]
