@@ -659,4 +659,18 @@ impl LedgerStore for RenewalLog {
     fn startup_lock(&self, timeout: Duration) -> ledger_core::Result<Option<StoreLock>> {
         self.inner.startup_lock(timeout)
     }
+
+    fn take_budget(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> ledger_core::Result<ledger_core::BudgetAnswer> {
+        self.inner.take_budget(key, limit, window, now)
+    }
+
+    fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> ledger_core::Result<()> {
+        self.inner.pause_budget(key, wait, now)
+    }
 }

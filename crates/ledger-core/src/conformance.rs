@@ -767,12 +767,113 @@ pub fn a_runner_renews_every_slot_it_holds_and_only_those(subject: &Subject) {
     assert_sound(ledger);
 }
 
+pub fn a_budget_takes_up_to_its_limit_then_waits_for_the_oldest_take(subject: &Subject) {
+    let ledger = subject.store();
+    let at = |secs: u64| T0.saturating_add(Duration::from_secs(secs));
+    for (i, secs) in [0, 10, 20].into_iter().enumerate() {
+        assert_eq!(
+            ledger.take_budget("key-a", 3, MINUTE, at(secs)).unwrap(),
+            BudgetAnswer::Taken {
+                in_window: i as u32 + 1
+            }
+        );
+    }
+    // Full: the take made at 0 s leaves the window at 60 s.
+    assert_eq!(
+        ledger.take_budget("key-a", 3, MINUTE, at(30)).unwrap(),
+        BudgetAnswer::Wait {
+            wait: Duration::from_secs(30),
+            in_window: 3,
+            paused: false
+        }
+    );
+    // A refused take is not recorded: at 60 s exactly one slot is free.
+    assert_eq!(
+        ledger.take_budget("key-a", 3, MINUTE, at(60)).unwrap(),
+        BudgetAnswer::Taken { in_window: 3 }
+    );
+    assert!(matches!(
+        ledger.take_budget("key-a", 3, MINUTE, at(61)).unwrap(),
+        BudgetAnswer::Wait { wait, in_window: 3, .. } if wait == Duration::from_secs(9)
+    ));
+    // Another key has a budget of its own.
+    assert_eq!(
+        ledger.take_budget("key-b", 3, MINUTE, at(61)).unwrap(),
+        BudgetAnswer::Taken { in_window: 1 }
+    );
+    // A limit lowered below what the window holds waits until enough of
+    // the oldest have left: with 10 s, 20 s and 60 s held and a limit of
+    // 2, the takes made at 10 s and 20 s must leave (the later at 80 s).
+    assert_eq!(
+        ledger.take_budget("key-a", 2, MINUTE, at(62)).unwrap(),
+        BudgetAnswer::Wait {
+            wait: Duration::from_secs(18),
+            in_window: 3,
+            paused: false
+        }
+    );
+}
+
+pub fn a_pause_holds_every_take_of_its_key_and_is_never_shortened(subject: &Subject) {
+    let ledger = subject.store();
+    let at = |secs: u64| T0.saturating_add(Duration::from_secs(secs));
+    ledger.take_budget("key-a", 60, MINUTE, at(0)).unwrap();
+    ledger
+        .pause_budget("key-a", Duration::from_secs(40), at(0))
+        .unwrap();
+    // A shorter pause later does not cut the first one short.
+    ledger
+        .pause_budget("key-a", Duration::from_secs(5), at(10))
+        .unwrap();
+    assert_eq!(
+        ledger.take_budget("key-a", 60, MINUTE, at(30)).unwrap(),
+        BudgetAnswer::Wait {
+            wait: Duration::from_secs(10),
+            in_window: 1,
+            paused: true
+        }
+    );
+    assert_eq!(
+        ledger.take_budget("key-b", 60, MINUTE, at(30)).unwrap(),
+        BudgetAnswer::Taken { in_window: 1 },
+        "another key is not paused"
+    );
+    assert_eq!(
+        ledger.take_budget("key-a", 60, MINUTE, at(40)).unwrap(),
+        BudgetAnswer::Taken { in_window: 2 }
+    );
+}
+
+pub fn takers_racing_on_one_budget_never_exceed_it(subject: &Subject) {
+    let store = subject.shared();
+    let taken: Vec<u32> = std::thread::scope(|scope| {
+        let takers: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                scope.spawn(move || {
+                    let mut taken = 0;
+                    for _ in 0..10 {
+                        if let BudgetAnswer::Taken { .. } =
+                            store.take_budget("shared", 25, MINUTE, T0).unwrap()
+                        {
+                            taken += 1;
+                        }
+                    }
+                    taken
+                })
+            })
+            .collect();
+        takers.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(taken.iter().sum::<u32>(), 25, "{taken:?}");
+}
+
 /// Instantiates the whole conformance suite: one `#[test]` per check, each
 /// on a fresh store from `$fresh` (a `fn() -> ledger_core::conformance::Subject`).
 #[macro_export]
 macro_rules! conformance_suite {
     ($fresh:path) => {
-        $crate::conformance_suite!(@tests $fresh; already_in_flight_is_refused_with_its_figures, the_global_cap_counts_every_backend, the_backend_cap_counts_only_that_backend, the_hourly_window_slides, the_daily_window_slides, denials_are_recorded_in_the_audit_log, retention_prunes_old_events_but_never_an_open_slot, events_can_be_read_by_time_range, a_finish_with_an_old_run_id_leaves_the_newer_run_open, a_second_finish_of_the_same_run_reports_not_in_flight_and_changes_nothing, admitting_an_open_run_again_is_idempotent, lease_and_executor_updates_apply_only_to_the_holding_run, the_guard_finishes_on_drop_and_while_unwinding, a_guard_never_closes_a_newer_run, the_last_finish_of_a_key_is_found, a_runner_renews_every_slot_it_holds_and_only_those);
+        $crate::conformance_suite!(@tests $fresh; already_in_flight_is_refused_with_its_figures, the_global_cap_counts_every_backend, the_backend_cap_counts_only_that_backend, the_hourly_window_slides, the_daily_window_slides, denials_are_recorded_in_the_audit_log, retention_prunes_old_events_but_never_an_open_slot, events_can_be_read_by_time_range, a_finish_with_an_old_run_id_leaves_the_newer_run_open, a_second_finish_of_the_same_run_reports_not_in_flight_and_changes_nothing, admitting_an_open_run_again_is_idempotent, lease_and_executor_updates_apply_only_to_the_holding_run, the_guard_finishes_on_drop_and_while_unwinding, a_guard_never_closes_a_newer_run, the_last_finish_of_a_key_is_found, a_runner_renews_every_slot_it_holds_and_only_those, a_budget_takes_up_to_its_limit_then_waits_for_the_oldest_take, a_pause_holds_every_take_of_its_key_and_is_never_shortened, takers_racing_on_one_budget_never_exceed_it);
     };
     (@tests $fresh:path; $($name:ident),* $(,)?) => {
         $(

@@ -137,6 +137,81 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// start-up, waiting at most `timeout`; `Ok(None)` when another process
     /// holds it. Dropping the token releases it.
     fn startup_lock(&self, timeout: Duration) -> Result<Option<StoreLock>>;
+
+    /// Takes one request from the shared budget `key` (a Plane API key's
+    /// fingerprint, never the key): at most `limit` takes in any `window`,
+    /// counted for every process and host sharing the store. Answers
+    /// [`BudgetAnswer::Taken`] (the take is recorded) when the window has
+    /// room and no pause is in force, else how long until it may have.
+    /// Times are the store's (see [`now`](Self::now)).
+    fn take_budget(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<BudgetAnswer>;
+
+    /// Refuses every take from `key` until `wait` past `now` (Plane's 429
+    /// `Retry-After` applies to the key, so to every process using it).
+    /// Never shortens a pause in force.
+    fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> Result<()>;
+}
+
+/// What [`LedgerStore::take_budget`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetAnswer {
+    /// Taken and recorded: the window now holds `in_window` takes.
+    Taken {
+        /// Takes in the window, this one included.
+        in_window: u32,
+    },
+    /// Not taken: try again in `wait`.
+    Wait {
+        /// Until the oldest take leaves the window, or the pause ends.
+        wait: Duration,
+        /// Takes in the window now.
+        in_window: u32,
+        /// Whether a pause (a 429's `Retry-After`) is what holds it.
+        paused: bool,
+    },
+}
+
+/// The budget rule, shared by every store: given the times of the takes
+/// still in the window (oldest first) and a pause's end, whether a take at
+/// `now` fits. A store keeps the takes and the pause; this decides.
+pub fn budget(
+    takes: &[Timestamp],
+    paused_until: Option<Timestamp>,
+    limit: u32,
+    window: Duration,
+    now: Timestamp,
+) -> BudgetAnswer {
+    let in_window = u32::try_from(takes.len()).unwrap_or(u32::MAX);
+    if let Some(until) = paused_until
+        && until > now
+    {
+        return BudgetAnswer::Wait {
+            wait: until.duration_since(now),
+            in_window,
+            paused: true,
+        };
+    }
+    if in_window < limit {
+        return BudgetAnswer::Taken {
+            in_window: in_window + 1,
+        };
+    }
+    // With the limit lowered below what the window holds, enough of the
+    // oldest must leave for one to fit: the (held - limit + 1)-th oldest.
+    let frees = takes
+        .get(takes.len() - limit as usize)
+        .map_or(now, |oldest| oldest.saturating_add(window));
+    BudgetAnswer::Wait {
+        wait: frees.duration_since(now).max(Duration::from_millis(1)),
+        in_window,
+        paused: false,
+    }
 }
 
 /// Proof that this process holds a store's start-up lock; dropping it

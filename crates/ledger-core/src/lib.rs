@@ -113,7 +113,10 @@ pub mod time;
 #[cfg(feature = "usage-json")]
 pub mod usage;
 
-pub use contract::{AdmissionCounts, ImportReport, LedgerStore, PruneReport, StoreLock, admission};
+pub use contract::{
+    AdmissionCounts, BudgetAnswer, ImportReport, LedgerStore, PruneReport, StoreLock, admission,
+    budget,
+};
 pub use error::{LedgerError, Result, StorageSource};
 pub use guard::SlotGuard;
 pub use ids::{Backend, IdError, RunId, TaskId};

@@ -44,3 +44,10 @@ pub(crate) const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 /// it became. Makes re-importing a file (or a longer copy of it) a no-op for
 /// what was already taken in.
 pub(crate) const IMPORTED: TableDefinition<u64, u64> = TableDefinition::new("imported");
+
+/// `plane_budget`: a Plane API key's fingerprint → JSON
+/// [`crate::store::BudgetRecord`]: the times of its takes still in the
+/// window and a 429's pause. Shared by every process of the host. Added
+/// after schema version 1 was released without a version change: a build
+/// that does not know the table never opens it.
+pub(crate) const PLANE_BUDGET: TableDefinition<&str, &[u8]> = TableDefinition::new("plane_budget");

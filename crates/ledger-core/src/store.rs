@@ -1007,6 +1007,67 @@ impl crate::LedgerStore for Ledger {
     fn startup_lock(&self, timeout: Duration) -> Result<Option<crate::StoreLock>> {
         Ok(crate::ReconcileLock::acquire(&self.path, timeout)?.map(crate::StoreLock::new))
     }
+
+    fn take_budget(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<crate::BudgetAnswer> {
+        self.update_budget(key, Some(now.saturating_sub(window)), |record| {
+            let answer = crate::budget(&record.takes, record.paused_until, limit, window, now);
+            if matches!(answer, crate::BudgetAnswer::Taken { .. }) {
+                record.takes.push(now);
+            }
+            answer
+        })
+    }
+
+    fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> Result<()> {
+        let until = now.saturating_add(wait);
+        self.update_budget(key, None, |record| {
+            record.paused_until = Some(record.paused_until.map_or(until, |u| u.max(until)));
+        })
+    }
+}
+
+/// A Plane key's shared budget as the redb store keeps it.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct BudgetRecord {
+    /// When a pause (a 429's `Retry-After`) ends.
+    paused_until: Option<Timestamp>,
+    /// The takes still in the window, oldest first.
+    takes: Vec<Timestamp>,
+}
+
+impl Ledger {
+    /// Reads `key`'s budget, drops the takes made at or before
+    /// `window_start` (they left the window), lets `change` decide, and
+    /// writes it back.
+    fn update_budget<T>(
+        &self,
+        key: &str,
+        window_start: Option<Timestamp>,
+        change: impl FnOnce(&mut BudgetRecord) -> T,
+    ) -> Result<T> {
+        self.write(|txn| {
+            let mut table = txn.open_table(PLANE_BUDGET).map_err(|e| self.storage(e))?;
+            let mut record: BudgetRecord = match table.get(key).map_err(|e| self.storage(e))? {
+                Some(v) => self.decode("plane_budget", v.value())?,
+                None => BudgetRecord::default(),
+            };
+            if let Some(start) = window_start {
+                record.takes.retain(|t| *t > start);
+            }
+            let answer = change(&mut record);
+            let bytes = self.encode("plane_budget", &record)?;
+            table
+                .insert(key, bytes.as_slice())
+                .map_err(|e| self.storage(e))?;
+            Ok(Tx::Commit(answer))
+        })
+    }
 }
 
 /// What [`Ledger::verify`] found.

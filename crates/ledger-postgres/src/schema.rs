@@ -11,7 +11,7 @@ use ledger_core::{LedgerError, Result};
 use crate::worker::Connection;
 
 /// The schema version this build writes and reads.
-pub(crate) const VERSION: u64 = 2;
+pub(crate) const VERSION: u64 = 3;
 
 /// The first half of every advisory lock key of the ledger (the second is
 /// a hash of its purpose and the schema name), so they cannot collide with
@@ -238,6 +238,41 @@ $fn$;
 "#
 }
 
+/// Version 3: Plane's request budgets, shared by every host. A budget row
+/// per key fingerprint (its pause, and the lock its takes serialise on),
+/// and one row per take still in the window. `budget_read` is a take's
+/// reading half, in one round trip: the row locked, the takes that left
+/// the window dropped, the rest returned with the database's now; the
+/// caller applies `ledger_core::budget` and records the take. A lost take
+/// costs nothing but a request's worth of budget, so these transactions
+/// do not wait for their commit to be flushed.
+fn v3() -> &'static str {
+    r#"
+CREATE TABLE budgets (key text PRIMARY KEY, paused_until bigint);
+CREATE TABLE budget_takes (
+    key      text   NOT NULL,
+    taken_at bigint NOT NULL,
+    id       bigserial,
+    PRIMARY KEY (key, taken_at, id)
+);
+
+CREATE FUNCTION budget_read(
+    p_key text, p_window_ms bigint, p_now bigint,
+    OUT o_at bigint, OUT o_paused_until bigint, OUT o_takes bigint[])
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    o_at := ms_now(p_now);
+    INSERT INTO budgets (key) VALUES (p_key) ON CONFLICT DO NOTHING;
+    SELECT paused_until INTO o_paused_until FROM budgets WHERE key = p_key FOR UPDATE;
+    DELETE FROM budget_takes WHERE key = p_key AND taken_at <= o_at - p_window_ms;
+    SELECT coalesce(array_agg(taken_at ORDER BY taken_at), '{}') INTO o_takes
+      FROM budget_takes WHERE key = p_key;
+END
+$fn$;
+"#
+}
+
 /// Creates the schema and its tables if they are missing, or checks their
 /// version: a newer one is refused untouched, an older one migrated. Runs
 /// under a transaction-scoped advisory lock, so hosts starting together
@@ -305,6 +340,10 @@ fn migrate(
     if version == 1 {
         tx.batch_execute(v2())?;
         version = 2;
+    }
+    if version == 2 {
+        tx.batch_execute(v3())?;
+        version = 3;
     }
     if found != Some(version) {
         tx.execute(

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger_core::{
-    AdmissionCounts, AdmitOutcome, AdmitRequest, Event, EventKind, ExecutorIdentity, FinishOutcome,
-    FinishReason, ImportReport, LedgerError, LedgerStore, Limits, Owner, PruneReport, RateWindow,
-    Result, RunId, Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
-    admission,
+    AdmissionCounts, AdmitOutcome, AdmitRequest, BudgetAnswer, Event, EventKind, ExecutorIdentity,
+    FinishOutcome, FinishReason, ImportReport, LedgerError, LedgerStore, Limits, Owner,
+    PruneReport, RateWindow, Result, RunId, Slot, SlotKey, StoreLock, TaskAttempts, TaskId,
+    Timestamp, UpdateOutcome, admission,
 };
 use postgres::Row;
 use postgres::types::ToSql;
@@ -256,6 +256,11 @@ fn event_of(location: &str, row: &Row) -> Step<Event> {
     decode(location, "events", &text)
 }
 
+/// `d` in milliseconds, as the tables keep durations.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// What a transaction's body decided.
 pub(crate) enum Tx<T> {
     Commit(T),
@@ -346,6 +351,14 @@ const RENEW_HELD: &str = concat!(
     "AND owner::jsonb -> 'runner' = $3::text::jsonb RETURNING backend, task_id, run_id"
 );
 const DB_NOW: &str = concat!("SELECT ", now_sql!(1));
+const BUDGET_READ: &str = "SELECT * FROM budget_read($1, $2, $3)";
+const BUDGET_TAKE: &str = "INSERT INTO budget_takes (key, taken_at) VALUES ($1, $2)";
+const BUDGET_PAUSE: &str = concat!(
+    "INSERT INTO budgets (key, paused_until) VALUES ($1, ",
+    now_sql!(3),
+    " + $2::bigint) ON CONFLICT (key) DO UPDATE SET paused_until = ",
+    "GREATEST(budgets.paused_until, EXCLUDED.paused_until)"
+);
 const SET_EXECUTOR: &str = "UPDATE open_slots SET owner = jsonb_set(owner::jsonb, '{executor}', $4::text::jsonb)::text \
      WHERE backend = $1 AND task_id = $2 AND run_id = $3";
 const OPEN_SLOTS: &str = "SELECT backend, task_id, run_id, started_at, lease_until, started_seq, owner \
@@ -527,7 +540,7 @@ impl LedgerStore for PgLedger {
                         append(tx, &st(2)?, location, seq, at, kind)?;
                         return Ok(Tx::Commit(AdmitOutcome::Denied(denial)));
                     }
-                    let lease = request.lease.as_millis().min(i64::MAX as u128) as i64;
+                    let lease = millis(request.lease);
                     let slot = Slot {
                         key: key.clone(),
                         run_id: request.run_id.clone(),
@@ -649,7 +662,7 @@ impl LedgerStore for PgLedger {
     ) -> Result<UpdateOutcome> {
         let (key, run) = (key.clone(), run.clone());
         let caller_now = self.caller(now);
-        let lease = lease.as_millis().min(i64::MAX as u128) as i64;
+        let lease = millis(lease);
         self.worker.run(move |c| {
             let statement = c.statement(RENEW)?;
             let updated = c.client()?.execute(
@@ -673,7 +686,7 @@ impl LedgerStore for PgLedger {
         now: Timestamp,
     ) -> Result<Vec<(SlotKey, RunId)>> {
         let caller_now = self.caller(now);
-        let lease = lease.as_millis().min(i64::MAX as u128) as i64;
+        let lease = millis(lease);
         let (host, boot) = (runner.host.clone(), runner.boot_id.clone());
         let process = serde_json::to_string(&runner.runner)
             .map_err(|e| database(&self.location, format!("could not encode the runner: {e}")))?;
@@ -705,6 +718,49 @@ impl LedgerStore for PgLedger {
                 })
                 .collect();
             settle(c, keys)
+        })
+    }
+
+    fn take_budget(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<BudgetAnswer> {
+        let key = key.to_owned();
+        let caller_now = self.caller(now);
+        let window_ms = millis(window);
+        self.worker.run(move |c| {
+            transact(c, &[BUDGET_READ, BUDGET_TAKE], |tx, s, location| {
+                let st = |i| statement(s, i, location);
+                let row = tx.query_one(&st(0)?, &[&key, &window_ms, &caller_now])?;
+                let at = Timestamp::from_unix_millis(row.try_get(0)?);
+                let paused = row
+                    .try_get::<_, Option<i64>>(1)?
+                    .map(Timestamp::from_unix_millis);
+                let takes: Vec<Timestamp> = row
+                    .try_get::<_, Vec<i64>>(2)?
+                    .into_iter()
+                    .map(Timestamp::from_unix_millis)
+                    .collect();
+                let answer = ledger_core::budget(&takes, paused, limit, window, at);
+                if let BudgetAnswer::Taken { .. } = answer {
+                    tx.execute(&st(1)?, &[&key, &at.as_unix_millis()])?;
+                }
+                // The expired takes were deleted: commit either way.
+                Ok(Tx::Commit(answer))
+            })
+        })
+    }
+
+    fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> Result<()> {
+        let key = key.to_owned();
+        let caller_now = self.caller(now);
+        let wait_ms = millis(wait);
+        self.worker.run(move |c| {
+            query(c, BUDGET_PAUSE, &[&key, &wait_ms, &caller_now])?;
+            Ok(())
         })
     }
 
@@ -846,7 +902,7 @@ impl LedgerStore for PgLedger {
     fn prune(&self, now: Timestamp) -> Result<PruneReport> {
         const BATCH: i64 = 10_000;
         let caller_now = self.caller(now);
-        let retention = self.options.retention.as_millis().min(i64::MAX as u128) as i64;
+        let retention = millis(self.options.retention);
         self.worker.run(move |c| {
             let mut report = PruneReport::default();
             loop {

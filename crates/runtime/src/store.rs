@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ledger_core::{
-    AdmitOutcome, AdmitRequest, Event, ExecutorIdentity, FinishOutcome, FinishReason, ImportReport,
-    Ledger, LedgerError, LedgerStore, Limits, Owner, PruneReport, Result, RunId, Slot, SlotKey,
-    StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
+    AdmitOutcome, AdmitRequest, BudgetAnswer, Event, ExecutorIdentity, FinishOutcome, FinishReason,
+    ImportReport, Ledger, LedgerError, LedgerStore, Limits, Owner, PruneReport, Result, RunId,
+    Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
 };
 
 use ledger_postgres::{PgLedger, PgOptions, TimeSource};
@@ -231,6 +231,20 @@ impl LedgerStore for Opening {
 
     fn startup_lock(&self, timeout: Duration) -> Result<Option<StoreLock>> {
         LedgerStore::startup_lock(&*self.ledger()?, timeout)
+    }
+
+    fn take_budget(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<BudgetAnswer> {
+        self.ledger()?.take_budget(key, limit, window, now)
+    }
+
+    fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> Result<()> {
+        self.ledger()?.pause_budget(key, wait, now)
     }
 }
 
