@@ -35,6 +35,8 @@ fn config(dir: &Path, sim: &PlaneSim, command: &[&str]) -> PathBuf {
             ..inflight_e2e::TestRole::new("goal", "Todo")
         }],
         extra: vec![
+            // The simulator has no limit here.
+            ("plane", "rate_limit_per_minute = 6000".into()),
             ("watcher", "poll_interval_secs = 1".into()),
             ("watcher", "grace_secs = 1".into()),
         ],

@@ -83,6 +83,9 @@ impl World {
                 .collect(),
             extra: vec![
                 ("plane", "request_timeout_secs = 5".into()),
+                // The simulator has no limit here; every process of a test
+                // draws from this one shared budget, polling every second.
+                ("plane", "rate_limit_per_minute = 6000".into()),
                 ("limits", "max_concurrent = 8".into()),
                 ("backends.local", "timeout_secs = 120".into()),
                 ("watcher", "poll_interval_secs = 1".into()),
@@ -179,6 +182,16 @@ impl World {
                 ))
             })
             .collect()
+    }
+
+    /// Starts `watchdog run --interval 1 --apply`.
+    pub fn start_watchdog(&mut self, tag: &str) -> usize {
+        self.spawn(
+            None,
+            "watchdog",
+            &["--log-format", "json", "run", "--interval", "1", "--apply"],
+            tag,
+        )
     }
 
     /// Starts `watchdog run --interval 1 --apply` as host `host`.

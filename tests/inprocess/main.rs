@@ -493,3 +493,39 @@ async fn a_slot_whose_admission_answer_was_lost_is_finished_at_the_next_renewal(
     );
     assert_eq!(rig.open_slots(), 0);
 }
+
+/// `comment = "failures"`: a completed run moves its task without a
+/// comment (one Plane request saved per dispatch), a failed one still
+/// says why; `comment = "never"` says nothing either way.
+#[tokio::test(start_paused = true)]
+async fn the_comment_policy_keeps_quiet_about_what_went_well() {
+    for (policy, code, expected) in [
+        ("failures", 0, 0),
+        ("failures", 3, 1),
+        ("never", 3, 0),
+        ("always", 0, 1),
+    ] {
+        let line = format!("comment = {policy:?}");
+        let rig = Rig::new(
+            Script::Exits {
+                after: secs(5),
+                code,
+            },
+            &[("watcher", line.as_str())],
+        );
+        let task = rig.board.add_task("A job", "Ready for AI");
+        let (summary, _) = rig.run(true, None).await;
+        assert_eq!(summary.dispatched, 1);
+        let moved_to = if code == 0 { "Done" } else { "Blocked" };
+        assert_eq!(rig.board.state_of(&task), moved_to, "{policy}, exit {code}");
+        let comments = rig.board.comments(&task);
+        assert_eq!(
+            comments.len(),
+            expected,
+            "{policy}, exit {code}: {comments:?}"
+        );
+        if expected == 1 {
+            assert!(comments[0].contains(&format!("Moved to {moved_to}.")), "{comments:?}");
+        }
+    }
+}

@@ -183,6 +183,9 @@ base_url = "{base}"
 workspace = "acme"
 project_id = "{project}"
 api_key_env = "DEMO_PLANE_KEY"
+# The demo's plane-sim has no rate limit; every process of the demo draws
+# from this one budget, polling every second.
+rate_limit_per_minute = 3000
 
 [limits]
 max_concurrent = 4
@@ -502,6 +505,9 @@ base_url = "{base}"
 workspace = "acme"
 project_id = "{project}"
 api_key_env = "DEMO_PLANE_KEY"
+# The demo's plane-sim has no rate limit; every process of the demo draws
+# from this one budget, polling every second.
+rate_limit_per_minute = 3000
 
 [backends.local]
 max_concurrent = 2

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::model::Page;
-use crate::pacing::Pacer;
+use crate::pacing::{Pacer, SharedBudget};
 use crate::{
     Comment, Label, PlaneConfig, PlaneError, Project, RouteFamily, State, StateGroup, StateLite,
     WorkItem,
@@ -60,8 +60,28 @@ pub struct PlaneClient {
 type Cache<T> = Mutex<Option<(Arc<Vec<T>>, Instant)>>;
 
 impl PlaneClient {
-    /// A client for `config`'s project.
+    /// A client for `config`'s project, pacing its requests alone (see
+    /// [`with_shared_budget`](Self::with_shared_budget) for a fleet).
     pub fn new(config: PlaneConfig) -> Result<Self, PlaneError> {
+        Self::build(config, None)
+    }
+
+    /// A client for `config`'s project drawing every request from
+    /// `budget`, which every process using the same key shares, so that
+    /// together they stay inside the key's `rate_limit` and none waits
+    /// while the window has room. The budget is kept under the key's
+    /// [fingerprint](crate::ApiKey::fingerprint), never the key.
+    pub fn with_shared_budget(
+        config: PlaneConfig,
+        budget: Arc<dyn SharedBudget>,
+    ) -> Result<Self, PlaneError> {
+        Self::build(config, Some(budget))
+    }
+
+    fn build(
+        config: PlaneConfig,
+        budget: Option<Arc<dyn SharedBudget>>,
+    ) -> Result<Self, PlaneError> {
         // rustls needs a crypto provider; ring is the one this workspace
         // builds. Another part of the process may have installed one already.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -74,13 +94,21 @@ impl PlaneClient {
             .user_agent(concat!("inflight-plane-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| PlaneError::Config(format!("could not build the HTTP client: {e}")))?;
-        Self::with_http_client(config, http)
+        Self::assemble(config, http, budget)
     }
 
     /// A client that sends through `http` (for tests, or to share a pool).
     pub fn with_http_client(
         config: PlaneConfig,
         http: reqwest::Client,
+    ) -> Result<Self, PlaneError> {
+        Self::assemble(config, http, None)
+    }
+
+    fn assemble(
+        config: PlaneConfig,
+        http: reqwest::Client,
+        budget: Option<Arc<dyn SharedBudget>>,
     ) -> Result<Self, PlaneError> {
         let base = Url::parse(&config.base_url).map_err(|e| {
             PlaneError::Config(format!("base_url {:?} is not a URL: {e}", config.base_url))
@@ -112,7 +140,12 @@ impl PlaneClient {
             RouteFamily::Issues => Some(Family::Issues),
         };
         Ok(Self {
-            pacer: Pacer::new(config.rate_limit),
+            pacer: match budget {
+                Some(budget) => {
+                    Pacer::shared(config.rate_limit, budget, config.api_key.fingerprint())
+                }
+                None => Pacer::new(config.rate_limit),
+            },
             http,
             config,
             base,

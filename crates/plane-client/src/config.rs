@@ -31,6 +31,17 @@ impl ApiKey {
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
+
+    /// A name for the key that says nothing about it: `plane-key:` and
+    /// the first 16 hex digits of its SHA-256. What a shared budget is
+    /// kept under, so several processes using one key find one budget
+    /// while the store never holds the key.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.0.as_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("plane-key:{hex}")
+    }
 }
 
 impl fmt::Debug for ApiKey {

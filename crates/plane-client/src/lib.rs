@@ -65,4 +65,4 @@ pub use model::{
     Comment, Label, LabelRef, Project, State, StateGroup, StateLite, StateRef, WorkItem,
     parse_timestamp,
 };
-pub use pacing::parse_retry_after;
+pub use pacing::{SharedBudget, SharedTake, parse_retry_after};

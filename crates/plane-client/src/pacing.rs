@@ -18,17 +18,65 @@
 //! A 429's `Retry-After` (exact on Plane) pauses every request of this
 //! client. Every wait is a plain `tokio` sleep, so dropping the call that
 //! waits (at shutdown) cancels it, and a cancelled wait counts no send.
+//!
+//! With a [`SharedBudget`] (every process using the key draws from one
+//! window kept elsewhere, the ledger's store in inflight), the shared
+//! window decides instead: it counts every send of the fleet exactly, so
+//! the server's word is not needed, and a 429's pause is passed on to the
+//! whole fleet. When the shared budget cannot be reached, the client paces
+//! itself alone, as without one, and says so once.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::RateLimit;
+
+/// A request budget shared by every process that uses one API key: a
+/// sliding window of takes, kept where all of them see it. Calls block (a
+/// database or file commit); the client runs them on tokio's blocking
+/// pool.
+pub trait SharedBudget: Send + Sync + fmt::Debug {
+    /// Takes one request from `key`'s window (at most `limit` in any
+    /// `window`) if it has room and no pause holds it.
+    fn take(&self, key: &str, limit: u32, window: Duration) -> Result<SharedTake, String>;
+
+    /// Holds every take from `key` for `wait` (a 429's `Retry-After`).
+    fn pause(&self, key: &str, wait: Duration) -> Result<(), String>;
+}
+
+/// What a shared budget answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedTake {
+    /// Taken: the request may go.
+    Taken,
+    /// Not taken: ask again in `wait`.
+    Wait {
+        /// Until a take leaves the window or the pause ends.
+        wait: Duration,
+        /// Takes in the window now.
+        in_window: u32,
+        /// Whether a 429's pause holds it.
+        paused: bool,
+    },
+}
 
 #[derive(Debug)]
 pub(crate) struct Pacer {
     limit: RateLimit,
     state: Mutex<PacerState>,
+    shared: Option<Shared>,
+}
+
+/// The shared budget and the key's name in it.
+#[derive(Debug)]
+struct Shared {
+    budget: Arc<dyn SharedBudget>,
+    key: String,
+    /// Whether the last call to it failed (so a failure is logged once).
+    failing: AtomicBool,
 }
 
 /// The server's last word on the budget.
@@ -58,6 +106,20 @@ impl Pacer {
         Self {
             limit,
             state: Mutex::new(PacerState::default()),
+            shared: None,
+        }
+    }
+
+    /// A pacer drawing from `budget` under `key` (the API key's
+    /// fingerprint).
+    pub(crate) fn shared(limit: RateLimit, budget: Arc<dyn SharedBudget>, key: String) -> Self {
+        Self {
+            shared: Some(Shared {
+                budget,
+                key,
+                failing: AtomicBool::new(false),
+            }),
+            ..Self::new(limit)
         }
     }
 
@@ -70,6 +132,11 @@ impl Pacer {
 
     /// Waits until a request may be sent, and counts it as sent.
     pub(crate) async fn acquire(&self) {
+        if let Some(shared) = &self.shared
+            && self.acquire_shared(shared).await
+        {
+            return;
+        }
         loop {
             let wait = {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -85,6 +152,63 @@ impl Pacer {
             }
             tracing::debug!(wait_ms = wait.as_millis() as u64, "pacing Plane requests");
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Takes a request from the shared budget, waiting as it says; `false`
+    /// when it cannot be reached (the caller paces alone).
+    async fn acquire_shared(&self, shared: &Shared) -> bool {
+        // The server counts arrivals, a little after our sends: the shared
+        // window is kept that much longer than the server's.
+        let window = self.limit.per + self.margin();
+        let limit = self.limit.requests;
+        loop {
+            // This process's own 429 pause, before asking anyone.
+            let paused = {
+                let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state
+                    .paused_until
+                    .map(|until| until.saturating_duration_since(Instant::now()))
+                    .filter(|wait| !wait.is_zero())
+            };
+            if let Some(wait) = paused {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let (budget, key) = (shared.budget.clone(), shared.key.clone());
+            let answer = tokio::task::spawn_blocking(move || budget.take(&key, limit, window))
+                .await
+                .unwrap_or_else(|e| Err(format!("the budget call failed: {e}")));
+            match answer {
+                Ok(SharedTake::Taken) => {
+                    if shared.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!("the shared Plane budget answers again");
+                    }
+                    let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                    state.sent.push_back(Instant::now());
+                    return true;
+                }
+                Ok(SharedTake::Wait {
+                    wait,
+                    in_window,
+                    paused,
+                }) => {
+                    tracing::info!(
+                        wait_ms = wait.as_millis() as u64,
+                        in_window,
+                        limit,
+                        paused,
+                        "waiting for the shared Plane budget"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                Err(error) => {
+                    if !shared.failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(%error, "the shared Plane budget cannot be reached; pacing this process alone");
+                    }
+                    return false;
+                }
+            }
         }
     }
 
@@ -168,11 +292,24 @@ impl Pacer {
         });
     }
 
-    /// Pauses every request for `wait` (a 429's Retry-After).
+    /// Pauses every request for `wait` (a 429's Retry-After), and every
+    /// request of the fleet when the budget is shared.
     pub(crate) fn pause(&self, wait: Duration) {
         let until = Instant::now() + wait;
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.paused_until = Some(state.paused_until.map_or(until, |u| u.max(until)));
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.paused_until = Some(state.paused_until.map_or(until, |u| u.max(until)));
+        }
+        if let Some(shared) = &self.shared {
+            let (budget, key) = (shared.budget.clone(), shared.key.clone());
+            // Not awaited: this process's own pause already holds its
+            // requests; the others learn of it as soon as the store does.
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = budget.pause(&key, wait) {
+                    tracing::warn!(%error, "could not pass a 429's pause on to the shared Plane budget");
+                }
+            });
+        }
     }
 }
 

@@ -178,6 +178,8 @@ struct RawWatcher {
     grace_secs: u64,
     #[serde(default = "default_startup_reconcile_secs")]
     startup_reconcile_secs: u64,
+    #[serde(default)]
+    comment: CommentPolicy,
 }
 
 impl Default for RawWatcher {
@@ -187,6 +189,33 @@ impl Default for RawWatcher {
             lease_secs: default_lease_secs(),
             grace_secs: default_grace_secs(),
             startup_reconcile_secs: default_startup_reconcile_secs(),
+            comment: CommentPolicy::default(),
+        }
+    }
+}
+
+/// Which outcomes a runner comments on (`[watcher] comment`). A comment
+/// costs one request of Plane's budget per dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommentPolicy {
+    /// Every outcome (the default).
+    #[default]
+    Always,
+    /// Only what went wrong: a failed, timed-out, interrupted or
+    /// unlaunchable run, a move Plane refused, a repaired task.
+    Failures,
+    /// None: the state alone tells.
+    Never,
+}
+
+impl CommentPolicy {
+    /// Whether an outcome gets a comment; `failure` says it went wrong.
+    pub fn wants(self, failure: bool) -> bool {
+        match self {
+            CommentPolicy::Always => true,
+            CommentPolicy::Failures => failure,
+            CommentPolicy::Never => false,
         }
     }
 }
@@ -324,6 +353,8 @@ pub struct WatcherSettings {
     pub grace: Duration,
     /// `startup_reconcile_secs`: the start-up sweep's time bound.
     pub startup_reconcile: Duration,
+    /// `comment`: which outcomes are commented on.
+    pub comment: CommentPolicy,
 }
 
 /// A validated configuration.
@@ -814,6 +845,7 @@ fn watcher_settings(check: &Checker, w: RawWatcher) -> Result<WatcherSettings, C
         startup_reconcile: Duration::from_secs(
             check.positive("watcher.startup_reconcile_secs", w.startup_reconcile_secs)?,
         ),
+        comment: w.comment,
     };
     Ok(watcher)
 }

@@ -35,8 +35,8 @@ mod store;
 
 pub use adapters::{LedgerAdapter, StoreStartupLock};
 pub use config::{
-    BackendSettings, Config, ConfigError, LedgerSettings, PlaneSettings, PostgresSettings,
-    RoleSettings, StoreSettings, WatcherSettings,
+    BackendSettings, CommentPolicy, Config, ConfigError, LedgerSettings, PlaneSettings,
+    PostgresSettings, RoleSettings, StoreSettings, WatcherSettings,
 };
 pub use logging::{LogFormat, init_logging};
 pub use plane::{
@@ -47,4 +47,4 @@ pub use process::{
     HOST_ENV, HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, signal_group, terminate_group,
     this_owner, this_process,
 };
-pub use store::{on_store, open_store};
+pub use store::{StoreBudget, on_store, open_store, plane_client};

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ledger_core::{
-    AdmitOutcome, AdmitRequest, BudgetAnswer, Event, ExecutorIdentity, FinishOutcome, FinishReason,
-    ImportReport, Ledger, LedgerError, LedgerStore, Limits, Owner, PruneReport, Result, RunId,
-    Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
+    AdmitOutcome, AdmitRequest, BudgetAnswer, Clock, Event, ExecutorIdentity, FinishOutcome,
+    FinishReason, ImportReport, Ledger, LedgerError, LedgerStore, Limits, Owner, PruneReport,
+    Result, RunId, Slot, SlotKey, StoreLock, SystemClock, TaskAttempts, TaskId, Timestamp,
+    UpdateOutcome,
 };
 
 use ledger_postgres::{PgLedger, PgOptions, TimeSource};
@@ -102,6 +103,54 @@ fn gone(path: &Path) -> LedgerError {
         path: path.to_path_buf(),
         source: "the thread opening the ledger ended without a result".into(),
     }
+}
+
+/// The ledger's store as Plane's shared request budget: every process
+/// using the same store and API key draws from one window (every process
+/// of the host with redb, every host with PostgreSQL).
+#[derive(Debug)]
+pub struct StoreBudget(pub Arc<dyn LedgerStore>);
+
+impl plane_client::SharedBudget for StoreBudget {
+    fn take(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> std::result::Result<plane_client::SharedTake, String> {
+        match self
+            .0
+            .take_budget(key, limit, window, SystemClock.now())
+            .map_err(|e| e.to_string())?
+        {
+            BudgetAnswer::Taken { .. } => Ok(plane_client::SharedTake::Taken),
+            BudgetAnswer::Wait {
+                wait,
+                in_window,
+                paused,
+            } => Ok(plane_client::SharedTake::Wait {
+                wait,
+                in_window,
+                paused,
+            }),
+        }
+    }
+
+    fn pause(&self, key: &str, wait: Duration) -> std::result::Result<(), String> {
+        self.0
+            .pause_budget(key, wait, SystemClock.now())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The Plane client for `config` (from [`Config::plane_config`]), drawing
+/// its requests from the budget that `store` keeps for the key, shared
+/// with every process using both.
+pub fn plane_client(
+    config: plane_client::PlaneConfig,
+    store: &Arc<dyn LedgerStore>,
+) -> std::result::Result<plane_client::PlaneClient, plane_client::PlaneError> {
+    plane_client::PlaneClient::with_shared_budget(config, Arc::new(StoreBudget(store.clone())))
 }
 
 /// A ledger still opening in the background.

@@ -110,9 +110,10 @@ impl std::fmt::Debug for Scanner {
 impl Scanner {
     /// Opens the ledger and builds the Plane client.
     pub fn new(config: Config) -> Result<Self, WatchdogError> {
+        let store = open_ledger(&config)?;
         let dependencies = ScanDependencies {
-            plane: Arc::new(PlaneClient::new(config.plane_config()?)?),
-            store: open_ledger(&config)?,
+            plane: Arc::new(runtime::plane_client(config.plane_config()?, &store)?),
+            store,
             probe: Arc::new(probe(&config)?),
             clock: Arc::new(SystemClock),
         };

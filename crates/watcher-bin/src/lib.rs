@@ -37,7 +37,7 @@ use ledger_core::{
     FinishReason, LedgerStore, Owner, RunId, SlotGuard, SlotKey, SystemClock, TaskId,
     UpdateOutcome,
 };
-use plane_client::{PlaneClient, PlaneError, WorkItem, same_name};
+use plane_client::{PlaneError, WorkItem, same_name};
 use reconcile::{ProcessProbe, StartupOptions, StartupOutcome};
 use runtime::{
     BackendSettings, Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe, Plane,
@@ -268,9 +268,10 @@ impl Runner {
     /// this binary (see [`Spawner::start`]). Call it inside a tokio runtime.
     pub fn new(config: Config, role: &str, once: bool) -> Result<Self, WatcherError> {
         let host = HostIdentity::current()?;
+        let store = open_store(&config)?;
         let dependencies = Dependencies {
-            plane: Arc::new(PlaneClient::new(config.plane_config()?)?),
-            store: open_store(&config)?,
+            plane: Arc::new(runtime::plane_client(config.plane_config()?, &store)?),
+            store,
             probe: Arc::new(LinuxProcessProbe::new(host, config.watcher.grace)),
             launcher: Arc::new(Spawner::start()?),
             clock: Arc::new(SystemClock),
@@ -675,8 +676,10 @@ impl Runner {
             match self.plane.set_state(task.as_str(), target).await {
                 Ok(_) => {
                     self.repaired(&task);
-                    self.comment(&task, &format!("{what} Moved to {target}."), None)
-                        .await;
+                    if self.config.watcher.comment.wants(true) {
+                        self.comment(&task, &format!("{what} Moved to {target}."), None)
+                            .await;
+                    }
                 }
                 Err(e) => {
                     let times = refused.map_or(1, |r| r.times + 1);
@@ -695,7 +698,7 @@ impl Runner {
                                 retry_at: Instant::now() + wait,
                             },
                         );
-                    if times == 1 {
+                    if times == 1 && self.config.watcher.comment.wants(true) {
                         let text = format!(
                             "{what} Plane refused to move it to {target} ({e}); inflight will try again later."
                         );
@@ -916,6 +919,7 @@ impl Runner {
                     &self.role.blocked_state,
                     &format!("inflight: run {run_id} {why}."),
                     None,
+                    true,
                     stop,
                 )
                 .await;
@@ -955,7 +959,7 @@ impl Runner {
         // A failed run's comment carries the end of its output, bounded and
         // sanitised; a successful one's does not.
         let tail = if completed { None } else { output.render() };
-        self.report(task, target, &comment, tail.as_deref(), stop)
+        self.report(task, target, &comment, tail.as_deref(), !completed, stop)
             .await;
         self.finish(guard, reason).await;
         match ending {
@@ -1111,18 +1115,21 @@ impl Runner {
         state: &str,
         comment: &str,
         output: Option<&str>,
+        failure: bool,
         stop: &watch::Receiver<bool>,
     ) {
         let work = async {
-            let moved = match self.plane.set_state(task.as_str(), state).await {
-                Ok(_) => format!(" Moved to {state}."),
+            let (moved, refused) = match self.plane.set_state(task.as_str(), state).await {
+                Ok(_) => (format!(" Moved to {state}."), false),
                 Err(e) => {
                     tracing::error!(task = %task, state, error = %e, "could not move the task");
-                    format!(" Plane refused to move it to {state}: {e}.")
+                    (format!(" Plane refused to move it to {state}: {e}."), true)
                 }
             };
-            self.comment(task, &format!("{comment}{moved}"), output)
-                .await;
+            if self.config.watcher.comment.wants(failure || refused) {
+                self.comment(task, &format!("{comment}{moved}"), output)
+                    .await;
+            }
         };
         if self.bounded_at_shutdown(stop, work).await.is_none() {
             tracing::warn!(task = %task, state, "shutting down before the outcome reached Plane; the next look at the board repairs it");
