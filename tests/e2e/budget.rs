@@ -1,8 +1,8 @@
-//! One Plane budget for every process using a key: six runners and the
-//! watchdog on one key, the simulator limiting it to 60 requests a minute
-//! as real Plane does (`X-RateLimit-Reset` = now + 60, a 429 past the
+//! One Plane budget for every process using a key, the simulator limiting
+//! it as real Plane does (`X-RateLimit-Reset` = now + 60, a 429 past the
 //! limit). Each process used to pace itself to the whole budget alone;
-//! together they now draw from one window kept in the ledger.
+//! together they now draw from one window kept in the ledger's store:
+//! every process of a host with redb, every host with PostgreSQL.
 
 use std::time::Duration;
 
@@ -10,20 +10,13 @@ use serde_json::Value;
 
 use crate::support::*;
 
-const LIMIT: usize = 60;
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// Six runners and the watchdog on one key limited to 60 a minute.
 #[test]
 fn six_runners_and_the_watchdog_on_one_key_never_meet_a_429() {
-    let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
-    world.edit_config(
-        "rate_limit_per_minute = 6000",
-        &format!("rate_limit_per_minute = {LIMIT}"),
-    );
-    world.sim.set_rate_limit(Some((LIMIT as u32, MINUTE)));
-    let tasks: Vec<String> = (0..10)
-        .map(|i| world.sim.add_work_item(&format!("job {i}"), "Ready for AI"))
-        .collect();
+    let mut world = limited(World::new(2, &[Role::new("goal", "Ready for AI")]), 60);
+    let tasks = add_tasks(&world, 10);
     let mut processes: Vec<(usize, String)> = (0..6)
         .map(|i| {
             let tag = format!("runner-{i}");
@@ -31,16 +24,63 @@ fn six_runners_and_the_watchdog_on_one_key_never_meet_a_429() {
         })
         .collect();
     processes.push((world.start_watchdog("watchdog"), "watchdog".into()));
+    finish_and_check(&mut world, &tasks, &processes, 60);
+}
 
+/// Two hosts, two runners each, on one PostgreSQL ledger and one key
+/// limited to 30 a minute.
+#[test]
+fn runners_on_two_hosts_share_one_budget_through_postgres() {
+    let mut world = limited(
+        World::new(2, &[Role::new("goal", "Ready for AI")]).on_postgres(),
+        30,
+    );
+    let tasks = add_tasks(&world, 4);
+    let mut processes = Vec::new();
+    for host in ["a", "b"] {
+        for i in 0..2 {
+            let tag = format!("runner-{host}{i}");
+            processes.push((world.start_runner_on(host, "goal", &tag), tag));
+        }
+    }
+    finish_and_check(&mut world, &tasks, &processes, 30);
+}
+
+fn limited(world: World, limit: u32) -> World {
+    world.edit_config(
+        "rate_limit_per_minute = 6000",
+        &format!("rate_limit_per_minute = {limit}"),
+    );
+    world.sim.set_rate_limit(Some((limit, MINUTE)));
+    world
+}
+
+fn add_tasks(world: &World, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| world.sim.add_work_item(&format!("job {i}"), "Ready for AI"))
+        .collect()
+}
+
+/// Waits for every task to be done, stops the processes, and checks the
+/// simulator's log and theirs: no 429; never more than `limit` requests
+/// within a minute; the budget was used up (the processes, polling every
+/// second, want more than it allows), and every wait a process logged was
+/// for a full window or a pause, never while the window had room.
+fn finish_and_check(
+    world: &mut World,
+    tasks: &[String],
+    processes: &[(usize, String)],
+    limit: usize,
+) {
     wait_until(Duration::from_secs(240), "every task done", || {
         tasks
             .iter()
             .all(|t| world.sim.state_of(t).as_deref() == Some("Done"))
     });
-    for (index, _) in &processes {
+    for (index, _) in processes {
         world.signal(*index, libc::SIGTERM);
     }
-    for (index, tag) in &processes {
+    for (index, tag) in processes {
         assert!(
             world
                 .wait(*index, Duration::from_secs(15))
@@ -51,9 +91,8 @@ fn six_runners_and_the_watchdog_on_one_key_never_meet_a_429() {
     }
 
     let log = world.sim.requests();
-    let refused: Vec<_> = log.iter().filter(|r| r.status == 429).collect();
-    assert!(refused.is_empty(), "{} requests met a 429", refused.len());
-    // The simulator's own count: never more than the limit in a minute.
+    let refused = log.iter().filter(|r| r.status == 429).count();
+    assert_eq!(refused, 0, "{refused} requests met a 429");
     let times: Vec<Duration> = log.iter().map(|r| r.at).collect();
     let busiest = times
         .iter()
@@ -65,12 +104,9 @@ fn six_runners_and_the_watchdog_on_one_key_never_meet_a_429() {
         })
         .max()
         .unwrap_or(0);
-    assert!(busiest <= LIMIT, "{busiest} requests within a minute");
-    // The fleet wanted more than the budget (seven processes polling
-    // every second), so it did wait; and every wait was for a full
-    // window or a pause, never while the shared window had room.
+    assert!(busiest <= limit, "{busiest} requests within a minute");
     let mut waits = 0;
-    for (_, tag) in &processes {
+    for (_, tag) in processes {
         for line in world.log(tag).lines() {
             let Ok(entry) = serde_json::from_str::<Value>(line) else {
                 continue;
@@ -80,21 +116,18 @@ fn six_runners_and_the_watchdog_on_one_key_never_meet_a_429() {
             }
             waits += 1;
             assert!(
-                entry["in_window"].as_u64() >= Some(LIMIT as u64) || entry["paused"] == true,
+                entry["in_window"].as_u64() >= Some(limit as u64) || entry["paused"] == true,
                 "{tag} waited with room in the window: {line}"
             );
         }
     }
+    assert!(waits > 0, "no process waited: the budget was never used up");
     assert!(
-        waits > 0,
-        "no process ever waited: the budget was never used up"
-    );
-    assert!(
-        busiest >= LIMIT * 9 / 10,
+        busiest >= limit * 9 / 10,
         "the budget was not used: at most {busiest} requests in a minute"
     );
     eprintln!(
-        "{} requests, busiest minute {busiest}, {waits} waits logged",
+        "{} requests, busiest minute {busiest} of {limit}, {waits} waits logged",
         log.len()
     );
 }

@@ -525,7 +525,10 @@ async fn the_comment_policy_keeps_quiet_about_what_went_well() {
             "{policy}, exit {code}: {comments:?}"
         );
         if expected == 1 {
-            assert!(comments[0].contains(&format!("Moved to {moved_to}.")), "{comments:?}");
+            assert!(
+                comments[0].contains(&format!("Moved to {moved_to}.")),
+                "{comments:?}"
+            );
         }
     }
 }

@@ -11,7 +11,9 @@
 //!   ([`PlaneError::RouteNotFound`]), and 401, 403, 429 and 5xx are never
 //!   mistaken for either.
 //! - The client paces itself from `X-RateLimit-Remaining` /
-//!   `X-RateLimit-Reset` and its own count, honours `Retry-After`, retries
+//!   `X-RateLimit-Reset` and its own count, or draws every request from a
+//!   [`SharedBudget`] that every process using the key shares
+//!   ([`PlaneClient::with_shared_budget`]); it honours `Retry-After`, retries
 //!   502/503/504 and connection failures with jittered exponential backoff,
 //!   within a bounded number of attempts and an overall deadline.
 //! - Response bodies are capped; the API key never appears in `Debug`, logs
