@@ -56,6 +56,12 @@ pub struct PlaneClient {
     pacer: Pacer,
 }
 
+/// What a board look reads of each work item. Measured on a real Plane for
+/// a 1,000-item page: 167 KB and 1.1 s of server time with these fields,
+/// against 765 KB and 2.5 s with every field and `expand=state`. States
+/// come as bare ids, resolved from the cached state list.
+const LIST_FIELDS: &str = "id,name,state,labels,created_at";
+
 /// A project-level list and when it was loaded.
 type Cache<T> = Mutex<Option<(Arc<Vec<T>>, Instant)>>;
 
@@ -236,14 +242,17 @@ impl PlaneClient {
         self.call(Method::GET, url, None).await
     }
 
-    /// Every work item of the project, with states expanded, following the
-    /// cursor until `next_page_results` is false. Items are deduplicated by
+    /// Every work item of the project, with only the fields a board look
+    /// reads (id, name, state, labels, creation time; the state as a bare
+    /// id, [`StateRef::Id`](crate::StateRef::Id), to resolve from
+    /// [`states`](Self::states)), following the cursor until
+    /// `next_page_results` is false. Items are deduplicated by
     /// id (pages are offsets, so an item created during the walk can shift
     /// another onto two pages). Newest first, as Plane lists them.
     pub async fn list_work_items(&self) -> Result<Vec<WorkItem>, PlaneError> {
         let family = self.family().await?;
         let items: Vec<WorkItem> = self
-            .list_all(&[family.segment()], &[("expand", "state".to_owned())])
+            .list_all(&[family.segment()], &[("fields", LIST_FIELDS.to_owned())])
             .await?;
         let mut seen = HashSet::new();
         Ok(items

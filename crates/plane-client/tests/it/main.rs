@@ -1,6 +1,7 @@
 //! plane-client against recorded Plane responses and, over real loopback
 //! HTTP, against plane-sim.
 
+mod board;
 mod fidelity;
 mod fixtures;
 mod live;

@@ -243,3 +243,19 @@ fn the_postgres_store_has_its_keys_and_defaults() {
     let err = error_for(&VALID.replace("path = \"var/inflight.redb\"", ""));
     assert_eq!(err.key, "ledger.path");
 }
+
+#[test]
+fn the_comment_policy_defaults_to_always_and_a_bad_one_is_named() {
+    let (_dir, path) = write(VALID);
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.watcher.comment, runtime::CommentPolicy::Always);
+    let (_dir, path) = write(&format!("{VALID}\n[watcher]\ncomment = \"failures\"\n"));
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.watcher.comment, runtime::CommentPolicy::Failures);
+    let err = error_for(&format!("{VALID}\n[watcher]\ncomment = \"sometimes\"\n"));
+    let text = err.to_string();
+    assert!(
+        text.contains("comment") && text.contains("sometimes") && text.contains("failures"),
+        "{text}"
+    );
+}
