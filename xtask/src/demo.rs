@@ -168,7 +168,7 @@ fn demo(dir: &Path, bin: &dyn Fn(&str) -> PathBuf) -> Result {
 
     // The simulator's per-key limit is off: the demo watches the board
     // several times a second with the runners' key, which would eat their
-    // budget. The runners still pace themselves to Plane's 60 a minute.
+    // budget (see `common_tables`).
     let (base, project) = start_sim(&mut procs, dir, bin)?;
     t.say(format!("Plane simulator up at {base} with 5 tasks"));
 
@@ -178,41 +178,18 @@ fn demo(dir: &Path, bin: &dyn Fn(&str) -> PathBuf) -> Result {
             r#"[ledger]
 path = "var/inflight.redb"
 
-[plane]
-base_url = "{base}"
-workspace = "acme"
-project_id = "{project}"
-api_key_env = "DEMO_PLANE_KEY"
-# The demo's plane-sim has no rate limit; every process of the demo draws
-# from this one budget, polling every second.
-rate_limit_per_minute = 3000
-
 [limits]
 max_concurrent = 4
 
-[backends.local]
-max_concurrent = 2
-command = ["./run-task.sh"]
-timeout_secs = 120
-
-[roles.goal]
-claim_state = "Ready for AI"
-running_state = "Running"
-done_state = "Done"
-blocked_state = "Blocked"
-backend = "local"
-
+{common}
 [roles.review]
 claim_state = "Ready for review"
 running_state = "Running"
 done_state = "Done"
 blocked_state = "Blocked"
 backend = "local"
-
-[watcher]
-poll_interval_secs = 1
-grace_secs = 2
-"#
+"#,
+            common = common_tables(&base, &project)
         ),
     )?;
     let spawn = |procs: &mut Procs, name: &str, args: &[&str]| {
@@ -311,6 +288,39 @@ grace_secs = 2
         dir.display()
     );
     Ok(())
+}
+
+/// The tables both demos share: the simulated Plane (with a budget to
+/// match a simulator that has no limit), the one backend, the goal role
+/// and a runner that looks every second.
+fn common_tables(base: &str, project: &str) -> String {
+    format!(
+        r#"[plane]
+base_url = "{base}"
+workspace = "acme"
+project_id = "{project}"
+api_key_env = "DEMO_PLANE_KEY"
+# The demo's plane-sim has no rate limit; every process of the demo draws
+# from this one budget, polling every second.
+rate_limit_per_minute = 3000
+
+[backends.local]
+max_concurrent = 2
+command = ["./run-task.sh"]
+timeout_secs = 120
+
+[roles.goal]
+claim_state = "Ready for AI"
+running_state = "Running"
+done_state = "Done"
+blocked_state = "Blocked"
+backend = "local"
+
+[watcher]
+poll_interval_secs = 1
+grace_secs = 2
+"#
+    )
 }
 
 /// Writes the demo's executor, `run-task.sh`: a shell script standing in for
@@ -500,31 +510,8 @@ schema = "demo"
 lease_secs = 6
 renew_secs = 1
 
-[plane]
-base_url = "{base}"
-workspace = "acme"
-project_id = "{project}"
-api_key_env = "DEMO_PLANE_KEY"
-# The demo's plane-sim has no rate limit; every process of the demo draws
-# from this one budget, polling every second.
-rate_limit_per_minute = 3000
-
-[backends.local]
-max_concurrent = 2
-command = ["./run-task.sh"]
-timeout_secs = 120
-
-[roles.goal]
-claim_state = "Ready for AI"
-running_state = "Running"
-done_state = "Done"
-blocked_state = "Blocked"
-backend = "local"
-
-[watcher]
-poll_interval_secs = 1
-grace_secs = 2
-"#
+{common}"#,
+            common = common_tables(&base, &project)
         ),
     )?;
     let spawn = |procs: &mut Procs, host: &str, name: &str, args: &[&str]| {
