@@ -98,17 +98,7 @@ fn finish_and_check(
     let log = world.sim.requests();
     let refused = log.iter().filter(|r| r.status == 429).count();
     assert_eq!(refused, 0, "{refused} requests met a 429");
-    let times: Vec<Duration> = log.iter().map(|r| r.at).collect();
-    let busiest = times
-        .iter()
-        .map(|start| {
-            times
-                .iter()
-                .filter(|t| **t >= *start && **t < *start + MINUTE)
-                .count()
-        })
-        .max()
-        .unwrap_or(0);
+    let busiest = world.sim.busiest_window(MINUTE);
     assert!(busiest <= limit, "{busiest} requests within a minute");
     let mut waits = 0;
     for (_, tag) in processes {

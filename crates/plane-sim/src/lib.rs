@@ -459,6 +459,23 @@ impl PlaneSim {
         self.shared.control().log.clone()
     }
 
+    /// The most requests of the log that arrived within any `window`: what
+    /// a rate limit over that window saw at its busiest.
+    pub fn busiest_window(&self, window: Duration) -> usize {
+        let mut times: Vec<Duration> = self.shared.control().log.iter().map(|r| r.at).collect();
+        times.sort();
+        let mut within = std::collections::VecDeque::new();
+        let mut busiest = 0;
+        for at in times {
+            while within.front().is_some_and(|first| at >= *first + window) {
+                within.pop_front();
+            }
+            within.push_back(at);
+            busiest = busiest.max(within.len());
+        }
+        busiest
+    }
+
     /// Forgets the request log.
     pub fn clear_requests(&self) {
         self.shared.control().log.clear();
