@@ -238,20 +238,26 @@ fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
-/// Two autocommit single-row inserts: what the disk and the server cost
-/// for two durable commits, with no ledger.
-fn floor_median(url: &str) -> Duration {
+/// A connection to the floor's table (made if missing) and its insert.
+fn floor_client(url: &str) -> (postgres::Client, postgres::Statement) {
     let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
     client
-        .batch_execute("CREATE TABLE floor (i bigint)")
+        .batch_execute("CREATE TABLE IF NOT EXISTS floor (i bigint)")
         .unwrap();
     let insert = client.prepare("INSERT INTO floor VALUES ($1)").unwrap();
-    median((0..SAMPLES as i64).map(|i| {
-        timed(|| {
-            client.execute(&insert, &[&i]).unwrap();
-            client.execute(&insert, &[&i]).unwrap();
-        })
-    }))
+    (client, insert)
+}
+
+/// Two autocommit single-row inserts: what the disk and the server cost
+/// for two durable commits, with no ledger.
+fn two_bare_commits(client: &mut postgres::Client, insert: &postgres::Statement, i: i64) {
+    client.execute(insert, &[&i]).unwrap();
+    client.execute(insert, &[&i]).unwrap();
+}
+
+fn floor_median(url: &str) -> Duration {
+    let (mut client, insert) = floor_client(url);
+    median((0..SAMPLES as i64).map(|i| timed(|| two_bare_commits(&mut client, &insert, i))))
 }
 
 /// Cycles per second with `processes` processes at once on one schema:
@@ -275,10 +281,8 @@ fn aggregate_redb(path: &Path, processes: usize) -> Aggregate {
 
 /// Pairs of bare commits per second with `processes` processes at once.
 fn aggregate_floor(url: &str, processes: usize) -> Aggregate {
-    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS floor_many (i bigint)")
-        .unwrap();
+    // The table first, so the children do not race to make it.
+    drop(floor_client(url));
     run_children(processes, |w| format!("floor|{url}|-|-|{w}"))
 }
 
@@ -344,13 +348,9 @@ fn child(spec: &str) {
     };
     let worker: usize = worker.parse().unwrap();
     if *engine == "floor" {
-        let mut client = postgres::Client::connect(location, postgres::NoTls).unwrap();
-        let insert = client
-            .prepare("INSERT INTO floor_many VALUES ($1)")
-            .unwrap();
+        let (mut client, insert) = floor_client(location);
         for i in 0..CYCLES_PER_PROCESS as i64 {
-            client.execute(&insert, &[&i]).unwrap();
-            client.execute(&insert, &[&i]).unwrap();
+            two_bare_commits(&mut client, &insert, i);
         }
         return;
     }
