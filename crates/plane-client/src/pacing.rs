@@ -17,7 +17,9 @@
 //!
 //! A 429's `Retry-After` (exact on Plane) pauses every request of this
 //! client. Every wait is a plain `tokio` sleep, so dropping the call that
-//! waits (at shutdown) cancels it, and a cancelled wait counts no send.
+//! waits (at shutdown) cancels it, and a cancelled wait counts no send
+//! (except a shared take already on its way to the store, which costs the
+//! fleet one request's worth of budget).
 //!
 //! With a [`SharedBudget`] (every process using the key draws from one
 //! window kept elsewhere, the ledger's store in inflight), the shared
@@ -165,14 +167,13 @@ impl Pacer {
         loop {
             // This process's own 429 pause, before asking anyone.
             let paused = {
-                let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                state
-                    .paused_until
-                    .map(|until| until.saturating_duration_since(Instant::now()))
-                    .filter(|wait| !wait.is_zero())
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                self.forget_old_sends(&mut state, now);
+                paused_for(&mut state, now)
             };
-            if let Some(wait) = paused {
-                tokio::time::sleep(wait).await;
+            if !paused.is_zero() {
+                tokio::time::sleep(paused).await;
                 continue;
             }
             let (budget, key) = (shared.budget.clone(), shared.key.clone());
@@ -212,23 +213,30 @@ impl Pacer {
         }
     }
 
-    fn wait_needed(&self, state: &mut PacerState, now: Instant) -> Duration {
-        let window = self.limit.per;
-        let margin = self.margin();
-        let leaves = |sent: Instant| sent + window + margin;
-        while state.sent.front().is_some_and(|t| leaves(*t) <= now) {
+    /// When one of this client's sends leaves the window.
+    fn leaves(&self, sent: Instant) -> Instant {
+        sent + self.limit.per + self.margin()
+    }
+
+    /// Drops the sends that have left the window (kept in both modes: a
+    /// shared budget that stops answering leaves this client pacing alone
+    /// from its own recent sends).
+    fn forget_old_sends(&self, state: &mut PacerState, now: Instant) {
+        while state.sent.front().is_some_and(|t| self.leaves(*t) <= now) {
             state.sent.pop_front();
         }
-        if let Some(until) = state.paused_until {
-            if until > now {
-                return until - now;
-            }
-            state.paused_until = None;
+    }
+
+    fn wait_needed(&self, state: &mut PacerState, now: Instant) -> Duration {
+        self.forget_old_sends(state, now);
+        let paused = paused_for(state, now);
+        if !paused.is_zero() {
+            return paused;
         }
         if state.sent.len() >= self.limit.requests as usize
             && let Some(oldest) = state.sent.front()
         {
-            return leaves(*oldest).saturating_duration_since(now);
+            return self.leaves(*oldest).saturating_duration_since(now);
         }
         let Some(word) = &state.server else {
             return Duration::ZERO;
@@ -242,7 +250,7 @@ impl Pacer {
         let given_back = word
             .counted_own
             .iter()
-            .filter(|t| leaves(**t) <= now)
+            .filter(|t| self.leaves(**t) <= now)
             .count();
         let used_since = state.sent.iter().filter(|t| **t >= word.said_at).count();
         if word.remaining as usize + given_back > used_since {
@@ -253,7 +261,7 @@ impl Pacer {
         // reset is sure.
         word.counted_own
             .iter()
-            .map(|t| leaves(*t))
+            .map(|t| self.leaves(*t))
             .find(|at| *at > now)
             .map_or(word.reset_at, |at| at.min(word.reset_at))
             .saturating_duration_since(now)
@@ -310,6 +318,19 @@ impl Pacer {
                 }
             });
         }
+    }
+}
+
+/// What is left of a 429's pause at `now` (zero when none), forgetting one
+/// that has ended.
+fn paused_for(state: &mut PacerState, now: Instant) -> Duration {
+    match state.paused_until {
+        Some(until) if until > now => until - now,
+        Some(_) => {
+            state.paused_until = None;
+            Duration::ZERO
+        }
+        None => Duration::ZERO,
     }
 }
 
