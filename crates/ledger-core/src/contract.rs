@@ -156,6 +156,128 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// `Retry-After` applies to the key, so to every process using it).
     /// Never shortens a pause in force.
     fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> Result<()>;
+
+    /// A look at the shared board snapshot `key` (a Plane project's
+    /// work items, as bytes the caller encodes), so that one listing serves
+    /// every process sharing the store. Decides by [`board_rule`]: a
+    /// snapshot younger than `max_age` is [`BoardLook::Fresh`]; else the
+    /// first caller gets [`BoardLook::YoursToList`] (and is expected to
+    /// call [`put_board`](Self::put_board) within `listing_for`), and the
+    /// others [`BoardLook::BeingListed`] until then. Times are the store's.
+    fn board_look(
+        &self,
+        key: &str,
+        max_age: Duration,
+        listing_for: Duration,
+        now: Timestamp,
+    ) -> Result<BoardLook>;
+
+    /// Stores `body` as the snapshot `key`, listed from `listed_at` on and
+    /// covering the audit log up to `events_seen` (both from the
+    /// [`BoardLook::YoursToList`] that asked for it), and ends the listing.
+    fn put_board(
+        &self,
+        key: &str,
+        listed_at: Timestamp,
+        events_seen: u64,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// Appends a hint (a webhook's news of one work item, as bytes the
+    /// caller encodes) to board `key`'s hint log, and returns its sequence
+    /// number: one above every earlier hint of the key. Hints older than
+    /// [`HINT_RETENTION`] are dropped: a hint is news, not a record.
+    fn add_board_hint(&self, key: &str, hint: &[u8], now: Timestamp) -> Result<u64>;
+
+    /// Board `key`'s hints numbered above `after`, oldest first, and the
+    /// newest hint's number (`0` when there never was one). A reader
+    /// starting out asks with `u64::MAX` to learn where the log stands.
+    fn board_hints_after(&self, key: &str, after: u64) -> Result<BoardHints>;
+}
+
+/// How long a board hint is kept.
+pub const HINT_RETENTION: Duration = Duration::from_secs(600);
+
+/// A board snapshot, as [`LedgerStore::board_look`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardSnapshot {
+    /// When its listing began: what changed on the board since may be
+    /// missing from it.
+    pub listed_at: Timestamp,
+    /// The audit log's newest sequence number when its listing began: the
+    /// starts numbered above it were admitted since, so a reader skips
+    /// their tasks rather than claim what another runner took.
+    pub events_seen: u64,
+    /// The caller's encoding of the board.
+    pub body: Vec<u8>,
+}
+
+/// What [`LedgerStore::board_look`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoardLook {
+    /// A snapshot young enough: use it, list nothing.
+    Fresh(BoardSnapshot),
+    /// List the board and [`put_board`](LedgerStore::put_board) it; no one
+    /// else is asked to until `listing_for` has passed.
+    YoursToList {
+        /// The listing's start, to pass to `put_board`.
+        listed_at: Timestamp,
+        /// The audit log's newest sequence number now, to pass to
+        /// `put_board`.
+        events_seen: u64,
+        /// The last snapshot, however old.
+        previous: Option<BoardSnapshot>,
+    },
+    /// Another process is listing the board, until `until` at the latest.
+    BeingListed {
+        /// The last snapshot, however old: use it, or wait for the new one.
+        previous: Option<BoardSnapshot>,
+        /// When the listing is given up on and asked of someone else.
+        until: Timestamp,
+    },
+}
+
+/// [`LedgerStore::board_hints_after`]'s answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BoardHints {
+    /// The hints above the number asked from, oldest first.
+    pub hints: Vec<Vec<u8>>,
+    /// The newest hint's number: ask from it next time.
+    pub last: u64,
+}
+
+/// What a board look decides, for [`board_rule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoardVerdict {
+    /// The snapshot is young enough.
+    Fresh,
+    /// The caller lists; the listing is recorded until the given time.
+    List(Timestamp),
+    /// Someone is listing until the given time.
+    Wait(Timestamp),
+}
+
+/// The board rule, shared by every store: from when the snapshot's listing
+/// began (`None`: there is none) and until when a listing is in progress,
+/// whether a look at `now` is served, lists, or waits for another's list.
+pub fn board_rule(
+    listed_at: Option<Timestamp>,
+    listing_until: Option<Timestamp>,
+    max_age: Duration,
+    listing_for: Duration,
+    now: Timestamp,
+) -> BoardVerdict {
+    if let Some(listed) = listed_at
+        && now.duration_since(listed) < max_age
+        && listed <= now
+    {
+        return BoardVerdict::Fresh;
+    }
+    match listing_until {
+        Some(until) if until > now => BoardVerdict::Wait(until),
+        _ => BoardVerdict::List(now.saturating_add(listing_for)),
+    }
 }
 
 /// What [`LedgerStore::take_budget`] decided.

@@ -114,7 +114,8 @@ pub mod time;
 pub mod usage;
 
 pub use contract::{
-    AdmissionCounts, BudgetAnswer, ImportReport, LedgerStore, PruneReport, StoreLock, admission,
+    AdmissionCounts, BoardHints, BoardLook, BoardSnapshot, BoardVerdict, BudgetAnswer,
+    HINT_RETENTION, ImportReport, LedgerStore, PruneReport, StoreLock, admission, board_rule,
     budget,
 };
 pub use error::{LedgerError, Result, StorageSource};

@@ -51,3 +51,16 @@ pub(crate) const IMPORTED: TableDefinition<u64, u64> = TableDefinition::new("imp
 /// after schema version 1 was released without a version change: a build
 /// that does not know the table never opens it.
 pub(crate) const PLANE_BUDGET: TableDefinition<&str, &[u8]> = TableDefinition::new("plane_budget");
+
+/// `boards`: a board key → JSON [`crate::store::BoardRecord`]: when its
+/// snapshot was listed, a listing in progress, its hints' numbering.
+/// Added, like `plane_budget`, without a version change.
+pub(crate) const BOARDS: TableDefinition<&str, &[u8]> = TableDefinition::new("boards");
+
+/// `board_bodies`: a board key → its snapshot's bytes, apart from
+/// `boards` so that a look that is not served reads no body.
+pub(crate) const BOARD_BODIES: TableDefinition<&str, &[u8]> = TableDefinition::new("board_bodies");
+
+/// `board_hints`: (board key, number) → JSON [`crate::store::HintRecord`].
+pub(crate) const BOARD_HINTS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("board_hints");

@@ -11,7 +11,7 @@ use ledger_core::{LedgerError, Result};
 use crate::worker::Connection;
 
 /// The schema version this build writes and reads.
-pub(crate) const VERSION: u64 = 3;
+pub(crate) const VERSION: u64 = 4;
 
 /// The first half of every advisory lock key of the ledger (the second is
 /// a hash of its purpose and the schema name), so they cannot collide with
@@ -277,6 +277,65 @@ $fn$;
 /// version: a newer one is refused untouched, an older one migrated. Runs
 /// under a transaction-scoped advisory lock, so hosts starting together
 /// create it once.
+/// Version 4: shared board snapshots and their webhook hints. Neither is
+/// a record of anything (a lost listing or hint costs a Plane request), so
+/// their commits are not waited on for the flush.
+fn v4() -> &'static str {
+    r#"
+CREATE TABLE boards (
+    key           text   PRIMARY KEY,
+    listed_at     bigint,
+    events_seen   bigint NOT NULL DEFAULT 0,
+    listing_until bigint,
+    last_hint     bigint NOT NULL DEFAULT 0,
+    body          bytea
+);
+CREATE TABLE board_hints (
+    key  text   NOT NULL,
+    seq  bigint NOT NULL,
+    at   bigint NOT NULL,
+    hint bytea  NOT NULL,
+    PRIMARY KEY (key, seq)
+);
+
+-- A look at board `p_key`, its row locked until the caller's commit (the
+-- caller applies ledger_core::board_rule and may claim the listing).
+CREATE FUNCTION board_read(
+    p_key text, p_now bigint,
+    OUT o_at bigint, OUT o_listed_at bigint, OUT o_events_seen bigint,
+    OUT o_listing_until bigint, OUT o_body bytea, OUT o_newest_event bigint)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    o_at := ms_now(p_now);
+    INSERT INTO boards (key) VALUES (p_key) ON CONFLICT DO NOTHING;
+    SELECT listed_at, events_seen, listing_until, body
+      INTO o_listed_at, o_events_seen, o_listing_until, o_body
+      FROM boards WHERE key = p_key FOR UPDATE;
+    SELECT coalesce(max(seq), 0) INTO o_newest_event FROM events;
+END
+$fn$;
+
+-- Numbered under the board row's lock, so hints commit in their numbers'
+-- order and a reader asking from its last number misses none.
+CREATE FUNCTION board_hint_add(p_key text, p_hint bytea, p_now bigint, p_keep_ms bigint)
+RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_at  bigint := ms_now(p_now);
+    v_seq bigint;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    INSERT INTO boards (key) VALUES (p_key) ON CONFLICT DO NOTHING;
+    UPDATE boards SET last_hint = last_hint + 1 WHERE key = p_key RETURNING last_hint INTO v_seq;
+    DELETE FROM board_hints WHERE key = p_key AND at <= v_at - p_keep_ms;
+    INSERT INTO board_hints (key, seq, at, hint) VALUES (p_key, v_seq, v_at, p_hint);
+    RETURN v_seq;
+END
+$fn$;
+"#
+}
+
 pub(crate) fn prepare(connection: &mut Connection, schema: &str) -> Result<()> {
     let migrated = {
         let client = connection.client()?;
@@ -344,6 +403,10 @@ fn migrate(
     if version == 2 {
         tx.batch_execute(v3())?;
         version = 3;
+    }
+    if version == 3 {
+        tx.batch_execute(v4())?;
+        version = 4;
     }
     if found != Some(version) {
         tx.execute(

@@ -195,7 +195,7 @@ fn a_newer_schema_is_refused_and_left_alone() {
         Err(LedgerError::NewerDatabaseSchema {
             found, supported, ..
         }) => {
-            assert_eq!((found, supported), (99, 3));
+            assert_eq!((found, supported), (99, 4));
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -230,8 +230,8 @@ fn an_older_schema_is_migrated_and_keeps_its_ledger() {
              UPDATE meta SET value = '1' WHERE key = 'schema_version';
              CREATE OR REPLACE FUNCTION next_event_seq() RETURNS bigint
                LANGUAGE sql AS 'SELECT s FROM next_event_seqs(1) AS s';
-             DROP FUNCTION budget_read;
-             DROP TABLE budgets, budget_takes;"
+             DROP FUNCTION budget_read, board_read, board_hint_add;
+             DROP TABLE budgets, budget_takes, boards, board_hints;"
         ))
         .unwrap();
     let languages = |client: &mut postgres::Client| -> Vec<String> {
@@ -265,13 +265,14 @@ fn an_older_schema_is_migrated_and_keeps_its_ledger() {
             &[],
         )
         .unwrap();
-    assert_eq!(row.get::<_, String>(0), "3");
+    assert_eq!(row.get::<_, String>(0), "4");
     assert_eq!(
         store
             .take_budget("key", 1, Duration::from_secs(60), now)
             .unwrap(),
         ledger_core::BudgetAnswer::Taken { in_window: 1 }
     );
+    assert!(store.add_board_hint("board", b"hint", now).unwrap() > 0);
     // The slot admitted before the migration is still open and still
     // counted; the next event follows the last one.
     assert_eq!(store.open_slots().unwrap().len(), 1);
