@@ -35,7 +35,7 @@ commands:
                   executors, Plane faults; checks caps, live dispatches and that
                   every task ends done or blocked (release build; default 30 min)
   fuzz NAME [--time SECS]
-                  run one cargo-fuzz target (plane_response, usage_import, config,
+                  run one cargo-fuzz target (plane_response, usage_import, config, webhook,
                   ledger_open) for SECS seconds (default 600); installs cargo-fuzz
                   if missing
   help            this text
@@ -359,7 +359,13 @@ fn soak(args: &[String]) -> Result {
     run("soak", soak)
 }
 
-const FUZZ_TARGETS: &[&str] = &["plane_response", "usage_import", "config", "ledger_open"];
+const FUZZ_TARGETS: &[&str] = &[
+    "plane_response",
+    "usage_import",
+    "config",
+    "ledger_open",
+    "webhook",
+];
 
 fn fuzz(args: &[String]) -> Result {
     let Some(name) = args.first().filter(|n| FUZZ_TARGETS.contains(&n.as_str())) else {

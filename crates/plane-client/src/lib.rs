@@ -59,6 +59,7 @@ mod config;
 mod error;
 mod model;
 mod pacing;
+pub mod webhook;
 
 pub use client::{PlaneClient, ProjectProbe, same_name};
 pub use config::{ApiKey, PlaneConfig, RateLimit, RouteFamily};

@@ -38,6 +38,23 @@ struct RawConfig {
     roles: BTreeMap<String, RawRole>,
     #[serde(default)]
     watcher: RawWatcher,
+    #[serde(default)]
+    webhook: Option<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    listen: Option<String>,
+    secret_env: Option<String>,
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: usize,
+}
+
+fn default_max_body_bytes() -> usize {
+    // A real delivery of a work item with a long description is tens of
+    // kilobytes; a megabyte leaves room and stops a flood.
+    1 << 20
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +178,8 @@ struct RawRole {
     labels: Vec<String>,
     #[serde(default = "default_max_attempts")]
     max_attempts: u32,
+    #[serde(default)]
+    api_key_env: Option<String>,
 }
 
 fn default_max_attempts() -> u32 {
@@ -170,8 +189,8 @@ fn default_max_attempts() -> u32 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWatcher {
-    #[serde(default = "default_poll_interval_secs")]
-    poll_interval_secs: u64,
+    #[serde(default)]
+    poll_interval_secs: Option<u64>,
     #[serde(default = "default_lease_secs")]
     lease_secs: u64,
     #[serde(default = "default_grace_secs")]
@@ -185,7 +204,7 @@ struct RawWatcher {
 impl Default for RawWatcher {
     fn default() -> Self {
         Self {
-            poll_interval_secs: default_poll_interval_secs(),
+            poll_interval_secs: None,
             lease_secs: default_lease_secs(),
             grace_secs: default_grace_secs(),
             startup_reconcile_secs: default_startup_reconcile_secs(),
@@ -220,8 +239,9 @@ impl CommentPolicy {
     }
 }
 
-fn default_poll_interval_secs() -> u64 {
-    30
+fn default_poll_interval_secs(webhooks: bool) -> u64 {
+    // With webhooks on, the poll only catches deliveries that were lost.
+    if webhooks { 300 } else { 30 }
 }
 fn default_lease_secs() -> u64 {
     300
@@ -340,6 +360,22 @@ pub struct RoleSettings {
     pub labels: Vec<String>,
     /// `max_attempts`.
     pub max_attempts: u32,
+    /// `api_key_env`: the environment variable holding this role's own
+    /// Plane key (`None`: `plane.api_key_env`'s). Each key has a budget of
+    /// its own.
+    pub api_key_env: Option<String>,
+}
+
+/// `[webhook]`: Plane's deliveries, received by `watchdog run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// `listen`: the address `watchdog run` accepts deliveries on.
+    pub listen: std::net::SocketAddr,
+    /// `secret_env`: the environment variable holding the webhook's
+    /// secret (Plane's `secret_key`, `plane_wh_…`).
+    pub secret_env: String,
+    /// `max_body_bytes`: a larger delivery is refused with 413.
+    pub max_body_bytes: usize,
 }
 
 /// `[watcher]`.
@@ -376,6 +412,8 @@ pub struct Config {
     pub roles: BTreeMap<String, RoleSettings>,
     /// `[watcher]`.
     pub watcher: WatcherSettings,
+    /// `[webhook]`, when deliveries are received.
+    pub webhook: Option<WebhookSettings>,
 }
 
 impl Config {
@@ -396,7 +434,11 @@ impl Config {
         let plane = plane_settings(&check, raw.plane)?;
         let backends = backend_settings(&check, raw.backends)?;
         let roles = role_settings(&check, raw.roles, &backends)?;
-        let watcher = watcher_settings(&check, raw.watcher)?;
+        let webhook = raw
+            .webhook
+            .map(|w| webhook_settings(&check, w))
+            .transpose()?;
+        let watcher = watcher_settings(&check, raw.watcher, webhook.is_some())?;
         // A runner cut off from the database stops its executors (SIGTERM,
         // the grace period, SIGKILL) before its lease runs out: the lease
         // must leave room for a missed renewal and that stop.
@@ -424,6 +466,7 @@ impl Config {
             backends,
             roles,
             watcher,
+            webhook,
         })
     }
 
@@ -499,11 +542,24 @@ impl Config {
     /// The Plane client's configuration, with the API key read from the
     /// environment variable `plane.api_key_env`.
     pub fn plane_config(&self) -> Result<PlaneConfig, ConfigError> {
+        self.plane_config_with(&self.plane.api_key_env, "plane.api_key_env")
+    }
+
+    /// The Plane client's configuration for `role`: its own key when it
+    /// names one (`roles.NAME.api_key_env`), else `plane.api_key_env`'s.
+    pub fn plane_config_for(&self, role: &RoleSettings) -> Result<PlaneConfig, ConfigError> {
+        match &role.api_key_env {
+            Some(env) => self.plane_config_with(env, &format!("roles.{}.api_key_env", role.name)),
+            None => self.plane_config(),
+        }
+    }
+
+    fn plane_config_with(&self, env: &str, key_name: &str) -> Result<PlaneConfig, ConfigError> {
         // The client's own reader tells an unset variable from an empty
         // one, and never shows a value.
-        let key = ApiKey::from_env(&self.plane.api_key_env).map_err(|e| ConfigError {
+        let key = ApiKey::from_env(env).map_err(|e| ConfigError {
             path: self.path.display().to_string(),
-            key: "plane.api_key_env".into(),
+            key: key_name.into(),
             message: match e {
                 plane_client::PlaneError::Config(message) => message,
                 other => other.to_string(),
@@ -818,6 +874,12 @@ fn role_settings(
         if r.max_attempts == 0 {
             return Err(check.error(&key("max_attempts"), "must be greater than 0".into()));
         }
+        let api_key_env = match r.api_key_env {
+            Some(name) if name.trim().is_empty() => {
+                return Err(check.error(&key("api_key_env"), "must not be empty".into()));
+            }
+            other => other,
+        };
         roles.insert(
             name.clone(),
             RoleSettings {
@@ -829,17 +891,52 @@ fn role_settings(
                 backend: backend.name.clone(),
                 labels: r.labels,
                 max_attempts: r.max_attempts,
+                api_key_env,
             },
         );
     }
     Ok(roles)
 }
 
-fn watcher_settings(check: &Checker, w: RawWatcher) -> Result<WatcherSettings, ConfigError> {
+fn webhook_settings(check: &Checker, w: RawWebhook) -> Result<WebhookSettings, ConfigError> {
+    let Some(listen) = w.listen else {
+        return Err(check.error(
+            "webhook.listen",
+            "is required with [webhook], e.g. \"127.0.0.1:8099\"".into(),
+        ));
+    };
+    let listen = listen.parse().map_err(|_| {
+        check.error(
+            "webhook.listen",
+            format!("{listen:?} is not an address and port, e.g. \"127.0.0.1:8099\""),
+        )
+    })?;
+    let Some(secret_env) = w.secret_env.filter(|s| !s.trim().is_empty()) else {
+        return Err(check.error(
+            "webhook.secret_env",
+            "is required with [webhook]: the environment variable holding the webhook's secret"
+                .into(),
+        ));
+    };
+    let max_body_bytes =
+        check.positive("webhook.max_body_bytes", w.max_body_bytes as u64)? as usize;
+    Ok(WebhookSettings {
+        listen,
+        secret_env,
+        max_body_bytes,
+    })
+}
+
+fn watcher_settings(
+    check: &Checker,
+    w: RawWatcher,
+    webhooks: bool,
+) -> Result<WatcherSettings, ConfigError> {
+    let poll = w
+        .poll_interval_secs
+        .unwrap_or_else(|| default_poll_interval_secs(webhooks));
     let watcher = WatcherSettings {
-        poll_interval: Duration::from_secs(
-            check.positive("watcher.poll_interval_secs", w.poll_interval_secs)?,
-        ),
+        poll_interval: Duration::from_secs(check.positive("watcher.poll_interval_secs", poll)?),
         lease: Duration::from_secs(check.positive("watcher.lease_secs", w.lease_secs)?),
         grace: Duration::from_secs(w.grace_secs),
         startup_reconcile: Duration::from_secs(

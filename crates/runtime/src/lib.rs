@@ -27,6 +27,7 @@
 // `cargo xtask ci` denies unwrap, expect, indexing and panic here.
 
 mod adapters;
+mod board;
 mod config;
 mod logging;
 mod plane;
@@ -34,9 +35,12 @@ mod process;
 mod store;
 
 pub use adapters::{LedgerAdapter, StoreStartupLock};
+pub use board::{
+    BoardView, SharedBoard, board_key, decode_hint, decode_items, encode_hint, encode_items,
+};
 pub use config::{
     BackendSettings, CommentPolicy, Config, ConfigError, LedgerSettings, PlaneSettings,
-    PostgresSettings, RoleSettings, StoreSettings, WatcherSettings,
+    PostgresSettings, RoleSettings, StoreSettings, WatcherSettings, WebhookSettings,
 };
 pub use logging::{LogFormat, init_logging};
 pub use plane::{

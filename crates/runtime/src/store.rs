@@ -295,6 +295,36 @@ impl LedgerStore for Opening {
     fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> Result<()> {
         self.ledger()?.pause_budget(key, wait, now)
     }
+
+    fn board_look(
+        &self,
+        key: &str,
+        max_age: Duration,
+        listing_for: Duration,
+        now: Timestamp,
+    ) -> Result<ledger_core::BoardLook> {
+        self.ledger()?.board_look(key, max_age, listing_for, now)
+    }
+
+    fn put_board(
+        &self,
+        key: &str,
+        listed_at: Timestamp,
+        events_seen: u64,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<()> {
+        self.ledger()?
+            .put_board(key, listed_at, events_seen, body, now)
+    }
+
+    fn add_board_hint(&self, key: &str, hint: &[u8], now: Timestamp) -> Result<u64> {
+        self.ledger()?.add_board_hint(key, hint, now)
+    }
+
+    fn board_hints_after(&self, key: &str, after: u64) -> Result<ledger_core::BoardHints> {
+        self.ledger()?.board_hints_after(key, after)
+    }
 }
 
 /// Runs a store call on tokio's blocking pool and waits for it without

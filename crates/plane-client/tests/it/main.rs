@@ -8,3 +8,4 @@ mod live;
 mod pacing;
 mod secrets;
 mod support;
+mod webhook;

@@ -1,0 +1,340 @@
+//! One look at the board for every runner sharing a store: the project's
+//! work items listed by one process at most once per poll interval and
+//! kept in the ledger's store ([`LedgerStore::board_look`]), and the
+//! webhook hints that tell runners of a change before the next listing.
+//!
+//! A snapshot is only ever a list of candidates. A runner re-reads a
+//! candidate from Plane before it claims it, and skips the tasks admitted
+//! since the listing began (the starts the audit log numbers above the
+//! snapshot's `events_seen`), so a stale snapshot costs no second run and
+//! few requests.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use ledger_core::{BoardLook, BoardSnapshot, Clock, EventKind, LedgerStore, TaskId, Timestamp};
+use plane_client::{LabelRef, PlaneError, StateGroup, StateLite, StateRef, WorkItem};
+use serde::{Deserialize, Serialize};
+
+use crate::{Config, Plane, on_store};
+
+/// How long a listing holds off other listers: long enough for five pages
+/// at a paced budget; a lister that dies is replaced after it.
+const LISTING_FOR: Duration = Duration::from_secs(60);
+
+/// How often a process with no snapshot at all looks again while another
+/// lists the board.
+const LISTING_WAIT: Duration = Duration::from_millis(250);
+
+/// The most audit events a look reads to learn what was admitted since its
+/// snapshot's listing (a poll interval's worth, many times over).
+const EVENTS_SINCE_LIMIT: usize = 100_000;
+
+/// The store's key for `config`'s project: the server, the workspace and
+/// the project, so two projects (or two Plane servers) never share one.
+pub fn board_key(config: &Config) -> String {
+    format!(
+        "plane:{}|{}|{}",
+        config.plane.base_url.trim_end_matches('/'),
+        config.plane.workspace,
+        config.plane.project_id
+    )
+}
+
+/// A work item as snapshots and hints keep it: what runners read, no more.
+#[derive(Debug, Serialize, Deserialize)]
+struct Kept {
+    id: String,
+    name: String,
+    state: String,
+    /// The state's name and group, when the listing had them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state_name: Option<(String, String)>,
+    labels: Vec<String>,
+    /// Milliseconds since the epoch.
+    created_at: i64,
+}
+
+impl Kept {
+    fn of(item: &WorkItem) -> Self {
+        let created = item
+            .created_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Kept {
+            id: item.id.clone(),
+            name: item.name.clone(),
+            state: item.state.id().to_owned(),
+            state_name: match &item.state {
+                StateRef::Expanded(s) => Some((s.name.clone(), s.group.as_str().to_owned())),
+                StateRef::Id(_) => None,
+            },
+            labels: item.labels.iter().map(|l| l.id().to_owned()).collect(),
+            created_at: created,
+        }
+    }
+
+    fn into_item(self) -> WorkItem {
+        let state = match self.state_name {
+            Some((name, group)) => StateRef::Expanded(StateLite {
+                id: self.state,
+                name,
+                group: serde_json::from_value(serde_json::Value::String(group))
+                    .unwrap_or(StateGroup::Other(String::new())),
+            }),
+            None => StateRef::Id(self.state),
+        };
+        WorkItem {
+            id: self.id,
+            name: self.name,
+            sequence_id: None,
+            state,
+            labels: self.labels.into_iter().map(LabelRef::Id).collect(),
+            created_at: SystemTime::UNIX_EPOCH
+                + Duration::from_millis(u64::try_from(self.created_at).unwrap_or(0)),
+            updated_at: None,
+            priority: None,
+        }
+    }
+}
+
+/// `items` as a snapshot's body.
+pub fn encode_items(items: &[WorkItem]) -> Vec<u8> {
+    let kept: Vec<Kept> = items.iter().map(Kept::of).collect();
+    serde_json::to_vec(&kept).unwrap_or_default()
+}
+
+/// A snapshot's body as work items; `None` when it is not one this build
+/// wrote (the board is then listed again).
+pub fn decode_items(body: &[u8]) -> Option<Vec<WorkItem>> {
+    let kept: Vec<Kept> = serde_json::from_slice(body).ok()?;
+    Some(kept.into_iter().map(Kept::into_item).collect())
+}
+
+/// One work item as a board hint.
+pub fn encode_hint(item: &WorkItem) -> Vec<u8> {
+    serde_json::to_vec(&Kept::of(item)).unwrap_or_default()
+}
+
+/// A board hint as the work item it names; `None` when it is not one.
+pub fn decode_hint(hint: &[u8]) -> Option<WorkItem> {
+    serde_json::from_slice::<Kept>(hint)
+        .ok()
+        .map(Kept::into_item)
+}
+
+/// What one look at the shared board gives a runner.
+#[derive(Debug, Default)]
+pub struct BoardView {
+    /// The project's work items, as listed.
+    pub items: Vec<WorkItem>,
+    /// Tasks admitted or finished since the listing began: the listing's
+    /// word on them is stale.
+    pub changed: HashSet<TaskId>,
+    /// Whether this look listed the board (a Plane request per page).
+    pub listed: bool,
+}
+
+/// The board as every runner sharing a store sees it.
+#[derive(Debug, Clone)]
+pub struct SharedBoard {
+    store: Arc<dyn LedgerStore>,
+    clock: Arc<dyn Clock>,
+    key: String,
+    max_age: Duration,
+    /// Set once the store failed a look, so the fallback is said once.
+    warned: Arc<AtomicBool>,
+}
+
+impl SharedBoard {
+    /// The board of `config`'s project in `store`, listed again when its
+    /// snapshot is `max_age` old (the runners' poll interval).
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn LedgerStore>,
+        clock: Arc<dyn Clock>,
+        max_age: Duration,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            key: board_key(config),
+            max_age,
+            warned: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The store's key of this board.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The board: the snapshot when it is young enough, else listed from
+    /// Plane by this process (when no other is listing it) and stored for
+    /// the others. A store that cannot be reached makes this process list
+    /// the board itself, as if alone.
+    pub async fn look(&self, plane: &dyn Plane) -> Result<BoardView, PlaneError> {
+        loop {
+            let (key, max_age, now) = (self.key.clone(), self.max_age, self.clock.now());
+            let look = on_store(&self.store, move |s| {
+                s.board_look(&key, max_age, LISTING_FOR, now)
+            })
+            .await;
+            let look = match look {
+                Ok(look) => look,
+                Err(error) => {
+                    if !self.warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(%error, "the shared board cannot be read; this process lists the board itself");
+                    }
+                    return Ok(BoardView {
+                        items: plane.list_work_items().await?,
+                        changed: HashSet::new(),
+                        listed: true,
+                    });
+                }
+            };
+            match look {
+                BoardLook::Fresh(snapshot) => {
+                    if let Some(view) = self.view_of(&snapshot).await {
+                        return Ok(view);
+                    }
+                    // Unreadable: list it again once it is due; meanwhile
+                    // this process lists it for itself.
+                    return self.list_alone(plane).await;
+                }
+                BoardLook::BeingListed {
+                    previous: Some(snapshot),
+                    ..
+                } => {
+                    if let Some(view) = self.view_of(&snapshot).await {
+                        return Ok(view);
+                    }
+                    return self.list_alone(plane).await;
+                }
+                BoardLook::BeingListed { previous: None, .. } => {
+                    tokio::time::sleep(LISTING_WAIT).await;
+                }
+                BoardLook::YoursToList {
+                    listed_at,
+                    events_seen,
+                    ..
+                } => return self.list(plane, listed_at, events_seen).await,
+            }
+        }
+    }
+
+    async fn list(
+        &self,
+        plane: &dyn Plane,
+        listed_at: Timestamp,
+        events_seen: u64,
+    ) -> Result<BoardView, PlaneError> {
+        // A failed listing leaves the claim to run out (`LISTING_FOR`);
+        // meanwhile the others keep the last snapshot.
+        let items = plane.list_work_items().await?;
+        let body = encode_items(&items);
+        let (key, now) = (self.key.clone(), self.clock.now());
+        let put = on_store(&self.store, move |s| {
+            s.put_board(&key, listed_at, events_seen, &body, now)
+        })
+        .await;
+        if let Err(error) = put {
+            tracing::warn!(%error, "could not store the board's snapshot; the next look lists it again");
+        }
+        tracing::debug!(items = items.len(), "listed the board for every runner");
+        let changed = self.changed_since(events_seen).await;
+        Ok(BoardView {
+            items,
+            changed,
+            listed: true,
+        })
+    }
+
+    async fn list_alone(&self, plane: &dyn Plane) -> Result<BoardView, PlaneError> {
+        Ok(BoardView {
+            items: plane.list_work_items().await?,
+            changed: HashSet::new(),
+            listed: true,
+        })
+    }
+
+    async fn view_of(&self, snapshot: &BoardSnapshot) -> Option<BoardView> {
+        let items = decode_items(&snapshot.body)?;
+        Some(BoardView {
+            items,
+            changed: self.changed_since(snapshot.events_seen).await,
+            listed: false,
+        })
+    }
+
+    /// Tasks with a start or a finish in the audit log after `seq`. A
+    /// failed read returns none: the re-read before a claim still guards.
+    async fn changed_since(&self, seq: u64) -> HashSet<TaskId> {
+        let events = on_store(&self.store, move |s| {
+            s.events_after(seq, EVENTS_SINCE_LIMIT)
+        })
+        .await;
+        let Ok(events) = events else {
+            return HashSet::new();
+        };
+        events
+            .into_iter()
+            .filter_map(|event| match event.kind {
+                EventKind::Started { key, .. } | EventKind::Finished { key, .. } => {
+                    Some(key.task_id)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The hints after `after` as work items, and the number to ask from
+    /// next. A failed read returns none and asks from `after` again.
+    pub async fn hints_after(&self, after: u64) -> (Vec<WorkItem>, u64) {
+        let key = self.key.clone();
+        match on_store(&self.store, move |s| s.board_hints_after(&key, after)).await {
+            Ok(hints) => (
+                hints.hints.iter().filter_map(|h| decode_hint(h)).collect(),
+                hints.last,
+            ),
+            Err(error) => {
+                tracing::debug!(%error, "could not read the board's hints");
+                (Vec::new(), after)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_item_comes_back_as_it_was_listed() {
+        let listed: Vec<WorkItem> = serde_json::from_str(
+            r##"[{"id":"a1","name":"first","state":"s1","labels":["l1","l2"],"created_at":"2026-11-28T18:07:01.324Z"},
+                 {"id":"a2","name":"second","state":{"id":"s2","name":"Todo","color":"#fff","group":"unstarted"},"labels":[{"id":"l3","name":"x","color":""}],"created_at":"2026-11-28T18:07:02Z"}]"##,
+        )
+        .unwrap();
+        let back = decode_items(&encode_items(&listed)).unwrap();
+        assert_eq!(back.len(), 2);
+        for (was, is) in listed.iter().zip(&back) {
+            assert_eq!(
+                (&was.id, &was.name, &was.created_at),
+                (&is.id, &is.name, &is.created_at)
+            );
+            assert_eq!(was.state, is.state);
+            let ids = |item: &WorkItem| {
+                item.labels
+                    .iter()
+                    .map(|l| l.id().to_owned())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(ids(was), ids(is));
+        }
+        assert!(decode_items(b"not json").is_none());
+        assert_eq!(decode_hint(&encode_hint(&listed[1])).unwrap().id, "a2");
+    }
+}
