@@ -673,4 +673,37 @@ impl LedgerStore for RenewalLog {
     fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> ledger_core::Result<()> {
         self.inner.pause_budget(key, wait, now)
     }
+
+    fn board_look(
+        &self,
+        key: &str,
+        max_age: Duration,
+        listing_for: Duration,
+        now: Timestamp,
+    ) -> ledger_core::Result<ledger_core::BoardLook> {
+        self.inner.board_look(key, max_age, listing_for, now)
+    }
+
+    fn put_board(
+        &self,
+        key: &str,
+        listed_at: Timestamp,
+        events_seen: u64,
+        body: &[u8],
+        now: Timestamp,
+    ) -> ledger_core::Result<()> {
+        self.inner.put_board(key, listed_at, events_seen, body, now)
+    }
+
+    fn add_board_hint(&self, key: &str, hint: &[u8], now: Timestamp) -> ledger_core::Result<u64> {
+        self.inner.add_board_hint(key, hint, now)
+    }
+
+    fn board_hints_after(
+        &self,
+        key: &str,
+        after: u64,
+    ) -> ledger_core::Result<ledger_core::BoardHints> {
+        self.inner.board_hints_after(key, after)
+    }
 }

@@ -31,6 +31,7 @@
 
 mod faults;
 mod server;
+mod webhooks;
 mod world;
 
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use faults::{Fault, FaultRule};
+pub use webhooks::{SentDelivery, python_json, sign};
 pub use world::{SimComment, SimLabel, SimState, SimWorkItem};
 
 use world::World;
@@ -109,6 +111,8 @@ pub struct RecordedRequest {
 pub(crate) struct Control {
     pub(crate) faults: Vec<FaultRule>,
     pub(crate) log: Vec<RecordedRequest>,
+    /// Webhook deliveries sent.
+    pub(crate) sent: Vec<SentDelivery>,
     pub(crate) rate_limit: Option<(u32, Duration)>,
     /// Allowed requests per key, for the sliding window.
     pub(crate) allowed: std::collections::HashMap<String, std::collections::VecDeque<Instant>>,
@@ -155,6 +159,9 @@ pub struct PlaneSim {
     shared: Arc<Shared>,
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    /// The runtime it was started on, where deliveries of changes made
+    /// through the library are sent from.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Drop for PlaneSim {
@@ -186,6 +193,7 @@ impl PlaneSim {
             control: Mutex::new(Control {
                 faults: Vec::new(),
                 log: Vec::new(),
+                sent: Vec::new(),
                 rate_limit: config.rate_limit,
                 allowed: Default::default(),
                 api_keys: config.api_keys,
@@ -202,7 +210,12 @@ impl PlaneSim {
                 tracing::error!(%error, "plane-sim stopped");
             }
         });
-        Ok(Self { shared, addr, task })
+        Ok(Self {
+            shared,
+            addr,
+            task,
+            runtime: tokio::runtime::Handle::current(),
+        })
     }
 
     /// `http://127.0.0.1:PORT`: what a client's `base_url` should be.
@@ -385,19 +398,50 @@ impl PlaneSim {
 
     /// Moves a work item to the state named `state`, as a person would in
     /// Plane's UI.
+    ///
+    /// Registered webhooks get its delivery as Plane sends one.
     pub fn set_state(&self, id: &str, state: &str) -> bool {
         let mut world = self.shared.world();
         let Some(state_id) = world.state_by_name(state).map(|s| s.id.clone()) else {
             return false;
         };
-        match world.items.iter_mut().find(|i| i.id == id) {
-            Some(item) => {
-                item.state_id = state_id;
-                item.updated_at = SystemTime::now();
-                true
-            }
-            None => false,
+        let Some(item) = world.items.iter_mut().find(|i| i.id == id) else {
+            return false;
+        };
+        let before = item.clone();
+        item.state_id = state_id;
+        item.updated_at = SystemTime::now();
+        let after = item.clone();
+        world.changed(&before, &after);
+        let outgoing = std::mem::take(&mut world.outbox);
+        drop(world);
+        if !outgoing.is_empty() {
+            self.runtime.spawn(webhooks::deliver(
+                self.shared.clone(),
+                outgoing,
+                self.shared.started,
+            ));
         }
+        true
+    }
+
+    /// Registers a workspace webhook (`issue: true`): every change to a
+    /// work item's state, priority or name is POSTed to `url` (http only),
+    /// signed with `secret`, as real Plane delivers it. Returns its id.
+    pub fn add_webhook(&self, url: &str, secret: &str) -> String {
+        let mut world = self.shared.world();
+        let id = world.new_id();
+        world.webhooks.push(webhooks::SimWebhook {
+            id: id.clone(),
+            url: url.to_owned(),
+            secret: secret.to_owned(),
+        });
+        id
+    }
+
+    /// The webhook deliveries sent so far, in order.
+    pub fn deliveries(&self) -> Vec<SentDelivery> {
+        self.shared.control().sent.clone()
     }
 
     /// Soft-deletes a work item: reads answer 404 from now on.

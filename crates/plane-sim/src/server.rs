@@ -130,6 +130,14 @@ async fn handle(
     let path = uri.path().to_owned();
     let at = shared.started.elapsed();
     let response = answer(&shared, &method, &uri, &headers, &body).await;
+    let outgoing = std::mem::take(&mut shared.world().outbox);
+    if !outgoing.is_empty() {
+        tokio::spawn(crate::webhooks::deliver(
+            shared.clone(),
+            outgoing,
+            shared.started,
+        ));
+    }
     shared.control().log.push(RecordedRequest {
         method: method.to_string(),
         path,
@@ -760,6 +768,7 @@ fn patch_item(world: &mut World, id: &str, body: &Bytes) -> Response {
     let Some(item) = world.items.iter_mut().find(|i| i.id == id) else {
         return object_missing();
     };
+    let before = item.clone();
     if let Some(state_id) = state_id {
         item.state_id = state_id;
     }
@@ -772,6 +781,7 @@ fn patch_item(world: &mut World, id: &str, body: &Bytes) -> Response {
     // Every successful PATCH moves updated_at, even an empty one.
     item.updated_at = SystemTime::now();
     let item = item.clone();
+    world.changed(&before, &item);
     json_response(StatusCode::OK, &world.render_item(&item, &[]))
 }
 

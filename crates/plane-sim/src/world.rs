@@ -94,6 +94,10 @@ pub(crate) struct World {
     pub(crate) comments: Vec<SimComment>,
     /// Other projects of the workspace, with no work items.
     pub(crate) other_projects: Vec<String>,
+    /// Registered webhooks.
+    pub(crate) webhooks: Vec<crate::webhooks::SimWebhook>,
+    /// Deliveries of changes made under the lock, sent once it is released.
+    pub(crate) outbox: Vec<crate::webhooks::Outgoing>,
     next_id: u64,
     id_salt: u64,
 }
@@ -143,6 +147,8 @@ impl World {
             items: Vec::new(),
             comments: Vec::new(),
             other_projects: Vec::new(),
+            webhooks: Vec::new(),
+            outbox: Vec::new(),
             next_id: 1,
             id_salt: salt,
         };
@@ -184,6 +190,17 @@ impl World {
         self.states
             .iter()
             .find(|s| s.name.eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// Queues the deliveries of a change to a work item (none when
+    /// nothing changed or no webhook is registered).
+    pub(crate) fn changed(&mut self, before: &SimWorkItem, after: &SimWorkItem) {
+        let changes = crate::webhooks::changes(before, after);
+        if changes.is_empty() || self.webhooks.is_empty() {
+            return;
+        }
+        let outgoing = crate::webhooks::deliveries(self, after, &changes);
+        self.outbox.extend(outgoing);
     }
 
     pub(crate) fn state(&self, id: &str) -> Option<&SimState> {

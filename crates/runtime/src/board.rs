@@ -10,8 +10,8 @@
 //! few requests.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use ledger_core::{BoardLook, BoardSnapshot, Clock, EventKind, LedgerStore, TaskId, Timestamp};
@@ -146,6 +146,9 @@ pub struct SharedBoard {
     max_age: Duration,
     /// Set once the store failed a look, so the fallback is said once.
     warned: Arc<AtomicBool>,
+    /// The listing this process was given and has not stored (its listing
+    /// failed): its next look lists again, rather than wait for itself.
+    claimed: Arc<Mutex<Option<(Timestamp, u64)>>>,
 }
 
 impl SharedBoard {
@@ -163,6 +166,7 @@ impl SharedBoard {
             key: board_key(config),
             max_age,
             warned: Arc::new(AtomicBool::new(false)),
+            claimed: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -204,6 +208,11 @@ impl SharedBoard {
                     // this process lists it for itself.
                     return self.list_alone(plane).await;
                 }
+                BoardLook::BeingListed { .. } if self.claim().is_some() => {
+                    if let Some((listed_at, events_seen)) = self.claim() {
+                        return self.list(plane, listed_at, events_seen).await;
+                    }
+                }
                 BoardLook::BeingListed {
                     previous: Some(snapshot),
                     ..
@@ -231,9 +240,12 @@ impl SharedBoard {
         listed_at: Timestamp,
         events_seen: u64,
     ) -> Result<BoardView, PlaneError> {
-        // A failed listing leaves the claim to run out (`LISTING_FOR`);
-        // meanwhile the others keep the last snapshot.
+        // A failed listing keeps the claim: this process tries again at
+        // its next look, and the others keep the last snapshot until it
+        // succeeds or the claim runs out (`LISTING_FOR`).
+        *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some((listed_at, events_seen));
         let items = plane.list_work_items().await?;
+        *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let body = encode_items(&items);
         let (key, now) = (self.key.clone(), self.clock.now());
         let put = on_store(&self.store, move |s| {
@@ -250,6 +262,10 @@ impl SharedBoard {
             changed,
             listed: true,
         })
+    }
+
+    fn claim(&self) -> Option<(Timestamp, u64)> {
+        *self.claimed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn list_alone(&self, plane: &dyn Plane) -> Result<BoardView, PlaneError> {

@@ -16,6 +16,8 @@
 
 #![warn(missing_docs)]
 
+pub mod webhook;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -118,6 +120,35 @@ impl Scanner {
             clock: Arc::new(SystemClock),
         };
         Ok(Self::with_dependencies(config, dependencies))
+    }
+
+    /// The ledger store it scans.
+    pub fn store(&self) -> Arc<dyn LedgerStore> {
+        self.ledger.clone()
+    }
+
+    /// A receiver of Plane's webhooks for `config` (`[webhook]`), writing
+    /// its hints to this scanner's store; `None` when webhooks are off.
+    /// The secret is read from `webhook.secret_env` (exit status 2 when
+    /// it is unset or empty).
+    pub fn webhook_receiver(&self) -> Result<Option<webhook::Receiver>, WatchdogError> {
+        let Some(settings) = &self.config.webhook else {
+            return Ok(None);
+        };
+        let secret = plane_client::webhook::WebhookSecret::from_env(&settings.secret_env).map_err(
+            |message| ConfigError {
+                path: self.config.path.display().to_string(),
+                key: "webhook.secret_env".into(),
+                message,
+            },
+        )?;
+        Ok(Some(webhook::Receiver::new(
+            &self.config,
+            secret,
+            self.ledger.clone(),
+            self.clock.clone(),
+            settings.max_body_bytes,
+        )))
     }
 
     /// A scanner for `config` working with `dependencies`.

@@ -43,7 +43,9 @@ enum Command {
     },
     /// Scan every SECS seconds until SIGTERM or SIGINT; one JSON report a
     /// line. A scan that fails is logged ("scan incomplete") and retried at
-    /// the next tick.
+    /// the next tick. With a [webhook] table in the configuration, also
+    /// receive Plane's webhook deliveries on webhook.listen (secret from
+    /// webhook.secret_env) and wake the runners they concern.
     Run {
         /// Seconds between scans.
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -164,18 +166,46 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate())?;
             let mut int = signal(SignalKind::interrupt())?;
-            let scanner = watchdog_bin::Scanner::new(config)?;
-            let shutdown = async move {
+            let scanner = watchdog_bin::Scanner::new(config.clone())?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let stopped = move || {
+                let mut stop = stop_rx.clone();
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                }
+            };
+            let hooks = match (scanner.webhook_receiver()?, &config.webhook) {
+                (Some(receiver), Some(settings)) => {
+                    let listener = tokio::net::TcpListener::bind(settings.listen)
+                        .await
+                        .map_err(|e| {
+                            std::io::Error::new(
+                                e.kind(),
+                                format!("webhook.listen {}: {e}", settings.listen),
+                            )
+                        })?;
+                    tracing::info!(listen = %settings.listen, "receiving Plane's webhooks");
+                    let serve = watchdog_bin::webhook::serve(
+                        listener,
+                        std::sync::Arc::new(receiver),
+                        stopped(),
+                    );
+                    Some(tokio::spawn(serve))
+                }
+                _ => None,
+            };
+            tokio::spawn(async move {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),
                     _ = int.recv() => tracing::info!("SIGINT received"),
                 }
-            };
+                let _ = stop_tx.send(true);
+            });
             watchdog_bin::run_scans(
                 &scanner,
                 Duration::from_secs(interval),
                 apply,
-                shutdown,
+                stopped(),
                 |outcome| match outcome {
                     Ok(report) => {
                         println!("{}", json(&report));
@@ -188,6 +218,11 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
                 },
             )
             .await;
+            if let Some(hooks) = hooks
+                && let Ok(Err(e)) = hooks.await
+            {
+                tracing::error!(error = %e, "the webhook listener failed");
+            }
             tracing::info!("watchdog stopped");
         }
         Command::CheckConfig => {

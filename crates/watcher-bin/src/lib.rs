@@ -28,6 +28,7 @@ mod spawn;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,8 +42,8 @@ use plane_client::{PlaneError, WorkItem, same_name};
 use reconcile::{ProcessProbe, StartupOptions, StartupOutcome};
 use runtime::{
     BackendSettings, Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe, Plane,
-    PlaneLookup, RoleProblem, RoleSettings, StoreStartupLock, check_role, html_escape, on_store,
-    open_store, requeue_reclaimed, state_of, this_owner,
+    PlaneLookup, RoleProblem, RoleSettings, SharedBoard, StoreStartupLock, check_role, html_escape,
+    on_store, open_store, requeue_reclaimed, state_of, this_owner,
 };
 use tokio::sync::watch;
 // Tokio's clock, so that every wait of the runner follows a paused clock in
@@ -206,7 +207,17 @@ pub struct Runner {
     /// Repairs of stuck tasks that Plane refused, by task: retried with a
     /// growing delay instead of at every look at the board.
     repairs: Mutex<HashMap<TaskId, Refused>>,
+    /// The board every runner sharing the store looks at.
+    board: SharedBoard,
+    /// With webhooks on: the newest board hint read.
+    last_hint: AtomicU64,
+    /// Work items a webhook said entered the claim state, not yet tried.
+    hinted: Mutex<Vec<WorkItem>>,
 }
+
+/// How often a runner with webhooks on reads the board's hints while it
+/// waits: a delivery reaches its executor well within a second.
+const HINT_POLL: Duration = Duration::from_millis(200);
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -269,8 +280,10 @@ impl Runner {
     pub fn new(config: Config, role: &str, once: bool) -> Result<Self, WatcherError> {
         let host = HostIdentity::current()?;
         let store = open_store(&config)?;
+        // A role with a key of its own draws on that key's budget.
+        let plane_config = config.plane_config_for(config.role(role)?)?;
         let dependencies = Dependencies {
-            plane: Arc::new(runtime::plane_client(config.plane_config()?, &store)?),
+            plane: Arc::new(runtime::plane_client(plane_config, &store)?),
             store,
             probe: Arc::new(LinuxProcessProbe::new(host, config.watcher.grace)),
             launcher: Arc::new(Spawner::start()?),
@@ -307,9 +320,18 @@ impl Runner {
             config.renew_interval(),
             config.watcher.grace,
         ));
+        let board = SharedBoard::new(
+            &config,
+            store.clone(),
+            clock.clone(),
+            config.watcher.poll_interval,
+        );
         Ok(Self {
             created: Instant::now(),
             poll_interval: config.watcher.poll_interval,
+            board,
+            last_hint: AtomicU64::new(0),
+            hinted: Mutex::new(Vec::new()),
             leases,
             config,
             role,
@@ -328,6 +350,12 @@ impl Runner {
     /// Overrides the configured poll interval (`--poll-interval`).
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
+        self.board = SharedBoard::new(
+            &self.config,
+            self.ledger.clone(),
+            self.clock.clone(),
+            interval,
+        );
         self
     }
 
@@ -350,6 +378,11 @@ impl Runner {
         // Leases are kept from the start: a slot is held from its admission,
         // long before its executor runs.
         let keeper = tokio::spawn(self.leases.clone().keep(stop.clone()));
+        if self.config.webhook.is_some() {
+            // Hints from before this start are covered by its first look.
+            let (_, last) = self.board.hints_after(u64::MAX).await;
+            self.last_hint.store(last, Ordering::Relaxed);
+        }
         let mut summary = Summary {
             reclaimed_at_startup: self.startup_reconcile(&stop).await,
             ..Summary::default()
@@ -413,6 +446,7 @@ impl Runner {
                 break;
             }
             let mut dispatched_this_cycle = false;
+            let hinted = board.hinted;
             for item in board.claimable {
                 if *stop.borrow() {
                     break 'cycles;
@@ -429,6 +463,10 @@ impl Runner {
                     Dispatch::Skipped => {}
                     Dispatch::Capped(denial) => {
                         tracing::info!(%denial, "at capacity; waiting for the poll interval");
+                        // Not tried: a hinted task is tried again next time.
+                        if hinted.contains(&item.id) {
+                            self.hint_again(item);
+                        }
                         break;
                     }
                     Dispatch::Failed(error) => {
@@ -446,7 +484,7 @@ impl Runner {
             }
             // After a dispatch the board has changed: look again at once.
             // Idle or capped: wait, rather than spend Plane's budget.
-            if !dispatched_this_cycle && wait_or_stop(self.poll_interval, stop.clone()).await {
+            if !dispatched_this_cycle && self.wait_for_work(&stop).await {
                 break;
             }
         }
@@ -457,6 +495,70 @@ impl Runner {
             "runner stopped"
         );
         Ok(summary)
+    }
+
+    /// Waits for the poll interval, or with webhooks on until a hint names
+    /// a task in this role's claim state; true when stopped.
+    async fn wait_for_work(&self, stop: &watch::Receiver<bool>) -> bool {
+        if self.config.webhook.is_none() {
+            return wait_or_stop(self.poll_interval, stop.clone()).await;
+        }
+        let until = Instant::now() + self.poll_interval;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            if wait_or_stop(HINT_POLL.min(until - now), stop.clone()).await {
+                return true;
+            }
+            let (items, last) = self
+                .board
+                .hints_after(self.last_hint.load(Ordering::Relaxed))
+                .await;
+            self.last_hint.store(last, Ordering::Relaxed);
+            if items.is_empty() {
+                continue;
+            }
+            let Some(woken) = unless_stopped(stop, self.hinted_claimable(items)).await else {
+                return true;
+            };
+            if woken {
+                return false;
+            }
+        }
+    }
+
+    /// Keeps the hinted items this role would claim; whether there were any.
+    async fn hinted_claimable(&self, items: Vec<WorkItem>) -> bool {
+        let wanted = match self.classify(items).await {
+            Ok(board) => board.claimable,
+            Err(error) => {
+                tracing::debug!(%error, "could not read a hinted task's state");
+                return false;
+            }
+        };
+        if wanted.is_empty() {
+            return false;
+        }
+        tracing::info!(
+            tasks = wanted.len(),
+            "a webhook says work is waiting; looking now"
+        );
+        let mut hinted = self.hinted.lock().unwrap_or_else(|e| e.into_inner());
+        for item in wanted {
+            hinted.retain(|held| held.id != item.id);
+            hinted.push(item);
+        }
+        true
+    }
+
+    /// Puts a hinted item that could not be tried back for the next look.
+    fn hint_again(&self, item: WorkItem) {
+        let mut hinted = self.hinted.lock().unwrap_or_else(|e| e.into_inner());
+        if !hinted.iter().any(|held| held.id == item.id) {
+            hinted.push(item);
+        }
     }
 
     fn backoff(&self, failures: u32) -> Duration {
@@ -532,9 +634,30 @@ impl Runner {
 
     /// One look at the board: the tasks in the role's claim state that
     /// carry all its labels, oldest first (one list serves several claims),
-    /// and those sitting in its running state.
+    /// and those sitting in its running state. The list is the shared
+    /// snapshot (see [`SharedBoard`]): the tasks admitted or finished since
+    /// it was listed are left out, as its word on them is stale, and the
+    /// tasks a webhook named since are added, to be tried once.
     async fn board(&self) -> Result<Board, PlaneError> {
-        let items = self.plane.list_work_items().await?;
+        let view = self.board.look(&*self.plane).await?;
+        let hinted = std::mem::take(&mut *self.hinted.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut items: Vec<WorkItem> = view
+            .items
+            .into_iter()
+            .filter(|item| {
+                TaskId::new(item.id.clone()).is_ok_and(|task| !view.changed.contains(&task))
+                    && hinted.iter().all(|h| h.id != item.id)
+            })
+            .collect();
+        let hinted_ids = hinted.iter().map(|h| h.id.clone()).collect();
+        items.extend(hinted);
+        let mut board = self.classify(items).await?;
+        board.hinted = hinted_ids;
+        Ok(board)
+    }
+
+    /// Sorts `items` into the role's claimable (oldest first) and stuck.
+    async fn classify(&self, items: Vec<WorkItem>) -> Result<Board, PlaneError> {
         let wanted_labels: Vec<String> = if self.role.labels.is_empty() {
             Vec::new()
         } else {
@@ -1257,6 +1380,8 @@ fn outcome<'a>(
 struct Board {
     claimable: Vec<WorkItem>,
     stuck: Vec<WorkItem>,
+    /// The ids of the claimable items a webhook named.
+    hinted: Vec<String>,
 }
 
 fn describe_exit(status: &std::process::ExitStatus) -> String {
