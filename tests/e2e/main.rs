@@ -13,3 +13,4 @@ mod operator;
 mod real_plane;
 mod scan;
 mod support;
+mod webhooks;

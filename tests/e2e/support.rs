@@ -48,6 +48,15 @@ impl World {
     }
 
     pub fn with_executor_env(cap: u32, roles: &[Role], extra: &[(&str, &str)]) -> Self {
+        Self::build(cap, roles, extra, None)
+    }
+
+    /// A board for the project `project_id` (a recorded delivery's, say).
+    pub fn for_project(cap: u32, roles: &[Role], project_id: &str) -> Self {
+        Self::build(cap, roles, &[], Some(project_id.to_owned()))
+    }
+
+    fn build(cap: u32, roles: &[Role], extra: &[(&str, &str)], project_id: Option<String>) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -57,6 +66,7 @@ impl World {
             .block_on(PlaneSim::start(SimConfig {
                 api_keys: vec![KEY.into()],
                 rate_limit: None,
+                project_id,
                 ..SimConfig::default()
             }))
             .unwrap();

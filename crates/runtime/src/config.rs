@@ -539,6 +539,22 @@ impl Config {
         }
     }
 
+    /// Every environment variable this configuration reads a secret
+    /// from: Plane's keys (`plane.api_key_env`, each role's
+    /// `api_key_env`), the database's password, the webhook's secret. An
+    /// executor's environment has none of them.
+    pub fn secret_envs(&self) -> Vec<String> {
+        let mut names = vec![self.plane.api_key_env.clone()];
+        names.extend(self.roles.values().filter_map(|r| r.api_key_env.clone()));
+        if let StoreSettings::Postgres(pg) = &self.ledger.store {
+            names.extend(pg.password_env.clone());
+        }
+        names.extend(self.webhook.as_ref().map(|w| w.secret_env.clone()));
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The Plane client's configuration, with the API key read from the
     /// environment variable `plane.api_key_env`.
     pub fn plane_config(&self) -> Result<PlaneConfig, ConfigError> {

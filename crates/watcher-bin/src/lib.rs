@@ -1105,14 +1105,9 @@ impl Runner {
                 ("INFLIGHT_ROLE", self.role.name.clone()),
                 ("INFLIGHT_TASK_NAME", item.name.clone()),
             ],
-            // The executor has no business with Plane's key, nor with the
-            // database's password.
-            env_remove: std::iter::once(self.config.plane.api_key_env.clone())
-                .chain(match &self.config.ledger.store {
-                    runtime::StoreSettings::Postgres(pg) => pg.password_env.clone(),
-                    runtime::StoreSettings::Redb => None,
-                })
-                .collect(),
+            // The executor has no business with Plane's keys, the
+            // database's password or the webhook's secret.
+            env_remove: self.config.secret_envs(),
             task: task.as_str().to_owned(),
         }
     }
