@@ -4,6 +4,7 @@
 //! The binaries are found next to this test binary (`target/<profile>/`);
 //! `cargo test --workspace` and `cargo xtask ci` build them.
 
+mod board;
 mod budget;
 mod crash;
 mod fleet;

@@ -217,12 +217,36 @@ impl World {
     /// Starts `program` with this world's configuration, logging to
     /// `logs/<tag>.log`, as `host` when given (`INFLIGHT_HOST`).
     fn spawn(&mut self, host: Option<&str>, program: &str, args: &[&str], tag: &str) -> usize {
+        let config = self.config.clone();
+        self.spawn_with(&config, host, program, args, tag)
+    }
+
+    /// Starts a runner for `role` with the configuration file `config`
+    /// (a variant of this world's), logging JSON to `logs/<tag>.log`.
+    pub fn start_runner_with(&mut self, config: &std::path::Path, role: &str, tag: &str) -> usize {
+        self.spawn_with(
+            config,
+            None,
+            "watcher",
+            &["--role", role, "--log-format", "json"],
+            tag,
+        )
+    }
+
+    fn spawn_with(
+        &mut self,
+        config: &std::path::Path,
+        host: Option<&str>,
+        program: &str,
+        args: &[&str],
+        tag: &str,
+    ) -> usize {
         std::fs::create_dir_all(self.path("logs")).unwrap();
         let log = std::fs::File::create(self.path(&format!("logs/{tag}.log"))).unwrap();
         let mut command = Command::new(bin(program));
         command
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -283,6 +307,28 @@ impl World {
             text.replacen(&header, &format!("{header}{line}\n"), 1),
         )
         .unwrap();
+    }
+
+    /// Has `watchdog run` receive webhooks signed with `secret` on a free
+    /// port, returned, and the runners poll every 300 s (the default with
+    /// webhooks on).
+    pub fn receive_webhooks(&self, secret: &str) -> u16 {
+        self.edit_config("poll_interval_secs = 1", "poll_interval_secs = 300");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut text = std::fs::read_to_string(&self.config).unwrap();
+        text.push_str(&format!(
+            "\n[webhook]\nlisten = \"127.0.0.1:{port}\"\nsecret_env = \"E2E_WEBHOOK_SECRET\"\nmax_body_bytes = 65536\n"
+        ));
+        std::fs::write(&self.config, text).unwrap();
+        let env = self.path("executor.env");
+        let mut lines = std::fs::read_to_string(&env).unwrap_or_default();
+        lines.push_str(&format!("E2E_WEBHOOK_SECRET={secret}\n"));
+        std::fs::write(env, lines).unwrap();
+        port
     }
 
     /// Replaces `from` with `to` in the configuration file.

@@ -14,29 +14,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-const SECRET_ENV: &str = "E2E_WEBHOOK_SECRET";
-
-/// A world whose runners poll every 300 s, with `watchdog run` receiving
-/// webhooks signed with `secret` on a free port, returned.
-fn with_webhooks(world: &World, secret: &str) -> u16 {
-    world.edit_config("poll_interval_secs = 1", "poll_interval_secs = 300");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut text = std::fs::read_to_string(&world.config).unwrap();
-    text.push_str(&format!(
-        "\n[webhook]\nlisten = \"127.0.0.1:{port}\"\nsecret_env = \"{SECRET_ENV}\"\nmax_body_bytes = 65536\n"
-    ));
-    std::fs::write(&world.config, text).unwrap();
-    let env = world.path("executor.env");
-    let mut lines = std::fs::read_to_string(&env).unwrap_or_default();
-    lines.push_str(&format!("{SECRET_ENV}={secret}\n"));
-    std::fs::write(env, lines).unwrap();
-    port
-}
-
 /// POSTs `body` with `headers` to the listener; the answer's status.
 fn post(port: u16, method: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -80,7 +57,7 @@ fn hints(world: &World) -> usize {
 fn a_webhook_starts_a_task_long_before_the_next_poll() {
     let secret = "plane_wh_0123456789abcdef0123456789abcdef";
     let mut world = World::new(1, &[Role::new("goal", "Ready for AI")]);
-    let port = with_webhooks(&world, secret);
+    let port = world.receive_webhooks(secret);
     world
         .sim
         .add_webhook(&format!("http://127.0.0.1:{port}/plane-webhook"), secret);
@@ -133,7 +110,7 @@ fn bad_deliveries_are_refused_and_a_replayed_one_runs_its_task_once() {
     // The recorded project and work item, claimed from the state the
     // recorded change moved it into.
     let mut world = World::for_project(1, &[Role::new("goal", "Testing")], project);
-    let port = with_webhooks(&world, secret);
+    let port = world.receive_webhooks(secret);
     world.sim.add_work_item_with(plane_sim::ItemSeed {
         id: Some(item.to_owned()),
         name: "s19-z sleep=1".into(),

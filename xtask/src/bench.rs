@@ -15,6 +15,10 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("ledger", "ledger-postgres", "postgres"),
     ("reconcile", "runtime", "reconcile"),
     ("e2e", "inflight-e2e", "e2e"),
+    // The fleet's Plane budget: idle cost, pickup, requests per dispatch.
+    ("fleet", "inflight-e2e", "fleet"),
+    // 300 tasks through one 60-a-minute budget: about 25 minutes.
+    ("budget", "inflight-e2e", "budget"),
 ];
 
 /// `bench [--against REV] [--rounds N] [NAME]`.

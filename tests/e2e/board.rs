@@ -1,0 +1,69 @@
+//! One look at the board serves every runner sharing a store: the
+//! project's list is fetched at most once per poll interval for a whole
+//! host on redb, and for every host on PostgreSQL; yet work that arrives
+//! is still picked up, by one runner, once.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Board lists plane-sim answered (route probes of one item excluded).
+fn board_lists(world: &World) -> usize {
+    world
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.trim_end_matches('/').ends_with("work-items"))
+        .filter(|r| {
+            !r.query
+                .as_deref()
+                .is_some_and(|q| q.contains("per_page=1&") || q.ends_with("per_page=1"))
+        })
+        .count()
+}
+
+fn shared_look(world: &mut World, hosts: &[&str]) {
+    world.edit_config("poll_interval_secs = 1", "poll_interval_secs = 2");
+    for i in 0..3 {
+        world.sim.add_work_item(&format!("not ours {i}"), "Backlog");
+    }
+    let mut runners = 0;
+    for host in hosts {
+        for i in 0..3 {
+            world.start_runner_on(host, "goal", &format!("runner-{host}{i}"));
+            runners += 1;
+        }
+    }
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(9));
+    let lists = board_lists(world);
+    let intervals = started.elapsed().as_secs_f64() / 2.0;
+    // One look per interval, plus one more for a listing that straddles
+    // the window's edges; each runner alone would make `runners` times as
+    // many.
+    assert!(
+        (lists as f64) <= intervals + 2.0,
+        "{lists} board lists in {intervals:.1} intervals for {runners} runners"
+    );
+    assert!(lists >= 2, "the board is still looked at ({lists})");
+
+    // Work that arrives is found at the next listing, and run once.
+    let task = world.sim.add_work_item("arrives", "Ready for AI");
+    wait_until(Duration::from_secs(20), "the new task done", || {
+        world.sim.state_of(&task).as_deref() == Some("Done")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(world.runs(&task).len(), 1, "{:?}", world.runs(&task));
+}
+
+#[test]
+fn runners_of_a_host_share_one_look_at_the_board() {
+    let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    shared_look(&mut world, &["a"]);
+}
+
+#[test]
+fn runners_of_two_hosts_share_one_look_through_postgres() {
+    let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]).on_postgres();
+    shared_look(&mut world, &["a", "b"]);
+}
