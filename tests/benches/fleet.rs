@@ -31,10 +31,19 @@ const ITEMS: usize = 5000;
 const ROLES: [&str; 4] = ["r1", "r2", "r3", "r4"];
 
 fn main() {
-    idle_cost();
-    look_bytes();
-    pickup();
-    per_dispatch();
+    // `cargo bench --bench fleet -- pickup` runs only the parts named.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if wanted("idle") {
+        idle_cost();
+        look_bytes();
+    }
+    if wanted("pickup") {
+        pickup();
+    }
+    if wanted("dispatch") {
+        per_dispatch();
+    }
 }
 
 fn roles() -> Vec<Role> {
@@ -185,13 +194,15 @@ fn pickup() {
     for webhooks in [true, false] {
         let secret = "plane_wh_bench0000000000000000000000000000";
         let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
-        world.edit_config("poll_interval_secs = 1", "poll_interval_secs = 30");
         if webhooks {
+            // Polls every 300 s, the default with webhooks on.
             let port = world.receive_webhooks(secret);
             world
                 .sim
                 .add_webhook(&format!("http://127.0.0.1:{port}/plane-webhook"), secret);
             world.start_watchdog("watchdog");
+        } else {
+            world.edit_config("poll_interval_secs = 1", "poll_interval_secs = 30");
         }
         let samples = if webhooks { 10 } else { 4 };
         let tasks: Vec<String> = (0..samples)

@@ -1061,10 +1061,13 @@ impl crate::LedgerStore for Ledger {
                 now,
             );
             let previous = snapshot(&record)?;
+            // A look that changes nothing skips the commit and its fsync.
             let look = match (verdict, previous) {
-                (crate::BoardVerdict::Fresh, Some(fresh)) => crate::BoardLook::Fresh(fresh),
+                (crate::BoardVerdict::Fresh, Some(fresh)) => {
+                    return Ok(Tx::Abort(crate::BoardLook::Fresh(fresh)));
+                }
                 (crate::BoardVerdict::Wait(until), previous) => {
-                    crate::BoardLook::BeingListed { previous, until }
+                    return Ok(Tx::Abort(crate::BoardLook::BeingListed { previous, until }));
                 }
                 (crate::BoardVerdict::Fresh | crate::BoardVerdict::List(_), previous) => {
                     record.listing_until = Some(now.saturating_add(listing_for));
@@ -1084,8 +1087,6 @@ impl crate::LedgerStore for Ledger {
                     }
                 }
             };
-            // A look that changed nothing commits nothing worth a flush, but
-            // redb has no cheaper way out of a write transaction.
             Ok(Tx::Commit(look))
         })
     }

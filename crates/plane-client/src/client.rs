@@ -54,6 +54,34 @@ pub struct PlaneClient {
     states: Cache<State>,
     labels: Cache<Label>,
     pacer: Pacer,
+    observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// Told of every request the client sends and how it ended, for metrics:
+/// the method, the route with its ids folded (`work-items/{id}`), and the
+/// status (`0` when no answer came: a timeout, a refused connection).
+pub trait RequestObserver: Send + Sync + std::fmt::Debug {
+    /// One attempt of one request ended.
+    fn observed(&self, method: &str, endpoint: &str, status: u16);
+}
+
+/// `path` (`/api/v1/workspaces/W/projects/P/work-items/ID/comments/`) as
+/// its route below the project, ids folded: `work-items/{id}/comments`;
+/// `project` for the project itself.
+pub(crate) fn endpoint_of(path: &str) -> String {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let below: Vec<&str> = parts
+        .iter()
+        .skip_while(|p| **p != "projects")
+        .skip(2)
+        .enumerate()
+        .map(|(i, p)| if i % 2 == 1 { "{id}" } else { *p })
+        .collect();
+    if below.is_empty() {
+        "project".to_owned()
+    } else {
+        below.join("/")
+    }
 }
 
 /// What a board look reads of each work item. Measured on a real Plane for
@@ -158,7 +186,21 @@ impl PlaneClient {
             family: Mutex::new(family),
             states: Cache::default(),
             labels: Cache::default(),
+            observer: None,
         })
+    }
+
+    /// Tells `observer` of every request from now on (see
+    /// [`RequestObserver`]).
+    pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    pub(crate) fn observe(&self, method: &str, path: &str, status: u16) {
+        if let Some(observer) = &self.observer {
+            observer.observed(method, &endpoint_of(path), status);
+        }
     }
 
     /// The configuration in use.
@@ -457,5 +499,23 @@ fn is_loopback(url: &Url) -> bool {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback()),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::endpoint_of;
+
+    #[test]
+    fn ids_are_folded_out_of_a_route() {
+        let p = "/api/v1/workspaces/acme/projects/7a9e/";
+        assert_eq!(endpoint_of(p), "project");
+        assert_eq!(endpoint_of(&format!("{p}work-items/")), "work-items");
+        assert_eq!(endpoint_of(&format!("{p}work-items/9704/")), "work-items/{id}");
+        assert_eq!(
+            endpoint_of(&format!("{p}issues/9704/comments/")),
+            "issues/{id}/comments"
+        );
+        assert_eq!(endpoint_of(&format!("{p}states/")), "states");
     }
 }

@@ -61,7 +61,7 @@ mod model;
 mod pacing;
 pub mod webhook;
 
-pub use client::{PlaneClient, ProjectProbe, same_name};
+pub use client::{PlaneClient, ProjectProbe, RequestObserver, same_name};
 pub use config::{ApiKey, PlaneConfig, RateLimit, RouteFamily};
 pub use error::PlaneError;
 pub use model::{

@@ -459,6 +459,11 @@ impl Runner {
                         if self.once {
                             break 'cycles;
                         }
+                        // This list is as old as the dispatch: other
+                        // runners took some of it meanwhile. The next look
+                        // (the shared snapshot, no Plane request) leaves
+                        // out what they took.
+                        break;
                     }
                     Dispatch::Skipped => {}
                     Dispatch::Capped(denial) => {

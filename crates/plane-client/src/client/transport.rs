@@ -91,8 +91,12 @@ impl PlaneClient {
                     .body(body.to_string());
             }
             let outcome = match request.send().await {
-                Ok(response) => self.judge(&path, response, idempotent).await,
+                Ok(response) => {
+                    self.observe(method.as_str(), &path, response.status().as_u16());
+                    self.judge(&path, response, idempotent).await
+                }
                 Err(e) => {
+                    self.observe(method.as_str(), &path, 0);
                     let connect = e.is_connect();
                     let error = if e.is_timeout() {
                         PlaneError::Timeout { path: path.clone() }
