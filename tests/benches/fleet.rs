@@ -32,7 +32,10 @@ const ROLES: [&str; 4] = ["r1", "r2", "r3", "r4"];
 
 fn main() {
     // `cargo bench --bench fleet -- pickup` runs only the parts named.
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     if wanted("idle") {
         idle_cost();

@@ -10,6 +10,7 @@ mod crash;
 mod fleet;
 mod gate;
 mod hosts;
+mod metrics;
 mod operator;
 mod real_plane;
 mod scan;

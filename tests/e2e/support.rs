@@ -221,8 +221,15 @@ impl World {
         self.spawn_with(&config, host, program, args, tag)
     }
 
+    /// Starts `program` with `args` and this world's configuration,
+    /// logging to `logs/<tag>.log`.
+    pub fn spawn_args(&mut self, program: &str, args: &[&str], tag: &str) -> usize {
+        self.spawn(None, program, args, tag)
+    }
+
     /// Starts a runner for `role` with the configuration file `config`
     /// (a variant of this world's), logging JSON to `logs/<tag>.log`.
+    #[allow(dead_code)] // the fleet benchmark's
     pub fn start_runner_with(&mut self, config: &std::path::Path, role: &str, tag: &str) -> usize {
         self.spawn_with(
             config,

@@ -135,7 +135,9 @@ fn bad_deliveries_are_refused_and_a_replayed_one_runs_its_task_once() {
         String::from_utf8_lossy(raw).replace(project, "00000000-0000-4000-8000-000000000000");
     let oversized = vec![b' '; 70_000];
     let garbage = b"{\"event\": \"issue\", \"action\": ";
-    let cases: Vec<(&str, u16, String, Vec<(String, String)>, Vec<u8>)> = vec![
+    // What is sent, and the status it must get.
+    type Case = (&'static str, u16, String, Vec<(String, String)>, Vec<u8>);
+    let cases: Vec<Case> = vec![
         (
             "a wrong signature",
             401,

@@ -511,7 +511,10 @@ mod endpoint_tests {
         let p = "/api/v1/workspaces/acme/projects/7a9e/";
         assert_eq!(endpoint_of(p), "project");
         assert_eq!(endpoint_of(&format!("{p}work-items/")), "work-items");
-        assert_eq!(endpoint_of(&format!("{p}work-items/9704/")), "work-items/{id}");
+        assert_eq!(
+            endpoint_of(&format!("{p}work-items/9704/")),
+            "work-items/{id}"
+        );
         assert_eq!(
             endpoint_of(&format!("{p}issues/9704/comments/")),
             "issues/{id}/comments"

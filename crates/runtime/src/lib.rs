@@ -30,6 +30,7 @@ mod adapters;
 mod board;
 mod config;
 mod logging;
+mod metrics;
 mod plane;
 mod process;
 mod store;
@@ -43,6 +44,10 @@ pub use config::{
     PostgresSettings, RoleSettings, StoreSettings, WatcherSettings, WebhookSettings,
 };
 pub use logging::{LogFormat, init_logging};
+pub use metrics::{
+    CLASSIC_CONTENT_TYPE, LedgerSide, Metrics, OPENMETRICS_CONTENT_TYPE, classic, serve_metrics,
+    write_textfile,
+};
 pub use plane::{
     Plane, PlaneFuture, PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error,
     requeue_reclaimed, state_of,

@@ -109,7 +109,12 @@ fn gone(path: &Path) -> LedgerError {
 /// using the same store and API key draws from one window (every process
 /// of the host with redb, every host with PostgreSQL).
 #[derive(Debug)]
-pub struct StoreBudget(pub Arc<dyn LedgerStore>);
+pub struct StoreBudget {
+    /// Where the budget is kept.
+    pub store: Arc<dyn LedgerStore>,
+    /// Told what the window has left after each take.
+    pub metrics: Option<Arc<crate::Metrics>>,
+}
 
 impl plane_client::SharedBudget for StoreBudget {
     fn take(
@@ -118,11 +123,19 @@ impl plane_client::SharedBudget for StoreBudget {
         limit: u32,
         window: Duration,
     ) -> std::result::Result<plane_client::SharedTake, String> {
-        match self
-            .0
+        let answer = self
+            .store
             .take_budget(key, limit, window, SystemClock.now())
-            .map_err(|e| e.to_string())?
-        {
+            .map_err(|e| e.to_string())?;
+        if let Some(metrics) = &self.metrics {
+            let held = match answer {
+                BudgetAnswer::Taken { in_window } | BudgetAnswer::Wait { in_window, .. } => {
+                    in_window
+                }
+            };
+            metrics.budget_left(i64::from(limit) - i64::from(held));
+        }
+        match answer {
             BudgetAnswer::Taken { .. } => Ok(plane_client::SharedTake::Taken),
             BudgetAnswer::Wait {
                 wait,
@@ -137,7 +150,7 @@ impl plane_client::SharedBudget for StoreBudget {
     }
 
     fn pause(&self, key: &str, wait: Duration) -> std::result::Result<(), String> {
-        self.0
+        self.store
             .pause_budget(key, wait, SystemClock.now())
             .map_err(|e| e.to_string())
     }
@@ -145,12 +158,20 @@ impl plane_client::SharedBudget for StoreBudget {
 
 /// The Plane client for `config` (from [`Config::plane_config`]), drawing
 /// its requests from the budget that `store` keeps for the key, shared
-/// with every process using both.
+/// with every process using both, and telling `metrics` of each request.
 pub fn plane_client(
     config: plane_client::PlaneConfig,
     store: &Arc<dyn LedgerStore>,
+    metrics: &Arc<crate::Metrics>,
 ) -> std::result::Result<plane_client::PlaneClient, plane_client::PlaneError> {
-    plane_client::PlaneClient::with_shared_budget(config, Arc::new(StoreBudget(store.clone())))
+    let budget = StoreBudget {
+        store: store.clone(),
+        metrics: Some(metrics.clone()),
+    };
+    Ok(
+        plane_client::PlaneClient::with_shared_budget(config, Arc::new(budget))?
+            .with_observer(metrics.clone()),
+    )
 }
 
 /// A ledger still opening in the background.

@@ -98,6 +98,7 @@ pub struct Scanner {
     plane: Arc<dyn Plane>,
     probe: Arc<dyn ProcessProbe>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<runtime::Metrics>,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -113,13 +114,35 @@ impl Scanner {
     /// Opens the ledger and builds the Plane client.
     pub fn new(config: Config) -> Result<Self, WatchdogError> {
         let store = open_ledger(&config)?;
+        let metrics = runtime::Metrics::new();
         let dependencies = ScanDependencies {
-            plane: Arc::new(runtime::plane_client(config.plane_config()?, &store)?),
+            plane: Arc::new(runtime::plane_client(
+                config.plane_config()?,
+                &store,
+                &metrics,
+            )?),
             store,
             probe: Arc::new(probe(&config)?),
             clock: Arc::new(SystemClock),
         };
-        Ok(Self::with_dependencies(config, dependencies))
+        let mut scanner = Self::with_dependencies(config, dependencies);
+        scanner.metrics = metrics;
+        Ok(scanner)
+    }
+
+    /// What this watchdog counts (scans, reclaims, Plane requests, webhook
+    /// deliveries), for `--metrics-addr` and `--textfile`.
+    pub fn metrics(&self) -> Arc<runtime::Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Where a scrape reads the ledger's side from.
+    pub fn ledger_side(&self) -> runtime::LedgerSide {
+        runtime::LedgerSide {
+            store: self.ledger.clone(),
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+        }
     }
 
     /// The ledger store it scans.
@@ -148,6 +171,7 @@ impl Scanner {
             self.ledger.clone(),
             self.clock.clone(),
             settings.max_body_bytes,
+            self.metrics.clone(),
         )))
     }
 
@@ -165,6 +189,7 @@ impl Scanner {
             plane,
             probe,
             clock,
+            metrics: runtime::Metrics::new(),
         }
     }
 
@@ -227,9 +252,13 @@ pub async fn run_scans(
             _ = &mut shutdown => break,
             _ = ticks.tick() => {}
         }
+        let started = std::time::Instant::now();
         tokio::select! {
             _ = &mut shutdown => break,
-            outcome = scanner.scan(apply) => each(outcome),
+            outcome = scanner.scan(apply) => {
+                scanner.metrics.scanned(started.elapsed(), outcome.as_ref().ok());
+                each(outcome)
+            }
         }
     }
 }

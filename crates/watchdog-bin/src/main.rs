@@ -53,7 +53,19 @@ enum Command {
         /// Reclaim what the rules match.
         #[arg(long)]
         apply: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics (GET only; e.g.
+        /// 127.0.0.1:9102).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// After each scan, rewrite FILE (e.g.
+        /// /var/lib/node_exporter/textfile/inflight.prom) with the metrics,
+        /// atomically, for node_exporter's textfile collector.
+        #[arg(long, value_name = "FILE")]
+        textfile: Option<PathBuf>,
     },
+    /// Print the ledger's metrics once (open slots, caps, oldest open slot,
+    /// starts in the rate windows) in Prometheus' text format.
+    Metrics,
     /// Open slots with their owners' liveness, and counts against the caps.
     Status {
         /// One JSON object with a `slots` array.
@@ -162,7 +174,30 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
                 return Err(WatchdogError::ScanFailed(failure));
             }
         }
-        Command::Run { interval, apply } => {
+        Command::Metrics => {
+            let store = runtime::open_store(&config)?;
+            let metrics = runtime::Metrics::new();
+            let side = runtime::LedgerSide {
+                store,
+                config,
+                clock: std::sync::Arc::new(ledger_core::SystemClock),
+            };
+            let refresh = {
+                let (metrics, side) = (metrics.clone(), side.clone());
+                off_runtime(move || {
+                    Ok(metrics.refresh(&*side.store, &side.config, side.clock.now())?)
+                })
+                .await
+            };
+            refresh?;
+            print!("{}", metrics.render_ledger(false));
+        }
+        Command::Run {
+            interval,
+            apply,
+            metrics_addr,
+            textfile,
+        } => {
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate())?;
             let mut int = signal(SignalKind::interrupt())?;
@@ -194,6 +229,30 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
                 }
                 _ => None,
             };
+            let serving = match metrics_addr {
+                Some(addr) => {
+                    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("--metrics-addr {addr}: {e}"))
+                    })?;
+                    tracing::info!(%addr, "serving metrics at /metrics");
+                    Some(tokio::spawn(runtime::serve_metrics(
+                        listener,
+                        scanner.metrics(),
+                        Some(scanner.ledger_side()),
+                        stopped(),
+                    )))
+                }
+                None => None,
+            };
+            if let Some(path) = textfile {
+                tokio::spawn(rewrite_textfile(
+                    scanner.metrics(),
+                    scanner.ledger_side(),
+                    path,
+                    Duration::from_secs(interval),
+                    stopped(),
+                ));
+            }
             tokio::spawn(async move {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),
@@ -206,18 +265,25 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
                 Duration::from_secs(interval),
                 apply,
                 stopped(),
-                |outcome| match outcome {
-                    Ok(report) => {
-                        println!("{}", json(&report));
-                        if let Some(failure) = report.failure() {
-                            tracing::error!(%failure, "scan incomplete");
+                |outcome| {
+                    match outcome {
+                        Ok(report) => {
+                            println!("{}", json(&report));
+                            if let Some(failure) = report.failure() {
+                                tracing::error!(%failure, "scan incomplete");
+                            }
                         }
+                        // A failed scan is retried at the next tick.
+                        Err(e) => tracing::error!(error = %e, "scan incomplete"),
                     }
-                    // A failed scan is retried at the next tick.
-                    Err(e) => tracing::error!(error = %e, "scan incomplete"),
                 },
             )
             .await;
+            if let Some(serving) = serving
+                && let Ok(Err(e)) = serving.await
+            {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
             if let Some(hooks) = hooks
                 && let Ok(Err(e)) = hooks.await
             {
@@ -308,4 +374,32 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
         }
     }
     Ok(())
+}
+
+/// Rewrites the textfile with the metrics every `interval` until `stop`:
+/// the ledger's side is read on the blocking pool, the file replaced
+/// atomically.
+async fn rewrite_textfile(
+    metrics: std::sync::Arc<runtime::Metrics>,
+    side: runtime::LedgerSide,
+    path: PathBuf,
+    interval: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = ticks.tick() => {}
+        }
+        let text = metrics.scrape(Some(&side), false).await;
+        let target = path.clone();
+        let written =
+            tokio::task::spawn_blocking(move || runtime::write_textfile(&target, &text)).await;
+        if let Ok(Err(error)) = written {
+            tracing::warn!(path = %path.display(), %error, "could not write the metrics textfile");
+        }
+    }
 }

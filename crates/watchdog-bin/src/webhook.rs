@@ -7,13 +7,15 @@
 //! for any candidate), so a replayed, repeated or forged-but-signed one
 //! costs at most a re-read.
 //!
+//! Each delivery is counted by verdict (`hinted`, `ignored`, `repeated`,
+//! `unauthorized`, `malformed`, `too_large`, `failed`).
+//!
 //! Answers: 200 for a verified delivery (used or not: Plane disables a
 //! webhook whose deliveries keep failing), 401 for a missing or wrong
 //! signature, 400 for a signed body that is not a delivery, 413 for a body
 //! over `max_body_bytes`, 405 for anything but POST.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, State};
@@ -22,26 +24,6 @@ use ledger_core::{Clock, LedgerStore};
 use plane_client::webhook::{self, WebhookError, WebhookSecret};
 use plane_client::{StateRef, same_name};
 use runtime::{Config, on_store};
-
-/// How deliveries were answered, since the start.
-#[derive(Debug, Default)]
-pub struct Verdicts {
-    /// Verified, and written as a hint.
-    pub hinted: AtomicU64,
-    /// Verified, and of no use to a runner (another project, a field other
-    /// than the state, a state no role claims from, another event).
-    pub ignored: AtomicU64,
-    /// Refused: no signature, or a wrong one (401).
-    pub unauthorized: AtomicU64,
-    /// Refused: signed, but not a delivery (400).
-    pub malformed: AtomicU64,
-    /// Refused: over the size cap (413).
-    pub too_large: AtomicU64,
-    /// Verified, but the hint could not be written (503).
-    pub failed: AtomicU64,
-    /// Verified, and a delivery already received (same `X-Plane-Delivery`).
-    pub repeated: AtomicU64,
-}
 
 /// How many delivery ids are remembered to spot a replay.
 const REMEMBERED: usize = 4096;
@@ -57,8 +39,8 @@ pub struct Receiver {
     max_body: usize,
     /// The latest delivery ids, oldest first.
     seen: std::sync::Mutex<std::collections::VecDeque<String>>,
-    /// How deliveries were answered.
-    pub verdicts: Verdicts,
+    /// Counts deliveries by verdict (`inflight_webhook_deliveries_total`).
+    metrics: Arc<runtime::Metrics>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -81,6 +63,7 @@ impl Receiver {
         store: Arc<dyn LedgerStore>,
         clock: Arc<dyn Clock>,
         max_body: usize,
+        metrics: Arc<runtime::Metrics>,
     ) -> Self {
         let mut claim_states: Vec<String> = config
             .roles
@@ -97,7 +80,7 @@ impl Receiver {
             claim_states,
             max_body,
             seen: std::sync::Mutex::new(std::collections::VecDeque::new()),
-            verdicts: Verdicts::default(),
+            metrics,
         }
     }
 
@@ -115,7 +98,7 @@ impl Receiver {
             .get("x-plane-signature")
             .and_then(|v| v.to_str().ok());
         if let Err(error) = webhook::verify(&self.secret, body, signature) {
-            self.verdicts.unauthorized.fetch_add(1, Ordering::Relaxed);
+            self.metrics.webhook("unauthorized");
             let why = match error {
                 WebhookError::MissingSignature => "no signature",
                 _ => "wrong signature",
@@ -126,13 +109,13 @@ impl Receiver {
         let decoded = match webhook::decode(body) {
             Ok(decoded) => decoded,
             Err(error) => {
-                self.verdicts.malformed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.webhook("malformed");
                 tracing::warn!(delivery = %delivery, %error, "refused a signed webhook delivery that is not one");
                 return (StatusCode::BAD_REQUEST, "not a Plane webhook payload\n");
             }
         };
         if self.repeated(&delivery) {
-            self.verdicts.repeated.fetch_add(1, Ordering::Relaxed);
+            self.metrics.webhook("repeated");
             tracing::info!(delivery = %delivery, "a webhook delivery received before; ignored");
             return (StatusCode::OK, "already received\n");
         }
@@ -149,7 +132,7 @@ impl Receiver {
                 StateRef::Id(_) => true,
             });
         let Some(item) = wanted else {
-            self.verdicts.ignored.fetch_add(1, Ordering::Relaxed);
+            self.metrics.webhook("ignored");
             tracing::debug!(delivery = %delivery, event = %decoded.event, action = %decoded.action, field = ?decoded.field, "a webhook delivery no runner needs");
             return (StatusCode::OK, "ignored\n");
         };
@@ -157,12 +140,12 @@ impl Receiver {
         let (board, now) = (self.board.clone(), self.clock.now());
         match on_store(&self.store, move |s| s.add_board_hint(&board, &hint, now)).await {
             Ok(seq) => {
-                self.verdicts.hinted.fetch_add(1, Ordering::Relaxed);
+                self.metrics.webhook("hinted");
                 tracing::info!(delivery = %delivery, task = %item.id, seq, "a webhook says a task is in a claim state; runners woken");
                 (StatusCode::OK, "ok\n")
             }
             Err(error) => {
-                self.verdicts.failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.webhook("failed");
                 // Not a 2xx: Plane records the failure, and the reconciling
                 // poll still finds the task.
                 tracing::warn!(delivery = %delivery, %error, "could not record a webhook's hint");
@@ -188,7 +171,7 @@ impl Receiver {
     }
 
     fn too_large(&self, delivery: &str) -> (StatusCode, &'static str) {
-        self.verdicts.too_large.fetch_add(1, Ordering::Relaxed);
+        self.metrics.webhook("too_large");
         tracing::warn!(delivery = %delivery, limit = self.max_body, "refused a webhook delivery over the size cap");
         (StatusCode::PAYLOAD_TOO_LARGE, "too large\n")
     }

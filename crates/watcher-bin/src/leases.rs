@@ -52,6 +52,8 @@ pub(crate) struct Leases {
     at_risk: AtomicBool,
     /// Finishes the store refused, to try again.
     unfinished: Mutex<Vec<(SlotKey, RunId, FinishReason)>>,
+    /// Counts renewals.
+    metrics: Arc<runtime::Metrics>,
 }
 
 impl Leases {
@@ -62,6 +64,7 @@ impl Leases {
         lease: Duration,
         every: Duration,
         grace: Duration,
+        metrics: Arc<runtime::Metrics>,
     ) -> Self {
         Self {
             store,
@@ -74,6 +77,7 @@ impl Leases {
             renewed: Mutex::new(Instant::now()),
             at_risk: AtomicBool::new(false),
             unfinished: Mutex::default(),
+            metrics,
         }
     }
 
@@ -159,6 +163,7 @@ impl Leases {
             self.deadline().max(sent)
         };
         let answer = tokio::time::timeout_at(bound, renewal).await;
+        self.metrics.renewal(matches!(answer, Ok(Ok(_))));
         match answer {
             Ok(Ok(renewed)) => {
                 *lock(&self.renewed) = sent;

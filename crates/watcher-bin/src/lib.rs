@@ -213,6 +213,8 @@ pub struct Runner {
     last_hint: AtomicU64,
     /// Work items a webhook said entered the claim state, not yet tried.
     hinted: Mutex<Vec<WorkItem>>,
+    /// What this runner tells Prometheus.
+    metrics: Arc<runtime::Metrics>,
 }
 
 /// How often a runner with webhooks on reads the board's hints while it
@@ -282,14 +284,44 @@ impl Runner {
         let store = open_store(&config)?;
         // A role with a key of its own draws on that key's budget.
         let plane_config = config.plane_config_for(config.role(role)?)?;
+        let metrics = runtime::Metrics::new();
         let dependencies = Dependencies {
-            plane: Arc::new(runtime::plane_client(plane_config, &store)?),
+            plane: Arc::new(runtime::plane_client(plane_config, &store, &metrics)?),
             store,
             probe: Arc::new(LinuxProcessProbe::new(host, config.watcher.grace)),
             launcher: Arc::new(Spawner::start()?),
             clock: Arc::new(SystemClock),
         };
-        Self::with_dependencies(config, role, once, dependencies)
+        Ok(Self::with_dependencies(config, role, once, dependencies)?.with_metrics(metrics))
+    }
+
+    /// Counts into `metrics` from now on (see [`Runner::metrics`]).
+    pub fn with_metrics(mut self, metrics: Arc<runtime::Metrics>) -> Self {
+        self.leases = Arc::new(Leases::new(
+            self.ledger.clone(),
+            self.clock.clone(),
+            self.owner.clone(),
+            self.config.lease(),
+            self.config.renew_interval(),
+            self.config.watcher.grace,
+            metrics.clone(),
+        ));
+        self.metrics = metrics;
+        self
+    }
+
+    /// What this runner counts, for `--metrics-addr`.
+    pub fn metrics(&self) -> Arc<runtime::Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Where a scrape of this runner reads the ledger's side from.
+    pub fn ledger_side(&self) -> runtime::LedgerSide {
+        runtime::LedgerSide {
+            store: self.ledger.clone(),
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+        }
     }
 
     /// A runner for `role` of `config` working with `dependencies`.
@@ -312,6 +344,7 @@ impl Runner {
             launcher,
             clock,
         } = dependencies;
+        let metrics = runtime::Metrics::new();
         let leases = Arc::new(Leases::new(
             store.clone(),
             clock.clone(),
@@ -319,6 +352,7 @@ impl Runner {
             config.lease(),
             config.renew_interval(),
             config.watcher.grace,
+            metrics.clone(),
         ));
         let board = SharedBoard::new(
             &config,
@@ -332,6 +366,7 @@ impl Runner {
             board,
             last_hint: AtomicU64::new(0),
             hinted: Mutex::new(Vec::new()),
+            metrics,
             leases,
             config,
             role,
@@ -616,6 +651,7 @@ impl Runner {
         let StartupOutcome::Swept(scan) = report.outcome else {
             return 0;
         };
+        self.metrics.reclaimed_in(&scan);
         let reclaimed = scan
             .actions
             .iter()
@@ -913,11 +949,17 @@ impl Runner {
             lease: self.config.lease(),
         };
         let clock = self.clock.clone();
-        match on_store(&self.ledger, move |s| {
+        let asked = Instant::now();
+        let answer = on_store(&self.ledger, move |s| {
             s.admit(&request, &limits, clock.now())
         })
-        .await
-        {
+        .await;
+        match &answer {
+            Ok(AdmitOutcome::Admitted(_)) => self.metrics.admitted(asked.elapsed()),
+            Ok(AdmitOutcome::Denied(denial)) => self.metrics.denied(denial, asked.elapsed()),
+            Err(_) => {}
+        }
+        match answer {
             Ok(AdmitOutcome::Admitted(slot)) => Ok(slot),
             Ok(AdmitOutcome::Denied(denial)) if denial.reason == DenyReason::AlreadyInFlight => {
                 Err(Dispatch::Skipped)
@@ -1283,6 +1325,11 @@ impl Runner {
         let finished = tokio::task::spawn_blocking(move || guard.finish(why)).await;
         self.leases.release(&key);
         match finished {
+            Ok(Ok(ledger_core::FinishOutcome::Finished(slot))) => {
+                let held = self.clock.now().duration_since(slot.started_at);
+                self.metrics
+                    .finished(slot.key.backend.as_str(), reason, held);
+            }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::error!(slot = %key, error = %e, "could not finish the slot; trying again at the next renewal");
@@ -1416,6 +1463,7 @@ mod tests {
             backend: ledger_core::Backend::new("local").unwrap(),
             labels: vec![],
             max_attempts: 3,
+            api_key_env: None,
         }
     }
 

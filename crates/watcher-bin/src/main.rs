@@ -51,6 +51,11 @@ struct Args {
     /// watcher.poll_interval_secs).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     poll_interval: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (GET only; e.g.
+    /// 127.0.0.1:9101): this runner's admissions, finishes, Plane requests
+    /// and lease renewals, and the ledger's open slots and caps.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Log format on stderr; RUST_LOG sets the level.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -104,12 +109,41 @@ async fn run(args: Args) -> Result<(), WatcherError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let shutdown = async move {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    let serving = match args.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("--metrics-addr {addr}: {e}"))
+            })?;
+            tracing::info!(%addr, "serving metrics at /metrics");
+            Some(tokio::spawn(runtime::serve_metrics(
+                listener,
+                runner.metrics(),
+                Some(runner.ledger_side()),
+                stopped(),
+            )))
+        }
+        None => None,
+    };
+    let signalled = stop_tx.clone();
+    tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
-    };
-    runner.run(shutdown).await?;
+        let _ = signalled.send(true);
+    });
+    let outcome = runner.run(stopped()).await;
+    let _ = stop_tx.send(true);
+    if let Some(serving) = serving {
+        let _ = serving.await;
+    }
+    outcome?;
     Ok(())
 }

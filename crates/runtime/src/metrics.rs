@@ -1,0 +1,778 @@
+//! What a runner and the watchdog tell Prometheus: counters and
+//! histograms kept as things happen (admissions, finishes, reclaims, Plane
+//! requests, lease renewals, webhook deliveries, scans), and gauges read
+//! from the ledger at each scrape (open slots and caps per backend, the
+//! oldest open slot's age, starts in the rate windows, the clock offset to
+//! the store).
+//!
+//! Names follow Prometheus' conventions: the `inflight_` prefix, base units
+//! (`_seconds`), `_total` on counters, and labels of low cardinality only
+//! (a backend, a rule, a reason, a route; never a task id).
+//!
+//! Served as the classic text format (`text/plain; version=0.0.4`), which
+//! every Prometheus and `promtool` reads, or as OpenMetrics to a scraper
+//! that asks for it (`Accept: application/openmetrics-text`).
+//!
+//! ```
+//! let metrics = runtime::Metrics::new();
+//! metrics.admitted(std::time::Duration::from_millis(3));
+//! let text = metrics.render(false);
+//! assert!(text.contains("inflight_admissions_total{outcome=\"admitted\",reason=\"\"} 1"));
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ledger_core::{Denial, EventKind, FinishReason, LedgerStore, Timestamp};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::Config;
+
+/// The content type of the classic text format.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of OpenMetrics.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdmissionLabels {
+    outcome: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    endpoint: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabel {
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WindowLabels {
+    backend: String,
+    window: String,
+}
+
+type Seconds = Gauge<f64, AtomicU64>;
+
+/// What becomes of a webhook delivery (`inflight_webhook_deliveries_total`).
+pub const WEBHOOK_VERDICTS: &[&str] = &[
+    "hinted",
+    "ignored",
+    "repeated",
+    "unauthorized",
+    "malformed",
+    "too_large",
+    "failed",
+];
+type Histograms = Family<BackendLabel, Histogram, fn() -> Histogram>;
+
+fn slot_buckets() -> Histogram {
+    // 1 s to about 18 hours.
+    Histogram::new(exponential_buckets(1.0, 2.0, 17))
+}
+
+/// A process's metrics. Cheap to update from any thread.
+pub struct Metrics {
+    /// What this process counts.
+    registry: Registry,
+    /// What is read from the ledger at each scrape (`watchdog metrics`).
+    ledger: Registry,
+    admissions: Family<AdmissionLabels, Counter>,
+    finishes: Family<ReasonLabel, Counter>,
+    reclaims: Family<RuleLabel, Counter>,
+    slot_seconds: Histograms,
+    admit_seconds: Histogram,
+    plane_requests: Family<RequestLabels, Counter>,
+    plane_rate_limited: Counter,
+    budget_remaining: Gauge,
+    renewals: Family<OutcomeLabel, Counter>,
+    clock_offset: Seconds,
+    webhooks: Family<VerdictLabel, Counter>,
+    scan_seconds: Histogram,
+    scan_failures: Counter,
+    scan_misconfigured: Gauge,
+    slots_open: Family<BackendLabel, Gauge>,
+    slots_max: Family<BackendLabel, Gauge>,
+    global_slots_max: Gauge,
+    oldest_open: Family<BackendLabel, Seconds>,
+    window_starts: Family<WindowLabels, Gauge>,
+    follower: Mutex<Follower>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The starts of the last day, followed through the audit log.
+#[derive(Debug, Default)]
+struct Follower {
+    /// The newest event read (`None`: not started).
+    seq: Option<u64>,
+    starts: VecDeque<(Timestamp, String)>,
+}
+
+impl Metrics {
+    /// Every metric, registered, at zero.
+    pub fn new() -> Arc<Self> {
+        let mut r = Registry::with_prefix("inflight");
+        let mut l = Registry::with_prefix("inflight");
+        let admissions = Family::default();
+        r.register(
+            "admissions",
+            "Admissions, by outcome and the denial's reason",
+            admissions.clone(),
+        );
+        let finishes = Family::default();
+        r.register("finishes", "Slots finished, by reason", finishes.clone());
+        let reclaims = Family::default();
+        r.register(
+            "reclaims",
+            "Slots reclaimed by the orphan rules, by rule",
+            reclaims.clone(),
+        );
+        let slot_seconds: Histograms = Family::new_with_constructor(slot_buckets);
+        r.register(
+            "slot_duration_seconds",
+            "How long slots were held, from admission to finish",
+            slot_seconds.clone(),
+        );
+        let admit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        r.register(
+            "admit_duration_seconds",
+            "How long an admission took in the store",
+            admit_seconds.clone(),
+        );
+        let plane_requests = Family::default();
+        r.register(
+            "plane_requests",
+            "Requests to Plane, by method, route and status (0: no answer)",
+            plane_requests.clone(),
+        );
+        let plane_rate_limited = Counter::default();
+        r.register(
+            "plane_rate_limited",
+            "Plane answers of 429 Too Many Requests",
+            plane_rate_limited.clone(),
+        );
+        let budget_remaining = Gauge::default();
+        r.register(
+            "plane_budget_remaining",
+            "Requests left in the key's shared window at the last take",
+            budget_remaining.clone(),
+        );
+        let renewals = Family::default();
+        r.register(
+            "lease_renewals",
+            "Lease renewals, by outcome (ok, failed)",
+            renewals.clone(),
+        );
+        let clock_offset = Seconds::default();
+        l.register(
+            "store_clock_offset_seconds",
+            "The store's clock minus this host's (0 for redb)",
+            clock_offset.clone(),
+        );
+        let webhooks = Family::default();
+        r.register(
+            "webhook_deliveries",
+            "Webhook deliveries, by verdict",
+            webhooks.clone(),
+        );
+        let scan_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        r.register(
+            "scan_duration_seconds",
+            "How long an orphan scan took",
+            scan_seconds.clone(),
+        );
+        let scan_failures = Counter::default();
+        r.register(
+            "scan_failures",
+            "Scans that failed or were incomplete",
+            scan_failures.clone(),
+        );
+        let scan_misconfigured = Gauge::default();
+        r.register(
+            "scan_suspected_misconfiguration",
+            "1 when the last scan suspected a wrong project or base URL",
+            scan_misconfigured.clone(),
+        );
+        let slots_open = Family::default();
+        l.register("slots_open", "Open slots, by backend", slots_open.clone());
+        let slots_max = Family::default();
+        l.register(
+            "slots_max",
+            "The backend's cap (max_concurrent)",
+            slots_max.clone(),
+        );
+        let global_slots_max = Gauge::default();
+        l.register(
+            "global_slots_max",
+            "The global cap ([limits] max_concurrent; 0: none)",
+            global_slots_max.clone(),
+        );
+        let oldest_open = Family::default();
+        l.register(
+            "oldest_open_slot_age_seconds",
+            "Age of the backend's oldest open slot (0: none open)",
+            oldest_open.clone(),
+        );
+        let window_starts = Family::default();
+        l.register(
+            "window_starts",
+            "Starts within the rate windows (hour, day), by backend",
+            window_starts.clone(),
+        );
+        l.register(
+            "build",
+            "inflight's version",
+            Info::new(vec![(
+                "version".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            )]),
+        );
+        // Known series start at zero, so that a rate() or an alert sees
+        // the first one happen (and every family is there from the start).
+        for (outcome, reason) in [
+            ("admitted", ""),
+            ("denied", "global_concurrency_exceeded"),
+            ("denied", "backend_concurrency_exceeded"),
+            ("denied", "backend_rate_exceeded"),
+            ("denied", "already_in_flight"),
+        ] {
+            let _ = admissions.get_or_create(&AdmissionLabels {
+                outcome: outcome.into(),
+                reason: reason.into(),
+            });
+        }
+        for reason in [
+            "completed",
+            "failed",
+            "interrupted",
+            "reconciled",
+            "released_by_operator",
+            "expired",
+            "not_started",
+        ] {
+            let _ = finishes.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
+        for rule in [
+            reconcile::Rule::DeadOwnerClear,
+            reconcile::Rule::OrphanedInFlightClear,
+            reconcile::Rule::StaleInFlightExpire,
+            reconcile::Rule::LeaseExpiredClear,
+        ] {
+            let _ = reclaims.get_or_create(&RuleLabel {
+                rule: rule.as_str().into(),
+            });
+        }
+        for outcome in ["ok", "failed"] {
+            let _ = renewals.get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            });
+        }
+        for verdict in WEBHOOK_VERDICTS {
+            let _ = webhooks.get_or_create(&VerdictLabel {
+                verdict: (*verdict).into(),
+            });
+        }
+        Arc::new(Self {
+            registry: r,
+            ledger: l,
+            admissions,
+            finishes,
+            reclaims,
+            slot_seconds,
+            admit_seconds,
+            plane_requests,
+            plane_rate_limited,
+            budget_remaining,
+            renewals,
+            clock_offset,
+            webhooks,
+            scan_seconds,
+            scan_failures,
+            scan_misconfigured,
+            slots_open,
+            slots_max,
+            global_slots_max,
+            oldest_open,
+            window_starts,
+            follower: Mutex::new(Follower::default()),
+        })
+    }
+
+    /// An admission, and how long the store took.
+    pub fn admitted(&self, took: Duration) {
+        self.admission("admitted", "", took);
+    }
+
+    /// A denial, and how long the store took.
+    pub fn denied(&self, denial: &Denial, took: Duration) {
+        self.admission("denied", denial.reason.as_str(), took);
+    }
+
+    fn admission(&self, outcome: &str, reason: &str, took: Duration) {
+        self.admissions
+            .get_or_create(&AdmissionLabels {
+                outcome: outcome.into(),
+                reason: reason.into(),
+            })
+            .inc();
+        self.admit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A slot of `backend` finished for `reason`, held for `held`.
+    pub fn finished(&self, backend: &str, reason: FinishReason, held: Duration) {
+        // Its name as the audit log writes it (`{"reason": "completed"}`).
+        let reason = serde_json::to_value(reason)
+            .ok()
+            .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        self.finishes.get_or_create(&ReasonLabel { reason }).inc();
+        self.slot_seconds
+            .get_or_create(&BackendLabel {
+                backend: backend.into(),
+            })
+            .observe(held.as_secs_f64());
+    }
+
+    /// A slot reclaimed by `rule`.
+    pub fn reclaimed(&self, rule: reconcile::Rule) {
+        self.reclaims
+            .get_or_create(&RuleLabel {
+                rule: rule.as_str().into(),
+            })
+            .inc();
+    }
+
+    /// The reclaims a scan applied.
+    pub fn reclaimed_in(&self, report: &reconcile::ScanReport) {
+        for action in &report.actions {
+            if action.action == reconcile::Action::Applied {
+                self.reclaimed(action.rule);
+            }
+        }
+    }
+
+    /// A scan that ran, how long it took, and whether it failed.
+    pub fn scanned(&self, took: Duration, report: Option<&reconcile::ScanReport>) {
+        self.scan_seconds.observe(took.as_secs_f64());
+        match report {
+            Some(report) => {
+                if report.failure().is_some() {
+                    self.scan_failures.inc();
+                }
+                self.scan_misconfigured
+                    .set(i64::from(report.suspected_misconfiguration));
+                self.reclaimed_in(report);
+            }
+            None => {
+                self.scan_failures.inc();
+            }
+        }
+    }
+
+    /// A lease renewal that reached the store (`ok`) or did not.
+    pub fn renewal(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.renewals
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// A webhook delivery and what became of it (`hinted`, `ignored`,
+    /// `repeated`, `unauthorized`, `malformed`, `too_large`, `failed`).
+    pub fn webhook(&self, verdict: &str) {
+        self.webhooks
+            .get_or_create(&VerdictLabel {
+                verdict: verdict.into(),
+            })
+            .inc();
+    }
+
+    /// How deliveries with `verdict` were counted so far.
+    pub fn webhooks_with(&self, verdict: &str) -> u64 {
+        self.webhooks
+            .get_or_create(&VerdictLabel {
+                verdict: verdict.into(),
+            })
+            .get()
+    }
+
+    /// What the key's shared window had left at the last take.
+    pub fn budget_left(&self, remaining: i64) {
+        self.budget_remaining.set(remaining);
+    }
+
+    /// Reads the ledger's side: open slots, caps, oldest open slot, starts
+    /// in the rate windows, the store's clock. Blocks (store calls): call
+    /// it on a blocking thread.
+    pub fn refresh(
+        &self,
+        store: &dyn LedgerStore,
+        config: &Config,
+        now: Timestamp,
+    ) -> ledger_core::Result<()> {
+        let slots = store.open_slots()?;
+        let mut open: BTreeMap<String, (i64, Option<Timestamp>)> = config
+            .backends
+            .keys()
+            .map(|b| (b.clone(), (0, None)))
+            .collect();
+        for slot in &slots {
+            let entry = open
+                .entry(slot.key.backend.as_str().to_owned())
+                .or_default();
+            entry.0 += 1;
+            entry.1 = Some(entry.1.map_or(slot.started_at, |t| t.min(slot.started_at)));
+        }
+        for (backend, (count, oldest)) in &open {
+            let label = BackendLabel {
+                backend: backend.clone(),
+            };
+            self.slots_open.get_or_create(&label).set(*count);
+            let age = oldest.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+            self.oldest_open.get_or_create(&label).set(age);
+        }
+        for (name, backend) in &config.backends {
+            let _ = self.slot_seconds.get_or_create(&BackendLabel {
+                backend: name.clone(),
+            });
+            self.slots_max
+                .get_or_create(&BackendLabel {
+                    backend: name.clone(),
+                })
+                .set(i64::from(backend.limits.max_concurrent));
+        }
+        self.global_slots_max
+            .set(config.global_max_concurrent.map_or(0, i64::from));
+        let store_now = store.now(now)?;
+        let offset = store_now.as_unix_millis() - now.as_unix_millis();
+        self.clock_offset.set(offset as f64 / 1000.0);
+        self.follow_starts(store, config, store_now)
+    }
+
+    fn follow_starts(
+        &self,
+        store: &dyn LedgerStore,
+        config: &Config,
+        now: Timestamp,
+    ) -> ledger_core::Result<()> {
+        const DAY: Duration = Duration::from_secs(86_400);
+        const HOUR: Duration = Duration::from_secs(3600);
+        let mut follower = self.follower.lock().unwrap_or_else(|e| e.into_inner());
+        let events = match follower.seq {
+            // The first time, the day's events; then only what is new.
+            None => store.events_between(now.saturating_sub(DAY), now.saturating_add(HOUR))?,
+            Some(seq) => store.events_after(seq, 100_000)?,
+        };
+        let mut newest = follower.seq.unwrap_or(0);
+        for event in events {
+            newest = newest.max(event.seq);
+            if let EventKind::Started { key, .. } = &event.kind {
+                follower
+                    .starts
+                    .push_back((event.at, key.backend.as_str().to_owned()));
+            }
+        }
+        follower.seq = Some(newest);
+        let day_ago = now.saturating_sub(DAY);
+        while follower
+            .starts
+            .front()
+            .is_some_and(|(at, _)| *at <= day_ago)
+        {
+            follower.starts.pop_front();
+        }
+        let hour_ago = now.saturating_sub(HOUR);
+        for backend in config.backends.keys() {
+            let (mut hour, mut day) = (0, 0);
+            for (at, b) in &follower.starts {
+                if b == backend {
+                    day += 1;
+                    hour += i64::from(*at > hour_ago);
+                }
+            }
+            for (window, n) in [("hour", hour), ("day", day)] {
+                self.window_starts
+                    .get_or_create(&WindowLabels {
+                        backend: backend.clone(),
+                        window: window.into(),
+                    })
+                    .set(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// The metrics as text: OpenMetrics when `openmetrics`, else the
+    /// classic format.
+    pub fn render(&self, openmetrics: bool) -> String {
+        self.encode(&[&self.registry, &self.ledger], openmetrics)
+    }
+
+    /// Only what is read from the ledger (`watchdog metrics`).
+    pub fn render_ledger(&self, openmetrics: bool) -> String {
+        self.encode(&[&self.ledger], openmetrics)
+    }
+
+    fn encode(&self, registries: &[&Registry], openmetrics: bool) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let mut text = String::new();
+        for registry in registries {
+            if encode_registry(&mut text, registry).is_err() {
+                return String::new();
+            }
+        }
+        if encode_eof(&mut text).is_err() {
+            return String::new();
+        }
+        if openmetrics { text } else { classic(&text) }
+    }
+}
+
+impl plane_client::RequestObserver for Metrics {
+    fn observed(&self, method: &str, endpoint: &str, status: u16) {
+        self.plane_requests
+            .get_or_create(&RequestLabels {
+                method: method.into(),
+                endpoint: endpoint.into(),
+                status: status.to_string(),
+            })
+            .inc();
+        if status == 429 {
+            self.plane_rate_limited.inc();
+        }
+    }
+}
+
+/// OpenMetrics text as the classic text format: a counter family is named
+/// with its `_total` (older `promtool`s refuse a `_total` sample under a
+/// family named without it), an info family becomes a gauge named with
+/// `_info`, and the `# UNIT` and `# EOF` lines go.
+pub fn classic(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let lines: Vec<&str> = openmetrics.lines().collect();
+    let mut i = 0;
+    while let Some(line) = lines.get(i) {
+        i += 1;
+        if *line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let kind = lines
+                .get(i)
+                .and_then(|l| l.strip_prefix(&format!("# TYPE {name} ")))
+                .unwrap_or("");
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                other => (name.to_owned(), other),
+            };
+            out.push_str(&format!("# HELP {name} {help}\n"));
+            if !kind.is_empty() {
+                out.push_str(&format!("# TYPE {name} {kind}\n"));
+                i += 1;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_infos_are_renamed_for_the_classic_format() {
+        let open = "# HELP inflight_finishes Slots finished.\n# TYPE inflight_finishes counter\ninflight_finishes_total{reason=\"completed\"} 2\n# HELP inflight_build inflight's version.\n# TYPE inflight_build info\ninflight_build_info{version=\"0.1.0\"} 1\n# HELP inflight_slots_open Open slots.\n# TYPE inflight_slots_open gauge\ninflight_slots_open{backend=\"a\"} 1\n# EOF\n";
+        assert_eq!(
+            classic(open),
+            "# HELP inflight_finishes_total Slots finished.\n# TYPE inflight_finishes_total counter\ninflight_finishes_total{reason=\"completed\"} 2\n# HELP inflight_build_info inflight's version.\n# TYPE inflight_build_info gauge\ninflight_build_info{version=\"0.1.0\"} 1\n# HELP inflight_slots_open Open slots.\n# TYPE inflight_slots_open gauge\ninflight_slots_open{backend=\"a\"} 1\n"
+        );
+    }
+}
+
+/// Where a scrape reads the ledger's side from.
+#[derive(Debug, Clone)]
+pub struct LedgerSide {
+    /// The store.
+    pub store: Arc<dyn LedgerStore>,
+    /// The configuration (backends and caps).
+    pub config: Config,
+    /// The clock.
+    pub clock: Arc<dyn ledger_core::Clock>,
+}
+
+impl Metrics {
+    /// Refreshes the ledger's side (on the blocking pool) and renders; a
+    /// store that fails is logged, and the process's own metrics are
+    /// rendered all the same.
+    pub async fn scrape(self: &Arc<Self>, side: Option<&LedgerSide>, openmetrics: bool) -> String {
+        if let Some(side) = side {
+            let (metrics, side) = (self.clone(), side.clone());
+            let refreshed = tokio::task::spawn_blocking(move || {
+                let now = side.clock.now();
+                metrics.refresh(&*side.store, &side.config, now)
+            })
+            .await;
+            match refreshed {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "metrics: could not read the ledger"),
+                Err(error) => tracing::warn!(%error, "metrics: the ledger read did not finish"),
+            }
+        }
+        self.render(openmetrics)
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`: nothing else (any
+/// other path is 404, any other method 405).
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    side: Option<LedgerSide>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::{HeaderMap, StatusCode, header};
+    let state = Arc::new((metrics, side));
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(
+                |axum::extract::State(state): axum::extract::State<
+                    Arc<(Arc<Metrics>, Option<LedgerSide>)>,
+                >,
+                 headers: HeaderMap| async move {
+                    let openmetrics = headers
+                        .get(header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|a| a.contains("application/openmetrics-text"));
+                    let body = state.0.scrape(state.1.as_ref(), openmetrics).await;
+                    let kind = if openmetrics {
+                        OPENMETRICS_CONTENT_TYPE
+                    } else {
+                        CLASSIC_CONTENT_TYPE
+                    };
+                    ([(header::CONTENT_TYPE, kind)], body)
+                },
+            ),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "only GET /metrics is served here\n") })
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Writes `text` to `path` so that a reader (node_exporter's textfile
+/// collector) never sees it half-written: a temporary file beside it,
+/// flushed, then renamed over it.
+pub fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "metrics".into());
+    // node_exporter reads only `*.prom`: the temporary name is not read.
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+#[cfg(test)]
+mod textfile_tests {
+    use super::write_textfile;
+
+    /// A reader looping while the file is rewritten with one of two texts
+    /// (long enough to take several writes) finds only one or the other,
+    /// whole, never a mix or a prefix.
+    #[test]
+    fn a_reader_never_sees_the_textfile_half_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inflight.prom");
+        let a = "inflight_a 1\n".repeat(20_000);
+        let b = "inflight_b 2\n".repeat(30_000);
+        write_textfile(&path, &a).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let reads = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut reads = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    assert!(
+                        text == a || text == b,
+                        "a torn read of {} bytes",
+                        text.len()
+                    );
+                    reads += 1;
+                }
+                reads
+            });
+            for i in 0..200 {
+                write_textfile(&path, if i % 2 == 0 { &b } else { &a }).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap()
+        });
+        assert!(reads > 0);
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file is left behind");
+    }
+}
