@@ -12,6 +12,7 @@ mod gate;
 mod hosts;
 mod metrics;
 mod operator;
+mod prometheus;
 mod real_plane;
 mod scan;
 mod support;

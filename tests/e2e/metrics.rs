@@ -32,6 +32,9 @@ pub const FAMILIES: &[&str] = &[
     "inflight_global_slots_max",
     "inflight_oldest_open_slot_age_seconds",
     "inflight_window_starts",
+    "inflight_slots_dead_owner",
+    "inflight_slot_window_seconds",
+    "inflight_webhook_listening",
     "inflight_build_info",
 ];
 
@@ -43,6 +46,8 @@ pub const LEDGER_FAMILIES: &[&str] = &[
     "inflight_global_slots_max",
     "inflight_oldest_open_slot_age_seconds",
     "inflight_window_starts",
+    "inflight_slots_dead_owner",
+    "inflight_slot_window_seconds",
     "inflight_build_info",
 ];
 
@@ -176,7 +181,7 @@ fn metrics_pass_promtool_and_follow_a_scripted_run() {
         let (_, body) = http(runner_port, "GET", "/metrics");
         sample(
             &body,
-            "inflight_admissions_total{outcome=\"denied\",reason=\"backend_concurrency_exceeded\"}",
+            "inflight_admissions_total{backend=\"local\",outcome=\"denied\",reason=\"backend_concurrency_exceeded\"}",
         )
         .is_some_and(|n| n >= 1.0)
     });
@@ -209,7 +214,7 @@ fn metrics_pass_promtool_and_follow_a_scripted_run() {
     assert_eq!(
         sample(
             &runner_text,
-            "inflight_admissions_total{outcome=\"admitted\",reason=\"\"}"
+            "inflight_admissions_total{backend=\"local\",outcome=\"admitted\",reason=\"\"}"
         ),
         Some(1.0)
     );

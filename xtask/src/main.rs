@@ -171,6 +171,9 @@ fn ci() -> Result {
     bins.args(["build", "--workspace", "--bins", "--locked"]);
     run("binaries", bins)?;
 
+    check_alert_rules()?;
+    check_unit_files()?;
+
     let mut test = cargo();
     test.args(["test", "--workspace", "--locked"]);
     run("tests", test)?;
@@ -190,6 +193,79 @@ fn ci() -> Result {
         "\nci: every check passed in {:.0}s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// `deploy/prometheus/`: the alert rules load, and their unit tests pass.
+fn check_alert_rules() -> Result {
+    let dir = workspace_root().join("deploy/prometheus");
+    let mut check = Command::new("promtool");
+    check
+        .current_dir(&dir)
+        .args(["check", "rules", "inflight.rules.yml"]);
+    run("promtool check rules", check)?;
+    let mut test = Command::new("promtool");
+    test.current_dir(&dir)
+        .args(["test", "rules", "inflight.rules.test.yml"]);
+    run("promtool test rules", test)
+}
+
+/// `deploy/systemd/`: `systemd-analyze verify` on every unit, with the
+/// binaries they start pointed at the ones just built (it checks that
+/// `ExecStart` is executable). Skipped, saying so, without systemd.
+fn check_unit_files() -> Result {
+    let analyze = Command::new("systemd-analyze").arg("--version").output();
+    if !analyze.is_ok_and(|o| o.status.success()) {
+        eprintln!("==> systemd unit files: skipped (no systemd-analyze on this machine)");
+        return Ok(());
+    }
+    let root = workspace_root();
+    let bins = root.join("target/debug");
+    let scratch = std::env::temp_dir().join(format!("inflight-units-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let mut units = Vec::new();
+    let dir = root.join("deploy/systemd");
+    let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = text.replace("/usr/local/bin/", &format!("{}/", bins.display()));
+        let copy = scratch.join(entry.file_name());
+        std::fs::write(&copy, text).map_err(|e| format!("{}: {e}", copy.display()))?;
+        units.push(copy);
+    }
+    units.sort();
+    // A template is verified as one of its instances.
+    let units: Vec<PathBuf> = units
+        .into_iter()
+        .map(|u| {
+            let name = u
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match name.strip_suffix("@.service") {
+                Some(stem) => {
+                    let instance = u.with_file_name(format!("{stem}@goal.service"));
+                    let _ = std::fs::rename(&u, &instance);
+                    instance
+                }
+                None => u,
+            }
+        })
+        .collect();
+    eprintln!("==> systemd-analyze verify (deploy/systemd)");
+    let verified = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .output();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let verified = verified.map_err(|e| format!("systemd-analyze: {e}"))?;
+    // An unknown key is only a warning to systemd; here it is a failure.
+    let said = String::from_utf8_lossy(&verified.stderr);
+    if !verified.status.success() || !said.trim().is_empty() {
+        return Err(format!("systemd-analyze verify: {}", said.trim()));
+    }
     Ok(())
 }
 

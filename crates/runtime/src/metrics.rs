@@ -15,9 +15,9 @@
 //!
 //! ```
 //! let metrics = runtime::Metrics::new();
-//! metrics.admitted(std::time::Duration::from_millis(3));
+//! metrics.admitted("local", std::time::Duration::from_millis(3));
 //! let text = metrics.render(false);
-//! assert!(text.contains("inflight_admissions_total{outcome=\"admitted\",reason=\"\"} 1"));
+//! assert!(text.contains("inflight_admissions_total{backend=\"local\",outcome=\"admitted\",reason=\"\"} 1"));
 //! ```
 
 use std::collections::{BTreeMap, VecDeque};
@@ -49,6 +49,7 @@ struct BackendLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AdmissionLabels {
+    backend: String,
     outcome: String,
     reason: String,
 }
@@ -130,6 +131,9 @@ pub struct Metrics {
     global_slots_max: Gauge,
     oldest_open: Family<BackendLabel, Seconds>,
     window_starts: Family<WindowLabels, Gauge>,
+    dead_owner: Family<BackendLabel, Gauge>,
+    window_seconds: Gauge,
+    webhook_listening: Gauge,
     follower: Mutex<Follower>,
 }
 
@@ -268,18 +272,6 @@ impl Metrics {
         );
         // Known series start at zero, so that a rate() or an alert sees
         // the first one happen (and every family is there from the start).
-        for (outcome, reason) in [
-            ("admitted", ""),
-            ("denied", "global_concurrency_exceeded"),
-            ("denied", "backend_concurrency_exceeded"),
-            ("denied", "backend_rate_exceeded"),
-            ("denied", "already_in_flight"),
-        ] {
-            let _ = admissions.get_or_create(&AdmissionLabels {
-                outcome: outcome.into(),
-                reason: reason.into(),
-            });
-        }
         for reason in [
             "completed",
             "failed",
@@ -313,6 +305,24 @@ impl Metrics {
                 verdict: (*verdict).into(),
             });
         }
+        let dead_owner = Family::default();
+        l.register(
+            "slots_dead_owner",
+            "Open slots whose owner ran on this host and is dead (reclaimable by DEAD_OWNER_CLEAR)",
+            dead_owner.clone(),
+        );
+        let window_seconds = Gauge::default();
+        l.register(
+            "slot_window_seconds",
+            "The rate window ([ledger] window_hours) past which a slot is stale",
+            window_seconds.clone(),
+        );
+        let webhook_listening = Gauge::default();
+        r.register(
+            "webhook_listening",
+            "1 when this process receives Plane's webhooks",
+            webhook_listening.clone(),
+        );
         Arc::new(Self {
             registry: r,
             ledger: l,
@@ -335,28 +345,58 @@ impl Metrics {
             global_slots_max,
             oldest_open,
             window_starts,
+            dead_owner,
+            window_seconds,
+            webhook_listening,
             follower: Mutex::new(Follower::default()),
         })
     }
 
-    /// An admission, and how long the store took.
-    pub fn admitted(&self, took: Duration) {
-        self.admission("admitted", "", took);
+    /// An admission to `backend`, and how long the store took.
+    pub fn admitted(&self, backend: &str, took: Duration) {
+        self.admission(backend, "admitted", "", took);
     }
 
     /// A denial, and how long the store took.
-    pub fn denied(&self, denial: &Denial, took: Duration) {
-        self.admission("denied", denial.reason.as_str(), took);
+    pub fn denied(&self, backend: &str, denial: &Denial, took: Duration) {
+        self.admission(backend, "denied", denial.reason.as_str(), took);
     }
 
-    fn admission(&self, outcome: &str, reason: &str, took: Duration) {
+    fn admission(&self, backend: &str, outcome: &str, reason: &str, took: Duration) {
         self.admissions
             .get_or_create(&AdmissionLabels {
+                backend: backend.into(),
                 outcome: outcome.into(),
                 reason: reason.into(),
             })
             .inc();
         self.admit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Known series of `backend` at zero, so that a rate() or an alert sees
+    /// the first one happen.
+    fn known_series(&self, backend: &str) {
+        for (outcome, reason) in [
+            ("admitted", ""),
+            ("denied", "global_concurrency_exceeded"),
+            ("denied", "backend_concurrency_exceeded"),
+            ("denied", "backend_rate_exceeded"),
+            ("denied", "already_in_flight"),
+        ] {
+            let _ = self.admissions.get_or_create(&AdmissionLabels {
+                backend: backend.into(),
+                outcome: outcome.into(),
+                reason: reason.into(),
+            });
+        }
+        let _ = self.slot_seconds.get_or_create(&BackendLabel {
+            backend: backend.into(),
+        });
+    }
+
+    /// Says this process receives webhooks.
+    pub fn webhooks_listening(&self) {
+        self.webhook_listening.set(1);
     }
 
     /// A slot of `backend` finished for `reason`, held for `held`.
@@ -451,6 +491,7 @@ impl Metrics {
         &self,
         store: &dyn LedgerStore,
         config: &Config,
+        probe: Option<&dyn reconcile::ProcessProbe>,
         now: Timestamp,
     ) -> ledger_core::Result<()> {
         let slots = store.open_slots()?;
@@ -459,10 +500,16 @@ impl Metrics {
             .keys()
             .map(|b| (b.clone(), (0, None)))
             .collect();
+        let mut dead: BTreeMap<String, i64> =
+            config.backends.keys().map(|b| (b.clone(), 0)).collect();
         for slot in &slots {
-            let entry = open
-                .entry(slot.key.backend.as_str().to_owned())
-                .or_default();
+            let backend = slot.key.backend.as_str().to_owned();
+            if probe.is_some_and(|p| {
+                matches!(p.liveness(&slot.owner), reconcile::Liveness::Dead { .. })
+            }) {
+                *dead.entry(backend.clone()).or_default() += 1;
+            }
+            let entry = open.entry(backend).or_default();
             entry.0 += 1;
             entry.1 = Some(entry.1.map_or(slot.started_at, |t| t.min(slot.started_at)));
         }
@@ -475,9 +522,7 @@ impl Metrics {
             self.oldest_open.get_or_create(&label).set(age);
         }
         for (name, backend) in &config.backends {
-            let _ = self.slot_seconds.get_or_create(&BackendLabel {
-                backend: name.clone(),
-            });
+            self.known_series(name);
             self.slots_max
                 .get_or_create(&BackendLabel {
                     backend: name.clone(),
@@ -486,6 +531,13 @@ impl Metrics {
         }
         self.global_slots_max
             .set(config.global_max_concurrent.map_or(0, i64::from));
+        for (backend, n) in dead {
+            self.dead_owner
+                .get_or_create(&BackendLabel { backend })
+                .set(n);
+        }
+        self.window_seconds
+            .set(i64::try_from(config.ledger.window.as_secs()).unwrap_or(i64::MAX));
         let store_now = store.now(now)?;
         let offset = store_now.as_unix_millis() - now.as_unix_millis();
         self.clock_offset.set(offset as f64 / 1000.0);
@@ -638,7 +690,7 @@ mod tests {
 }
 
 /// Where a scrape reads the ledger's side from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LedgerSide {
     /// The store.
     pub store: Arc<dyn LedgerStore>,
@@ -646,6 +698,17 @@ pub struct LedgerSide {
     pub config: Config,
     /// The clock.
     pub clock: Arc<dyn ledger_core::Clock>,
+    /// Whether a slot's owner (on this host) is alive, for
+    /// `inflight_slots_dead_owner`.
+    pub probe: Option<Arc<dyn reconcile::ProcessProbe>>,
+}
+
+impl std::fmt::Debug for LedgerSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerSide")
+            .field("store", &self.store.location())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Metrics {
@@ -657,7 +720,7 @@ impl Metrics {
             let (metrics, side) = (self.clone(), side.clone());
             let refreshed = tokio::task::spawn_blocking(move || {
                 let now = side.clock.now();
-                metrics.refresh(&*side.store, &side.config, now)
+                metrics.refresh(&*side.store, &side.config, side.probe.as_deref(), now)
             })
             .await;
             match refreshed {

@@ -142,6 +142,7 @@ impl Scanner {
             store: self.ledger.clone(),
             config: self.config.clone(),
             clock: self.clock.clone(),
+            probe: Some(self.probe.clone()),
         }
     }
 

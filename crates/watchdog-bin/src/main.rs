@@ -177,15 +177,25 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
         Command::Metrics => {
             let store = runtime::open_store(&config)?;
             let metrics = runtime::Metrics::new();
+            let probe = runtime::LinuxProcessProbe::new(
+                runtime::HostIdentity::current()?,
+                config.watcher.grace,
+            );
             let side = runtime::LedgerSide {
                 store,
                 config,
                 clock: std::sync::Arc::new(ledger_core::SystemClock),
+                probe: Some(std::sync::Arc::new(probe)),
             };
             let refresh = {
                 let (metrics, side) = (metrics.clone(), side.clone());
                 off_runtime(move || {
-                    Ok(metrics.refresh(&*side.store, &side.config, side.clock.now())?)
+                    Ok(metrics.refresh(
+                        &*side.store,
+                        &side.config,
+                        side.probe.as_deref(),
+                        side.clock.now(),
+                    )?)
                 })
                 .await
             };

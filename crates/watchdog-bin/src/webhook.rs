@@ -71,6 +71,7 @@ impl Receiver {
             .map(|r| r.claim_state.clone())
             .collect();
         claim_states.dedup();
+        metrics.webhooks_listening();
         Self {
             secret,
             store,

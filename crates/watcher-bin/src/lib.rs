@@ -321,6 +321,7 @@ impl Runner {
             store: self.ledger.clone(),
             config: self.config.clone(),
             clock: self.clock.clone(),
+            probe: Some(self.probe.clone()),
         }
     }
 
@@ -955,8 +956,13 @@ impl Runner {
         })
         .await;
         match &answer {
-            Ok(AdmitOutcome::Admitted(_)) => self.metrics.admitted(asked.elapsed()),
-            Ok(AdmitOutcome::Denied(denial)) => self.metrics.denied(denial, asked.elapsed()),
+            Ok(AdmitOutcome::Admitted(_)) => self
+                .metrics
+                .admitted(self.backend.name.as_str(), asked.elapsed()),
+            Ok(AdmitOutcome::Denied(denial)) => {
+                self.metrics
+                    .denied(self.backend.name.as_str(), denial, asked.elapsed())
+            }
             Err(_) => {}
         }
         match answer {
