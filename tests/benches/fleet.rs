@@ -261,6 +261,7 @@ fn per_dispatch() {
     println!("## Requests per dispatch at steady state, by route (two runners, 30 tasks)\n");
     println!("| comment | route | per dispatch | target |");
     println!("|---|---|---|---|");
+    let mut plotted = Vec::new();
     for comment in ["always", "failures"] {
         let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
         world.edit_config("poll_interval_secs = 1", "poll_interval_secs = 30");
@@ -306,6 +307,7 @@ fn per_dispatch() {
         for (route, count) in &by_route {
             println!("| {comment} | {route} | {:.2} | |", *count as f64 / n);
         }
+        plotted.push((comment, by_route.clone(), n));
         let target = if comment == "always" {
             "≤ 4.2"
         } else {
@@ -316,5 +318,28 @@ fn per_dispatch() {
             total as f64 / n
         );
     }
+    let mut labels: Vec<String> = plotted
+        .iter()
+        .flat_map(|(_, routes, _)| routes.keys().cloned())
+        .collect();
+    labels.sort();
+    labels.dedup();
+    let series: Vec<serde_json::Value> = plotted
+        .iter()
+        .map(|(comment, routes, n)| {
+            let points: Vec<serde_json::Value> = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| serde_json::json!([i, *routes.get(l).unwrap_or(&0) as f64 / n]))
+                .collect();
+            serde_json::json!({"name": format!("comment = {comment}"), "points": points})
+        })
+        .collect();
+    let plot = serde_json::json!({
+        "name": "requests-per-dispatch-by-route", "kind": "bar",
+        "title": "Plane requests per dispatch, by route", "x": "route", "y": "requests per dispatch",
+        "labels": labels, "series": series,
+    });
+    println!("\n<!-- plot {plot} -->");
     println!();
 }

@@ -13,14 +13,14 @@ use crate::support::*;
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// Six runners and the watchdog on one key limited to 60 a minute. The
-/// work needs more than that: each runner's first look (the route probe,
-/// the states, the board) is 3 requests, each dispatch at least 4, so 12
-/// tasks cannot be done within one minute's budget, and the fleet must
-/// wait at least once however fast the machine is.
+/// work needs more than that: each runner's first look is 2 or 3 requests
+/// (the route probe, the states; the board is listed once for all), and
+/// each dispatch 4, so 16 tasks cannot be done within one minute's budget,
+/// and the fleet must wait at least once however fast the machine is.
 #[test]
 fn six_runners_and_the_watchdog_on_one_key_never_meet_a_429() {
     let mut world = limited(World::new(2, &[Role::new("goal", "Ready for AI")]), 60);
-    let tasks = add_tasks(&world, 12);
+    let tasks = add_tasks(&world, 16);
     let mut processes: Vec<(usize, String)> = (0..6)
         .map(|i| {
             let tag = format!("runner-{i}");

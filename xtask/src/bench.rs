@@ -49,10 +49,16 @@ pub(crate) fn command(args: &[String]) -> Result {
     }
 }
 
+/// Run only when named: it takes about 25 minutes.
+const ONLY_BY_NAME: &[&str] = &["budget"];
+
 fn choose(only: Option<&str>) -> Result<Vec<(&'static str, &'static str, &'static str)>> {
     let chosen: Vec<_> = BENCHES
         .iter()
-        .filter(|(name, _, _)| only.is_none_or(|o| o == *name))
+        .filter(|(name, _, _)| match only {
+            Some(o) => o == *name,
+            None => !ONLY_BY_NAME.contains(name),
+        })
         .copied()
         .collect();
     if chosen.is_empty() {
@@ -109,8 +115,28 @@ fn here() -> Tree {
     }
 }
 
+/// Writes the report, and beside it (`target/bench-plots/`) the plots its
+/// benchmarks printed the data of, embedded at its end.
 fn write_report(report: &str) -> Result {
-    let path = workspace_root().join("target/bench-report.md");
+    let target = workspace_root().join("target");
+    let plots = crate::plot::plots_in(report);
+    let mut report = report.to_owned();
+    if !plots.is_empty() {
+        let dir = target.join("bench-plots");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        report.push_str("\n# Plots\n\n");
+        for plot in &plots {
+            let path = dir.join(format!("{}.svg", plot.name));
+            std::fs::write(&path, crate::plot::svg(plot))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            report.push_str(&format!(
+                "![{}](bench-plots/{}.svg)\n\n",
+                plot.title, plot.name
+            ));
+            eprintln!("plot written to {}", path.display());
+        }
+    }
+    let path = target.join("bench-report.md");
     std::fs::write(&path, report).map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("\nreport written to {}", path.display());
     Ok(())

@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod plot;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

@@ -90,6 +90,15 @@ fn main() {
         "| cap check at 1,000,000 / at 1,000 | {:.2}x | at most 2x |",
         check_large.as_secs_f64() / check_small.as_secs_f64()
     );
+    // The plot `cargo xtask bench` draws (with PostgreSQL's beside it).
+    let plot = serde_json::json!({
+        "name": "admit-latency-vs-history", "kind": "line",
+        "title": "Cap check (admission) against history", "x": "events of history",
+        "y": "µs per check", "log_x": true,
+        "series": [{"name": "redb", "points": [
+            [1e3, check_small.as_secs_f64() * 1e6], [1e6, check_large.as_secs_f64() * 1e6]]}],
+    });
+    println!("\n<!-- plot {plot} -->");
 }
 
 fn cores() -> usize {

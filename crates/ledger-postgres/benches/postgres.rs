@@ -109,6 +109,7 @@ fn main() {
         floor_sixteen.busy * 100.0
     );
     let mut spread_one = 0.0;
+    let (mut pg_points, mut redb_points, mut capped_points) = (Vec::new(), Vec::new(), Vec::new());
     for processes in [1, 4, 16] {
         let spread = aggregate(&url, &format!("spread{processes}"), processes, false);
         let redb_spread = aggregate_redb(
@@ -118,6 +119,8 @@ fn main() {
         if processes == 1 {
             spread_one = spread.rate;
         }
+        pg_points.push(serde_json::json!([processes, spread.rate]));
+        redb_points.push(serde_json::json!([processes, redb_spread.rate]));
         println!(
             "| {processes} processes, 4 backends, no global cap | {:.0} cycles/s (CPU {:.0}% busy) | {:.0} cycles/s | |",
             spread.rate,
@@ -132,6 +135,7 @@ fn main() {
     );
     for processes in [1, 4, 16] {
         let capped = aggregate(&url, &format!("capped{processes}"), processes, true);
+        capped_points.push(serde_json::json!([processes, capped.rate]));
         println!(
             "| {processes} processes, 1 backend, global cap | {:.0} cycles/s (bound {bound:.0}, {:.2}x of it; CPU {:.0}% busy) | | within 1.5x of the bound |",
             capped.rate,
@@ -154,6 +158,26 @@ fn main() {
         "| cap check at 10^6 / at 10^3 | {:.2}x | | at most 2x |",
         large.as_secs_f64() / small.as_secs_f64()
     );
+    // The plots `cargo xtask bench` draws.
+    let plot = serde_json::json!({
+        "name": "admit-latency-vs-history", "kind": "line",
+        "title": "Cap check (admission) against history", "x": "events of history",
+        "y": "µs per check", "log_x": true,
+        "series": [{"name": "PostgreSQL", "points": [
+            [1e3, small.as_secs_f64() * 1e6], [1e6, large.as_secs_f64() * 1e6]]}],
+    });
+    println!("\n<!-- plot {plot} -->");
+    let plot = serde_json::json!({
+        "name": "cycles-vs-processes", "kind": "line",
+        "title": "Aggregate admit+finish cycles per second", "x": "processes",
+        "y": "cycles/s", "log_x": true,
+        "series": [
+            {"name": "PostgreSQL, 4 backends", "points": pg_points},
+            {"name": "PostgreSQL, global cap", "points": capped_points},
+            {"name": "redb, 4 backends", "points": redb_points},
+        ],
+    });
+    println!("<!-- plot {plot} -->");
     drop(server);
 }
 

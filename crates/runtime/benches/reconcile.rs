@@ -42,6 +42,15 @@ fn main() {
     let (sequential_time, sequential_calls) =
         timed_scan(&rt, &ledger, &probe, &sequential, now, 10_000_000);
     let (listed_time, listed_calls) = timed_scan(&rt, &ledger, &probe, &defaults, now, 5_000);
+    // The same at fewer open slots, for the plot.
+    let mut by_slots = Vec::new();
+    for n in [100, 300] {
+        let fewer = InMemory((0..n).map(|i| slot(i, elsewhere(i), now)).collect());
+        let (one, _) = timed_scan(&rt, &fewer, &probe, &sequential, now, 10_000_000);
+        let (many, _) = timed_scan(&rt, &fewer, &probe, &defaults, now, 10_000_000);
+        by_slots.push((n, one, many));
+    }
+    by_slots.push((SLOTS, sequential_time, concurrent_time));
 
     // Owners on this host whose processes are gone.
     let dir = tempfile::tempdir().unwrap();
@@ -117,6 +126,31 @@ fn main() {
         "| {SLOTS} dead-owner slots, applied to a real ledger (exclusive mode) | {} | 0 | |",
         ms(dead_applied)
     );
+    println!();
+    println!(
+        "| open slots (owners elsewhere) | one at a time | {} at a time |",
+        defaults.lookup_concurrency
+    );
+    println!("|---|---|---|");
+    for (n, one, many) in &by_slots {
+        println!("| {n} | {} | {} |", secs(*one), secs(*many));
+    }
+    let points = |pick: fn(&(usize, Duration, Duration)) -> Duration| -> Vec<serde_json::Value> {
+        by_slots
+            .iter()
+            .map(|row| serde_json::json!([row.0, pick(row).as_secs_f64()]))
+            .collect()
+    };
+    let plot = serde_json::json!({
+        "name": "reconcile-vs-open-slots", "kind": "line",
+        "title": format!("Scan time against open slots ({} ms a lookup)", LOOKUP_LATENCY.as_millis()),
+        "x": "open slots", "y": "seconds", "log_x": false,
+        "series": [
+            {"name": "one at a time", "points": points(|r| r.1)},
+            {"name": format!("{} at a time", defaults.lookup_concurrency), "points": points(|r| r.2)},
+        ],
+    });
+    println!("\n<!-- plot {plot} -->");
 }
 
 fn secs(d: Duration) -> String {
