@@ -47,6 +47,65 @@ fn main() {
     if wanted("dispatch") {
         per_dispatch();
     }
+    if wanted("metrics") {
+        metrics_cost();
+    }
+}
+
+/// The dispatch path with the metrics (this tree's runner) beside the same
+/// path without them (`INFLIGHT_BEFORE_BINS`: a folder holding an earlier
+/// revision's `watcher` and `watchdog`, built before the metrics); rounds
+/// interleaved, 20 quick tasks through one runner, no rate limit.
+fn metrics_cost() {
+    let Some(before) = std::env::var_os("INFLIGHT_BEFORE_BINS").map(PathBuf::from) else {
+        println!(
+            "(metrics cost: set INFLIGHT_BEFORE_BINS to an earlier revision's release binaries to compare)\n"
+        );
+        return;
+    };
+    let round = |bins: Option<PathBuf>| -> Duration {
+        let mut world = World::with_executor_env(
+            2,
+            &[Role::new("goal", "Ready for AI")],
+            &[("E2E_SLEEP_MS", "0")],
+        );
+        world.bins = bins;
+        let tasks: Vec<String> = (0..20)
+            .map(|i| world.sim.add_work_item(&format!("job {i}"), "Ready for AI"))
+            .collect();
+        let started = Instant::now();
+        world.start_runner("goal", "runner");
+        wait_until(Duration::from_secs(120), "every task done", || {
+            tasks
+                .iter()
+                .all(|t| world.sim.state_of(t).as_deref() == Some("Done"))
+        });
+        started.elapsed() / tasks.len() as u32
+    };
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        without.push(round(Some(before.clone())));
+        with.push(round(None));
+    }
+    let (with, without) = (median(with), median(without));
+    println!(
+        "## The dispatch path with and without metrics (20 quick tasks, one runner, median of 3 rounds)\n"
+    );
+    println!("| runner | time per dispatch | |");
+    println!("|---|---|---|");
+    println!(
+        "| before the metrics ({}) | {:.1} ms | |",
+        before.display(),
+        without.as_secs_f64() * 1e3
+    );
+    println!(
+        "| with the metrics (this tree) | {:.1} ms | |",
+        with.as_secs_f64() * 1e3
+    );
+    println!(
+        "| with / before | {:.2}x | |\n",
+        with.as_secs_f64() / without.as_secs_f64()
+    );
 }
 
 fn roles() -> Vec<Role> {

@@ -36,6 +36,9 @@ pub struct World {
     pub sim: PlaneSim,
     /// With [`World::on_postgres`], the options of its ledger's schema.
     pub postgres: Option<ledger_postgres::PgOptions>,
+    /// Where `watcher` and `watchdog` are taken from (`None`: beside this
+    /// test), for a benchmark that runs another revision's.
+    pub bins: Option<PathBuf>,
     /// Keeps the simulator's server running.
     _rt: tokio::runtime::Runtime,
     children: Vec<Child>,
@@ -119,6 +122,7 @@ impl World {
             config,
             sim,
             postgres: None,
+            bins: None,
             _rt: rt,
             children: Vec::new(),
         }
@@ -250,7 +254,11 @@ impl World {
     ) -> usize {
         std::fs::create_dir_all(self.path("logs")).unwrap();
         let log = std::fs::File::create(self.path(&format!("logs/{tag}.log"))).unwrap();
-        let mut command = Command::new(bin(program));
+        let program = match &self.bins {
+            Some(dir) if program == "watcher" || program == "watchdog" => dir.join(program),
+            _ => bin(program),
+        };
+        let mut command = Command::new(program);
         command
             .arg("--config")
             .arg(config)
