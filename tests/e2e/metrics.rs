@@ -51,6 +51,22 @@ pub const LEDGER_FAMILIES: &[&str] = &[
     "inflight_build_info",
 ];
 
+/// Starts a runner for `goal` serving its metrics on `port`.
+pub fn start_runner_with_metrics(world: &mut World, port: u16) -> usize {
+    world.spawn_args(
+        "watcher",
+        &[
+            "--role",
+            "goal",
+            "--log-format",
+            "json",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ],
+        "runner",
+    )
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -165,18 +181,7 @@ fn metrics_pass_promtool_and_follow_a_scripted_run() {
     let task = world.sim.add_work_item("waits for the cap", "Ready for AI");
     let (runner_port, watchdog_port) = (free_port(), free_port());
     let textfile = world.path("inflight.prom");
-    let runner = world.spawn_args(
-        "watcher",
-        &[
-            "--role",
-            "goal",
-            "--log-format",
-            "json",
-            "--metrics-addr",
-            &format!("127.0.0.1:{runner_port}"),
-        ],
-        "runner",
-    );
+    let runner = start_runner_with_metrics(&mut world, runner_port);
     wait_until(Duration::from_secs(20), "a denial at the cap", || {
         let (_, body) = http(runner_port, "GET", "/metrics");
         sample(

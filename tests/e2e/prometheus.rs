@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::metrics::{free_port, http};
+use crate::metrics::{free_port, http, start_runner_with_metrics};
 use crate::support::*;
 
 /// The query's result vector.
@@ -52,18 +52,7 @@ fn prometheus_scrapes_a_runner_and_the_watchdog_and_agrees_with_status() {
         );
     }
     let (runner_port, watchdog_port, prometheus_port) = (free_port(), free_port(), free_port());
-    let runner = world.spawn_args(
-        "watcher",
-        &[
-            "--role",
-            "goal",
-            "--log-format",
-            "json",
-            "--metrics-addr",
-            &format!("127.0.0.1:{runner_port}"),
-        ],
-        "runner",
-    );
+    let runner = start_runner_with_metrics(&mut world, runner_port);
     let watchdog = world.spawn_args(
         "watchdog",
         &[

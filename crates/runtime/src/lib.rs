@@ -46,7 +46,7 @@ pub use config::{
 pub use logging::{LogFormat, init_logging};
 pub use metrics::{
     CLASSIC_CONTENT_TYPE, LedgerSide, Metrics, OPENMETRICS_CONTENT_TYPE, classic, serve_metrics,
-    write_textfile,
+    spawn_metrics, write_textfile,
 };
 pub use plane::{
     Plane, PlaneFuture, PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error,

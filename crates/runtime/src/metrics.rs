@@ -733,6 +733,27 @@ impl Metrics {
     }
 }
 
+/// Binds `addr` (`--metrics-addr`; an error names the flag and the
+/// address) and serves `metrics` there until `shutdown`, on a task of its
+/// own.
+pub async fn spawn_metrics(
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    side: LedgerSide,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("--metrics-addr {addr}: {e}")))?;
+    tracing::info!(%addr, "serving metrics at /metrics");
+    Ok(tokio::spawn(serve_metrics(
+        listener,
+        metrics,
+        Some(side),
+        shutdown,
+    )))
+}
+
 /// Serves `GET /metrics` on `listener` until `shutdown`: nothing else (any
 /// other path is 404, any other method 405).
 pub async fn serve_metrics(

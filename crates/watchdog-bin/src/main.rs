@@ -240,18 +240,15 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
                 _ => None,
             };
             let serving = match metrics_addr {
-                Some(addr) => {
-                    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("--metrics-addr {addr}: {e}"))
-                    })?;
-                    tracing::info!(%addr, "serving metrics at /metrics");
-                    Some(tokio::spawn(runtime::serve_metrics(
-                        listener,
+                Some(addr) => Some(
+                    runtime::spawn_metrics(
+                        addr,
                         scanner.metrics(),
-                        Some(scanner.ledger_side()),
+                        scanner.ledger_side(),
                         stopped(),
-                    )))
-                }
+                    )
+                    .await?,
+                ),
                 None => None,
             };
             if let Some(path) = textfile {

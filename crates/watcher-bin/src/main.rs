@@ -117,18 +117,9 @@ async fn run(args: Args) -> Result<(), WatcherError> {
         }
     };
     let serving = match args.metrics_addr {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("--metrics-addr {addr}: {e}"))
-            })?;
-            tracing::info!(%addr, "serving metrics at /metrics");
-            Some(tokio::spawn(runtime::serve_metrics(
-                listener,
-                runner.metrics(),
-                Some(runner.ledger_side()),
-                stopped(),
-            )))
-        }
+        Some(addr) => Some(
+            runtime::spawn_metrics(addr, runner.metrics(), runner.ledger_side(), stopped()).await?,
+        ),
         None => None,
     };
     let signalled = stop_tx.clone();
