@@ -57,7 +57,7 @@ enum Command {
         /// 127.0.0.1:9102).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
-        /// After each scan, rewrite FILE (e.g.
+        /// Every SECS seconds (the scan interval), rewrite FILE (e.g.
         /// /var/lib/node_exporter/textfile/inflight.prom) with the metrics,
         /// atomically, for node_exporter's textfile collector.
         #[arg(long, value_name = "FILE")]
