@@ -480,6 +480,11 @@ fn an_executor_that_cannot_be_recorded_never_starts() {
     wait_until(Duration::from_secs(30), "the task done", || {
         world.sim.state_of(&task).as_deref() == Some("Done")
     });
+    // The runner moves the task in Plane first and finishes its slot just
+    // after: wait for that finish.
+    wait_until(Duration::from_secs(10), "the second finish", || {
+        finished_reasons(&world, &task).len() >= 2
+    });
     let reasons = finished_reasons(&world, &task);
     assert_eq!(
         reasons,
