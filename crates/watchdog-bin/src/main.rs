@@ -43,7 +43,7 @@ enum Command {
     },
     /// Scan every SECS seconds until SIGTERM or SIGINT; one JSON report a
     /// line. A scan that fails is logged ("scan incomplete") and retried at
-    /// the next tick. With a [webhook] table in the configuration, also
+    /// the next tick. With a `[webhook]` table in the configuration, also
     /// receive Plane's webhook deliveries on webhook.listen (secret from
     /// webhook.secret_env) and wake the runners they concern.
     Run {
