@@ -232,3 +232,18 @@ fn bad_deliveries_are_refused_and_a_replayed_one_runs_its_task_once() {
     }
     assert!(!log.contains(secret), "the secret never reaches a log");
 }
+
+#[test]
+fn a_webhook_secret_that_is_not_set_stops_watchdog_run_with_status_2_naming_it() {
+    let world = World::new(1, &[Role::new("goal", "Ready for AI")]);
+    world.receive_webhooks("unused");
+    // The variable is named in the file but absent from the environment.
+    world.edit_config("E2E_WEBHOOK_SECRET", "E2E_WEBHOOK_SECRET_UNSET");
+    let out = world.watchdog(&["run", "--interval", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("webhook.secret_env") && said.contains("E2E_WEBHOOK_SECRET_UNSET"),
+        "{said}"
+    );
+}

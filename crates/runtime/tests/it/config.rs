@@ -259,3 +259,94 @@ fn the_comment_policy_defaults_to_always_and_a_bad_one_is_named() {
         "{text}"
     );
 }
+
+#[test]
+fn webhooks_need_an_address_and_a_secret_variable_and_raise_the_poll() {
+    let hook =
+        "\n[webhook]\nlisten = \"127.0.0.1:8099\"\nsecret_env = \"INFLIGHT_TEST_WEBHOOK_SECRET\"\n";
+    let (_dir, path) = write(&format!("{VALID}{hook}"));
+    let config = Config::load(&path).unwrap();
+    let webhook = config.webhook.clone().expect("[webhook] was read");
+    assert_eq!(webhook.listen, "127.0.0.1:8099".parse().unwrap());
+    assert_eq!(webhook.max_body_bytes, 1 << 20);
+    // With webhooks on the poll only reconciles: 300 s unless set.
+    assert_eq!(config.watcher.poll_interval, Duration::from_secs(300));
+    let (_dir, path) = write(&format!(
+        "{VALID}{hook}\n[watcher]\npoll_interval_secs = 45\n"
+    ));
+    assert_eq!(
+        Config::load(&path).unwrap().watcher.poll_interval,
+        Duration::from_secs(45)
+    );
+    // Every secret variable is one an executor loses.
+    assert!(
+        config
+            .secret_envs()
+            .contains(&"INFLIGHT_TEST_WEBHOOK_SECRET".to_owned())
+    );
+
+    for (broken, key) in [
+        ("\n[webhook]\nsecret_env = \"S\"\n", "webhook.listen"),
+        (
+            "\n[webhook]\nlisten = \"localhost\"\nsecret_env = \"S\"\n",
+            "webhook.listen",
+        ),
+        (
+            "\n[webhook]\nlisten = \"127.0.0.1:8099\"\n",
+            "webhook.secret_env",
+        ),
+        (
+            "\n[webhook]\nlisten = \"127.0.0.1:8099\"\nsecret_env = \" \"\n",
+            "webhook.secret_env",
+        ),
+        (
+            "\n[webhook]\nlisten = \"127.0.0.1:8099\"\nsecret_env = \"S\"\nmax_body_bytes = 0\n",
+            "webhook.max_body_bytes",
+        ),
+    ] {
+        assert_eq!(error_for(&format!("{VALID}{broken}")).key, key, "{broken}");
+    }
+}
+
+#[test]
+fn a_role_with_a_key_of_its_own_reads_it_and_others_keep_the_plane_key() {
+    let text = VALID.replace(
+        "backend = \"local\"\n",
+        "backend = \"local\"\napi_key_env = \"INFLIGHT_TEST_ROLE_KEY\"\n",
+    );
+    let text = format!(
+        "{text}\n[roles.review]\nclaim_state = \"Review\"\nrunning_state = \"Reviewing\"\ndone_state = \"Done\"\nblocked_state = \"Blocked\"\nbackend = \"local\"\n"
+    );
+    let (_dir, path) = write(&text);
+    let config = Config::load(&path).unwrap();
+    let goal = config.role("goal").unwrap();
+    // Unset: the error names the role's key, never a value.
+    let err = config.plane_config_for(goal).unwrap_err();
+    assert_eq!(err.key, "roles.goal.api_key_env");
+    assert!(err.to_string().contains("INFLIGHT_TEST_ROLE_KEY"), "{err}");
+    // Two variables every process has stand in for two keys (setting a
+    // variable here would race with the other tests reading theirs).
+    let text = text
+        .replace("INFLIGHT_TEST_ROLE_KEY", "HOME")
+        .replace("INFLIGHT_TEST_KEY_FOR_CONFIG", "PATH");
+    let (_dir, path) = write(&text);
+    let config = Config::load(&path).unwrap();
+    let (goal, review) = (config.role("goal").unwrap(), config.role("review").unwrap());
+    let own = config.plane_config_for(goal).unwrap();
+    let shared = config.plane_config_for(review).unwrap();
+    assert_ne!(
+        own.api_key.fingerprint(),
+        shared.api_key.fingerprint(),
+        "two keys, two budgets"
+    );
+    assert_eq!(
+        shared.api_key.fingerprint(),
+        config.plane_config().unwrap().api_key.fingerprint()
+    );
+    assert!(config.secret_envs().contains(&"HOME".to_owned()));
+    let err = error_for(&VALID.replace(
+        "backend = \"local\"\n",
+        "backend = \"local\"\napi_key_env = \"\"\n",
+    ));
+    assert_eq!(err.key, "roles.goal.api_key_env");
+}
