@@ -171,13 +171,7 @@ fn metrics_pass_promtool_and_follow_a_scripted_run() {
     );
     // A slot held by a live runner elsewhere fills the cap of 1.
     let held = world.sim.add_work_item("held elsewhere", "Running");
-    world.slot_from_elsewhere(
-        &held,
-        Some(ledger_core::ProjectRef {
-            workspace: "acme".into(),
-            project_id: world.sim.project_id(),
-        }),
-    );
+    world.slot_from_elsewhere(&held, Some(world.project()));
     let task = world.sim.add_work_item("waits for the cap", "Ready for AI");
     let (runner_port, watchdog_port) = (free_port(), free_port());
     let textfile = world.path("inflight.prom");
@@ -285,13 +279,7 @@ fn metrics_pass_promtool_and_follow_a_scripted_run() {
         world.sim.state_of(&orphan).as_deref() == Some("Done")
     });
     let elsewhere = world.sim.add_work_item("held elsewhere again", "Running");
-    world.slot_from_elsewhere(
-        &elsewhere,
-        Some(ledger_core::ProjectRef {
-            workspace: "acme".into(),
-            project_id: world.sim.project_id(),
-        }),
-    );
+    world.slot_from_elsewhere(&elsewhere, Some(world.project()));
 
     // Every family, in all three outputs, and promtool takes each.
     let once = world.watchdog(&["metrics"]);

@@ -43,13 +43,7 @@ fn prometheus_scrapes_a_runner_and_the_watchdog_and_agrees_with_status() {
     // Two slots held by a runner elsewhere: open the whole test.
     for name in ["held one", "held two"] {
         let task = world.sim.add_work_item(name, "Running");
-        world.slot_from_elsewhere(
-            &task,
-            Some(ledger_core::ProjectRef {
-                workspace: "acme".into(),
-                project_id: world.sim.project_id(),
-            }),
-        );
+        world.slot_from_elsewhere(&task, Some(world.project()));
     }
     let (runner_port, watchdog_port, prometheus_port) = (free_port(), free_port(), free_port());
     let runner = start_runner_with_metrics(&mut world, runner_port);

@@ -274,6 +274,14 @@ impl World {
         self.children.len() - 1
     }
 
+    /// The simulator's project, as a slot records it.
+    pub fn project(&self) -> ProjectRef {
+        ProjectRef {
+            workspace: "acme".into(),
+            project_id: self.sim.project_id(),
+        }
+    }
+
     /// The process id of child `index`.
     pub fn pid(&self, index: usize) -> u32 {
         self.children[index].id()
