@@ -50,6 +50,41 @@ fn main() {
     if wanted("metrics") {
         metrics_cost();
     }
+    // Six minutes long: only when named.
+    if only.iter().any(|o| o == "idle-webhooks") {
+        idle_with_webhooks();
+    }
+}
+
+/// Four roles idle on 5,000 items with webhooks on (so the poll defaults
+/// to 300 s), watched for 10 minutes after their first look: board pages
+/// listed, against the target of one look (5 pages) per 5 minutes.
+fn idle_with_webhooks() {
+    let mut world = World::new(2, &roles());
+    for i in 0..ITEMS {
+        world.sim.add_work_item(&format!("item {i}"), "Backlog");
+    }
+    world.receive_webhooks("plane_wh_idle000000000000000000000000000");
+    world.start_watchdog("watchdog");
+    for role in ROLES {
+        world.start_runner(role, role);
+    }
+    let start = Duration::from_secs(0);
+    std::thread::sleep(Duration::from_secs(15));
+    let first = board_pages(&world, start, Duration::from_secs(3600));
+    let from = world.sim.requests().last().map_or(Duration::ZERO, |r| r.at);
+    let span = Duration::from_secs(600);
+    std::thread::sleep(span);
+    let later = board_pages(&world, from, from + span);
+    println!("## Idle cost with webhooks on (poll 300 s by default), four roles, {ITEMS} items\n");
+    println!("| measure | figure | target |");
+    println!("|---|---|---|");
+    println!("| board pages at start-up (the first look, for every runner) | {first} | 5 |");
+    println!("| board pages in the next 10 minutes | {later} | ≤ 10 (one look per 5 minutes) |");
+    println!(
+        "| requests a minute for the board | {:.1} | ≤ 1 |\n",
+        later as f64 / 10.0
+    );
 }
 
 /// The dispatch path with the metrics (this tree's runner) beside the same
