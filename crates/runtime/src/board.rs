@@ -133,8 +133,6 @@ pub struct BoardView {
     /// Tasks admitted or finished since the listing began: the listing's
     /// word on them is stale.
     pub changed: HashSet<TaskId>,
-    /// Whether this look listed the board (a Plane request per page).
-    pub listed: bool,
 }
 
 /// The board as every runner sharing a store sees it.
@@ -170,11 +168,6 @@ impl SharedBoard {
         }
     }
 
-    /// The store's key of this board.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     /// The board: the snapshot when it is young enough, else listed from
     /// Plane by this process (when no other is listing it) and stored for
     /// the others. A store that cannot be reached makes this process list
@@ -186,51 +179,40 @@ impl SharedBoard {
                 s.board_look(&key, max_age, LISTING_FOR, now)
             })
             .await;
-            let look = match look {
-                Ok(look) => look,
+            let snapshot = match look {
                 Err(error) => {
                     if !self.warned.swap(true, Ordering::Relaxed) {
                         tracing::warn!(%error, "the shared board cannot be read; this process lists the board itself");
                     }
-                    return Ok(BoardView {
-                        items: plane.list_work_items().await?,
-                        changed: HashSet::new(),
-                        listed: true,
-                    });
-                }
-            };
-            match look {
-                BoardLook::Fresh(snapshot) => {
-                    if let Some(view) = self.view_of(&snapshot).await {
-                        return Ok(view);
-                    }
-                    // Unreadable: list it again once it is due; meanwhile
-                    // this process lists it for itself.
                     return self.list_alone(plane).await;
                 }
-                BoardLook::BeingListed { .. } if self.claim().is_some() => {
-                    if let Some((listed_at, events_seen)) = self.claim() {
-                        return self.list(plane, listed_at, events_seen).await;
-                    }
-                }
-                BoardLook::BeingListed {
-                    previous: Some(snapshot),
-                    ..
-                } => {
-                    if let Some(view) = self.view_of(&snapshot).await {
-                        return Ok(view);
-                    }
-                    return self.list_alone(plane).await;
-                }
-                BoardLook::BeingListed { previous: None, .. } => {
-                    tokio::time::sleep(LISTING_WAIT).await;
-                }
-                BoardLook::YoursToList {
+                Ok(BoardLook::YoursToList {
                     listed_at,
                     events_seen,
                     ..
-                } => return self.list(plane, listed_at, events_seen).await,
-            }
+                }) => return self.list(plane, listed_at, events_seen).await,
+                Ok(BoardLook::Fresh(snapshot)) => snapshot,
+                Ok(BoardLook::BeingListed { previous, .. }) => {
+                    // The listing in progress is this process's own, which
+                    // failed: list again rather than wait for itself.
+                    if let Some((listed_at, events_seen)) = self.claim() {
+                        return self.list(plane, listed_at, events_seen).await;
+                    }
+                    match previous {
+                        Some(snapshot) => snapshot,
+                        None => {
+                            tokio::time::sleep(LISTING_WAIT).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            // A snapshot this build cannot read: this process lists the
+            // board for itself; it is listed again for everyone when due.
+            return match self.view_of(&snapshot).await {
+                Some(view) => Ok(view),
+                None => self.list_alone(plane).await,
+            };
         }
     }
 
@@ -257,11 +239,7 @@ impl SharedBoard {
         }
         tracing::debug!(items = items.len(), "listed the board for every runner");
         let changed = self.changed_since(events_seen).await;
-        Ok(BoardView {
-            items,
-            changed,
-            listed: true,
-        })
+        Ok(BoardView { items, changed })
     }
 
     fn claim(&self) -> Option<(Timestamp, u64)> {
@@ -272,7 +250,6 @@ impl SharedBoard {
         Ok(BoardView {
             items: plane.list_work_items().await?,
             changed: HashSet::new(),
-            listed: true,
         })
     }
 
@@ -281,7 +258,6 @@ impl SharedBoard {
         Some(BoardView {
             items,
             changed: self.changed_since(snapshot.events_seen).await,
-            listed: false,
         })
     }
 
