@@ -87,17 +87,11 @@ impl Receiver {
 
     /// Answers one delivery: its headers and its raw body.
     pub async fn receive(&self, headers: &HeaderMap, body: &[u8]) -> (StatusCode, &'static str) {
-        let delivery = headers
-            .get("x-plane-delivery")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned();
+        let delivery = delivery_id(headers);
         if body.len() > self.max_body {
-            return self.too_large(&delivery);
+            return self.too_large(delivery);
         }
-        let signature = headers
-            .get("x-plane-signature")
-            .and_then(|v| v.to_str().ok());
+        let signature = header_text(headers, "x-plane-signature");
         if let Err(error) = webhook::verify(&self.secret, body, signature) {
             self.metrics.webhook("unauthorized");
             let why = match error {
@@ -115,7 +109,7 @@ impl Receiver {
                 return (StatusCode::BAD_REQUEST, "not a Plane webhook payload\n");
             }
         };
-        if self.repeated(&delivery) {
+        if self.repeated(delivery) {
             self.metrics.webhook("repeated");
             tracing::info!(delivery = %delivery, "a webhook delivery received before; ignored");
             return (StatusCode::OK, "already received\n");
@@ -178,6 +172,16 @@ impl Receiver {
     }
 }
 
+/// A header's value, when it is text.
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `X-Plane-Delivery`, for logs and to spot a replay (`-`: none).
+fn delivery_id(headers: &HeaderMap) -> &str {
+    header_text(headers, "x-plane-delivery").unwrap_or("-")
+}
+
 async fn answer(
     State(receiver): State<Arc<Receiver>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -189,23 +193,16 @@ async fn answer(
         return (StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
     }
     // Refused before reading when the sender says it is too large.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
+    let declared = header_text(&headers, header::CONTENT_LENGTH.as_str())
         .and_then(|v| v.parse::<usize>().ok());
-    let delivery = headers
-        .get("x-plane-delivery")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
     if declared.is_some_and(|n| n > receiver.max_body) {
-        return receiver.too_large(&delivery);
+        return receiver.too_large(delivery_id(&headers));
     }
     let body = match to_bytes(body, receiver.max_body).await {
         Ok(body) => body,
         Err(_) => {
             tracing::debug!(%peer, "a webhook body was cut off or over the cap");
-            return receiver.too_large(&delivery);
+            return receiver.too_large(delivery_id(&headers));
         }
     };
     receiver.receive(&headers, &body).await
