@@ -495,30 +495,42 @@ impl Metrics {
         now: Timestamp,
     ) -> ledger_core::Result<()> {
         let slots = store.open_slots()?;
-        let mut open: BTreeMap<String, (i64, Option<Timestamp>)> = config
+        /// One backend's open slots, as the ledger has them.
+        #[derive(Default)]
+        struct Held {
+            open: i64,
+            dead: i64,
+            oldest: Option<Timestamp>,
+        }
+        // Every configured backend is reported, with none open too.
+        let mut held: BTreeMap<String, Held> = config
             .backends
             .keys()
-            .map(|b| (b.clone(), (0, None)))
+            .map(|b| (b.clone(), Held::default()))
             .collect();
-        let mut dead: BTreeMap<String, i64> =
-            config.backends.keys().map(|b| (b.clone(), 0)).collect();
         for slot in &slots {
-            let backend = slot.key.backend.as_str().to_owned();
+            let entry = held
+                .entry(slot.key.backend.as_str().to_owned())
+                .or_default();
+            entry.open += 1;
+            entry.oldest = Some(
+                entry
+                    .oldest
+                    .map_or(slot.started_at, |t| t.min(slot.started_at)),
+            );
             if probe.is_some_and(|p| {
                 matches!(p.liveness(&slot.owner), reconcile::Liveness::Dead { .. })
             }) {
-                *dead.entry(backend.clone()).or_default() += 1;
+                entry.dead += 1;
             }
-            let entry = open.entry(backend).or_default();
-            entry.0 += 1;
-            entry.1 = Some(entry.1.map_or(slot.started_at, |t| t.min(slot.started_at)));
         }
-        for (backend, (count, oldest)) in &open {
-            let label = BackendLabel {
-                backend: backend.clone(),
-            };
-            self.slots_open.get_or_create(&label).set(*count);
-            let age = oldest.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        for (backend, held) in held {
+            let label = BackendLabel { backend };
+            self.slots_open.get_or_create(&label).set(held.open);
+            self.dead_owner.get_or_create(&label).set(held.dead);
+            let age = held
+                .oldest
+                .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
             self.oldest_open.get_or_create(&label).set(age);
         }
         for (name, backend) in &config.backends {
@@ -531,11 +543,6 @@ impl Metrics {
         }
         self.global_slots_max
             .set(config.global_max_concurrent.map_or(0, i64::from));
-        for (backend, n) in dead {
-            self.dead_owner
-                .get_or_create(&BackendLabel { backend })
-                .set(n);
-        }
         self.window_seconds
             .set(i64::try_from(config.ledger.window.as_secs()).unwrap_or(i64::MAX));
         let store_now = store.now(now)?;
