@@ -413,15 +413,8 @@ impl PlaneSim {
         item.updated_at = SystemTime::now();
         let after = item.clone();
         world.changed(&before, &after);
-        let outgoing = std::mem::take(&mut world.outbox);
         drop(world);
-        if !outgoing.is_empty() {
-            self.runtime.spawn(webhooks::deliver(
-                self.shared.clone(),
-                outgoing,
-                self.shared.started,
-            ));
-        }
+        webhooks::send_queued(&self.shared, &self.runtime);
         true
     }
 

@@ -130,14 +130,7 @@ async fn handle(
     let path = uri.path().to_owned();
     let at = shared.started.elapsed();
     let response = answer(&shared, &method, &uri, &headers, &body).await;
-    let outgoing = std::mem::take(&mut shared.world().outbox);
-    if !outgoing.is_empty() {
-        tokio::spawn(crate::webhooks::deliver(
-            shared.clone(),
-            outgoing,
-            shared.started,
-        ));
-    }
+    crate::webhooks::send_queued(&shared, &tokio::runtime::Handle::current());
     shared.control().log.push(RecordedRequest {
         method: method.to_string(),
         path,

@@ -7,7 +7,7 @@
 //! `X-Plane-Signature` with the lowercase hex HMAC-SHA256 of those bytes.
 //! A non-2xx answer is recorded and not retried, as Plane does.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
@@ -238,12 +238,20 @@ pub(crate) async fn send(delivery: &Outgoing) -> u16 {
         .unwrap_or(0)
 }
 
-/// Sends `deliveries` in order after [`DELIVERY_DELAY`], recording each.
-pub(crate) async fn deliver(
-    shared: std::sync::Arc<crate::Shared>,
-    deliveries: Vec<Outgoing>,
-    started: Instant,
+/// Sends the deliveries the world queued (call it once the world's lock
+/// is released), on `runtime`.
+pub(crate) fn send_queued(
+    shared: &std::sync::Arc<crate::Shared>,
+    runtime: &tokio::runtime::Handle,
 ) {
+    let outgoing = std::mem::take(&mut shared.world().outbox);
+    if !outgoing.is_empty() {
+        runtime.spawn(deliver(shared.clone(), outgoing));
+    }
+}
+
+/// Sends `deliveries` in order after [`DELIVERY_DELAY`], recording each.
+async fn deliver(shared: std::sync::Arc<crate::Shared>, deliveries: Vec<Outgoing>) {
     tokio::time::sleep(DELIVERY_DELAY).await;
     for delivery in deliveries {
         let status = send(&delivery).await;
@@ -252,7 +260,7 @@ pub(crate) async fn deliver(
             item_id: delivery.item_id,
             field: delivery.field,
             status,
-            at: started.elapsed(),
+            at: shared.started.elapsed(),
         });
     }
 }
