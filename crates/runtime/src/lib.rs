@@ -33,6 +33,7 @@ mod logging;
 mod metrics;
 mod plane;
 mod process;
+mod shutdown;
 mod store;
 
 pub use adapters::{LedgerAdapter, StoreStartupLock};
@@ -56,4 +57,5 @@ pub use process::{
     HOST_ENV, HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, signal_group, terminate_group,
     this_owner, this_process,
 };
+pub use shutdown::Shutdown;
 pub use store::{StoreBudget, on_store, open_store, plane_client};

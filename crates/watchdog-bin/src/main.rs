@@ -208,17 +208,8 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
             metrics_addr,
             textfile,
         } => {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate())?;
-            let mut int = signal(SignalKind::interrupt())?;
+            let shutdown = runtime::Shutdown::on_signals()?;
             let scanner = watchdog_bin::Scanner::new(config.clone())?;
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let stopped = move || {
-                let mut stop = stop_rx.clone();
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                }
-            };
             let hooks = match (scanner.webhook_receiver()?, &config.webhook) {
                 (Some(receiver), Some(settings)) => {
                     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -233,7 +224,7 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
                     let serve = watchdog_bin::webhook::serve(
                         listener,
                         std::sync::Arc::new(receiver),
-                        stopped(),
+                        shutdown.stopped(),
                     );
                     Some(tokio::spawn(serve))
                 }
@@ -245,7 +236,7 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
                         addr,
                         scanner.metrics(),
                         scanner.ledger_side(),
-                        stopped(),
+                        shutdown.stopped(),
                     )
                     .await?,
                 ),
@@ -257,21 +248,14 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
                     scanner.ledger_side(),
                     path,
                     Duration::from_secs(interval),
-                    stopped(),
+                    shutdown.stopped(),
                 ));
             }
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = int.recv() => tracing::info!("SIGINT received"),
-                }
-                let _ = stop_tx.send(true);
-            });
             watchdog_bin::run_scans(
                 &scanner,
                 Duration::from_secs(interval),
                 apply,
-                stopped(),
+                shutdown.stopped(),
                 |outcome| {
                     match outcome {
                         Ok(report) => {

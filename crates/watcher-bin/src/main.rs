@@ -104,34 +104,21 @@ async fn run(args: Args) -> Result<(), WatcherError> {
     if let Some(secs) = args.poll_interval {
         runner = runner.with_poll_interval(Duration::from_secs(secs));
     }
-    // Handlers are installed before anything runs, so a signal that comes
-    // early is not met by the default action (dying with the slot open).
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }
-    };
+    let shutdown = runtime::Shutdown::on_signals()?;
     let serving = match args.metrics_addr {
         Some(addr) => Some(
-            runtime::spawn_metrics(addr, runner.metrics(), runner.ledger_side(), stopped()).await?,
+            runtime::spawn_metrics(
+                addr,
+                runner.metrics(),
+                runner.ledger_side(),
+                shutdown.stopped(),
+            )
+            .await?,
         ),
         None => None,
     };
-    let signalled = stop_tx.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
-        let _ = signalled.send(true);
-    });
-    let outcome = runner.run(stopped()).await;
-    let _ = stop_tx.send(true);
+    let outcome = runner.run(shutdown.stopped()).await;
+    shutdown.stop();
     if let Some(serving) = serving {
         let _ = serving.await;
     }
