@@ -397,6 +397,8 @@ impl World {
                 executor: None,
                 role: Some("goal".into()),
                 project: None,
+                keeper: None,
+                outcome: None,
             },
         );
     }
@@ -418,6 +420,8 @@ impl World {
                 executor: None,
                 role: Some("goal".into()),
                 project,
+                keeper: None,
+                outcome: None,
             },
         );
     }

@@ -632,6 +632,15 @@ impl LedgerStore for RenewalLog {
     ) -> ledger_core::Result<UpdateOutcome> {
         self.inner.set_executor(key, run, executor)
     }
+    fn set_holder(
+        &self,
+        key: &SlotKey,
+        run: &RunId,
+        holder: &Owner,
+    ) -> ledger_core::Result<UpdateOutcome> {
+        self.reachable()?;
+        self.inner.set_holder(key, run, holder)
+    }
     fn open_slots(&self) -> ledger_core::Result<Vec<Slot>> {
         self.inner.open_slots()
     }

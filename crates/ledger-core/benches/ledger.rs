@@ -133,6 +133,8 @@ fn owner() -> Owner {
         executor: None,
         role: None,
         project: None,
+        keeper: None,
+        outcome: None,
     }
 }
 

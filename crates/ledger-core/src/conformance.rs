@@ -86,6 +86,8 @@ pub fn owner() -> Owner {
         executor: None,
         role: None,
         project: None,
+        keeper: None,
+        outcome: None,
     }
 }
 
@@ -767,6 +769,65 @@ pub fn a_runner_renews_every_slot_it_holds_and_only_those(subject: &Subject) {
     assert_sound(ledger);
 }
 
+pub fn a_keeper_takes_over_its_slot_and_records_the_outcome_for_its_run_only(subject: &Subject) {
+    let ledger = subject.store();
+    let slot = admitted(
+        ledger
+            .admit(&request("b", "T", "r1"), &limits(2), T0)
+            .unwrap(),
+    );
+    let mut keeper = owner();
+    keeper.runner.pid += 100;
+    keeper.keeper = Some(crate::KEEPER_PROTOCOL);
+    // Another run's keeper cannot take the slot.
+    assert_eq!(
+        ledger
+            .set_holder(&slot.key, &RunId::new("r0").unwrap(), &keeper)
+            .unwrap(),
+        UpdateOutcome::NotInFlight
+    );
+    assert_eq!(ledger.slot(&slot.key).unwrap().unwrap().owner, owner());
+    // The run's own keeper does, and from then on renews it as its holder.
+    assert_eq!(
+        ledger.set_holder(&slot.key, &slot.run_id, &keeper).unwrap(),
+        UpdateOutcome::Updated
+    );
+    assert_eq!(ledger.slot(&slot.key).unwrap().unwrap().owner, keeper);
+    assert!(
+        ledger
+            .renew_leases(&owner(), Duration::from_secs(60), T0)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ledger
+            .renew_leases(&keeper, Duration::from_secs(60), T0)
+            .unwrap(),
+        [(slot.key.clone(), slot.run_id.clone())]
+    );
+    // Its outcome is kept with the slot, whole, until the slot is finished.
+    let mut ended = keeper.clone();
+    ended.outcome = Some(crate::RunOutcome {
+        ending: crate::RunEnding::Exited { code: 3 },
+        took_ms: 1234,
+        ended_at: T0,
+        output_tail: Some("line one\nline \u{e9}two".into()),
+    });
+    assert_eq!(
+        ledger.set_holder(&slot.key, &slot.run_id, &ended).unwrap(),
+        UpdateOutcome::Updated
+    );
+    assert_eq!(ledger.slot(&slot.key).unwrap().unwrap().owner, ended);
+    assert_eq!(ledger.open_slots().unwrap()[0].owner, ended);
+    finish(ledger, &slot, T0);
+    assert_eq!(
+        ledger.set_holder(&slot.key, &slot.run_id, &keeper).unwrap(),
+        UpdateOutcome::NotInFlight,
+        "a finished slot has no holder to replace"
+    );
+    assert_sound(ledger);
+}
+
 pub fn a_budget_takes_up_to_its_limit_then_waits_for_the_oldest_take(subject: &Subject) {
     let ledger = subject.store();
     let at = |secs: u64| T0.saturating_add(Duration::from_secs(secs));
@@ -1028,7 +1089,7 @@ pub fn board_hints_are_read_in_order_per_board_and_dropped_when_old(subject: &Su
 #[macro_export]
 macro_rules! conformance_suite {
     ($fresh:path) => {
-        $crate::conformance_suite!(@tests $fresh; already_in_flight_is_refused_with_its_figures, the_global_cap_counts_every_backend, the_backend_cap_counts_only_that_backend, the_hourly_window_slides, the_daily_window_slides, denials_are_recorded_in_the_audit_log, retention_prunes_old_events_but_never_an_open_slot, events_can_be_read_by_time_range, a_finish_with_an_old_run_id_leaves_the_newer_run_open, a_second_finish_of_the_same_run_reports_not_in_flight_and_changes_nothing, admitting_an_open_run_again_is_idempotent, lease_and_executor_updates_apply_only_to_the_holding_run, the_guard_finishes_on_drop_and_while_unwinding, a_guard_never_closes_a_newer_run, the_last_finish_of_a_key_is_found, a_runner_renews_every_slot_it_holds_and_only_those, a_budget_takes_up_to_its_limit_then_waits_for_the_oldest_take, a_pause_holds_every_take_of_its_key_and_is_never_shortened, takers_racing_on_one_budget_never_exceed_it, one_caller_lists_the_board_and_every_other_is_served_its_snapshot, board_hints_are_read_in_order_per_board_and_dropped_when_old);
+        $crate::conformance_suite!(@tests $fresh; already_in_flight_is_refused_with_its_figures, the_global_cap_counts_every_backend, the_backend_cap_counts_only_that_backend, the_hourly_window_slides, the_daily_window_slides, denials_are_recorded_in_the_audit_log, retention_prunes_old_events_but_never_an_open_slot, events_can_be_read_by_time_range, a_finish_with_an_old_run_id_leaves_the_newer_run_open, a_second_finish_of_the_same_run_reports_not_in_flight_and_changes_nothing, admitting_an_open_run_again_is_idempotent, lease_and_executor_updates_apply_only_to_the_holding_run, the_guard_finishes_on_drop_and_while_unwinding, a_guard_never_closes_a_newer_run, the_last_finish_of_a_key_is_found, a_runner_renews_every_slot_it_holds_and_only_those, a_keeper_takes_over_its_slot_and_records_the_outcome_for_its_run_only, a_budget_takes_up_to_its_limit_then_waits_for_the_oldest_take, a_pause_holds_every_take_of_its_key_and_is_never_shortened, takers_racing_on_one_budget_never_exceed_it, one_caller_lists_the_board_and_every_other_is_served_its_snapshot, board_hints_are_read_in_order_per_board_and_dropped_when_old);
     };
     (@tests $fresh:path; $($name:ident),* $(,)?) => {
         $(

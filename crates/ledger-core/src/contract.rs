@@ -99,6 +99,12 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
         executor: ExecutorIdentity,
     ) -> Result<UpdateOutcome>;
 
+    /// Replaces the holder of `run`'s slot with `holder`, if `run` still
+    /// holds it: a runner's hand-over to its keeper (the keeper records
+    /// itself), and the keeper's record of how its executor ended
+    /// ([`Owner::outcome`]). Only the slot's current holder calls it.
+    fn set_holder(&self, key: &SlotKey, run: &RunId, holder: &Owner) -> Result<UpdateOutcome>;
+
     /// The store's time: its own clock when it has one that every host
     /// sharing it reads (PostgreSQL's), else `local`. Orphan rules judge
     /// leases by it.

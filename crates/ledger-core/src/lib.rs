@@ -45,6 +45,8 @@
 //!     executor: None,
 //!     role: None,
 //!     project: None,
+//!     keeper: None,
+//!     outcome: None,
 //! };
 //! let key = SlotKey::new(Backend::new("local")?, TaskId::new("ROCK-12")?);
 //! let request = AdmitRequest {

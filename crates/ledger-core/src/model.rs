@@ -31,16 +31,23 @@ pub struct ExecutorIdentity {
     pub process_group: u32,
 }
 
-/// Who holds a slot: the runner process on a given host and boot, and, once
-/// spawned, its executor child.
+/// Who holds a slot: the holding process on a given host and boot, and,
+/// once spawned, its executor child.
+///
+/// The holder is the runner that admitted the slot until it hands the run
+/// to a keeper (a process of its own that supervises the executor and
+/// outlives the runner); from then on the holder is the keeper, `keeper`
+/// names its protocol version, and the keeper records the executor's end in
+/// `outcome` before it exits, for a runner to report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
-    /// Host name of the runner.
+    /// Host name of the holder.
     pub host: String,
     /// `/proc/sys/kernel/random/boot_id` of that host when the slot was taken:
     /// a different boot id means every pid recorded here is gone.
     pub boot_id: String,
-    /// The runner process.
+    /// The holding process: the runner, or once handed over, the keeper
+    /// (the field keeps its first name so that older ledgers read alike).
     pub runner: ProcessIdentity,
     /// The executor child, once spawned.
     #[serde(default)]
@@ -55,6 +62,73 @@ pub struct Owner {
     /// and for imported ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<ProjectRef>,
+    /// The keeper protocol version when the holder is a keeper
+    /// ([`KEEPER_PROTOCOL`] for keepers of this build); `None` while a
+    /// runner holds the slot itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper: Option<u32>,
+    /// How the executor ended, recorded by its keeper before the keeper
+    /// exits: a slot with an outcome is reported, never reclaimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RunOutcome>,
+}
+
+/// The keeper protocol this build speaks: what a keeper records in its slot
+/// (itself as the holder, its executor, the outcome) and how a runner reads
+/// it. A runner adopts the keepers of a version it knows and leaves the
+/// others alone.
+pub const KEEPER_PROTOCOL: u32 = 1;
+
+/// How a keeper's executor ended, as recorded in its slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    /// What ended it.
+    pub ending: RunEnding,
+    /// How long it ran, in milliseconds.
+    pub took_ms: u64,
+    /// When the keeper recorded it.
+    pub ended_at: Timestamp,
+    /// The last lines of its output (bounded, control characters removed)
+    /// when it did not succeed, for the task's comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tail: Option<String>,
+}
+
+impl RunOutcome {
+    /// Whether the executor exited 0.
+    pub fn succeeded(&self) -> bool {
+        matches!(self.ending, RunEnding::Exited { code: 0 })
+    }
+}
+
+/// What ended an executor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunEnding {
+    /// It exited with this status.
+    Exited {
+        /// The exit status.
+        code: i32,
+    },
+    /// A signal killed it.
+    Killed {
+        /// The signal.
+        signal: i32,
+    },
+    /// It reached the backend's `timeout_secs` and was stopped.
+    TimedOut {
+        /// The timeout, in seconds.
+        limit_secs: u64,
+    },
+    /// An operator (or a runner stopping with `on_stop = "interrupt"`)
+    /// stopped it.
+    Interrupted,
+    /// It could not be started.
+    NotLaunched {
+        /// Why.
+        why: String,
+    },
 }
 
 /// A project of the task source (Plane): the workspace slug and the
@@ -91,6 +165,8 @@ impl Owner {
             executor: None,
             role: None,
             project: None,
+            keeper: None,
+            outcome: None,
         }
     }
 }

@@ -603,6 +603,12 @@ impl Ledger {
         self.update_slot(key, run, |slot| slot.owner.executor = Some(executor))
     }
 
+    /// Replaces the holder of `run`'s slot (see
+    /// [`LedgerStore::set_holder`](crate::LedgerStore::set_holder)).
+    pub fn set_holder(&self, key: &SlotKey, run: &RunId, holder: &Owner) -> Result<UpdateOutcome> {
+        self.update_slot(key, run, |slot| slot.owner = holder.clone())
+    }
+
     /// Runs a query in one read transaction (a consistent snapshot).
     fn read<T>(&self, query: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
         contain_panics(&self.path, || {
@@ -969,6 +975,10 @@ impl crate::LedgerStore for Ledger {
         executor: ExecutorIdentity,
     ) -> Result<UpdateOutcome> {
         Ledger::set_executor(self, key, run, executor)
+    }
+
+    fn set_holder(&self, key: &SlotKey, run: &RunId, holder: &Owner) -> Result<UpdateOutcome> {
+        Ledger::set_holder(self, key, run, holder)
     }
 
     fn open_slots(&self) -> Result<Vec<Slot>> {

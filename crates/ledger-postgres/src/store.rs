@@ -374,6 +374,8 @@ const BUDGET_PAUSE: &str = concat!(
 );
 const SET_EXECUTOR: &str = "UPDATE open_slots SET owner = jsonb_set(owner::jsonb, '{executor}', $4::text::jsonb)::text \
      WHERE backend = $1 AND task_id = $2 AND run_id = $3";
+const SET_HOLDER: &str = "UPDATE open_slots SET owner = $4 \
+     WHERE backend = $1 AND task_id = $2 AND run_id = $3";
 const OPEN_SLOTS: &str = "SELECT backend, task_id, run_id, started_at, lease_until, started_seq, owner \
      FROM open_slots ORDER BY backend COLLATE \"C\", task_id COLLATE \"C\"";
 const LAST_FINISH: &str = "SELECT event FROM events \
@@ -898,6 +900,25 @@ impl LedgerStore for PgLedger {
             let location = c.location().to_owned();
             let record = settle(c, encode(&location, &executor))?;
             let statement = c.statement(SET_EXECUTOR)?;
+            let updated = c.client()?.execute(
+                &statement,
+                &[
+                    &key.backend.as_str(),
+                    &key.task_id.as_str(),
+                    &run.as_str(),
+                    &record,
+                ],
+            );
+            Ok(update_outcome(updated.map_err(|e| c.error(&e))?))
+        })
+    }
+
+    fn set_holder(&self, key: &SlotKey, run: &RunId, holder: &Owner) -> Result<UpdateOutcome> {
+        let (key, run, holder) = (key.clone(), run.clone(), holder.clone());
+        self.worker.run(move |c| {
+            let location = c.location().to_owned();
+            let record = settle(c, encode(&location, &holder))?;
+            let statement = c.statement(SET_HOLDER)?;
             let updated = c.client()?.execute(
                 &statement,
                 &[

@@ -150,7 +150,10 @@ pub fn decide(observed: &Observations, options: &ScanOptions, now: Timestamp) ->
         }
         let verdict = match liveness {
             Liveness::Alive => Err("its owner is alive".to_owned()),
-            Liveness::Dead { why } => Ok((Rule::DeadOwnerClear, why.clone(), None)),
+            Liveness::Dead { why } => match &slot.owner.outcome {
+                None => Ok((Rule::DeadOwnerClear, why.clone(), None)),
+                Some(outcome) => recorded_outcome(slot, outcome, options, now),
+            },
             Liveness::Unknown { why } => match lease_expired(slot, liveness, options, now) {
                 Some(reason) => Ok((Rule::LeaseExpiredClear, reason, None)),
                 None => judge_by_plane(slot, why, observed, not_found_is_credible, options, now),
@@ -170,6 +173,33 @@ pub fn decide(observed: &Observations, options: &ScanOptions, now: Timestamp) ->
 }
 
 type Verdict = Result<(Rule, String, Option<TaskState>), String>;
+
+/// A slot whose keeper recorded how its executor ended before it exited:
+/// the run is over and its outcome waits for a runner of its role to report
+/// it (moving the task and finishing the slot), so it is never reclaimed as
+/// a dead owner's. Only one left unreported past the window expires, as any
+/// stale slot does.
+fn recorded_outcome(
+    slot: &Slot,
+    outcome: &ledger_core::RunOutcome,
+    options: &ScanOptions,
+    now: Timestamp,
+) -> Verdict {
+    let age = now.duration_since(slot.started_at);
+    if age > options.window {
+        return Ok((
+            Rule::StaleInFlightExpire,
+            format!(
+                "started {} ago, past the {} window; its keeper recorded its outcome ({:?}) and no runner reported it",
+                hours(age),
+                hours(options.window),
+                outcome.ending
+            ),
+            None,
+        ));
+    }
+    Err("its keeper recorded the run's outcome; a runner of its role reports it".to_owned())
+}
 
 fn judge_by_plane(
     slot: &Slot,

@@ -186,6 +186,8 @@ fn elsewhere(i: usize) -> Owner {
         executor: None,
         role: None,
         project: None,
+        keeper: None,
+        outcome: None,
     }
 }
 
@@ -201,6 +203,8 @@ fn dead_here(host: &HostIdentity, i: usize) -> Owner {
         executor: None,
         role: None,
         project: None,
+        keeper: None,
+        outcome: None,
     }
 }
 

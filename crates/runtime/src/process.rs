@@ -112,6 +112,8 @@ pub fn this_owner(host: &HostIdentity) -> io::Result<Owner> {
         executor: None,
         role: None,
         project: None,
+        keeper: None,
+        outcome: None,
     })
 }
 

@@ -267,6 +267,10 @@ impl LedgerStore for Opening {
         self.ledger()?.set_executor(key, run, executor)
     }
 
+    fn set_holder(&self, key: &SlotKey, run: &RunId, holder: &Owner) -> Result<UpdateOutcome> {
+        self.ledger()?.set_holder(key, run, holder)
+    }
+
     fn open_slots(&self) -> Result<Vec<Slot>> {
         self.ledger()?.open_slots()
     }

@@ -220,3 +220,43 @@ fn an_abandoned_lease_of_another_host_is_reclaimed_and_nothing_else() {
         );
     }
 }
+
+/// A keeper that recorded its executor's outcome before it exited is dead
+/// but its run is over, not lost: the slot waits for a runner to report it
+/// (never `DEAD_OWNER_CLEAR`), and only expires past the window. A keeper
+/// gone without an outcome is a dead owner like any other.
+#[test]
+fn a_dead_keeper_with_a_recorded_outcome_is_reported_not_reclaimed() {
+    let keeper_slot = |age: Duration, recorded: bool| {
+        let mut s = slot("b", "T", "r", age);
+        s.owner.keeper = Some(KEEPER_PROTOCOL);
+        s.owner.outcome = recorded.then(|| RunOutcome {
+            ending: RunEnding::Exited { code: 0 },
+            took_ms: 20_000,
+            ended_at: NOW,
+            output_tail: None,
+        });
+        s
+    };
+    let rows = [
+        (HOUR, true, None),
+        (HOUR, false, Some(Rule::DeadOwnerClear)),
+        (25 * HOUR, true, Some(Rule::StaleInFlightExpire)),
+    ];
+    for (age, recorded, expected) in rows {
+        let observed = Observations {
+            slots: vec![(keeper_slot(age, recorded), dead())],
+            project: ProjectEvidence::NotProbed,
+            statuses: HashMap::new(),
+        };
+        let plan = decide(&observed, &apply(), NOW);
+        assert_eq!(
+            plan.reclaims.first().map(|r| r.rule),
+            expected,
+            "age {age:?}, outcome recorded: {recorded}"
+        );
+        if expected.is_none() {
+            assert!(plan.left_alone[0].1.contains("recorded the run's outcome"));
+        }
+    }
+}

@@ -32,6 +32,8 @@ pub fn slot(backend: &str, task: &str, run: &str, age: Duration) -> Slot {
             }),
             role: Some("goal".into()),
             project: None,
+            keeper: None,
+            outcome: None,
         },
         lease_until: NOW,
         started_seq: 1,

@@ -29,6 +29,8 @@ fn owner(host: &HostIdentity, runner: ProcessIdentity) -> Owner {
         executor: None,
         role: None,
         project: None,
+        keeper: None,
+        outcome: None,
     }
 }
 
