@@ -180,6 +180,12 @@ struct RawRole {
     max_attempts: u32,
     #[serde(default)]
     api_key_env: Option<String>,
+    #[serde(default = "default_parallel")]
+    parallel: u32,
+}
+
+fn default_parallel() -> u32 {
+    1
 }
 
 fn default_max_attempts() -> u32 {
@@ -199,6 +205,10 @@ struct RawWatcher {
     startup_reconcile_secs: u64,
     #[serde(default)]
     comment: CommentPolicy,
+    #[serde(default)]
+    on_stop: StopMode,
+    #[serde(default = "default_drain_secs")]
+    drain_secs: u64,
 }
 
 impl Default for RawWatcher {
@@ -209,6 +219,41 @@ impl Default for RawWatcher {
             grace_secs: default_grace_secs(),
             startup_reconcile_secs: default_startup_reconcile_secs(),
             comment: CommentPolicy::default(),
+            on_stop: StopMode::default(),
+            drain_secs: default_drain_secs(),
+        }
+    }
+}
+
+fn default_drain_secs() -> u64 {
+    600
+}
+
+/// What a runner does with the executors its keepers run when it is told to
+/// stop (`[watcher] on_stop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StopMode {
+    /// Exit at once and leave every keeper and executor running, for the
+    /// next runner of the role on this host to adopt (the default: a
+    /// deploy's restart costs no work).
+    #[default]
+    Handover,
+    /// Wait for the executors to end (up to `drain_secs`) and report them,
+    /// then hand over what is still running.
+    Drain,
+    /// Stop the executors through their keepers (SIGTERM to the group, the
+    /// grace period, SIGKILL), put their tasks back, then exit.
+    Interrupt,
+}
+
+impl StopMode {
+    /// The configuration's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopMode::Handover => "handover",
+            StopMode::Drain => "drain",
+            StopMode::Interrupt => "interrupt",
         }
     }
 }
@@ -364,6 +409,9 @@ pub struct RoleSettings {
     /// Plane key (`None`: `plane.api_key_env`'s). Each key has a budget of
     /// its own.
     pub api_key_env: Option<String>,
+    /// `parallel`: how many dispatches one runner of the role holds at
+    /// once (each admitted against the caps).
+    pub parallel: u32,
 }
 
 /// `[webhook]`: Plane's deliveries, received by `watchdog run`.
@@ -391,6 +439,11 @@ pub struct WatcherSettings {
     pub startup_reconcile: Duration,
     /// `comment`: which outcomes are commented on.
     pub comment: CommentPolicy,
+    /// `on_stop`: what a runner told to stop does with running executors.
+    pub on_stop: StopMode,
+    /// `drain_secs`: with `on_stop = "drain"`, how long a stopping runner
+    /// waits for its executors before it hands the rest over.
+    pub drain: Duration,
 }
 
 /// A validated configuration.
@@ -890,6 +943,9 @@ fn role_settings(
         if r.max_attempts == 0 {
             return Err(check.error(&key("max_attempts"), "must be greater than 0".into()));
         }
+        if r.parallel == 0 {
+            return Err(check.error(&key("parallel"), "must be greater than 0".into()));
+        }
         let api_key_env = match r.api_key_env {
             Some(name) if name.trim().is_empty() => {
                 return Err(check.error(&key("api_key_env"), "must not be empty".into()));
@@ -908,6 +964,7 @@ fn role_settings(
                 labels: r.labels,
                 max_attempts: r.max_attempts,
                 api_key_env,
+                parallel: r.parallel,
             },
         );
     }
@@ -959,6 +1016,8 @@ fn watcher_settings(
             check.positive("watcher.startup_reconcile_secs", w.startup_reconcile_secs)?,
         ),
         comment: w.comment,
+        on_stop: w.on_stop,
+        drain: Duration::from_secs(w.drain_secs),
     };
     Ok(watcher)
 }

@@ -42,7 +42,7 @@ pub use board::{
 };
 pub use config::{
     BackendSettings, CommentPolicy, Config, ConfigError, LedgerSettings, PlaneSettings,
-    PostgresSettings, RoleSettings, StoreSettings, WatcherSettings, WebhookSettings,
+    PostgresSettings, RoleSettings, StopMode, StoreSettings, WatcherSettings, WebhookSettings,
 };
 pub use logging::{LogFormat, init_logging};
 pub use metrics::{

@@ -1470,6 +1470,7 @@ mod tests {
             labels: vec![],
             max_attempts: 3,
             api_key_env: None,
+            parallel: 1,
         }
     }
 

@@ -261,6 +261,38 @@ fn the_comment_policy_defaults_to_always_and_a_bad_one_is_named() {
 }
 
 #[test]
+fn stopping_hands_over_by_default_and_parallel_is_one() {
+    let (_dir, path) = write(VALID);
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.watcher.on_stop, runtime::StopMode::Handover);
+    assert_eq!(config.watcher.drain, std::time::Duration::from_secs(600));
+    assert!(config.roles.values().all(|r| r.parallel == 1));
+    let (_dir, path) = write(&format!(
+        "{VALID}\n[watcher]\non_stop = \"drain\"\ndrain_secs = 30\n"
+    ));
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.watcher.on_stop, runtime::StopMode::Drain);
+    assert_eq!(config.watcher.drain, std::time::Duration::from_secs(30));
+    let err = error_for(&format!("{VALID}\n[watcher]\non_stop = \"kill\"\n"));
+    let text = err.to_string();
+    assert!(
+        text.contains("on_stop") && text.contains("kill") && text.contains("handover"),
+        "{text}"
+    );
+    let role = VALID
+        .find("[roles.")
+        .map(|at| &VALID[at..])
+        .and_then(|rest| rest.lines().next())
+        .unwrap()
+        .to_owned();
+    let (_dir, path) = write(&VALID.replace(&role, &format!("{role}\nparallel = 3")));
+    let config = Config::load(&path).unwrap();
+    assert!(config.roles.values().any(|r| r.parallel == 3));
+    let err = error_for(&VALID.replace(&role, &format!("{role}\nparallel = 0")));
+    assert!(err.key.ends_with(".parallel"), "{}", err.key);
+}
+
+#[test]
 fn webhooks_need_an_address_and_a_secret_variable_and_raise_the_poll() {
     let hook =
         "\n[webhook]\nlisten = \"127.0.0.1:8099\"\nsecret_env = \"INFLIGHT_TEST_WEBHOOK_SECRET\"\n";
