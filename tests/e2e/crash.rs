@@ -1,15 +1,18 @@
-//! A runner killed mid-dispatch, and a task that kills its runner every time.
+//! A keeper killed mid-dispatch, a task that kills its keeper every time, and
+//! a runner that comes up behind a stuck writer.
 
 use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// SIGKILL the runner mid-dispatch: its executor dies with it (death
-/// signal), the slot stays open; a restarted runner kills what is left of
-/// the executor's process group, reclaims the slot at start-up, puts the
-/// task back, and runs it to the end.
+/// A runner killed mid-dispatch is nothing to reclaim: its keeper and
+/// executor carry on. Its keeper then SIGKILLed while no runner is up: the
+/// executor dies with it (death signal), the slot stays open; a restarted
+/// runner kills what is left of the executor's process group, reclaims the
+/// slot by DEAD_OWNER_CLEAR at start-up, puts the task back, and runs it to
+/// the end.
 #[test]
-fn a_killed_runner_s_slot_is_reclaimed_at_the_next_start() {
+fn a_killed_keeper_s_slot_is_reclaimed_at_the_next_start() {
     let mut world = World::with_executor_env(
         2,
         &[Role::new("goal", "Ready for AI")],
@@ -20,11 +23,12 @@ fn a_killed_runner_s_slot_is_reclaimed_at_the_next_start() {
     wait_until(Duration::from_secs(20), "the executor to start", || {
         !world.executor_pids(&task).is_empty()
     });
+    let keeper = world.wait_for_keeper(&task);
     let (executor, grandchild) = world.executor_pids(&task)[0];
     let grandchild = grandchild.expect("the executor left a grandchild");
     // The executor starts only once its slot records it (it waits at its
     // start gate until then), so a running executor is always a recorded
-    // one, and killing the runner now leaves nothing the reclaim cannot find.
+    // one, and killing its keeper now leaves nothing the reclaim cannot find.
     let recorded: Vec<u32> = world
         .open_slots()
         .iter()
@@ -39,14 +43,20 @@ fn a_killed_runner_s_slot_is_reclaimed_at_the_next_start() {
     world
         .wait(first, Duration::from_secs(5))
         .expect("SIGKILL ends the runner");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        alive(keeper) && alive(executor),
+        "the run died with its runner"
+    );
 
+    inflight_e2e::send_signal(keeper, libc::SIGKILL);
     let killed = Instant::now();
     wait_until(
         Duration::from_secs(2),
-        "the executor to die with its runner",
+        "the executor to die with its keeper",
         || !alive(executor),
     );
-    eprintln!("executor died {:?} after its runner", killed.elapsed());
+    eprintln!("executor died {:?} after its keeper", killed.elapsed());
     assert!(
         alive(grandchild),
         "the grandchild is not reached by the death signal"
@@ -54,7 +64,7 @@ fn a_killed_runner_s_slot_is_reclaimed_at_the_next_start() {
     assert_eq!(
         world.open_slots().len(),
         1,
-        "the dead runner's slot is still open"
+        "the dead keeper's slot is still open"
     );
 
     let restarted = Instant::now();
@@ -81,7 +91,6 @@ fn a_killed_runner_s_slot_is_reclaimed_at_the_next_start() {
     wait_until(Duration::from_secs(20), "the task to be done", || {
         world.sim.state_of(&task).as_deref() == Some("Done")
     });
-    // The runner reports to Plane first, then finishes the slot.
     wait_until(Duration::from_secs(5), "the slot to be finished", || {
         world.open_slots().is_empty()
     });
@@ -109,10 +118,10 @@ fn a_killed_runner_s_slot_is_reclaimed_at_the_next_start() {
     );
 }
 
-/// A task whose executor kills its runner every time ends in the blocked
-/// state after `max_attempts`, not in an endless loop.
+/// A task whose executor kills its keeper every time (its parent) ends in
+/// the blocked state after `max_attempts`, not in an endless loop.
 #[test]
-fn a_task_that_kills_its_runner_ends_blocked() {
+fn a_task_that_kills_its_keeper_ends_blocked() {
     let mut role = Role::new("goal", "Ready for AI");
     role.max_attempts = 2;
     let mut world = World::new(2, &[role]);

@@ -62,12 +62,14 @@ fn three_roles_on_one_backend_never_exceed_its_cap() {
     }
 }
 
-/// SIGTERM while an executor runs: the executor gets SIGTERM, the slot is
-/// finished as interrupted, the task goes back to its claim state, the
-/// runner exits 0.
+/// With `on_stop = "interrupt"`, SIGTERM while an executor runs: the
+/// keeper gives the executor SIGTERM and records the run as interrupted,
+/// the runner finishes the slot, puts the task back in its claim state and
+/// exits 0.
 #[test]
-fn sigterm_mid_dispatch_interrupts_cleanly() {
+fn sigterm_mid_dispatch_interrupts_cleanly_when_asked_to() {
     let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    world.configure("watcher", "on_stop = \"interrupt\"");
     let task = world.sim.add_work_item("slow-once job", "Ready for AI");
     let runner = world.start_runner("goal", "runner");
     wait_until(Duration::from_secs(20), "the executor to start", || {

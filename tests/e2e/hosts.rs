@@ -74,8 +74,15 @@ fn a_dead_hosts_slots_come_back_after_their_lease() {
         "both executors of host a running",
         || world.holders().1 == 2,
     );
-    // Every process of host a, at once.
+    // Every process of host a, at once: runners, keepers, executors.
     let mut doomed: Vec<u32> = a.iter().map(|&i| world.pid(i)).collect();
+    doomed.extend(
+        world
+            .open_slots()
+            .iter()
+            .filter(|s| s.owner.keeper.is_some())
+            .map(|s| s.owner.runner.pid),
+    );
     for task in &tasks {
         doomed.extend(world.executor_pids(task).into_iter().map(|(pid, _)| pid));
     }
@@ -363,7 +370,7 @@ fn a_clock_ten_minutes_off_neither_reclaims_a_live_lease_nor_loses_its_own() {
     use plane_client::{ApiKey, PlaneClient, PlaneConfig};
     use runtime::{Config, HostIdentity, LinuxProcessProbe};
     use watchdog_bin::{ScanDependencies, Scanner};
-    use watcher_bin::{Dependencies, Runner, Spawner};
+    use watcher_bin::{Dependencies, ProcessKeepers, Runner};
 
     let world = World::new(1, &[Role::new("goal", "Ready for AI")]).on_postgres();
     let task = world
@@ -423,8 +430,13 @@ fn a_clock_ten_minutes_off_neither_reclaims_a_live_lease_nor_loses_its_own() {
                     HostIdentity::current().unwrap(),
                     config.watcher.grace,
                 )),
-                launcher: Arc::new(
-                    Spawner::start_with_gate(inflight_e2e::workspace_bin("watcher")).unwrap(),
+                keepers: Arc::new(
+                    ProcessKeepers::new(
+                        inflight_e2e::workspace_bin("watcher"),
+                        world.config.clone(),
+                        runtime::LogFormat::Json,
+                    )
+                    .unwrap(),
                 ),
                 clock: Arc::new(Skewed(600)),
             },

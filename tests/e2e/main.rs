@@ -10,6 +10,7 @@ mod crash;
 mod fleet;
 mod gate;
 mod hosts;
+mod keepers;
 mod metrics;
 mod operator;
 mod prometheus;

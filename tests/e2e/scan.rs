@@ -28,8 +28,13 @@ fn dry_run_then_apply_then_nothing_and_a_live_dispatch_is_never_reported() {
     wait_until(Duration::from_secs(20), "the orphan's executor", || {
         !world.executor_pids(&orphan).is_empty()
     });
+    // Dead owner: the runner and the keeper holding the slot, both gone
+    // (a runner gone alone leaves a live keeper, nothing to reclaim).
+    let keeper = world.wait_for_keeper(&orphan);
     world.signal(doomed, libc::SIGKILL);
     world.wait(doomed, Duration::from_secs(5));
+    inflight_e2e::send_signal(keeper, libc::SIGKILL);
+    wait_until(Duration::from_secs(5), "the keeper gone", || !alive(keeper));
     wait_until(Duration::from_secs(5), "two open slots", || {
         world.open_slots().len() == 2
     });

@@ -476,7 +476,12 @@ impl World {
         Ledger::open(self.path("var/inflight.redb")).unwrap()
     }
 
+    /// The open slots, from whichever store the world's ledger is in.
     pub fn open_slots(&self) -> Vec<Slot> {
+        if self.postgres.is_some() {
+            use ledger_core::LedgerStore;
+            return self.pg().open_slots().unwrap();
+        }
         self.ledger().open_slots().unwrap()
     }
 
@@ -507,6 +512,24 @@ impl World {
         found.into_iter().map(|(_, pid, g)| (pid, g)).collect()
     }
 
+    /// The pid of the keeper holding `task`'s slot, once a keeper holds it.
+    pub fn keeper_of(&self, task: &str) -> Option<u32> {
+        self.open_slots()
+            .into_iter()
+            .find(|s| s.key.task_id.as_str() == task && s.owner.keeper.is_some())
+            .map(|s| s.owner.runner.pid)
+    }
+
+    /// Waits for a keeper to hold `task`'s slot; its pid.
+    pub fn wait_for_keeper(&self, task: &str) -> u32 {
+        let mut pid = None;
+        wait_until(Duration::from_secs(20), "a keeper to hold the task", || {
+            pid = self.keeper_of(task);
+            pid.is_some()
+        });
+        pid.unwrap_or_default()
+    }
+
     /// The most executors that ever ran at once, and how many run now.
     pub fn holders(&self) -> (i64, i64) {
         inflight_e2e::executor_holders(self.dir.path())
@@ -534,6 +557,10 @@ impl Drop for World {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Keepers outlive their runners by design, and their executors
+        // with them: end whatever still runs for this world (every process
+        // it started carries its E2E_DIR).
+        inflight_e2e::kill_processes_of(self.dir.path());
     }
 }
 

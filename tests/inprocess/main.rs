@@ -16,7 +16,7 @@ use plane_client::PlaneError;
 use runtime::{Config, HostIdentity, LinuxProcessProbe};
 use tokio::time::Instant;
 use watchdog_bin::{ScanDependencies, Scanner};
-use watcher_bin::{Dependencies, Runner, Summary};
+use watcher_bin::{Dependencies, InProcessKeepers, Runner, Summary};
 
 /// A runner's world: its configuration, ledger, board and executors.
 struct Rig {
@@ -68,7 +68,15 @@ impl Rig {
             store: self.store.clone(),
             plane: Arc::new(self.board.clone()),
             probe: self.probe(),
-            launcher: Arc::new(self.executors.clone()),
+            keepers: Arc::new(
+                InProcessKeepers::new(
+                    self.config.clone(),
+                    self.store.clone(),
+                    Arc::new(self.executors.clone()),
+                    Arc::new(VirtualClock::new()),
+                )
+                .unwrap(),
+            ),
             clock: Arc::new(VirtualClock::new()),
         };
         Runner::with_dependencies(self.config.clone(), "goal", once, dependencies).unwrap()
@@ -316,7 +324,10 @@ async fn shutdown_while_plane_withholds_its_budget_starts_nothing_and_is_bounded
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_while_the_executor_runs_interrupts_it_and_puts_the_task_back() {
-    let rig = Rig::new(Script::RunsUntilTerm, &[]);
+    let rig = Rig::new(
+        Script::RunsUntilTerm,
+        &[("watcher", "on_stop = \"interrupt\"")],
+    );
     let task = rig.board.add_task("Long job", "Ready for AI");
     let (summary, stopped_at) = rig.run(false, Some(secs(20))).await;
     assert_eq!(summary.dispatched, 1);
@@ -326,9 +337,7 @@ async fn shutdown_while_the_executor_runs_interrupts_it_and_puts_the_task_back()
     assert_eq!(rig.board.state_of(&task), "Ready for AI");
     let comments = rig.board.comments(&task);
     assert!(
-        comments[0].contains(
-            "was interrupted after 20.0s: the runner is shutting down. Moved to Ready for AI."
-        ),
+        comments[0].contains("was interrupted after 20.0s. Moved to Ready for AI."),
         "{comments:?}"
     );
     assert_eq!(rig.finishes(), [FinishReason::Interrupted]);
@@ -337,7 +346,10 @@ async fn shutdown_while_the_executor_runs_interrupts_it_and_puts_the_task_back()
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_while_an_executor_ignores_sigterm_waits_out_the_grace_period_then_kills() {
-    let rig = Rig::new(Script::IgnoresTerm, &[("watcher", "grace_secs = 5")]);
+    let rig = Rig::new(
+        Script::IgnoresTerm,
+        &[("watcher", "grace_secs = 5\non_stop = \"interrupt\"")],
+    );
     let task = rig.board.add_task("Stubborn job", "Ready for AI");
     let (_, stopped_at) = rig.run(false, Some(secs(20))).await;
     let run = &rig.executors.runs()[0];
@@ -459,13 +471,33 @@ async fn a_runner_cut_off_from_its_ledger_stops_its_executor_before_the_lease_ru
         "{:?} {runs:#?}",
         rig.finishes()
     );
+    // Its keeper recorded the run as fenced once the ledger answered, and
+    // the runner put the task back (it may have been claimed again since,
+    // as a new run).
+    let first_run = runs[0]
+        .launch
+        .as_ref()
+        .unwrap()
+        .env
+        .iter()
+        .find(|(k, _)| *k == "INFLIGHT_RUN_ID")
+        .map(|(_, v)| v.clone())
+        .unwrap();
     assert!(
         rig.store
             .open_slots()
             .unwrap()
             .iter()
-            .all(|slot| slot.key.task_id.as_str() != runs[0].launch.as_ref().unwrap().task),
-        "the first slot is finished"
+            .all(|slot| slot.run_id.as_str() != first_run),
+        "the first run's slot is finished"
+    );
+    assert!(
+        rig.board
+            .comments(&runs[0].launch.as_ref().unwrap().task)
+            .iter()
+            .any(|c| c.contains("its lease could not be renewed. Moved to Ready for AI.")),
+        "{:?}",
+        rig.board.comments(&runs[0].launch.as_ref().unwrap().task)
     );
 }
 

@@ -33,6 +33,33 @@ pub fn executor_holders(dir: &Path) -> (i64, i64) {
     (parts.next().unwrap_or(0), current)
 }
 
+/// SIGKILLs every process whose environment has `E2E_DIR=dir`: what a test
+/// world started, keepers and executors included (they outlive runners).
+pub fn kill_processes_of(dir: &Path) {
+    let wanted = format!("E2E_DIR={}", dir.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == wanted.as_bytes())
+        {
+            send_signal(pid, libc::SIGKILL);
+        }
+    }
+}
+
 /// Sends `signal` to process `pid`.
 pub fn send_signal(pid: u32, signal: i32) {
     // SAFETY: kill has no memory-safety preconditions.

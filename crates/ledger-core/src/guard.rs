@@ -47,6 +47,13 @@ impl SlotGuard {
         &self.run_id
     }
 
+    /// Stops guarding the slot without finishing it: its run was handed to
+    /// another holder (a keeper) that finishes it, or whose outcome a runner
+    /// reports.
+    pub fn hand_over(mut self) {
+        self.finished = true;
+    }
+
     /// Finishes the slot with `reason`.
     pub fn finish(mut self, reason: FinishReason) -> Result<FinishOutcome> {
         self.finished = true;

@@ -124,6 +124,10 @@ pub enum RunEnding {
     /// An operator (or a runner stopping with `on_stop = "interrupt"`)
     /// stopped it.
     Interrupted,
+    /// Its keeper stopped it before the slot's lease could run out, because
+    /// the ledger did not answer the renewals (so that no other host can
+    /// start the task while it still runs here).
+    Fenced,
     /// It could not be started.
     NotLaunched {
         /// Why.

@@ -54,8 +54,8 @@ pub use plane::{
     requeue_reclaimed, state_of,
 };
 pub use process::{
-    HOST_ENV, HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, signal_group, terminate_group,
-    this_owner, this_process,
+    HOST_ENV, HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, signal_group, signal_process,
+    terminate_group, this_owner, this_process,
 };
 pub use shutdown::Shutdown;
 pub use store::{StoreBudget, on_store, open_store, plane_client};

@@ -12,6 +12,16 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The word `--log-format` takes for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 impl FromStr for LogFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

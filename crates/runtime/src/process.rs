@@ -254,6 +254,35 @@ pub fn signal_group(group: u32, signal: i32) -> io::Result<()> {
     }
 }
 
+/// Sends `signal` to `process` if it still runs as that process (same pid
+/// and start time, not a zombie); whether it was signalled. A reused pid is
+/// never signalled.
+pub fn signal_process(process: &ProcessIdentity, signal: i32) -> io::Result<bool> {
+    match proc_stat(process.pid)? {
+        Some(stat)
+            if stat.start_time == process.start_time && stat.state != 'Z' && stat.state != 'X' => {}
+        _ => return Ok(false),
+    }
+    let pid = libc::pid_t::try_from(process.pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+    if pid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to signal pid 0 or 1",
+        ));
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ESRCH) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
 /// SIGTERM, `grace`, SIGKILL for whatever is left of `executor`'s group.
 ///
 /// Linux never hands out a pid while a process still uses it as its process

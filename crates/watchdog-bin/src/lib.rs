@@ -60,6 +60,10 @@ pub enum WatchdogError {
     /// have (exit status 2).
     #[error("{0}")]
     Misconfigured(String),
+    /// `interrupt` found no open slot matching what it was asked for
+    /// (exit status 1).
+    #[error("nothing running matches {0}")]
+    NothingToInterrupt(String),
     /// A scan ran but could not do its job: the project did not answer, a
     /// lookup or a reclaim failed (exit status 1, after the report).
     #[error("scan incomplete: {0}")]
@@ -529,4 +533,110 @@ pub fn release(
 /// Migrates the reference system's `usage.json`.
 pub fn import_usage_json(config: &Config, file: &Path) -> Result<ImportReport, WatchdogError> {
     Ok(open_ledger(config)?.import_usage_json(file)?)
+}
+
+/// Which running executors `watchdog interrupt` stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterruptWhich {
+    /// The runs of one task (on whatever backend).
+    Task(String),
+    /// Every run of one role.
+    Role(String),
+    /// Every run.
+    All,
+}
+
+impl std::fmt::Display for InterruptWhich {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InterruptWhich::Task(task) => write!(f, "--task {task}: no open slot of that task"),
+            InterruptWhich::Role(role) => write!(f, "--role {role}: no open slot of that role"),
+            InterruptWhich::All => f.write_str("--all: no open slot"),
+        }
+    }
+}
+
+/// What `watchdog interrupt` did with one open slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterruptVerdict {
+    /// Its keeper was sent SIGTERM: it stops the executor (SIGTERM to its
+    /// group, the grace period, SIGKILL) and records the run as
+    /// interrupted, which the role's runner reports (the task goes back).
+    Signalled,
+    /// Its keeper has already ended (its outcome waits for a runner).
+    Ended,
+    /// Held by a keeper on another host: run the command there.
+    Elsewhere,
+    /// Held by a runner that has not yet handed it to a keeper (for a
+    /// moment), or by a runner of a build without keepers.
+    NoKeeper,
+}
+
+/// Asks the keepers of the matching slots on this host to stop their
+/// executors ([`InterruptVerdict`] for each); a slot's keeper is signalled
+/// only if it still runs as the process its slot records.
+pub fn interrupt(
+    config: &Config,
+    which: &InterruptWhich,
+) -> Result<Vec<(ledger_core::Slot, InterruptVerdict)>, WatchdogError> {
+    if let InterruptWhich::Role(role) = which
+        && !config.roles.contains_key(role)
+    {
+        let known: Vec<&str> = config.roles.keys().map(String::as_str).collect();
+        return Err(WatchdogError::Usage(format!(
+            "--role: {role:?} is not a [roles.NAME] of the configuration (roles: {})",
+            known.join(", ")
+        )));
+    }
+    let host = HostIdentity::current()?;
+    let ledger = open_ledger(config)?;
+    let mut done = Vec::new();
+    for slot in ledger.open_slots()? {
+        let holder = &slot.owner;
+        let matches = match which {
+            InterruptWhich::Task(task) => slot.key.task_id.as_str() == task,
+            InterruptWhich::Role(role) => holder.role.as_deref() == Some(role.as_str()),
+            InterruptWhich::All => true,
+        };
+        if !matches {
+            continue;
+        }
+        let verdict = if holder.keeper.is_none() {
+            InterruptVerdict::NoKeeper
+        } else if holder.host != host.host || holder.boot_id != host.boot_id {
+            InterruptVerdict::Elsewhere
+        } else if holder.outcome.is_some()
+            || !runtime::signal_process(&holder.runner, libc::SIGTERM)?
+        {
+            InterruptVerdict::Ended
+        } else {
+            InterruptVerdict::Signalled
+        };
+        done.push((slot, verdict));
+    }
+    Ok(done)
+}
+
+/// `watchdog interrupt`'s line for one slot.
+pub fn interrupt_text(slot: &ledger_core::Slot, verdict: &InterruptVerdict) -> String {
+    let run = format!("{} (run {})", slot.key, slot.run_id);
+    let holder = &slot.owner;
+    match verdict {
+        InterruptVerdict::Signalled => format!(
+            "interrupting {run}: keeper pid {} stops its executor; the role's runner puts the task back",
+            holder.runner.pid
+        ),
+        InterruptVerdict::Ended => {
+            format!("not interrupted {run}: its keeper has ended; a runner reports its outcome")
+        }
+        InterruptVerdict::Elsewhere => format!(
+            "not interrupted {run}: its keeper runs on host {}; run this command there",
+            holder.host
+        ),
+        InterruptVerdict::NoKeeper => format!(
+            "not interrupted {run}: runner pid {} holds it, not a keeper (a dispatch starting: try again in a moment)",
+            holder.runner.pid
+        ),
+    }
 }

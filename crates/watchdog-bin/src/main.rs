@@ -94,6 +94,25 @@ enum Command {
         #[arg(long)]
         run: Option<String>,
     },
+    /// Stop running executors through their keepers: each keeper on this
+    /// host gets SIGTERM, stops its executor (SIGTERM to the executor's
+    /// process group, watcher.grace_secs, SIGKILL) and records the run as
+    /// interrupted; the role's runner then finishes the slot and puts the
+    /// task back in its claim state (when no runner is up, the next one
+    /// does). Give exactly one of --task, --role, --all. Exits 1 when
+    /// nothing running matches --task or --role.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["task", "role", "all"])))]
+    Interrupt {
+        /// The task (work item id) whose run to stop.
+        #[arg(long)]
+        task: Option<String>,
+        /// Every run of this role.
+        #[arg(long)]
+        role: Option<String>,
+        /// Every run on this host.
+        #[arg(long)]
+        all: bool,
+    },
     /// Check the configuration against Plane: the project answers with this
     /// key, and every role's states and labels exist there. Exits 2 naming
     /// each role key whose name Plane lacks, 1 when Plane does not answer.
@@ -321,6 +340,31 @@ async fn run(config_path: &std::path::Path, command: Command) -> Result<(), Watc
                     println!("{}", json(&event));
                 } else {
                     println!("{}", watchdog_bin::event_text(&event));
+                }
+            }
+        }
+        Command::Interrupt { task, role, all } => {
+            let which = match (task, role) {
+                (Some(task), _) => watchdog_bin::InterruptWhich::Task(task),
+                (_, Some(role)) => watchdog_bin::InterruptWhich::Role(role),
+                _ if all => watchdog_bin::InterruptWhich::All,
+                _ => {
+                    return Err(WatchdogError::Usage(
+                        "interrupt needs --task, --role or --all".into(),
+                    ));
+                }
+            };
+            let asked = which.clone();
+            let done = off_runtime(move || watchdog_bin::interrupt(&config, &asked)).await?;
+            for (slot, verdict) in &done {
+                println!("{}", watchdog_bin::interrupt_text(slot, verdict));
+            }
+            if done.is_empty() {
+                match which {
+                    watchdog_bin::InterruptWhich::All => println!("nothing is running"),
+                    other => {
+                        return Err(WatchdogError::NothingToInterrupt(other.to_string()));
+                    }
                 }
             }
         }

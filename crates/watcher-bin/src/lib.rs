@@ -1,18 +1,28 @@
 //! The inflight runner ("watcher"), as a library so tests can drive it
 //! in-process; `main.rs` only parses arguments and wires real dependencies.
 //!
-//! One runner serves one role: it sweeps for orphans at start-up, then
-//! takes the oldest task in its claim state, admits it in the ledger, marks
-//! it running in Plane, runs the backend's executor, reports the outcome to
-//! Plane and finishes the slot — on every path.
+//! One runner serves one role, as a controller: it sweeps for orphans at
+//! start-up and adopts the keepers of its role that still run on this
+//! host, then takes the oldest tasks in its claim state (up to the role's
+//! `parallel` at once), admits each in the ledger, marks it running in
+//! Plane and hands it to a keeper, a process of its own that runs the
+//! backend's executor and records how it ended. The runner reports each
+//! recorded outcome to Plane and finishes the slot. A runner's restart
+//! never touches the keepers (`on_stop = "handover"`): the next runner
+//! adopts them.
+//!
+//! - `dispatch.rs`: one dispatch, from its admission to its report;
+//! - `keeper.rs`: the keeper's own work; `keepers.rs`: starting and
+//!   following keepers (processes, or tasks in tests);
+//! - this file: the loop, the start-up sweep and adoption, and the board.
 //!
 //! # Example
 //!
 //! ```no_run
 //! # async fn example(config: runtime::Config) -> Result<(), watcher_bin::WatcherError> {
-//! let runner = watcher_bin::Runner::new(config, "goal", false)?;
-//! // Runs until Ctrl-C, then stops claiming, interrupts the executor and
-//! // puts its task back.
+//! let runner = watcher_bin::Runner::new(config, "goal", false, runtime::LogFormat::Text)?;
+//! // Runs until Ctrl-C, then stops claiming and, by default, exits leaving
+//! // its keepers running for the next runner to adopt.
 //! let summary = runner.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! println!("{} dispatches", summary.dispatched);
 //! # Ok(())
@@ -21,6 +31,9 @@
 
 #![warn(missing_docs)]
 
+mod dispatch;
+mod keeper;
+mod keepers;
 mod launch;
 mod leases;
 mod output;
@@ -32,24 +45,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use leases::{Leases, Lost};
+use dispatch::{Dispatch, WatchEnd, Watched};
+use leases::Leases;
 use ledger_core::{
-    AdmitOutcome, AdmitRequest, Clock, Denial, DenyReason, EventKind, ExecutorIdentity,
-    FinishReason, LedgerStore, Owner, RunId, SlotGuard, SlotKey, SystemClock, TaskId,
-    UpdateOutcome,
+    Clock, EventKind, KEEPER_PROTOCOL, LedgerStore, Owner, SlotKey, SystemClock, TaskId,
 };
 use plane_client::{PlaneError, WorkItem, same_name};
 use reconcile::{ProcessProbe, StartupOptions, StartupOutcome};
 use runtime::{
-    BackendSettings, Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe, Plane,
-    PlaneLookup, RoleProblem, RoleSettings, SharedBoard, StoreStartupLock, check_role, html_escape,
-    on_store, open_store, requeue_reclaimed, state_of, this_owner,
+    BackendSettings, Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe,
+    LogFormat, Plane, PlaneLookup, RoleProblem, RoleSettings, SharedBoard, StopMode,
+    StoreStartupLock, check_role, on_store, open_store, requeue_reclaimed, state_of, this_owner,
 };
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 // Tokio's clock, so that every wait of the runner follows a paused clock in
 // tests; the ledger's timestamps come from `Dependencies::clock`.
 use tokio::time::Instant;
 
+pub use keeper::{KEEPER_ARG, KeeperEnd, KeeperJob, KeeperParts, keep};
+pub use keepers::{
+    InProcessKeepers, Keeper, Keepers, ProcessKeepers, interrupt_keeper, run_keeper_if_asked,
+};
 pub use launch::{Executor, Launch, LaunchFuture, Launcher};
 pub use output::OutputTail;
 pub use spawn::{EXEC_GATE_ARG, Spawner, StartGate, run_exec_gate_if_asked};
@@ -84,89 +101,14 @@ pub enum WatcherError {
 /// What a run of the runner did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Executors started.
+    /// Runs handed to keepers.
     pub dispatched: u32,
-    /// Of those, exited 0.
+    /// Runs reported as exited 0 (this runner's or adopted).
     pub completed: u32,
     /// Slots reclaimed by the start-up sweep.
     pub reclaimed_at_startup: u32,
-}
-
-/// How one dispatch attempt ended.
-enum Dispatch {
-    /// The executor ran.
-    Ran { completed: bool },
-    /// This task is not for us after all (held by another run, moved on).
-    Skipped,
-    /// A cap refused it: wait for the poll interval.
-    Capped(Denial),
-    /// Plane or the ledger failed: back off.
-    Failed(String),
-    /// Shutdown arrived, before the executor started or while it ran.
-    Interrupted { ran: bool },
-}
-
-/// The dispatch under way: its task, slot and run.
-struct Run {
-    task: TaskId,
-    key: SlotKey,
-    id: RunId,
-}
-
-/// A run whose slot is open: what tells it the slot was lost.
-type Held = tokio::sync::watch::Receiver<Option<Lost>>;
-
-/// A dispatch that ends before its executor starts: why, and what the run
-/// loop makes of it.
-struct Released {
-    why: String,
-    outcome: fn(String) -> Dispatch,
-}
-
-impl Released {
-    fn shutting_down() -> Self {
-        Self {
-            why: "shutting down".into(),
-            outcome: |_| Dispatch::Interrupted { ran: false },
-        }
-    }
-
-    fn skipped(why: String) -> Self {
-        Self {
-            why,
-            outcome: |_| Dispatch::Skipped,
-        }
-    }
-
-    fn failed(why: String) -> Self {
-        Self {
-            why,
-            outcome: Dispatch::Failed,
-        }
-    }
-}
-
-/// The executor of a run after its start: running since `at`, or never
-/// launched (a failed run).
-enum Started {
-    Running {
-        executor: Box<dyn Executor>,
-        identity: ExecutorIdentity,
-        at: Instant,
-    },
-    NotLaunched {
-        why: String,
-    },
-}
-
-/// How the executor ended.
-enum Ending {
-    Exited(std::process::ExitStatus),
-    TimedOut,
-    Interrupted,
-    /// Stopped because its slot is no longer this runner's (reclaimed) or
-    /// its lease could not be renewed in time.
-    LeaseLost(Lost),
+    /// Running keepers adopted at start-up.
+    pub adopted: u32,
 }
 
 /// What a runner works with. [`Runner::new`] wires the real ones (the
@@ -180,8 +122,8 @@ pub struct Dependencies {
     pub plane: Arc<dyn Plane>,
     /// Whether a slot's owner is alive, for the start-up sweep.
     pub probe: Arc<dyn ProcessProbe>,
-    /// Starts executors.
-    pub launcher: Arc<dyn Launcher>,
+    /// Starts keepers, which start executors, and follows them.
+    pub keepers: Arc<dyn Keepers>,
     /// The ledger's timestamps (admissions, leases, finishes).
     pub clock: Arc<dyn Clock>,
 }
@@ -194,7 +136,7 @@ pub struct Runner {
     ledger: Arc<dyn LedgerStore>,
     plane: Arc<dyn Plane>,
     probe: Arc<dyn ProcessProbe>,
-    launcher: Arc<dyn Launcher>,
+    keepers: Arc<dyn Keepers>,
     clock: Arc<dyn Clock>,
     owner: Owner,
     once: bool,
@@ -228,7 +170,7 @@ impl std::fmt::Debug for Runner {
             .field("backend", &self.backend.name)
             .field("store", &self.ledger.location())
             .field("plane", &self.plane)
-            .field("launcher", &self.launcher)
+            .field("keepers", &self.keepers)
             .field("once", &self.once)
             .finish_non_exhaustive()
     }
@@ -266,20 +208,29 @@ async fn unless_stopped<T>(
         // happened.
         biased;
         out = call => Some(out),
-        stopped = stop.wait_for(|s| *s) => match stopped {
-            Ok(_) => None,
-            // The sender is only dropped after sending `true`.
-            Err(_) => std::future::pending().await,
-        },
+        stopped = async { stop.wait_for(|s| *s).await.is_ok() } => {
+            if stopped {
+                None
+            } else {
+                // The sender is only dropped after sending `true`.
+                std::future::pending().await
+            }
+        }
     }
 }
 
 impl Runner {
     /// A runner for `role` of `config` with the real dependencies: opens
     /// the ledger, builds the Plane client (reading the API key from the
-    /// environment) and starts the executor spawner, whose start gate is
-    /// this binary (see [`Spawner::start`]). Call it inside a tokio runtime.
-    pub fn new(config: Config, role: &str, once: bool) -> Result<Self, WatcherError> {
+    /// environment) and starts keepers as this binary (see
+    /// [`ProcessKeepers`]; its `main` must call [`run_keeper_if_asked`]),
+    /// logging in `log_format`. Call it inside a tokio runtime.
+    pub fn new(
+        config: Config,
+        role: &str,
+        once: bool,
+        log_format: LogFormat,
+    ) -> Result<Self, WatcherError> {
         let host = HostIdentity::current()?;
         let store = open_store(&config)?;
         // A role with a key of its own draws on that key's budget.
@@ -289,7 +240,11 @@ impl Runner {
             plane: Arc::new(runtime::plane_client(plane_config, &store, &metrics)?),
             store,
             probe: Arc::new(LinuxProcessProbe::new(host, config.watcher.grace)),
-            launcher: Arc::new(Spawner::start()?),
+            keepers: Arc::new(ProcessKeepers::new(
+                std::env::current_exe()?,
+                config.path.clone(),
+                log_format,
+            )?),
             clock: Arc::new(SystemClock),
         };
         Ok(Self::with_dependencies(config, role, once, dependencies)?.with_metrics(metrics))
@@ -342,7 +297,7 @@ impl Runner {
             store,
             plane,
             probe,
-            launcher,
+            keepers,
             clock,
         } = dependencies;
         let metrics = runtime::Metrics::new();
@@ -375,7 +330,7 @@ impl Runner {
             ledger: store,
             plane,
             probe,
-            launcher,
+            keepers,
             clock,
             owner,
             once,
@@ -396,12 +351,15 @@ impl Runner {
     }
 
     /// Runs until `shutdown` completes (or, with `--once`, after one claim
-    /// cycle).
+    /// cycle and its run's report).
     ///
     /// With `--once`, a failure to look at the board is an error (exit
     /// status 1) and a role whose names the project lacks is a
     /// configuration error (exit status 2); without it, both are logged and
     /// retried, the first with a backoff, the second at every re-check.
+    ///
+    /// On shutdown it stops claiming and does what `[watcher] on_stop`
+    /// says with the runs its keepers hold (see [`StopMode`]).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -411,30 +369,140 @@ impl Runner {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        // Leases are kept from the start: a slot is held from its admission,
-        // long before its executor runs.
-        let keeper = tokio::spawn(self.leases.clone().keep(stop.clone()));
-        if self.config.webhook.is_some() {
+        let this = Arc::new(self);
+        // Leases are kept from the start: a slot is held from its admission
+        // until its keeper takes it over.
+        let renewing = tokio::spawn(this.leases.clone().keep(stop.clone()));
+        if this.config.webhook.is_some() {
             // Hints from before this start are covered by its first look.
-            let (_, last) = self.board.hints_after(u64::MAX).await;
-            self.last_hint.store(last, Ordering::Relaxed);
+            let (_, last) = this.board.hints_after(u64::MAX).await;
+            this.last_hint.store(last, Ordering::Relaxed);
         }
         let mut summary = Summary {
-            reclaimed_at_startup: self.startup_reconcile(&stop).await,
+            reclaimed_at_startup: this.sweep(&stop, true).await,
             ..Summary::default()
         };
-        tracing::info!(role = %self.role.name, backend = %self.backend.name, claim_state = %self.role.claim_state, "claiming");
+        let mut active = JoinSet::new();
+        let claimed = this.claim(&stop, &mut active, &mut summary).await;
+        this.wind_down(&mut active, &mut summary, &stop).await;
+        renewing.abort();
+        tracing::info!(
+            dispatched = summary.dispatched,
+            completed = summary.completed,
+            adopted = summary.adopted,
+            "runner stopped"
+        );
+        claimed.map(|()| summary)
+    }
+
+    /// Follows every run a keeper of this role holds on this host: the
+    /// keepers a runner before this one started, still running or ended
+    /// with their outcome recorded while no runner was up. A keeper of a
+    /// protocol this build does not know is left alone.
+    ///
+    /// `None` when the open slots could not be read in time (another
+    /// process holding the ledger's write lock, a store that does not
+    /// answer): the runner tries again before it claims anything.
+    async fn adopt(
+        self: &Arc<Self>,
+        active: &mut JoinSet<WatchEnd>,
+        stop: &watch::Receiver<bool>,
+    ) -> Option<u32> {
+        let read = on_store(&self.ledger, |s| s.open_slots());
+        let slots = match tokio::time::timeout(self.config.watcher.startup_reconcile, read).await {
+            Ok(Ok(slots)) => slots,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not read the open slots to adopt their keepers; trying again before claiming");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "reading the open slots to adopt their keepers did not finish in time; trying again before claiming"
+                );
+                return None;
+            }
+        };
+        let project = self.config.project();
+        let mut adopted = 0;
+        for slot in slots {
+            let holder = &slot.owner;
+            let Some(version) = holder.keeper else {
+                continue;
+            };
+            if holder.host != self.owner.host
+                || holder.boot_id != self.owner.boot_id
+                || holder.role.as_deref() != Some(self.role.name.as_str())
+                || holder.project.as_ref() != Some(&project)
+            {
+                continue;
+            }
+            if version == 0 || version > KEEPER_PROTOCOL {
+                tracing::warn!(slot = %slot.key, run = %slot.run_id, keeper_pid = holder.runner.pid, version, known = KEEPER_PROTOCOL, "a keeper of a protocol this runner does not know holds this slot; leaving it alone");
+                continue;
+            }
+            tracing::info!(slot = %slot.key, run = %slot.run_id, keeper_pid = holder.runner.pid, outcome_recorded = holder.outcome.is_some(), "adopting a keeper");
+            let watched = Watched {
+                keeper: self.keepers.adopt(holder),
+                key: slot.key,
+                run: slot.run_id,
+            };
+            active.spawn(self.clone().watch(watched, stop.clone()));
+            adopted += 1;
+        }
+        Some(adopted)
+    }
+
+    /// Claims until stopped (or, with `--once`, one claim cycle), holding
+    /// up to the role's `parallel` runs at once.
+    async fn claim(
+        self: &Arc<Self>,
+        stop: &watch::Receiver<bool>,
+        active: &mut JoinSet<WatchEnd>,
+        summary: &mut Summary,
+    ) -> Result<(), WatcherError> {
+        let parallel = self.role.parallel.max(1) as usize;
+        tracing::info!(role = %self.role.name, backend = %self.backend.name, claim_state = %self.role.claim_state, parallel, "claiming");
         let mut failures: u32 = 0;
+        let mut adopted = false;
         'cycles: loop {
             if *stop.borrow() {
                 break;
+            }
+            // The keepers of the role come first: their runs count against
+            // `parallel`, and outcomes recorded while no runner was up are
+            // reported before anything new is claimed.
+            if !adopted {
+                match unless_stopped(stop, self.adopt(active, stop)).await {
+                    None => break,
+                    Some(Some(count)) => {
+                        summary.adopted = count;
+                        adopted = true;
+                    }
+                    Some(None) => {
+                        if wait_or_stop(self.poll_interval, stop.clone()).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+            while let Some(ended) = active.try_join_next() {
+                tally(ended, summary);
+            }
+            if active.len() >= parallel {
+                // Every run this runner may hold is running: wait for one
+                // to end.
+                match self.pause(self.poll_interval, stop, active, summary).await {
+                    Pause::Stopped => break,
+                    Pause::Elapsed | Pause::RunEnded => continue,
+                }
             }
             // Nothing is claimed while the role names a state or a label
             // the project lacks: every claim would fail after its admission.
             // The check reads the cached states and labels, so it costs a
             // request only when they expire, which is also when an
             // unresolved role is checked again.
-            let checked = match unless_stopped(&stop, check_role(&*self.plane, &self.role)).await {
+            let checked = match unless_stopped(stop, check_role(&*self.plane, &self.role)).await {
                 None => break,
                 Some(checked) => checked,
             };
@@ -453,7 +521,7 @@ impl Runner {
                     }
                     continue;
                 }
-                Ok(_) => match unless_stopped(&stop, self.board()).await {
+                Ok(_) => match unless_stopped(stop, self.board()).await {
                     None => break,
                     Some(board) => board,
                 },
@@ -475,7 +543,7 @@ impl Runner {
                 }
             };
             failures = 0;
-            if unless_stopped(&stop, self.repair_stuck(&board.stuck))
+            if unless_stopped(stop, self.repair_stuck(&board.stuck))
                 .await
                 .is_none()
             {
@@ -487,19 +555,17 @@ impl Runner {
                 if *stop.borrow() {
                     break 'cycles;
                 }
-                match self.dispatch(&item, &stop).await {
-                    Dispatch::Ran { completed } => {
+                if active.len() >= parallel {
+                    break;
+                }
+                match self.dispatch(&item, stop).await {
+                    Dispatch::Handed(watched) => {
                         summary.dispatched += 1;
-                        summary.completed += u32::from(completed);
                         dispatched_this_cycle = true;
+                        active.spawn(self.clone().watch(watched, stop.clone()));
                         if self.once {
                             break 'cycles;
                         }
-                        // This list is as old as the dispatch: other
-                        // runners took some of it meanwhile. The next look
-                        // (the shared snapshot, no Plane request) leaves
-                        // out what they took.
-                        break;
                     }
                     Dispatch::Skipped => {}
                     Dispatch::Capped(denial) => {
@@ -514,35 +580,105 @@ impl Runner {
                         tracing::warn!(%error, "dispatch failed");
                         break;
                     }
-                    Dispatch::Interrupted { ran } => {
-                        summary.dispatched += u32::from(ran);
-                        break 'cycles;
-                    }
+                    Dispatch::Interrupted => break 'cycles,
                 }
             }
             if self.once {
                 break;
             }
-            // After a dispatch the board has changed: look again at once.
-            // Idle or capped: wait, rather than spend Plane's budget.
-            if !dispatched_this_cycle && self.wait_for_work(&stop).await {
+            // After a dispatch the board has changed: look again at once
+            // (the shared snapshot leaves out what was taken since).
+            // Idle or capped: wait, rather than spend Plane's budget, until
+            // the poll interval, a webhook's hint, or the end of a run.
+            if !dispatched_this_cycle && self.wait_for_work(stop, active, summary).await {
                 break;
             }
         }
-        keeper.abort();
-        tracing::info!(
-            dispatched = summary.dispatched,
-            completed = summary.completed,
-            "runner stopped"
-        );
-        Ok(summary)
+        Ok(())
     }
 
-    /// Waits for the poll interval, or with webhooks on until a hint names
-    /// a task in this role's claim state; true when stopped.
-    async fn wait_for_work(&self, stop: &watch::Receiver<bool>) -> bool {
+    /// After claiming: `--once` waits for its run's report; a stop does
+    /// what `on_stop` says. Whatever is still followed at the end is left
+    /// to its keeper, for the next runner to adopt.
+    async fn wind_down(
+        &self,
+        active: &mut JoinSet<WatchEnd>,
+        summary: &mut Summary,
+        stop: &watch::Receiver<bool>,
+    ) {
+        if self.once {
+            let mut stopped = stop.clone();
+            loop {
+                tokio::select! {
+                    ended = active.join_next() => match ended {
+                        Some(ended) => tally(ended, summary),
+                        None => return,
+                    },
+                    _ = stopped.wait_for(|s| *s) => break,
+                }
+            }
+        }
+        let mode = self.config.watcher.on_stop;
+        // Handing over, the runs stop being followed at once, bar a report
+        // under way; draining, they are followed up to `drain_secs`;
+        // interrupting, each keeper gets its grace period to stop its
+        // executor, and the report its allowance.
+        let limit = match mode {
+            StopMode::Handover => HANDOVER_ALLOWANCE,
+            StopMode::Drain => self.config.watcher.drain,
+            StopMode::Interrupt => {
+                self.config.watcher.grace + SHUTDOWN_PLANE_ALLOWANCE * 2 + Duration::from_secs(2)
+            }
+        };
+        if !active.is_empty() {
+            tracing::info!(runs = active.len(), on_stop = mode.as_str(), "stopping");
+        }
+        let _ = tokio::time::timeout(limit, async {
+            while let Some(ended) = active.join_next().await {
+                tally(ended, summary);
+            }
+        })
+        .await;
+        if !active.is_empty() {
+            tracing::info!(
+                runs = active.len(),
+                "handing over the runs still under way: their keepers go on, and the next runner of the role on this host adopts them"
+            );
+            active.abort_all();
+        }
+    }
+
+    /// Waits for `wait`, shutdown or the end of a followed run, whichever
+    /// comes first.
+    async fn pause(
+        &self,
+        wait: Duration,
+        stop: &watch::Receiver<bool>,
+        active: &mut JoinSet<WatchEnd>,
+        summary: &mut Summary,
+    ) -> Pause {
+        tokio::select! {
+            stopped = wait_or_stop(wait, stop.clone()) => {
+                if stopped { Pause::Stopped } else { Pause::Elapsed }
+            }
+            Some(ended) = active.join_next(), if !active.is_empty() => {
+                tally(ended, summary);
+                Pause::RunEnded
+            }
+        }
+    }
+
+    /// Waits for the poll interval, the end of a followed run, or with
+    /// webhooks on until a hint names a task in this role's claim state;
+    /// true when stopped.
+    async fn wait_for_work(
+        &self,
+        stop: &watch::Receiver<bool>,
+        active: &mut JoinSet<WatchEnd>,
+        summary: &mut Summary,
+    ) -> bool {
         if self.config.webhook.is_none() {
-            return wait_or_stop(self.poll_interval, stop.clone()).await;
+            return self.pause(self.poll_interval, stop, active, summary).await == Pause::Stopped;
         }
         let until = Instant::now() + self.poll_interval;
         loop {
@@ -550,8 +686,13 @@ impl Runner {
             if now >= until {
                 return false;
             }
-            if wait_or_stop(HINT_POLL.min(until - now), stop.clone()).await {
-                return true;
+            match self
+                .pause(HINT_POLL.min(until - now), stop, active, summary)
+                .await
+            {
+                Pause::Stopped => return true,
+                Pause::RunEnded => return false,
+                Pause::Elapsed => {}
             }
             let (items, last) = self
                 .board
@@ -607,10 +748,11 @@ impl Runner {
             .min(self.poll_interval.max(Duration::from_secs(1)) * 4)
     }
 
-    /// The start-up sweep, bounded in time, cancelled by shutdown and never
-    /// fatal; reclaimed tasks still marked running in Plane go back on the
-    /// board.
-    async fn startup_reconcile(&self, stop: &watch::Receiver<bool>) -> u32 {
+    /// A sweep of the orphan rules: at start-up, and when a keeper this
+    /// runner follows died without recording an outcome. Bounded in time,
+    /// cancelled by shutdown and never fatal; reclaimed tasks still marked
+    /// running in Plane go back on the board.
+    pub(crate) async fn sweep(&self, stop: &watch::Receiver<bool>, at_startup: bool) -> u32 {
         let lock = StoreStartupLock(self.ledger.clone());
         let ledger = LedgerAdapter(self.ledger.clone());
         let lookup = PlaneLookup(self.plane.clone());
@@ -658,12 +800,16 @@ impl Runner {
             .iter()
             .filter(|a| a.action == reconcile::Action::Applied)
             .count() as u32;
-        if reclaimed > 0 {
+        if reclaimed > 0 && at_startup {
             tracing::info!(
                 reclaimed,
                 restart_to_reclaim_ms = self.created.elapsed().as_millis() as u64,
                 "reclaimed slots at start-up"
             );
+        } else if reclaimed > 0 {
+            tracing::info!(reclaimed, "reclaimed slots");
+        }
+        if reclaimed > 0 {
             let requeue =
                 requeue_reclaimed(&*self.plane, &self.ledger, &self.config, &scan.actions);
             // Cut short by shutdown, a reclaimed task left in its running
@@ -827,12 +973,7 @@ impl Runner {
                     continue;
                 }
             };
-            let target = match reason {
-                FinishReason::Completed => &self.role.done_state,
-                FinishReason::Failed | FinishReason::Expired => &self.role.blocked_state,
-                _ if lost >= u64::from(self.role.max_attempts) => &self.role.blocked_state,
-                _ => &self.role.claim_state,
-            };
+            let target = dispatch::destination(reason, lost, &self.role);
             tracing::warn!(task = %task, run = %run_id, %reason, state = %target, "task left in its running state with nothing in flight; reporting its last run");
             let what = format!(
                 "inflight: this task was left in {:?} with no dispatch in flight; its last run {run_id} ended: {reason}.",
@@ -888,544 +1029,6 @@ impl Runner {
             .unwrap_or_else(|e| e.into_inner())
             .remove(task);
     }
-
-    /// One task, from its admission to its slot's finish: admitted, marked
-    /// running, its executor started and seen through to its end. Every
-    /// path after the admission finishes the slot.
-    async fn dispatch(&self, item: &WorkItem, stop: &watch::Receiver<bool>) -> Dispatch {
-        let Ok(task) = TaskId::new(item.id.clone()) else {
-            return Dispatch::Skipped;
-        };
-        let run = Run {
-            key: SlotKey::new(self.backend.name.clone(), task.clone()),
-            id: RunId::generate(self.clock.now()),
-            task,
-        };
-        // Held from before the admission: a renewal that finds the slot
-        // open knows it for this runner's even if the admission's answer
-        // is lost (see `Leases::renew`).
-        let held = self.leases.hold(&run.key, &run.id);
-        let slot = match self.admit(&run).await {
-            Ok(slot) => slot,
-            Err(not_admitted) => {
-                self.leases.release(&run.key);
-                return not_admitted;
-            }
-        };
-        self.leases.admitted(&run.key);
-        // From here every path finishes the slot; the guard covers panics.
-        let guard = SlotGuard::new(self.ledger.clone(), &slot, self.clock.clone());
-        let started = match self.mark_running(&run, stop).await {
-            Ok(()) => self.start_executor(item, &run, stop).await,
-            Err(released) => Err(released),
-        };
-        match started {
-            Ok(started) => self.see_through(started, &run, guard, held, stop).await,
-            Err(Released { why, outcome }) => {
-                tracing::info!(task = %run.task, run = %run.id, why, "released before starting");
-                self.finish(guard, FinishReason::NotStarted).await;
-                outcome(why)
-            }
-        }
-    }
-
-    /// Opens the run's slot if the caps allow it; otherwise what the run
-    /// loop makes of the refusal.
-    async fn admit(&self, run: &Run) -> Result<ledger_core::Slot, Dispatch> {
-        if self.leases.at_risk() {
-            return Err(Dispatch::Failed(
-                "the ledger's leases cannot be renewed; admitting nothing until it answers".into(),
-            ));
-        }
-        let Some(limits) = self.config.limits_for(&self.backend.name) else {
-            return Err(Dispatch::Failed(format!(
-                "backend {} has no limits",
-                self.backend.name
-            )));
-        };
-        let request = AdmitRequest {
-            key: run.key.clone(),
-            run_id: run.id.clone(),
-            owner: self.owner.clone(),
-            lease: self.config.lease(),
-        };
-        let clock = self.clock.clone();
-        let asked = Instant::now();
-        let answer = on_store(&self.ledger, move |s| {
-            s.admit(&request, &limits, clock.now())
-        })
-        .await;
-        match &answer {
-            Ok(AdmitOutcome::Admitted(_)) => self
-                .metrics
-                .admitted(self.backend.name.as_str(), asked.elapsed()),
-            Ok(AdmitOutcome::Denied(denial)) => {
-                self.metrics
-                    .denied(self.backend.name.as_str(), denial, asked.elapsed())
-            }
-            Err(_) => {}
-        }
-        match answer {
-            Ok(AdmitOutcome::Admitted(slot)) => Ok(slot),
-            Ok(AdmitOutcome::Denied(denial)) if denial.reason == DenyReason::AlreadyInFlight => {
-                Err(Dispatch::Skipped)
-            }
-            Ok(AdmitOutcome::Denied(denial)) => Err(Dispatch::Capped(denial)),
-            // Never claim what cannot be recorded.
-            Err(e) => Err(Dispatch::Failed(format!("ledger: {e}"))),
-        }
-    }
-
-    /// Moves the admitted task to the running state, if it is still in
-    /// the claim state.
-    async fn mark_running(&self, run: &Run, stop: &watch::Receiver<bool>) -> Result<(), Released> {
-        let task = &run.task;
-        // Another runner may have taken, and even finished, the task since
-        // the list was read. Shutdown here leaves the task where it is: in
-        // its claim state, untouched.
-        let reread = async {
-            let fresh = self.plane.get_work_item(task.as_str()).await?;
-            state_of(&*self.plane, &fresh).await
-        };
-        match unless_stopped(stop, reread).await {
-            None => return Err(Released::shutting_down()),
-            Some(Ok(state)) if same_name(&state.name, &self.role.claim_state) => {}
-            Some(Ok(state)) => {
-                return Err(Released::skipped(format!(
-                    "the task is now in {:?}",
-                    state.name
-                )));
-            }
-            Some(Err(PlaneError::NotFound { .. })) => {
-                return Err(Released::skipped("the task is gone".into()));
-            }
-            Some(Err(e)) => {
-                return Err(Released::failed(format!("could not re-read the task: {e}")));
-            }
-        }
-        // Shutdown while the PATCH waits or flies: it may have reached
-        // Plane, so the task is put back (a no-op if it did not).
-        let marked = self
-            .plane
-            .set_state(task.as_str(), &self.role.running_state);
-        match unless_stopped(stop, marked).await {
-            Some(Ok(())) if !*stop.borrow() => Ok(()),
-            Some(Err(e)) => Err(Released::failed(format!(
-                "could not mark the task running: {e}"
-            ))),
-            Some(Ok(())) | None => {
-                self.put_back(task, stop).await;
-                Err(Released::shutting_down())
-            }
-        }
-    }
-
-    /// Launches the executor, records it in the slot, and only then lets it
-    /// start. A launch that fails is a failed run (the task is blocked);
-    /// one that cannot be recorded never starts.
-    async fn start_executor(
-        &self,
-        item: &WorkItem,
-        run: &Run,
-        stop: &watch::Receiver<bool>,
-    ) -> Result<Started, Released> {
-        let (task, run_id) = (&run.task, &run.id);
-        let at = Instant::now();
-        let launch = self.launch(item, task, run_id);
-        let mut executor = match self.launcher.launch(&launch).await {
-            Ok(executor) => executor,
-            Err(e) => {
-                let why = format!(
-                    "could not start the executor {:?}: {e}",
-                    self.backend.program
-                );
-                tracing::error!(task = %task, run = %run_id, %why);
-                return Ok(Started::NotLaunched { why });
-            }
-        };
-        // Recorded before the executor may start (it waits at its gate), so
-        // a reclaim after this runner's death always finds its group. No
-        // record, no start: an executor that no slot names could outlive a
-        // reclaim and run the task twice.
-        let identity = match self.record_executor(&run.key, run_id, &*executor).await {
-            Ok(identity) => identity,
-            Err(why) => {
-                // The closed gate makes the executor exit without running.
-                executor.abandon();
-                let _ = tokio::time::timeout(self.config.watcher.grace, executor.wait()).await;
-                tracing::error!(task = %task, run = %run_id, %why, "the executor was not started");
-                self.put_back(task, stop).await;
-                return Err(Released::failed(why));
-            }
-        };
-        if let Err(e) = executor.start() {
-            // The gate is gone, so the executor is too; its exit is reported
-            // like any other.
-            tracing::warn!(task = %task, run = %run_id, error = %e, "could not open the executor's start gate");
-        }
-        tracing::info!(task = %task, run = %run_id, pid = identity.process.pid, name = %item.name, "executor started");
-        Ok(Started::Running {
-            executor,
-            identity,
-            at,
-        })
-    }
-
-    /// Waits for a started executor to end, reports the outcome to Plane and
-    /// finishes the slot.
-    async fn see_through(
-        &self,
-        started: Started,
-        run: &Run,
-        guard: SlotGuard,
-        held: Held,
-        stop: &watch::Receiver<bool>,
-    ) -> Dispatch {
-        let (task, run_id) = (&run.task, &run.id);
-        let (mut executor, identity, at) = match started {
-            Started::Running {
-                executor,
-                identity,
-                at,
-            } => (executor, identity, at),
-            Started::NotLaunched { why } => {
-                // A failed run: the task is blocked.
-                self.report(
-                    task,
-                    &self.role.blocked_state,
-                    &format!("inflight: run {run_id} {why}."),
-                    None,
-                    true,
-                    stop,
-                )
-                .await;
-                self.finish(guard, FinishReason::Failed).await;
-                return Dispatch::Ran { completed: false };
-            }
-        };
-        let output = executor.output();
-        let ending = self.supervise(&mut *executor, held, stop.clone()).await;
-        // Whatever the executor left behind in its group goes with it.
-        executor
-            .clean_up(&identity, self.config.watcher.grace)
-            .await;
-        let took = at.elapsed().as_secs_f64();
-        let Outcome {
-            target,
-            reason,
-            verdict,
-            completed,
-        } = outcome(&ending, took, &self.role, self.backend.timeout);
-        if let Ending::LeaseLost(_) = &ending {
-            // Plane is left alone: a reclaimed task was put back by whoever
-            // reclaimed it, and an unrenewable lease's slot is reclaimed,
-            // and its task put back, once it runs out.
-            tracing::warn!(task = %task, run = %run_id, took_ms = (took * 1000.0) as u64, %verdict, "executor stopped: its slot is no longer this runner's");
-            self.finish(guard, reason).await;
-            return Dispatch::Ran { completed: false };
-        }
-        tracing::info!(task = %task, run = %run_id, took_ms = (took * 1000.0) as u64, %verdict, "executor ended");
-        let comment = format!(
-            "inflight: run {run_id} on backend {} {verdict}.",
-            self.backend.name
-        );
-        // Plane first, then the ledger: if the runner dies in between, the
-        // open slot of a dead owner is reclaimed; the other way round, the
-        // task would sit in its running state with nothing to notice it.
-        // A failed run's comment carries the end of its output, bounded and
-        // sanitised; a successful one's does not.
-        let tail = if completed { None } else { output.render() };
-        self.report(task, target, &comment, tail.as_deref(), !completed, stop)
-            .await;
-        self.finish(guard, reason).await;
-        match ending {
-            Ending::Interrupted => Dispatch::Interrupted { ran: true },
-            _ => Dispatch::Ran { completed },
-        }
-    }
-
-    /// What to run for `task`: the backend's command, with the dispatch's
-    /// variables in its environment and without Plane's key.
-    fn launch(&self, item: &WorkItem, task: &TaskId, run_id: &RunId) -> Launch {
-        Launch {
-            program: self.program(),
-            args: self.backend.args.clone(),
-            dir: self.config.dir.clone(),
-            env: vec![
-                ("INFLIGHT_TASK_ID", task.as_str().to_owned()),
-                ("INFLIGHT_RUN_ID", run_id.as_str().to_owned()),
-                ("INFLIGHT_BACKEND", self.backend.name.as_str().to_owned()),
-                ("INFLIGHT_ROLE", self.role.name.clone()),
-                ("INFLIGHT_TASK_NAME", item.name.clone()),
-            ],
-            // The executor has no business with Plane's keys, the
-            // database's password or the webhook's secret.
-            env_remove: self.config.secret_envs(),
-            task: task.as_str().to_owned(),
-        }
-    }
-
-    /// Records a spawned (gated) executor in its slot: its pid, its start
-    /// time and its process group. An error says why it could not be
-    /// recorded.
-    async fn record_executor(
-        &self,
-        key: &SlotKey,
-        run_id: &RunId,
-        executor: &dyn Executor,
-    ) -> Result<ExecutorIdentity, String> {
-        let identity = executor.identity()?;
-        let pid = identity.process.pid;
-        let (key, run_id, record) = (key.clone(), run_id.clone(), identity.clone());
-        match on_store(&self.ledger, move |s| s.set_executor(&key, &run_id, record)).await {
-            Ok(UpdateOutcome::Updated) => Ok(identity),
-            Ok(UpdateOutcome::NotInFlight) => Err(format!(
-                "its slot is no longer open (released or reclaimed): the executor (pid {pid}) could not be recorded"
-            )),
-            Err(e) => Err(format!("could not record the executor (pid {pid}): {e}")),
-        }
-    }
-
-    /// The executor's program: relative paths resolve against the
-    /// configuration's folder, bare names through `PATH`.
-    fn program(&self) -> std::path::PathBuf {
-        let program = std::path::Path::new(&self.backend.program);
-        if program.components().count() > 1 && program.is_relative() {
-            self.config.dir.join(program)
-        } else {
-            program.to_path_buf()
-        }
-    }
-
-    /// Waits for the executor, enforcing the timeout, answering shutdown,
-    /// and stopping it at once if its slot is lost (leases are renewed for
-    /// every slot together, by [`Leases`]).
-    async fn supervise(
-        &self,
-        executor: &mut dyn Executor,
-        mut held: Held,
-        mut stop: watch::Receiver<bool>,
-    ) -> Ending {
-        let deadline = tokio::time::Instant::now() + self.backend.timeout;
-        loop {
-            if let Some(lost) = held.borrow_and_update().clone() {
-                tracing::warn!(
-                    ?lost,
-                    "stopping the executor: its slot is no longer this runner's"
-                );
-                self.stop_executor(executor).await;
-                return Ending::LeaseLost(lost);
-            }
-            tokio::select! {
-                status = executor.wait() => {
-                    return match status {
-                        Ok(status) => Ending::Exited(status),
-                        Err(e) => {
-                            tracing::error!(error = %e, "lost track of the executor");
-                            Ending::Exited(std::os::unix::process::ExitStatusExt::from_raw(1 << 8))
-                        }
-                    };
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(timeout_secs = self.backend.timeout.as_secs(), "executor timed out");
-                    self.stop_executor(executor).await;
-                    return Ending::TimedOut;
-                }
-                _ = held.changed() => {}
-                changed = stop.changed() => {
-                    if changed.is_err() || *stop.borrow() {
-                        tracing::info!("shutting down: stopping the executor");
-                        self.stop_executor(executor).await;
-                        return Ending::Interrupted;
-                    }
-                }
-            }
-        }
-    }
-
-    /// SIGTERM to the executor's group, the grace period, then SIGKILL.
-    async fn stop_executor(&self, executor: &mut dyn Executor) {
-        let signal = |executor: &dyn Executor, signal| {
-            if let Err(e) = executor.signal(signal) {
-                tracing::warn!(signal, error = %e, "could not signal the executor's group");
-            }
-        };
-        signal(executor, libc::SIGTERM);
-        if tokio::time::timeout(self.config.watcher.grace, executor.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("executor ignored SIGTERM; killing it");
-            signal(executor, libc::SIGKILL);
-            let _ = executor.wait().await;
-        }
-    }
-
-    /// Puts a task whose dispatch did not start back into the claim state,
-    /// without a comment. Bounded once shutdown has begun; a task left in
-    /// its running state is repaired at the next look at the board.
-    async fn put_back(&self, task: &TaskId, stop: &watch::Receiver<bool>) {
-        let moved = self.plane.set_state(task.as_str(), &self.role.claim_state);
-        match self.bounded_at_shutdown(stop, moved).await {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
-                tracing::warn!(task = %task, error = %e, "could not put the task back in its claim state")
-            }
-            None => {
-                tracing::warn!(task = %task, "shutting down before the task was put back; the next look at the board repairs it")
-            }
-        }
-    }
-
-    /// Moves the task and comments on it, saying whether the move went
-    /// through. Failures are logged, not fatal: the slot is finished
-    /// regardless. Once shutdown has begun, both together are bounded.
-    async fn report(
-        &self,
-        task: &TaskId,
-        state: &str,
-        comment: &str,
-        output: Option<&str>,
-        failure: bool,
-        stop: &watch::Receiver<bool>,
-    ) {
-        let work = async {
-            let (moved, refused) = match self.plane.set_state(task.as_str(), state).await {
-                Ok(_) => (format!(" Moved to {state}."), false),
-                Err(e) => {
-                    tracing::error!(task = %task, state, error = %e, "could not move the task");
-                    (format!(" Plane refused to move it to {state}: {e}."), true)
-                }
-            };
-            if self.config.watcher.comment.wants(failure || refused) {
-                self.comment(task, &format!("{comment}{moved}"), output)
-                    .await;
-            }
-        };
-        if self.bounded_at_shutdown(stop, work).await.is_none() {
-            tracing::warn!(task = %task, state, "shutting down before the outcome reached Plane; the next look at the board repairs it");
-        }
-    }
-
-    /// Posts a comment (HTML-escaped), with the tail of the executor's
-    /// output when there is one.
-    async fn comment(&self, task: &TaskId, text: &str, output: Option<&str>) {
-        let mut html = format!("<p>{}</p>", html_escape(text));
-        if let Some(output) = output {
-            html.push_str(&format!(
-                "<p>Last lines of its output:</p><pre>{}</pre>",
-                html_escape(output)
-            ));
-        }
-        if let Err(e) = self.plane.post_comment(task.as_str(), &html).await {
-            tracing::warn!(task = %task, error = %e, "could not comment on the task");
-        }
-    }
-
-    /// Finishes a guarded slot on a blocking thread (a durable commit). A
-    /// finish the store refuses is tried again at each lease renewal, so a
-    /// slot is closed once the store answers again.
-    async fn finish(&self, guard: SlotGuard, reason: FinishReason) {
-        let (key, run) = (guard.key().clone(), guard.run_id().clone());
-        let why = reason.clone();
-        let finished = tokio::task::spawn_blocking(move || guard.finish(why)).await;
-        self.leases.release(&key);
-        match finished {
-            Ok(Ok(ledger_core::FinishOutcome::Finished(slot))) => {
-                let held = self.clock.now().duration_since(slot.started_at);
-                self.metrics
-                    .finished(slot.key.backend.as_str(), reason, held);
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(slot = %key, error = %e, "could not finish the slot; trying again at the next renewal");
-                self.leases.finish_later(key, run, reason);
-            }
-            Err(e) => tracing::error!(slot = %key, error = %e, "could not finish the slot"),
-        }
-    }
-
-    /// Runs `work` to its end, or, once shutdown has begun, for at most
-    /// [`SHUTDOWN_PLANE_ALLOWANCE`] (`None`: it was cut short).
-    async fn bounded_at_shutdown<T>(
-        &self,
-        stop: &watch::Receiver<bool>,
-        work: impl Future<Output = T>,
-    ) -> Option<T> {
-        tokio::pin!(work);
-        match unless_stopped(stop, &mut work).await {
-            Some(out) => Some(out),
-            None => tokio::time::timeout(SHUTDOWN_PLANE_ALLOWANCE, work)
-                .await
-                .ok(),
-        }
-    }
-}
-
-/// Where a run's task goes, how its slot is finished, and what its comment
-/// says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Outcome<'a> {
-    target: &'a str,
-    reason: FinishReason,
-    verdict: String,
-    completed: bool,
-}
-
-/// The outcome of a run that ended this way after `took` seconds: a
-/// function over data, so the comment's wording is tested without a run.
-fn outcome<'a>(
-    ending: &Ending,
-    took: f64,
-    role: &'a RoleSettings,
-    timeout: Duration,
-) -> Outcome<'a> {
-    let (target, reason, verdict, completed) = match ending {
-        Ending::Exited(status) if status.success() => (
-            &role.done_state,
-            FinishReason::Completed,
-            format!("completed (exit status 0) after {took:.1}s"),
-            true,
-        ),
-        Ending::Exited(status) => (
-            &role.blocked_state,
-            FinishReason::Failed,
-            format!("{} after {took:.1}s", describe_exit(status)),
-            false,
-        ),
-        Ending::TimedOut => (
-            &role.blocked_state,
-            FinishReason::Failed,
-            format!(
-                "reached its timeout (timeout_secs = {}) and was stopped after {took:.1}s",
-                timeout.as_secs()
-            ),
-            false,
-        ),
-        Ending::Interrupted => (
-            &role.claim_state,
-            FinishReason::Interrupted,
-            format!("was interrupted after {took:.1}s: the runner is shutting down"),
-            false,
-        ),
-        Ending::LeaseLost(lost) => (
-            &role.claim_state,
-            FinishReason::Interrupted,
-            match lost {
-                Lost::Reclaimed => format!("was stopped after {took:.1}s: its slot was reclaimed"),
-                Lost::Unrenewable => {
-                    format!("was stopped after {took:.1}s: its lease could not be renewed")
-                }
-            },
-            false,
-        ),
-    };
-    Outcome {
-        target,
-        reason,
-        verdict,
-        completed,
-    }
 }
 
 /// What one look at the board found.
@@ -1437,15 +1040,6 @@ struct Board {
     hinted: Vec<String>,
 }
 
-fn describe_exit(status: &std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("failed with exit status {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        _ => "ended for an unknown reason".to_owned(),
-    }
-}
-
 /// Sleeps for `wait` unless stopped first; true when stopped.
 async fn wait_or_stop(wait: Duration, stop: watch::Receiver<bool>) -> bool {
     unless_stopped(&stop, tokio::time::sleep(wait))
@@ -1453,81 +1047,24 @@ async fn wait_or_stop(wait: Duration, stop: watch::Receiver<bool>) -> bool {
         .is_none()
 }
 
-#[cfg(test)]
-mod tests {
-    use std::os::unix::process::ExitStatusExt;
+/// Why a pause ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    Stopped,
+    Elapsed,
+    RunEnded,
+}
 
-    use super::*;
+/// Once handing over has begun, a report under way (a finish, a move, a
+/// comment) gets this long to end before the runner exits.
+const HANDOVER_ALLOWANCE: Duration = Duration::from_millis(700);
 
-    fn role() -> RoleSettings {
-        RoleSettings {
-            name: "goal".into(),
-            claim_state: "Ready for AI".into(),
-            running_state: "Running".into(),
-            done_state: "Done".into(),
-            blocked_state: "Blocked".into(),
-            backend: ledger_core::Backend::new("local").unwrap(),
-            labels: vec![],
-            max_attempts: 3,
-            api_key_env: None,
-            parallel: 1,
-        }
-    }
-
-    /// Each ending's state, finish reason and words: the limit named once,
-    /// the duration once.
-    #[test]
-    fn every_ending_has_its_outcome() {
-        let role = role();
-        let limit = Duration::from_secs(4);
-        let of = |ending: Ending| outcome(&ending, 4.04, &role, limit);
-        let exited = |code: i32| Ending::Exited(std::process::ExitStatus::from_raw(code << 8));
-        assert_eq!(
-            of(exited(0)),
-            Outcome {
-                target: "Done",
-                reason: FinishReason::Completed,
-                verdict: "completed (exit status 0) after 4.0s".into(),
-                completed: true
-            }
-        );
-        let failed = of(exited(3));
-        assert_eq!(
-            (failed.target, failed.verdict.as_str()),
-            ("Blocked", "failed with exit status 3 after 4.0s")
-        );
-        let killed = of(Ending::Exited(std::process::ExitStatus::from_raw(9)));
-        assert_eq!(killed.verdict, "was killed by signal 9 after 4.0s");
-        let timed_out = of(Ending::TimedOut);
-        assert_eq!(
-            (
-                timed_out.target,
-                timed_out.reason,
-                timed_out.verdict.as_str()
-            ),
-            (
-                "Blocked",
-                FinishReason::Failed,
-                "reached its timeout (timeout_secs = 4) and was stopped after 4.0s"
-            )
-        );
-        let interrupted = of(Ending::Interrupted);
-        assert_eq!(
-            (interrupted.target, interrupted.reason),
-            ("Ready for AI", FinishReason::Interrupted)
-        );
-        let reclaimed = of(Ending::LeaseLost(Lost::Reclaimed));
-        assert_eq!(
-            (reclaimed.reason, reclaimed.verdict.as_str()),
-            (
-                FinishReason::Interrupted,
-                "was stopped after 4.0s: its slot was reclaimed"
-            )
-        );
-        let unrenewable = of(Ending::LeaseLost(Lost::Unrenewable));
-        assert_eq!(
-            unrenewable.verdict,
-            "was stopped after 4.0s: its lease could not be renewed"
-        );
+/// Counts a followed run's end.
+fn tally(ended: Result<WatchEnd, tokio::task::JoinError>, summary: &mut Summary) {
+    match ended {
+        Ok(WatchEnd::Reported { completed }) => summary.completed += u32::from(completed),
+        Ok(WatchEnd::Left) => {}
+        Err(e) if e.is_cancelled() => {}
+        Err(e) => tracing::error!(error = %e, "following a run failed"),
     }
 }

@@ -11,26 +11,34 @@ use watcher_bin::{Runner, WatcherError};
 /// Runs tasks from a Plane board for one role, keeping the ledger of
 /// in-flight dispatches exact.
 ///
-/// At start-up it reclaims what dead runners left behind (bounded in time,
-/// never fatal). Then it takes the oldest task in the role's claim state,
-/// admits it against the backend's caps, marks it running, runs the
-/// backend's command with INFLIGHT_TASK_ID, INFLIGHT_RUN_ID,
-/// INFLIGHT_BACKEND, INFLIGHT_ROLE and INFLIGHT_TASK_NAME in its
-/// environment, and moves the task to the done state on exit 0, the blocked
-/// state otherwise, with a comment that says whether Plane took the move (a
-/// failed run's also carries the end of its output). A task left in the
-/// running state with nothing in flight is reported from the ledger's
-/// record of its last run; a repair Plane refuses is retried with a growing
-/// delay.
+/// At start-up it reclaims what dead keepers and runners left behind
+/// (bounded in time, never fatal), and adopts the keepers of its role still
+/// running on this host, reporting the outcomes they recorded while no
+/// runner was up. Then it takes the oldest tasks in the role's claim state
+/// (up to roles.NAME.parallel at once), admits each against the backend's
+/// caps, marks it running and hands it to a keeper: a process of its own
+/// (this binary) that runs the backend's command with INFLIGHT_TASK_ID,
+/// INFLIGHT_RUN_ID, INFLIGHT_BACKEND, INFLIGHT_ROLE and INFLIGHT_TASK_NAME
+/// in its environment, enforces timeout_secs and records how it ended in
+/// the ledger. The runner then moves the task to the done state on exit 0,
+/// the blocked state otherwise, with a comment that says whether Plane took
+/// the move (a failed run's also carries the end of its output). A task
+/// left in the running state with nothing in flight is reported from the
+/// ledger's record of its last run; a repair Plane refuses is retried with
+/// a growing delay.
 ///
 /// Before claiming, the role's four states and its labels are checked
 /// against the project: a name Plane lacks is logged (naming the key and
 /// Plane's names) and nothing is claimed until it resolves, checked again
 /// every plane.cache_secs.
 ///
-/// On SIGTERM or SIGINT it stops at once, even while waiting for Plane's
-/// rate budget: nothing more is marked running, the executor is interrupted
-/// (SIGTERM, grace, SIGKILL), its task is put back and it exits 0.
+/// On SIGTERM or SIGINT it stops claiming at once, even while waiting for
+/// Plane's rate budget, and then does what watcher.on_stop says: "handover"
+/// (the default) exits within a second and leaves the keepers and their
+/// executors running for the next runner to adopt, so a deploy's restart
+/// costs no work; "drain" waits up to watcher.drain_secs for them first;
+/// "interrupt" stops them (SIGTERM, grace, SIGKILL) and puts their tasks
+/// back. To stop work explicitly: watchdog interrupt. It exits 0.
 ///
 /// Exit status: 0 success, 1 runtime failure (with --once: the board could
 /// not be read), 2 bad usage or configuration (with --once: a role name
@@ -44,7 +52,7 @@ struct Args {
     /// The role to run, one of the [roles.NAME] tables.
     #[arg(long, value_name = "NAME")]
     role: String,
-    /// Reconcile, run at most one task to its end, then exit.
+    /// Reconcile, adopt, run at most one new task to its end, then exit.
     #[arg(long)]
     once: bool,
     /// Seconds between looks at an idle board (overrides
@@ -65,6 +73,11 @@ fn main() -> ExitCode {
     // An executor this runner spawned starts as this binary, waiting at its
     // start gate; it must not get as far as parsing a runner's arguments.
     if let Some(status) = watcher_bin::run_exec_gate_if_asked() {
+        return status;
+    }
+    // A keeper this runner (or an earlier one) started: it holds one
+    // dispatch and outlives runners.
+    if let Some(status) = watcher_bin::run_keeper_if_asked() {
         return status;
     }
     let args = Args::parse();
@@ -100,7 +113,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), WatcherError> {
     let config = Config::load(&args.config)?;
-    let mut runner = Runner::new(config, &args.role, args.once)?;
+    let mut runner = Runner::new(config, &args.role, args.once, args.log_format)?;
     if let Some(secs) = args.poll_interval {
         runner = runner.with_poll_interval(Duration::from_secs(secs));
     }

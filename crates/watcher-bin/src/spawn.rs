@@ -136,8 +136,9 @@ impl Spawner {
         let (read_end, write_end) = io::pipe()?;
         let gate_read = read_end.as_raw_fd();
         command.process_group(0).kill_on_drop(false);
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe calls (prctl, getppid, dup2, fcntl).
+        // SAFETY: the closure runs in the forked child before exec, only
+        // makes async-signal-safe calls (prctl, getppid, dup2, fcntl) and
+        // builds its errors from raw OS codes, which allocate nothing.
         unsafe {
             command.pre_exec(move || {
                 // The gate reads its go on GATE_FD. dup2 clears close-on-exec
@@ -155,26 +156,59 @@ impl Spawner {
                     return Err(io::Error::last_os_error());
                 }
                 // The runner died between fork and prctl: do not run
-                // unsupervised.
+                // unsupervised. (A raw OS error: nothing here may allocate.)
                 if libc::getppid() as u32 != parent {
-                    return Err(io::Error::other(
-                        "the runner exited before the executor started",
-                    ));
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });
         }
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request { command, reply })
-            .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-        let child = answer
-            .await
-            .map_err(|_| io::Error::other("the spawner thread is gone"))??;
+        let child = self.on_spawner_thread(command).await?;
         // The child has its copy; the runner's must go, or the gate would
         // never see the pipe close if the runner died.
         drop(read_end);
         Ok((child, StartGate { write_end }))
+    }
+}
+
+impl Spawner {
+    /// Spawns a keeper process (see [`crate::ProcessKeepers`]): in a session
+    /// of its own, so that a signal to the runner's terminal or process
+    /// group never reaches it, and set to be killed if the runner dies
+    /// before the keeper has taken its slot over (the keeper clears that
+    /// once the slot is its own). Spawned from the spawner's long-lived
+    /// thread, since the parent-death signal follows the forking thread.
+    pub async fn spawn_keeper(&self, mut command: Command) -> io::Result<Child> {
+        let parent = std::process::id();
+        command.kill_on_drop(false);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe calls (setsid, prctl, getppid), and builds
+        // its errors from raw OS codes, which allocate nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() as u32 != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        self.on_spawner_thread(command).await
+    }
+
+    async fn on_spawner_thread(&self, command: Command) -> io::Result<Child> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { command, reply })
+            .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+        answer
+            .await
+            .map_err(|_| io::Error::other("the spawner thread is gone"))?
     }
 }
 

@@ -11,7 +11,7 @@
 //!   tell whether two attempts ever overlapped.
 //!
 //! Behaviour by task name (`INFLIGHT_TASK_NAME`):
-//! - contains `poison`: kills its own runner with SIGKILL, then waits;
+//! - contains `poison`: kills its parent (its keeper) with SIGKILL, then waits;
 //! - contains `slow-once`: the first attempt sleeps 60 s, later ones finish;
 //! - contains `fail`: exits 3;
 //! - contains `crash`: dies by its own SIGKILL;

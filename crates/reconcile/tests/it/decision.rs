@@ -230,7 +230,7 @@ fn a_dead_keeper_with_a_recorded_outcome_is_reported_not_reclaimed() {
     let keeper_slot = |age: Duration, recorded: bool| {
         let mut s = slot("b", "T", "r", age);
         s.owner.keeper = Some(KEEPER_PROTOCOL);
-        s.owner.outcome = recorded.then(|| RunOutcome {
+        s.owner.outcome = recorded.then_some(RunOutcome {
             ending: RunEnding::Exited { code: 0 },
             took_ms: 20_000,
             ended_at: NOW,
