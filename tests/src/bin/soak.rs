@@ -2,13 +2,17 @@
 //!
 //! Several runners (two per role, three roles, one backend capped at 2) and a
 //! watchdog in `run --apply` mode work a board that keeps receiving tasks,
-//! while the soak SIGKILLs and SIGTERMs runners at random, executors crash,
-//! fail and hang, and the simulator injects 429 storms, 5xx, latency and a
-//! project that answers 403. An observer outside the ledger checks:
+//! while the soak SIGKILLs runners and keepers and restarts runners
+//! gracefully (SIGTERM: they hand their runs over to the next runner) at
+//! random, executors crash, fail and hang, and the simulator injects 429
+//! storms, 5xx, latency and a project that answers 403. An observer outside
+//! the ledger checks:
 //!
 //! - executor-observed concurrency never exceeds the cap;
-//! - a live dispatch is never reclaimed (every reclaimed slot's runner had
-//!   been killed or had exited before the reclaim);
+//! - no task runs twice at once (the executors' own records of each run);
+//! - a live dispatch is never reclaimed (every reclaimed run's holder, its
+//!   runner before the hand-over or its keeper after, had been killed or
+//!   had exited before the reclaim);
 //! - after a drain, every task is Done or Blocked, no slot is open, and the
 //!   ledger passes its integrity check.
 //!
@@ -151,6 +155,10 @@ fn main() {
     let end = started + Duration::from_secs_f64(seconds);
     let (mut tasks, mut kills, mut terms, mut faults) =
         (Vec::new(), 0u32, 0u32, BTreeMap::<&str, u32>::new());
+    // Keepers the soak killed: their run, and when.
+    let mut killed_keepers: HashMap<ledger_core::RunId, SystemTime> = HashMap::new();
+    let mut keeper_kills = 0u32;
+    let ledger_path = dir.join("var/inflight.redb");
     let (mut next_task, mut next_chaos, mut next_fault) = (
         started,
         started + Duration::from_secs(3),
@@ -170,7 +178,27 @@ fn main() {
             tasks.push(sim.add_work_item(&format!("{kind} task {}", tasks.len()), state));
             next_task = now + Duration::from_millis(300 + rng.u64(..400));
         }
-        if now >= next_chaos {
+        if now >= next_chaos && rng.u64(..4) == 0 {
+            // A keeper, SIGKILLed: its executor dies with it and its slot
+            // is a dead owner's.
+            let held: Vec<_> = Ledger::open(&ledger_path)
+                .and_then(|l| l.open_slots())
+                .unwrap_or_else(|e| {
+                    eprintln!("soak: could not read the ledger to pick a keeper: {e}");
+                    Vec::new()
+                })
+                .into_iter()
+                .filter(|s| s.owner.keeper.is_some() && s.owner.outcome.is_none())
+                .collect();
+            if !held.is_empty() {
+                let slot = &held[rng.usize(..held.len())];
+                killed_keepers.insert(slot.run_id.clone(), SystemTime::now());
+                send_signal(slot.owner.runner.pid, libc::SIGKILL);
+                kills += 1;
+                keeper_kills += 1;
+            }
+            next_chaos = now + Duration::from_millis(1500 + rng.u64(..2500));
+        } else if now >= next_chaos {
             let victim = rng.usize(..runners.len());
             if let Some(child) = runners[victim].child.as_mut() {
                 let pid = child.id();
@@ -247,6 +275,8 @@ fn main() {
     }
     send_signal(watchdog.id(), libc::SIGTERM);
     let _ = watchdog.wait();
+    // Keepers outlive runners: end any still running (none should be).
+    inflight_e2e::kill_processes_of(&dir);
 
     // The observer's verdict.
     let mut violations = Vec::new();
@@ -290,7 +320,10 @@ fn main() {
                 let Some(pid) = owners.get(run_id) else {
                     continue;
                 };
-                match deaths.get(pid) {
+                // Handed to a keeper the soak killed: its death is the
+                // owner's.
+                let died = killed_keepers.get(run_id).or_else(|| deaths.get(pid));
+                match died {
                     Some(died) => {
                         let died_ms = died
                             .duration_since(SystemTime::UNIX_EPOCH)
@@ -307,11 +340,28 @@ fn main() {
                             worst_latency.max(Duration::from_millis((at - died_ms).max(0) as u64));
                     }
                     None => violations.push(format!(
-                        "run {run_id} of live runner {pid} reclaimed by {rule}"
+                        "run {run_id} of live runner {pid} (and live keeper) reclaimed by {rule}"
                     )),
                 }
             }
             _ => {}
+        }
+    }
+    // No task ran twice at once, by the executors' own records.
+    for task in &tasks {
+        let text = std::fs::read_to_string(dir.join("runs").join(task)).unwrap_or_default();
+        let mut runs: Vec<(u128, u128)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.split_whitespace();
+                Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+            })
+            .collect();
+        runs.sort();
+        for pair in runs.windows(2) {
+            if pair[1].0 < pair[0].1 {
+                violations.push(format!("task {task} ran twice at once: {pair:?}"));
+            }
         }
     }
     let completed = events
@@ -334,7 +384,9 @@ fn main() {
     println!("| tasks created | {} |", tasks.len());
     println!("| final states | {states:?} |");
     println!("| dispatches completed (exit 0) | {completed} |");
-    println!("| runner SIGKILLs / SIGTERMs survived | {kills} / {terms} |");
+    println!(
+        "| SIGKILLs (of them, keepers) / runner SIGTERMs (hand-overs) survived | {kills} ({keeper_kills}) / {terms} |"
+    );
     println!("| faults injected | {faults:?} |");
     println!("| reclaims by rule | {by_rule:?} |");
     println!(
