@@ -208,9 +208,11 @@ fn reclaims(ledger: &ledger_postgres::PgLedger) -> usize {
 }
 
 /// Host `a` reaches the database through a link that is cut while its
-/// executor runs. `a` stops that executor before its lease runs out; `b`
-/// reclaims the slot only after it ran out, and runs the task again. The
-/// executors' own records show the two attempts never overlapped.
+/// executor runs and no runner is up there (the runner handed over to its
+/// keeper and exited). `a`'s keeper stops that executor before its lease
+/// runs out; `b` reclaims the slot only after it ran out, and runs the task
+/// again. The executors' own records show the two attempts never
+/// overlapped.
 #[test]
 fn a_host_cut_off_from_the_database_stops_before_another_takes_over() {
     let mut world = World::new(1, &[Role::new("goal", "Ready for AI")]).on_postgres();
@@ -222,6 +224,10 @@ fn a_host_cut_off_from_the_database_stops_before_another_takes_over() {
     wait_until(Duration::from_secs(30), "host a's executor running", || {
         world.holders().1 == 1
     });
+    world.wait_for_keeper(&task);
+    world.signal(a, libc::SIGTERM);
+    assert!(world.wait(a, Duration::from_secs(5)).is_some());
+    assert_eq!(world.holders().1, 1, "the executor stopped with its runner");
     let lease_end_before_cut = world.pg().open_slots().unwrap()[0].lease_until;
     link.cut(true);
     let cut_at = Instant::now();
@@ -266,10 +272,10 @@ fn a_host_cut_off_from_the_database_stops_before_another_takes_over() {
         (reclaim.at.as_unix_millis() as u128) > *a_end,
         "reclaimed before a stopped"
     );
-    // The link back: a's runner finishes its (reclaimed) slot, changing
-    // nothing, and exits cleanly on SIGTERM.
+    // The link back: a's keeper finds its slot reclaimed and records
+    // nothing.
     link.cut(false);
-    for index in [a, b, watchdog] {
+    for index in [b, watchdog] {
         world.signal(index, libc::SIGTERM);
         assert!(world.wait(index, Duration::from_secs(15)).is_some());
     }

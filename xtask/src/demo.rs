@@ -1,11 +1,14 @@
 //! `cargo xtask demo`: the main job, end to end, in under a minute.
 //!
 //! Starts the Plane simulator with a small board, two runners (roles `goal`
-//! and `review`) sharing one backend capped at 2, and the watchdog. Kills
-//! the `goal` runner with SIGKILL while it runs a task, starts it again, and
-//! prints a timeline: what ran, what was killed, what was reclaimed by
-//! which rule and how fast, and the final board. Stops everything it
-//! started, whatever happens.
+//! and `review`) sharing one backend capped at 3, and the watchdog. While
+//! the `goal` runner runs two long tasks it is restarted as a deploy would
+//! (SIGTERM, then a new runner): the executors carry on under their
+//! keepers and the new runner adopts them. Then a crash: the runner and one
+//! keeper SIGKILLed; the next runner reclaims that slot at start-up. Prints
+//! a timeline (what ran, what was handed over and adopted, what was
+//! reclaimed by which rule and how fast) and the final board. Stops
+//! everything it started, keepers included, whatever happens.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -20,8 +23,32 @@ use crate::Result;
 
 const KEY: &str = "plane_api_demo00000000000000000000000000";
 
-/// Every process the demo started; all are stopped on drop.
-struct Procs(Vec<(String, Child)>);
+/// The variable every process the demo starts carries (keepers and
+/// executors inherit it), so that it can find and stop them all.
+const DEMO_MARK: &str = "INFLIGHT_DEMO_DIR";
+
+/// The processes whose environment holds every one of `vars` (`NAME=value`).
+fn processes_with(vars: &[String]) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                vars.iter()
+                    .all(|v| env.split(|b| *b == 0).any(|var| var == v.as_bytes()))
+            })
+        })
+        .collect()
+}
+
+/// Every process the demo started; all are stopped on drop, and then
+/// whatever they started that still runs (keepers outlive runners).
+struct Procs(Vec<(String, Child)>, String);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -38,6 +65,12 @@ impl Drop for Procs {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for pid in processes_with(std::slice::from_ref(&self.1)) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
         }
     }
 }
@@ -135,7 +168,7 @@ fn demo(dir: &Path, bin: &dyn Fn(&str) -> PathBuf) -> Result {
     let t = Timeline {
         started: Instant::now(),
     };
-    let mut procs = Procs(Vec::new());
+    let mut procs = Procs(Vec::new(), format!("{DEMO_MARK}={}", dir.display()));
     println!("\n== inflight demo (files in {}) ==\n", dir.display());
 
     let write = |name: &str, text: &str| {
@@ -154,16 +187,16 @@ fn demo(dir: &Path, bin: &dyn Fn(&str) -> PathBuf) -> Result {
             ],
             "work_items": [
                 {"name": "goal: long migration", "state": "Ready for AI"},
+                {"name": "goal: long refactor", "state": "Ready for AI"},
                 {"name": "goal: fix flaky test", "state": "Ready for AI"},
-                {"name": "goal: bump deps", "state": "Ready for AI"},
                 {"name": "review: PR 41", "state": "Ready for review"},
                 {"name": "review: PR 42", "state": "Ready for review"}
             ]
         })
         .to_string(),
     )?;
-    // The executor: a shell script standing in for an AI agent. The long
-    // task takes 30 s the first time, so the runner can be killed mid-run.
+    // The executor: a shell script standing in for an AI agent. A long task
+    // takes 30 s the first time, so its runner can be restarted mid-run.
     write_executor(dir, "")?;
 
     // The simulator's per-key limit is off: the demo watches the board
@@ -190,6 +223,12 @@ blocked_state = "Blocked"
 backend = "local"
 "#,
             common = common_tables(&base, &project)
+                .replace("max_concurrent = 2\n", "max_concurrent = 3\n")
+                + "\n"
+        )
+        .replace(
+            "backend = \"local\"\n\n[watcher]",
+            "backend = \"local\"\nparallel = 2\n\n[watcher]",
         ),
     )?;
     let spawn = |procs: &mut Procs, name: &str, args: &[&str]| {
@@ -202,43 +241,72 @@ backend = "local"
         "watchdog",
         &["run", "--interval", "5", "--apply"],
     )?;
-    t.say(format!("runners started: goal (pid {goal}) and review, sharing backend `local` (cap 2); watchdog scanning every 5 s"));
+    t.say(format!("runners started: goal (pid {goal}, two tasks at once) and review, sharing backend `local` (cap 3); watchdog scanning every 5 s"));
 
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let report = |t: &Timeline, seen: &mut BTreeMap<String, String>| {
         report_changes(t, &base, &project, seen)
     };
     report(&t, &mut seen)?;
-    wait_for(Duration::from_secs(20), "the long task to run", || {
-        Ok(report(&t, &mut seen)?
-            .get("goal: long migration")
-            .map(String::as_str)
-            == Some("Running"))
+    let long = ["goal: long migration", "goal: long refactor"];
+    wait_for(Duration::from_secs(20), "the long tasks to run", || {
+        let now = report(&t, &mut seen)?;
+        Ok(long
+            .iter()
+            .all(|n| now.get(*n).map(String::as_str) == Some("Running")))
     })?;
+    let keepers = wait_for_keepers(dir, bin, 2)?;
     std::thread::sleep(Duration::from_millis(500));
+
+    // A deploy: SIGTERM, then the new runner.
+    let sent = Instant::now();
     // SAFETY: kill has no memory-safety preconditions.
     unsafe {
-        libc::kill(goal as i32, libc::SIGKILL);
+        libc::kill(goal as i32, libc::SIGTERM);
     }
-    t.say(format!(
-        "SIGKILL runner goal (pid {goal}) in the middle of \"goal: long migration\""
-    ));
     if let Some((_, child)) = procs.0.iter_mut().find(|(n, _)| n == "runner-goal") {
         let _ = child.wait();
     }
-    std::thread::sleep(Duration::from_millis(500));
-
-    let restarted = Instant::now();
+    t.say(format!(
+        "deploy: SIGTERM runner goal (pid {goal}) while both long tasks run; it exited {} ms later",
+        sent.elapsed().as_millis()
+    ));
+    let alive = keepers.iter().filter(|&&pid| process_alive(pid)).count();
+    t.say(format!(
+        "  its keepers (pids {keepers:?}): {alive} of 2 still running their executors"
+    ));
+    std::thread::sleep(Duration::from_secs(1));
     let pid = spawn(&mut procs, "runner-goal-2", &["--role", "goal"])?;
-    t.say(format!("runner goal restarted (pid {pid})"));
+    wait_for(Duration::from_secs(10), "the adoption", || {
+        Ok(log_lines(dir, "runner-goal-2", "adopting a keeper").len() == 2)
+    })?;
+    t.say(format!(
+        "runner goal started again (pid {pid}) and adopted both keepers"
+    ));
+
+    // A crash: the runner and one keeper killed outright.
+    let victim = keepers[1];
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+        libc::kill(victim, libc::SIGKILL);
+    }
+    if let Some((_, child)) = procs.0.iter_mut().find(|(n, _)| n == "runner-goal-2") {
+        let _ = child.wait();
+    }
+    t.say(format!(
+        "crash: SIGKILL runner goal (pid {pid}) and keeper {victim} (its executor dies with it)"
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let restarted = Instant::now();
+    let pid = spawn(&mut procs, "runner-goal-3", &["--role", "goal"])?;
+    t.say(format!("runner goal started again (pid {pid})"));
     let mut reclaim = None;
     wait_for(Duration::from_secs(10), "the start-up reclaim", || {
-        let log = std::fs::read_to_string(dir.join("logs/runner-goal-2.log")).unwrap_or_default();
-        reclaim = log
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["message"] == "reclaimed slots at start-up");
-        Ok(reclaim.is_some() || log.contains("claiming"))
+        reclaim = log_lines(dir, "runner-goal-3", "reclaimed slots at start-up")
+            .into_iter()
+            .next();
+        Ok(reclaim.is_some() || !log_lines(dir, "runner-goal-3", "claiming").is_empty())
     })?;
     let seen_after = restarted.elapsed();
     let rules: Vec<String> = ledger_events(dir, bin)?
@@ -248,35 +316,35 @@ backend = "local"
         .collect();
     match &reclaim {
         Some(line) => t.say(format!(
-            "reclaimed {} slot(s) by {} in {} ms from the restart (seen by the demo after {} ms)",
+            "  reclaimed {} slot(s) by {} in {} ms from the restart (seen by the demo after {} ms); the other keeper adopted again",
             line["reclaimed"],
             rules.join(", "),
             line["restart_to_reclaim_ms"],
             seen_after.as_millis()
         )),
         None => {
-            t.say("the restarted runner found nothing to reclaim (the watchdog got there first)")
+            t.say("  the restarted runner found nothing to reclaim (the watchdog got there first)")
         }
     }
-    let log = std::fs::read_to_string(dir.join("logs/runner-goal-2.log")).unwrap_or_default();
-    for line in log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-    {
-        if line["message"] == "reclaimed task put back on the board" {
-            t.say(format!(
-                "its task, still Running in Plane, went back to {:?} with a comment (lost attempts: {})",
-                line["state"].as_str().unwrap_or("?"),
-                line["lost"]
-            ));
-        }
+    for line in log_lines(dir, "runner-goal-3", "reclaimed task put back on the board") {
+        t.say(format!(
+            "  its task, still Running in Plane, went back to {:?} with a comment (lost attempts: {})",
+            line["state"].as_str().unwrap_or("?"),
+            line["lost"]
+        ));
     }
 
-    wait_for(Duration::from_secs(40), "every task to be done", || {
+    wait_for(Duration::from_secs(60), "every task to be done", || {
         let now = report(&t, &mut seen)?;
         Ok(now.len() == 5 && now.values().all(|s| s == "Done"))
     })?;
-    t.say("every task done; stopping everything");
+    let comments = ledger_events(dir, bin)?
+        .into_iter()
+        .filter(|e| e["kind"] == "finished" && e["reason"] == "completed")
+        .count();
+    t.say(format!(
+        "every task done ({comments} runs completed; \"long migration\" ran once, start to end, across both restarts); stopping everything"
+    ));
     drop(procs);
 
     println!("\nfinal board:");
@@ -288,6 +356,56 @@ backend = "local"
         dir.display()
     );
     Ok(())
+}
+
+/// The lines of `logs/NAME.log` (JSON) whose message is `message`.
+fn log_lines(dir: &Path, name: &str, message: &str) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("logs").join(format!("{name}.log")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == message)
+        .collect()
+}
+
+/// Whether `pid` runs (and is not a zombie).
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// Waits until `count` slots are held by keepers; their pids, by task.
+fn wait_for_keepers(dir: &Path, bin: &dyn Fn(&str) -> PathBuf, count: usize) -> Result<Vec<i32>> {
+    let mut pids = Vec::new();
+    wait_for(Duration::from_secs(10), "the keepers", || {
+        let out = Command::new(bin("watchdog"))
+            .arg("--config")
+            .arg(dir.join("inflight.toml"))
+            .args(["status", "--json"])
+            .current_dir(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let mut slots: Vec<(String, i32)> = status["slots"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| s["role"] == "goal" && s["executor_pid"].is_u64())
+            .filter_map(|s| {
+                let pid = s["owner"].as_str()?.rsplit('/').next()?.parse().ok()?;
+                Some((s["started_at"].as_str()?.to_owned(), pid))
+            })
+            .collect();
+        slots.sort();
+        pids = slots.into_iter().map(|(_, pid)| pid).collect();
+        Ok(pids.len() >= count)
+    })?;
+    Ok(pids)
 }
 
 /// The tables both demos share: the simulated Plane (with a budget to
@@ -378,6 +496,7 @@ fn spawn_named(
         .args(["--log-format", "json"])
         .args(args)
         .env("DEMO_PLANE_KEY", KEY)
+        .env(DEMO_MARK, dir)
         .env("RUST_LOG", "info")
         .current_dir(dir)
         .stdout(Stdio::null())
@@ -464,7 +583,7 @@ fn demo_postgres(dir: &Path, bin: &dyn Fn(&str) -> PathBuf, url: &str) -> Result
     let t = Timeline {
         started: Instant::now(),
     };
-    let mut procs = Procs(Vec::new());
+    let mut procs = Procs(Vec::new(), format!("{DEMO_MARK}={}", dir.display()));
     println!(
         "\n== inflight demo on PostgreSQL, two hosts (files in {}) ==\n",
         dir.display()
@@ -492,9 +611,8 @@ fn demo_postgres(dir: &Path, bin: &dyn Fn(&str) -> PathBuf, url: &str) -> Result
         })
         .to_string(),
     )?;
-    // A long task takes 30 s the first time; each executor notes its
-    // process group under its host's name, so the demo can kill a host whole.
-    write_executor(dir, "echo $$ > \"pgid-$INFLIGHT_HOST-$INFLIGHT_TASK_ID\"\n")?;
+    // A long task takes 30 s the first time.
+    write_executor(dir, "")?;
     let (base, project) = start_sim(&mut procs, dir, bin)?;
     t.say(format!(
         "Plane simulator up at {base} with {} tasks; PostgreSQL at {url}",
@@ -549,31 +667,19 @@ renew_secs = 1
     ));
     std::thread::sleep(Duration::from_secs(2));
 
-    // Host a, whole: its runners and every executor group they started.
-    let mut killed = a.to_vec();
-    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("pgid-a-")
-            && let Some(pgid) = std::fs::read_to_string(entry.path())
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok())
-        {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-            killed.push(pgid as u32);
-        }
-    }
-    for pid in a {
-        // SAFETY: as above.
+    // Host a, whole: its runners, its keepers and their executors (every
+    // process the demo started as host a, and what they started).
+    let killed = processes_with(&[procs.1.clone(), "INFLIGHT_HOST=a".to_owned()]);
+    for pid in &killed {
+        // SAFETY: kill has no memory-safety preconditions.
         unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
+            libc::kill(*pid, libc::SIGKILL);
         }
     }
     let kill_time = Instant::now();
     t.say(format!(
-        "SIGKILL host a whole: runners and executor groups {killed:?}"
+        "SIGKILL host a whole: runners {a:?}, their keepers and executors ({} processes)",
+        killed.len()
     ));
     for (_, child) in procs
         .0

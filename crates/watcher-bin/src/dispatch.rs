@@ -187,6 +187,7 @@ impl Runner {
                 // Released or reclaimed meanwhile: the keeper finds it gone
                 // and starts nothing.
                 Ok(_) => {
+                    self.put_back(&run.task, stop).await;
                     return Err(Released::skipped(
                         "the slot was released before its keeper took it".into(),
                     ));
