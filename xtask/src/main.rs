@@ -27,10 +27,12 @@ commands:
                   each measure side by side with the ratio of the means
   demo [--postgres]
                   run two runners and the watchdog against the Plane simulator,
-                  kill a runner mid-dispatch, restart it, and print what was
-                  reclaimed and how fast; with --postgres, two hosts sharing one
-                  cap on a throwaway PostgreSQL, one killed whole, the other
-                  reclaiming its slots once their lease ran out
+                  restart a runner mid-dispatch as a deploy would (its executors
+                  carry on and are adopted), crash a runner and a keeper, and
+                  print what was handed over, adopted and reclaimed, and how
+                  fast; with --postgres, two hosts sharing one cap on a
+                  throwaway PostgreSQL, one killed whole, the other reclaiming
+                  its slots once their lease ran out
   soak [--minutes N] [--seed S]
                   the chaos soak: runners killed at random, failing and hanging
                   executors, Plane faults; checks caps, live dispatches and that
