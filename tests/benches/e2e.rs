@@ -87,10 +87,15 @@ fn stop(mut child: Child) {
 
 /// A process's resident memory, in kB.
 fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    memory_kb(pid, "status", "VmRSS:")
+}
+
+/// A field of `/proc/PID/FILE` given in kB.
+fn memory_kb(pid: u32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -113,10 +118,17 @@ fn kept(ledger_path: &Path) -> Vec<(ledger_core::RunId, u32)> {
 /// One deploy under `on_stop`: two 6-s executors, the runner restarted 3 s
 /// in; the executor-seconds lost (attempts that did not count, by the
 /// executors' own records) and how long the runner took to exit.
-fn deploy(rt: &tokio::runtime::Runtime, sim_config: &dyn Fn() -> SimConfig, on_stop: &str) -> (f64, Duration) {
+fn deploy(
+    rt: &tokio::runtime::Runtime,
+    sim_config: &dyn Fn() -> SimConfig,
+    on_stop: &str,
+) -> (f64, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let sim = rt.block_on(PlaneSim::start(sim_config())).unwrap();
-    let tasks = [sim.add_work_item("deploy a", "Todo"), sim.add_work_item("deploy b", "Todo")];
+    let tasks = [
+        sim.add_work_item("deploy a", "Todo"),
+        sim.add_work_item("deploy b", "Todo"),
+    ];
     let executor = workspace_bin("e2e-executor").display().to_string();
     let config = config_with(
         dir.path(),
@@ -302,10 +314,17 @@ fn main() {
         }
         // Settled: its executor started, a renewal or two made.
         std::thread::sleep(Duration::from_secs(3));
-        let rss = rss_kb(held[0].1);
+        let keeper = held[0].1;
+        let figures = [
+            rss_kb(keeper),
+            memory_kb(keeper, "smaps_rollup", "Shared_Clean:"),
+            memory_kb(keeper, "smaps_rollup", "Pss:"),
+            memory_kb(keeper, "smaps_rollup", "Private_Clean:")
+                + memory_kb(keeper, "smaps_rollup", "Private_Dirty:"),
+        ];
         stop(child);
         inflight_e2e::kill_processes_of(dir.path());
-        rss
+        figures
     };
 
     // Idle memory after 30 s of polling an empty board.
@@ -345,9 +364,16 @@ fn main() {
         "| idle runner resident memory after 30 s ({polls} requests) | {:.1} MB | | under 30 MB |",
         rss_kb as f64 / 1024.0
     );
+    let mb = |kb: u64| kb as f64 / 1024.0;
     println!(
-        "| a keeper's resident memory while its executor runs | {:.1} MB | | under 5 MB |",
-        keeper_rss as f64 / 1024.0
+        "| a keeper's resident memory while its executor runs (of it, clean pages of the binary shared with the runner and every keeper) | {:.1} MB ({:.1} MB) | | under 5 MB |",
+        mb(keeper_rss[0]),
+        mb(keeper_rss[1])
+    );
+    println!(
+        "| a keeper's proportional (PSS) / private memory: what each more keeper costs | {:.1} MB / {:.1} MB | | |",
+        mb(keeper_rss[2]),
+        mb(keeper_rss[3])
     );
     println!();
     println!(

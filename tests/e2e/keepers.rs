@@ -426,3 +426,43 @@ fn watchdog_interrupt_stops_one_task_through_its_keeper() {
     assert_eq!(neither.status.code(), Some(2));
     stop_runner(&mut world, runner);
 }
+
+/// A slot held on this host by a live keeper of a protocol this build does
+/// not know (a newer one's): the runner logs it and leaves it alone, and
+/// neither its sweep nor adoption touches it.
+#[test]
+fn a_keeper_of_an_unknown_protocol_is_left_alone() {
+    let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    let task = world.sim.add_work_item("kept elsewhere", "Running");
+    // A live process stands in for the newer keeper.
+    let mut stand_in = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let pid = stand_in.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start_time: u64 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(19))
+        .and_then(|t| t.parse().ok())
+        .unwrap();
+    world.slot_held_by(
+        &task,
+        ledger_core::ProcessIdentity { pid, start_time },
+        Some(ledger_core::KEEPER_PROTOCOL + 1),
+    );
+    let runner = world.start_runner("goal", "runner");
+    wait_until(Duration::from_secs(10), "the runner to say so", || {
+        world
+            .log("runner")
+            .contains("a keeper of a protocol this runner does not know holds this slot")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(world.open_slots().len(), 1, "the slot was touched");
+    assert_eq!(world.sim.state_of(&task).as_deref(), Some("Running"));
+    assert!(world.sim.comments(&task).is_empty());
+    stop_runner(&mut world, runner);
+    let _ = stand_in.kill();
+    let _ = stand_in.wait();
+}

@@ -426,6 +426,31 @@ impl World {
         );
     }
 
+    /// Opens a slot for `task` held on this host by `holder` for role
+    /// `goal` of this world's project, as a keeper of protocol `keeper`
+    /// (`None`: as a runner) would hold it.
+    pub fn slot_held_by(
+        &self,
+        task: &str,
+        holder: ledger_core::ProcessIdentity,
+        keeper: Option<u32>,
+    ) {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_owned();
+        self.open_slot(
+            task,
+            ledger_core::Owner {
+                host: read("/proc/sys/kernel/hostname"),
+                boot_id: read("/proc/sys/kernel/random/boot_id"),
+                runner: holder,
+                executor: None,
+                role: Some("goal".into()),
+                project: Some(self.project()),
+                keeper,
+                outcome: None,
+            },
+        );
+    }
+
     fn open_slot(&self, task: &str, owner: ledger_core::Owner) {
         let now = ledger_core::SystemClock.now();
         let request = ledger_core::AdmitRequest {
