@@ -11,6 +11,7 @@ mod fleet;
 mod gate;
 mod hosts;
 mod keepers;
+mod library;
 mod metrics;
 mod operator;
 mod prometheus;

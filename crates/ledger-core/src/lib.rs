@@ -23,6 +23,10 @@
 //!   and the [`ReconcileLock`]. Without it the crate is only the ledger's data
 //!   types, free of redb, for crates that reason about slots without storing
 //!   them.
+//! - `process`: the calling process as a slot's holder
+//!   (`Owner::current()`: this host's name and boot id, this process's pid
+//!   and start time, from Linux's `/proc`), so that a service depending on
+//!   this crate alone admits slots that the orphan rules judge correctly.
 //!
 //! # Example
 //!
@@ -38,16 +42,9 @@
 //!     global_max_concurrent: None,
 //!     backend: BackendLimits { max_concurrent: 1, max_per_hour: Some(60), max_per_day: None },
 //! };
-//! let owner = Owner {
-//!     host: "runner-1".into(),
-//!     boot_id: "5f1c…".into(),
-//!     runner: ProcessIdentity { pid: 4242, start_time: 917_311 },
-//!     executor: None,
-//!     role: None,
-//!     project: None,
-//!     keeper: None,
-//!     outcome: None,
-//! };
+//! // The slot's holder: this process on this host (feature `process`),
+//! // identified so that a liveness check cannot be fooled by pid reuse.
+//! let owner = Owner::current()?;
 //! let key = SlotKey::new(Backend::new("local")?, TaskId::new("ROCK-12")?);
 //! let request = AdmitRequest {
 //!     key: key.clone(),
@@ -107,6 +104,8 @@ pub mod import;
 #[cfg(feature = "store")]
 mod lock;
 mod model;
+#[cfg(feature = "process")]
+pub mod process;
 #[cfg(feature = "store")]
 pub mod schema;
 #[cfg(feature = "store")]
