@@ -248,8 +248,6 @@ impl Ledger {
     fn begin_write(&self) -> Result<WriteTransaction> {
         let started = Instant::now();
         let mut backoff = Duration::from_micros(10);
-        let mut jitter_state =
-            u64::from(std::process::id()) ^ (started.elapsed().as_nanos() as u64);
         loop {
             match self.db.try_begin_write() {
                 Ok(txn) => return Ok(txn),
@@ -263,11 +261,9 @@ impl Ledger {
                     waited,
                 });
             }
-            // Jitter keeps processes that woke together from colliding again.
-            jitter_state ^= jitter_state << 13;
-            jitter_state ^= jitter_state >> 7;
-            jitter_state ^= jitter_state << 17;
-            let jitter = Duration::from_nanos(jitter_state % (backoff.as_nanos() as u64 + 1));
+            // Jitter keeps processes that woke together from colliding again
+            // (fastrand's generator is seeded per thread from the OS).
+            let jitter = Duration::from_nanos(fastrand::u64(..=backoff.as_nanos() as u64));
             std::thread::sleep(backoff + jitter);
             // A commit takes well under a millisecond, so a waiter that
             // sleeps much longer than that leaves the lock idle.

@@ -130,20 +130,17 @@ impl PlaneClient {
         }
     }
 
-    /// Exponential backoff with full jitter: a fleet of runners that failed
-    /// together does not retry together.
+    /// Exponential backoff with "equal jitter": half the exponential
+    /// ceiling, plus a random share of the other half, so that a fleet of
+    /// runners that failed together does not retry together, and none
+    /// retries at once.
     fn backoff(&self, attempt: u32) -> Duration {
         let ceiling = self
             .config
             .backoff_base
             .saturating_mul(1 << attempt.min(10))
             .min(Duration::from_secs(10));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let fraction = f64::from(nanos % 1000) / 1000.0;
-        ceiling.mul_f64(0.5 + fraction / 2.0)
+        ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
     }
 
     async fn judge(&self, path: &str, response: reqwest::Response, idempotent: bool) -> Attempt {
