@@ -49,6 +49,7 @@
 
 mod import;
 mod schema;
+mod sql;
 mod store;
 #[cfg(feature = "test-server")]
 pub mod test_server;

@@ -14,8 +14,6 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::world::{SimWorkItem, World};
-
 /// How long after a change Plane's workers send its deliveries (115 ms was
 /// recorded).
 pub(crate) const DELIVERY_DELAY: Duration = Duration::from_millis(100);
@@ -57,75 +55,48 @@ pub(crate) struct Outgoing {
 /// A field's value before and after a change.
 pub(crate) type Change = (&'static str, Value, Value);
 
-/// What changed between `before` and `after`, field by field, in the
-/// order Plane reports them.
-pub(crate) fn changes(before: &SimWorkItem, after: &SimWorkItem) -> Vec<Change> {
-    let mut out = Vec::new();
-    if before.state_id != after.state_id {
-        out.push(("state", json!(before.state_id), json!(after.state_id)));
+/// The body of one delivery of `change` to the work item rendered as
+/// `data`, as Plane's workers write it: the event, the whole item, and the
+/// activity of the field that changed.
+pub(crate) fn payload(
+    hook: &SimWebhook,
+    workspace_id: &str,
+    user_id: &str,
+    mut data: Value,
+    change: &Change,
+) -> Vec<u8> {
+    let (field, old, new) = change;
+    if let Some(object) = data.as_object_mut() {
+        object.remove("type_id");
+        object.insert("assignees".into(), json!([]));
+        object.insert("description".into(), json!({}));
+        object.insert("description_json".into(), json!({}));
+        object.insert("description_stripped".into(), json!(""));
     }
-    if before.priority != after.priority {
-        out.push(("priority", json!(before.priority), json!(after.priority)));
-    }
-    if before.name != after.name {
-        out.push(("name", json!(before.name), json!(after.name)));
-    }
-    out
-}
-
-/// The deliveries of `changes` to `item`, for every registered webhook.
-pub(crate) fn deliveries(
-    world: &mut World,
-    item: &SimWorkItem,
-    changes: &[Change],
-) -> Vec<Outgoing> {
-    let mut out = Vec::new();
-    let hooks = world.webhooks.clone();
-    for hook in &hooks {
-        for (field, old, new) in changes {
-            let mut data = world.render_item(item, &["state", "labels"]);
-            if let Some(object) = data.as_object_mut() {
-                object.remove("type_id");
-                object.insert("assignees".into(), json!([]));
-                object.insert("description".into(), json!({}));
-                object.insert("description_json".into(), json!({}));
-                object.insert("description_stripped".into(), json!(""));
-            }
-            let payload = json!({
-                "event": "issue",
-                "action": "updated",
-                "webhook_id": hook.id,
-                "workspace_id": world.workspace_id,
-                "data": data,
-                "activity": {
-                    "field": field,
-                    "new_value": new,
-                    "old_value": old,
-                    "actor": {
-                        "id": world.user_id,
-                        "first_name": "Sim",
-                        "last_name": "",
-                        "email": "<EMAIL>",
-                        "avatar": "",
-                        "avatar_url": null,
-                        "display_name": "sim",
-                    },
-                    "old_identifier": null,
-                    "new_identifier": null,
-                },
-            });
-            let body = python_json(&payload).into_bytes();
-            out.push(Outgoing {
-                url: hook.url.clone(),
-                delivery_id: world.new_id(),
-                item_id: item.id.clone(),
-                field: (*field).to_owned(),
-                signature: sign(&hook.secret, &body),
-                body,
-            });
-        }
-    }
-    out
+    let payload = json!({
+        "event": "issue",
+        "action": "updated",
+        "webhook_id": hook.id,
+        "workspace_id": workspace_id,
+        "data": data,
+        "activity": {
+            "field": field,
+            "new_value": new,
+            "old_value": old,
+            "actor": {
+                "id": user_id,
+                "first_name": "Sim",
+                "last_name": "",
+                "email": "<EMAIL>",
+                "avatar": "",
+                "avatar_url": null,
+                "display_name": "sim",
+            },
+            "old_identifier": null,
+            "new_identifier": null,
+        },
+    });
+    python_json(&payload).into_bytes()
 }
 
 /// Lowercase hex HMAC-SHA256 of `body` under `secret`.

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::webhooks::{Change, Outgoing, SimWebhook, payload, sign};
+
 /// One state of the project.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimState {
@@ -95,9 +97,9 @@ pub(crate) struct World {
     /// Other projects of the workspace, with no work items.
     pub(crate) other_projects: Vec<String>,
     /// Registered webhooks.
-    pub(crate) webhooks: Vec<crate::webhooks::SimWebhook>,
+    pub(crate) webhooks: Vec<SimWebhook>,
     /// Deliveries of changes made under the lock, sent once it is released.
-    pub(crate) outbox: Vec<crate::webhooks::Outgoing>,
+    pub(crate) outbox: Vec<Outgoing>,
     next_id: u64,
     id_salt: u64,
 }
@@ -193,14 +195,34 @@ impl World {
     }
 
     /// Queues the deliveries of a change to a work item (none when
-    /// nothing changed or no webhook is registered).
+    /// nothing changed or no webhook is registered): one per changed field
+    /// and registered webhook, in the order Plane reports the fields.
     pub(crate) fn changed(&mut self, before: &SimWorkItem, after: &SimWorkItem) {
-        let changes = crate::webhooks::changes(before, after);
-        if changes.is_empty() || self.webhooks.is_empty() {
-            return;
+        let mut changes: Vec<Change> = Vec::new();
+        if before.state_id != after.state_id {
+            changes.push(("state", json!(before.state_id), json!(after.state_id)));
         }
-        let outgoing = crate::webhooks::deliveries(self, after, &changes);
-        self.outbox.extend(outgoing);
+        if before.priority != after.priority {
+            changes.push(("priority", json!(before.priority), json!(after.priority)));
+        }
+        if before.name != after.name {
+            changes.push(("name", json!(before.name), json!(after.name)));
+        }
+        for hook in self.webhooks.clone() {
+            for change in &changes {
+                let data = self.render_item(after, &["state", "labels"]);
+                let body = payload(&hook, &self.workspace_id, &self.user_id, data, change);
+                let outgoing = Outgoing {
+                    url: hook.url.clone(),
+                    delivery_id: self.new_id(),
+                    item_id: after.id.clone(),
+                    field: change.0.to_owned(),
+                    signature: sign(&hook.secret, &body),
+                    body,
+                };
+                self.outbox.push(outgoing);
+            }
+        }
     }
 
     pub(crate) fn state(&self, id: &str) -> Option<&SimState> {
