@@ -101,6 +101,19 @@ fn memory_kb(pid: u32, file: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits for a keeper to hold a slot with its executor started: (run,
+/// keeper pid).
+fn wait_kept(ledger_path: &Path) -> (ledger_core::RunId, u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(held) = kept(ledger_path).into_iter().next() {
+            return held;
+        }
+        assert!(Instant::now() < deadline, "the dispatch never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The slots held by keepers: (run, keeper pid).
 fn kept(ledger_path: &Path) -> Vec<(ledger_core::RunId, u32)> {
     if !ledger_path.exists() {
@@ -219,19 +232,13 @@ fn main() {
         let config = config(dir.path(), &sim, &["sleep", "30"]);
         let mut first = runner(&config, &dir.path().join("first.log"));
         let ledger_path = dir.path().join("var/inflight.redb");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut held = kept(&ledger_path);
-        while held.is_empty() {
-            assert!(Instant::now() < deadline, "the dispatch never started");
-            std::thread::sleep(Duration::from_millis(10));
-            held = kept(&ledger_path);
-        }
+        let (_, keeper) = wait_kept(&ledger_path);
         // The runner alone would be nothing to reclaim: its keeper too.
         first.kill().unwrap();
         first.wait().unwrap();
-        send_signal(held[0].1, libc::SIGKILL);
+        send_signal(keeper, libc::SIGKILL);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::read_to_string(format!("/proc/{}/stat", held[0].1))
+        while std::fs::read_to_string(format!("/proc/{keeper}/stat"))
             .is_ok_and(|s| !s.contains(") Z "))
         {
             assert!(Instant::now() < deadline, "the keeper outlived SIGKILL");
@@ -305,16 +312,9 @@ fn main() {
         let config = config(dir.path(), &sim, &["sleep", "30"]);
         let child = runner(&config, &dir.path().join("kept.log"));
         let ledger_path = dir.path().join("var/inflight.redb");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut held = kept(&ledger_path);
-        while held.is_empty() {
-            assert!(Instant::now() < deadline, "the dispatch never started");
-            std::thread::sleep(Duration::from_millis(10));
-            held = kept(&ledger_path);
-        }
+        let (_, keeper) = wait_kept(&ledger_path);
         // Settled: its executor started, a renewal or two made.
         std::thread::sleep(Duration::from_secs(3));
-        let keeper = held[0].1;
         let figures = [
             rss_kb(keeper),
             memory_kb(keeper, "smaps_rollup", "Shared_Clean:"),

@@ -94,21 +94,10 @@ fn a_killed_keeper_s_slot_is_reclaimed_at_the_next_start() {
     wait_until(Duration::from_secs(5), "the slot to be finished", || {
         world.open_slots().is_empty()
     });
-    let reasons: Vec<String> = events_json(&world)
-        .iter()
-        .filter(|e| e["kind"] == "finished")
-        .map(|e| {
-            format!(
-                "{}{}",
-                e["reason"].as_str().unwrap(),
-                e["rule"]
-                    .as_str()
-                    .map(|r| format!(" {r}"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
-    assert_eq!(reasons, ["reconciled DEAD_OWNER_CLEAR", "completed"]);
+    assert_eq!(
+        finishes(&world, None),
+        ["reconciled DEAD_OWNER_CLEAR", "completed"]
+    );
     assert!(
         world
             .sim

@@ -17,25 +17,6 @@ fn slot_of(store: &dyn LedgerStore, task: &str) -> Option<Slot> {
         .find(|s| s.key.task_id.as_str() == task)
 }
 
-/// The finish reasons of `task`'s runs, in order (`reconciled RULE` for a
-/// reclaim).
-fn finishes(world: &World, task: &str) -> Vec<String> {
-    events_json(world)
-        .iter()
-        .filter(|e| e["kind"] == "finished" && e["task_id"] == task)
-        .map(|e| {
-            format!(
-                "{}{}",
-                e["reason"].as_str().unwrap_or_default(),
-                e["rule"]
-                    .as_str()
-                    .map(|r| format!(" {r}"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect()
-}
-
 /// SIGTERM to a runner: it exits 0, and how long it took.
 fn stop_runner(world: &mut World, runner: usize) -> Duration {
     let sent = Instant::now();
@@ -214,7 +195,7 @@ fn an_outcome_recorded_while_no_runner_is_up_is_reported_at_the_next_start() {
         world.open_slots().is_empty()
     });
     assert_eq!(world.sim.comments(&task).len(), 1);
-    assert_eq!(finishes(&world, &task), ["completed"]);
+    assert_eq!(finishes(&world, Some(&task)), ["completed"]);
     assert_eq!(world.runs(&task).len(), 1);
     stop_runner(&mut world, second);
 }
@@ -240,7 +221,8 @@ fn a_killed_keeper_s_slot_is_reclaimed_by_its_runner_at_once() {
         || !alive(executor),
     );
     wait_until(Duration::from_secs(5), "the slot reclaimed", || {
-        finishes(&world, &task).first().map(String::as_str) == Some("reconciled DEAD_OWNER_CLEAR")
+        finishes(&world, Some(&task)).first().map(String::as_str)
+            == Some("reconciled DEAD_OWNER_CLEAR")
     });
     let took = killed.elapsed();
     eprintln!("a killed keeper's slot reclaimed {took:?} after the kill");
@@ -249,10 +231,10 @@ fn a_killed_keeper_s_slot_is_reclaimed_by_its_runner_at_once() {
         world.sim.state_of(&task).as_deref() == Some("Done")
     });
     wait_until(Duration::from_secs(5), "the second run finished", || {
-        finishes(&world, &task).len() == 2
+        finishes(&world, Some(&task)).len() == 2
     });
     assert_eq!(
-        finishes(&world, &task),
+        finishes(&world, Some(&task)),
         ["reconciled DEAD_OWNER_CLEAR", "completed"]
     );
     let attempts = world
@@ -409,9 +391,9 @@ fn watchdog_interrupt_stops_one_task_through_its_keeper() {
     );
     comment_containing(&world, &task, "was interrupted");
     wait_until(Duration::from_secs(5), "both runs finished", || {
-        finishes(&world, &task).len() == 2
+        finishes(&world, Some(&task)).len() == 2
     });
-    assert_eq!(finishes(&world, &task), ["interrupted", "completed"]);
+    assert_eq!(finishes(&world, Some(&task)), ["interrupted", "completed"]);
     // The other task's executor was left alone.
     assert!(!world.path(&format!("sigterm/{other}")).exists());
     assert_eq!(world.sim.state_of(&other).as_deref(), Some("Running"));

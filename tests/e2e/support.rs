@@ -384,23 +384,11 @@ impl World {
     /// Opens a slot for `task` as a runner of this host that has since died
     /// would have left it (its pid is beyond any pid the kernel hands out).
     pub fn slot_of_a_dead_runner(&self, task: &str) {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_owned();
-        self.open_slot(
-            task,
-            ledger_core::Owner {
-                host: read("/proc/sys/kernel/hostname"),
-                boot_id: read("/proc/sys/kernel/random/boot_id"),
-                runner: ledger_core::ProcessIdentity {
-                    pid: 5_000_000,
-                    start_time: 1,
-                },
-                executor: None,
-                role: Some("goal".into()),
-                project: None,
-                keeper: None,
-                outcome: None,
-            },
-        );
+        let dead = ledger_core::ProcessIdentity {
+            pid: 5_000_000,
+            start_time: 1,
+        };
+        self.open_slot(task, local_owner(dead, None, None));
     }
 
     /// Opens a slot for `task` as a runner on another host would have,
@@ -435,20 +423,7 @@ impl World {
         holder: ledger_core::ProcessIdentity,
         keeper: Option<u32>,
     ) {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_owned();
-        self.open_slot(
-            task,
-            ledger_core::Owner {
-                host: read("/proc/sys/kernel/hostname"),
-                boot_id: read("/proc/sys/kernel/random/boot_id"),
-                runner: holder,
-                executor: None,
-                role: Some("goal".into()),
-                project: Some(self.project()),
-                keeper,
-                outcome: None,
-            },
-        );
+        self.open_slot(task, local_owner(holder, Some(self.project()), keeper));
     }
 
     fn open_slot(&self, task: &str, owner: ledger_core::Owner) {
@@ -589,6 +564,25 @@ impl Drop for World {
     }
 }
 
+/// A holder on this host, of role `goal`.
+fn local_owner(
+    holder: ledger_core::ProcessIdentity,
+    project: Option<ProjectRef>,
+    keeper: Option<u32>,
+) -> ledger_core::Owner {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_owned();
+    ledger_core::Owner {
+        host: read("/proc/sys/kernel/hostname"),
+        boot_id: read("/proc/sys/kernel/random/boot_id"),
+        runner: holder,
+        executor: None,
+        role: Some("goal".into()),
+        project,
+        keeper,
+        outcome: None,
+    }
+}
+
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.
 /// A TCP proxy on loopback in front of `target`, which can stop forwarding
 /// (connections stay open and go silent, as across a network partition)
@@ -703,6 +697,25 @@ pub fn alive(pid: u32) -> bool {
                 .is_some_and(|state| state != "Z")
         })
         .unwrap_or(false)
+}
+
+/// The finish reasons of `task`'s runs (every task's, for `None`), in
+/// order, a reclaim as `reconciled RULE`.
+pub fn finishes(world: &World, task: Option<&str>) -> Vec<String> {
+    events_json(world)
+        .iter()
+        .filter(|e| e["kind"] == "finished" && task.is_none_or(|t| e["task_id"] == t))
+        .map(|e| {
+            format!(
+                "{}{}",
+                e["reason"].as_str().unwrap_or_default(),
+                e["rule"]
+                    .as_str()
+                    .map(|r| format!(" {r}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
 }
 
 pub fn events_json(world: &World) -> Vec<Value> {

@@ -733,41 +733,11 @@ impl LedgerStore for PgLedger {
         run: &RunId,
         executor: ExecutorIdentity,
     ) -> Result<UpdateOutcome> {
-        let (key, run) = (key.clone(), run.clone());
-        self.worker.run(move |c| {
-            let location = c.location().to_owned();
-            let record = settle(c, encode(&location, &executor))?;
-            let statement = c.statement(SET_EXECUTOR)?;
-            let updated = c.client()?.execute(
-                &statement,
-                &[
-                    &key.backend.as_str(),
-                    &key.task_id.as_str(),
-                    &run.as_str(),
-                    &record,
-                ],
-            );
-            Ok(update_outcome(updated.map_err(|e| c.error(&e))?))
-        })
+        self.update_owner(SET_EXECUTOR, key, run, executor)
     }
 
     fn set_holder(&self, key: &SlotKey, run: &RunId, holder: &Owner) -> Result<UpdateOutcome> {
-        let (key, run, holder) = (key.clone(), run.clone(), holder.clone());
-        self.worker.run(move |c| {
-            let location = c.location().to_owned();
-            let record = settle(c, encode(&location, &holder))?;
-            let statement = c.statement(SET_HOLDER)?;
-            let updated = c.client()?.execute(
-                &statement,
-                &[
-                    &key.backend.as_str(),
-                    &key.task_id.as_str(),
-                    &run.as_str(),
-                    &record,
-                ],
-            );
-            Ok(update_outcome(updated.map_err(|e| c.error(&e))?))
-        })
+        self.update_owner(SET_HOLDER, key, run, holder.clone())
     }
 
     fn open_slots(&self) -> Result<Vec<Slot>> {
@@ -963,6 +933,34 @@ impl PgLedger {
     }
 
     /// Runs `job` on the store's connection (for the import).
+    /// Writes `record` (JSON) into `run`'s slot's owner with `sql`
+    /// (`$1` backend, `$2` task, `$3` run, `$4` the record), if `run` holds
+    /// the slot.
+    fn update_owner(
+        &self,
+        sql: &'static str,
+        key: &SlotKey,
+        run: &RunId,
+        record: impl serde::Serialize + Send + 'static,
+    ) -> Result<UpdateOutcome> {
+        let (key, run) = (key.clone(), run.clone());
+        self.worker.run(move |c| {
+            let location = c.location().to_owned();
+            let record = settle(c, encode(&location, &record))?;
+            let statement = c.statement(sql)?;
+            let updated = c.client()?.execute(
+                &statement,
+                &[
+                    &key.backend.as_str(),
+                    &key.task_id.as_str(),
+                    &run.as_str(),
+                    &record,
+                ],
+            );
+            Ok(update_outcome(updated.map_err(|e| c.error(&e))?))
+        })
+    }
+
     pub(crate) fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
