@@ -1,7 +1,8 @@
 //! What inflight's two binaries share: the configuration file and its
-//! validation, the Linux [`ProcessProbe`], the adapters that let the orphan
-//! rules of `reconcile` reach the real ledger, its reconcile lock and Plane,
-//! putting reclaimed tasks back on the board, and logging.
+//! validation, the adapters that let the orphan rules of `reconcile` reach
+//! the real ledger, its reconcile lock and Plane, putting reclaimed tasks
+//! back on the board, and logging. The Linux [`ProcessProbe`] is the
+//! `process-probe` crate's, re-exported here.
 //!
 //! # Example
 //!
@@ -11,6 +12,7 @@
 //! use std::time::Duration;
 //! use reconcile::{Liveness, ProcessProbe};
 //! use runtime::{HostIdentity, LinuxProcessProbe, this_owner};
+//! // The same as `process_probe::{…}`.
 //!
 //! # fn main() -> std::io::Result<()> {
 //! let host = HostIdentity::current()?;
@@ -32,7 +34,6 @@ mod config;
 mod logging;
 mod metrics;
 mod plane;
-mod process;
 mod shutdown;
 mod store;
 
@@ -53,7 +54,7 @@ pub use plane::{
     Plane, PlaneFuture, PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error,
     requeue_reclaimed, state_of,
 };
-pub use process::{
+pub use process_probe::{
     HOST_ENV, HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, signal_group, signal_process,
     terminate_group, this_owner, this_process,
 };

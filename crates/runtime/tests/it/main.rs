@@ -1,7 +1,5 @@
-//! The Linux process probe against real processes, and the adapters against
-//! a real ledger.
+//! The adapters against a real ledger, the configuration, Plane lookups.
 
 mod adapters;
 mod config;
 mod lookup;
-mod probe;

@@ -1,10 +1,12 @@
+//! The Linux process probe against real processes.
+
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ledger_core::{ExecutorIdentity, Owner, ProcessIdentity};
+use process_probe::*;
 use reconcile::{Liveness, ProcessProbe, TerminateOutcome};
-use runtime::*;
 
 fn probe() -> (LinuxProcessProbe, HostIdentity) {
     let host = HostIdentity::current().unwrap();

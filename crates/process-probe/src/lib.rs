@@ -1,11 +1,37 @@
-//! The Linux process probe: is a slot's owner alive, and terminating what is
-//! left of a dead executor's process group.
+//! The Linux process probe: whether a slot's holder is alive, and stopping
+//! what is left of a dead executor's process group. It is the orphan rules'
+//! [`ProcessProbe`] edge on Linux, and the signals the runner, its keepers
+//! and the watchdog send.
 //!
 //! A pid alone proves nothing: pids are reused. A process is identified by
 //! its pid *and* its start time (field 22 of `/proc/<pid>/stat`, clock ticks
 //! since boot), on a given boot (`/proc/sys/kernel/random/boot_id`) of a
-//! given host. Only an owner recorded on this host can be judged dead from
-//! here; any other owner is "unknown", never "dead".
+//! given host. Only a holder recorded on this host can be judged dead from
+//! here; any other is "unknown", never "dead". The identity of the calling
+//! process is `ledger_core`'s (feature `process`), re-exported here.
+//!
+//! # Example
+//!
+//! Is this very process alive? (It is.)
+//!
+//! ```
+//! use std::time::Duration;
+//! use process_probe::{HostIdentity, LinuxProcessProbe, this_owner};
+//! use reconcile::{Liveness, ProcessProbe};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let host = HostIdentity::current()?;
+//! let probe = LinuxProcessProbe::new(host.clone(), Duration::from_secs(5));
+//! assert_eq!(probe.liveness(&this_owner(&host)?), Liveness::Alive);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`ProcessProbe`]: reconcile::ProcessProbe
+
+#![warn(missing_docs)]
+// Library code never panics on what a user, a file or a server controls:
+// `cargo xtask ci` denies unwrap, expect, indexing and panic here.
 
 use std::fs;
 use std::io;
