@@ -119,6 +119,7 @@ fn output(mut cmd: Command) -> Result<String> {
 /// is a failed test or a tool's bug report. This list is the one place the
 /// rule lives (Cargo's `[lints]` cannot tell library code from its tests).
 const LIBRARY_CRATES: &[&str] = &[
+    "inflight-config",
     "ledger-core",
     "ledger-postgres",
     "plane-client",
@@ -279,6 +280,12 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("ledger-core", &["tokio", "reqwest", "hyper", "mockall"]),
     ("reconcile", &["reqwest", "redb", "hyper", "tokio"]),
     ("plane-client", &["redb"]),
+    // The configuration is read by every binary and the keepers: no store
+    // engine, no listener, no metrics.
+    (
+        "inflight-config",
+        &["redb", "axum", "prometheus-client", "tracing-subscriber"],
+    ),
     // The probe is for any service that judges holders: std, libc and the
     // ledger's types only.
     (

@@ -1,8 +1,8 @@
-//! What inflight's two binaries share: the configuration file and its
-//! validation, the adapters that let the orphan rules of `reconcile` reach
+//! What inflight's two binaries share: the adapters that let the orphan rules of `reconcile` reach
 //! the real ledger, its reconcile lock and Plane, putting reclaimed tasks
-//! back on the board, and logging. The Linux [`ProcessProbe`] is the
-//! `process-probe` crate's, re-exported here.
+//! back on the board, and logging. The configuration file is the
+//! `inflight-config` crate's and the Linux [`ProcessProbe`] the
+//! `process-probe` crate's, both re-exported here.
 //!
 //! # Example
 //!
@@ -30,7 +30,6 @@
 
 mod adapters;
 mod board;
-mod config;
 mod logging;
 mod metrics;
 mod plane;
@@ -41,7 +40,7 @@ pub use adapters::{LedgerAdapter, StoreStartupLock};
 pub use board::{
     BoardView, SharedBoard, board_key, decode_hint, decode_items, encode_hint, encode_items,
 };
-pub use config::{
+pub use inflight_config::{
     BackendSettings, CommentPolicy, Config, ConfigError, LedgerSettings, PlaneSettings,
     PostgresSettings, RoleSettings, StopMode, StoreSettings, WatcherSettings, WebhookSettings,
 };

@@ -1,5 +1,4 @@
-//! The adapters against a real ledger, the configuration, Plane lookups.
+//! The adapters against a real ledger, and Plane lookups.
 
 mod adapters;
-mod config;
 mod lookup;

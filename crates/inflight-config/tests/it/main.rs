@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use runtime::{Config, ConfigError};
+use inflight_config::{Config, ConfigError};
 
 const VALID: &str = r#"
 [ledger]
@@ -156,7 +156,7 @@ fn the_postgres_store_has_its_keys_and_defaults() {
     );
     let (_dir, path) = write(&postgres);
     let config = Config::load(&path).unwrap();
-    let runtime::StoreSettings::Postgres(pg) = &config.ledger.store else {
+    let inflight_config::StoreSettings::Postgres(pg) = &config.ledger.store else {
         panic!("expected the postgres store, got {:?}", config.ledger.store);
     };
     assert_eq!(pg.url, "postgresql://inflight@db.example:5432/inflight");
@@ -172,7 +172,7 @@ fn the_postgres_store_has_its_keys_and_defaults() {
     // redb stays the default, and its lease is the watcher's.
     let (_dir, path) = write(VALID);
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.ledger.store, runtime::StoreSettings::Redb);
+    assert_eq!(config.ledger.store, inflight_config::StoreSettings::Redb);
     assert_eq!(config.renew_interval(), config.watcher.lease / 3);
 
     for (change, key) in [
@@ -248,10 +248,16 @@ fn the_postgres_store_has_its_keys_and_defaults() {
 fn the_comment_policy_defaults_to_always_and_a_bad_one_is_named() {
     let (_dir, path) = write(VALID);
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.watcher.comment, runtime::CommentPolicy::Always);
+    assert_eq!(
+        config.watcher.comment,
+        inflight_config::CommentPolicy::Always
+    );
     let (_dir, path) = write(&format!("{VALID}\n[watcher]\ncomment = \"failures\"\n"));
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.watcher.comment, runtime::CommentPolicy::Failures);
+    assert_eq!(
+        config.watcher.comment,
+        inflight_config::CommentPolicy::Failures
+    );
     let err = error_for(&format!("{VALID}\n[watcher]\ncomment = \"sometimes\"\n"));
     let text = err.to_string();
     assert!(
@@ -264,14 +270,14 @@ fn the_comment_policy_defaults_to_always_and_a_bad_one_is_named() {
 fn stopping_hands_over_by_default_and_parallel_is_one() {
     let (_dir, path) = write(VALID);
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.watcher.on_stop, runtime::StopMode::Handover);
+    assert_eq!(config.watcher.on_stop, inflight_config::StopMode::Handover);
     assert_eq!(config.watcher.drain, std::time::Duration::from_secs(600));
     assert!(config.roles.values().all(|r| r.parallel == 1));
     let (_dir, path) = write(&format!(
         "{VALID}\n[watcher]\non_stop = \"drain\"\ndrain_secs = 30\n"
     ));
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.watcher.on_stop, runtime::StopMode::Drain);
+    assert_eq!(config.watcher.on_stop, inflight_config::StopMode::Drain);
     assert_eq!(config.watcher.drain, std::time::Duration::from_secs(30));
     let err = error_for(&format!("{VALID}\n[watcher]\non_stop = \"kill\"\n"));
     let text = err.to_string();
