@@ -120,6 +120,7 @@ fn output(mut cmd: Command) -> Result<String> {
 /// rule lives (Cargo's `[lints]` cannot tell library code from its tests).
 const LIBRARY_CRATES: &[&str] = &[
     "inflight-config",
+    "inflight-metrics",
     "ledger-core",
     "ledger-postgres",
     "plane-client",
@@ -286,6 +287,8 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         "inflight-config",
         &["redb", "axum", "prometheus-client", "tracing-subscriber"],
     ),
+    // Metrics read the ledger through the contract only.
+    ("inflight-metrics", &["redb", "tracing-subscriber"]),
     // The probe is for any service that judges holders: std, libc and the
     // ledger's types only.
     (

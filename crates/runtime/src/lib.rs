@@ -31,7 +31,6 @@
 mod adapters;
 mod board;
 mod logging;
-mod metrics;
 mod plane;
 mod shutdown;
 mod store;
@@ -44,11 +43,11 @@ pub use inflight_config::{
     BackendSettings, CommentPolicy, Config, ConfigError, LedgerSettings, PlaneSettings,
     PostgresSettings, RoleSettings, StopMode, StoreSettings, WatcherSettings, WebhookSettings,
 };
-pub use logging::{LogFormat, init_logging};
-pub use metrics::{
+pub use inflight_metrics::{
     CLASSIC_CONTENT_TYPE, LedgerSide, Metrics, OPENMETRICS_CONTENT_TYPE, classic, serve_metrics,
     spawn_metrics, write_textfile,
 };
+pub use logging::{LogFormat, init_logging};
 pub use plane::{
     Plane, PlaneFuture, PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error,
     requeue_reclaimed, state_of,

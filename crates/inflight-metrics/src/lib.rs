@@ -13,12 +13,18 @@
 //! every Prometheus and `promtool` reads, or as OpenMetrics to a scraper
 //! that asks for it (`Accept: application/openmetrics-text`).
 //!
+//! # Example
+//!
 //! ```
-//! let metrics = runtime::Metrics::new();
+//! let metrics = inflight_metrics::Metrics::new();
 //! metrics.admitted("local", std::time::Duration::from_millis(3));
 //! let text = metrics.render(false);
 //! assert!(text.contains("inflight_admissions_total{backend=\"local\",outcome=\"admitted\",reason=\"\"} 1"));
 //! ```
+
+#![warn(missing_docs)]
+// Library code never panics on what a user, a file or a server controls:
+// `cargo xtask ci` denies unwrap, expect, indexing and panic here.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicU64;
@@ -34,7 +40,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::Config;
+use inflight_config::Config;
 
 /// The content type of the classic text format.
 pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
