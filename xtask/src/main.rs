@@ -124,6 +124,7 @@ const LIBRARY_CRATES: &[&str] = &[
     "ledger-core",
     "ledger-postgres",
     "plane-client",
+    "plane-fleet",
     "process-probe",
     "reconcile",
     "runtime",
@@ -287,6 +288,9 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         "inflight-config",
         &["redb", "axum", "prometheus-client", "tracing-subscriber"],
     ),
+    // The fleet's Plane coordination reaches the ledger through the
+    // contract only.
+    ("plane-fleet", &["redb", "tracing-subscriber"]),
     // Metrics read the ledger through the contract only.
     ("inflight-metrics", &["redb", "tracing-subscriber"]),
     // The probe is for any service that judges holders: std, libc and the
@@ -361,13 +365,17 @@ fn check_boundaries() -> Result {
     }
 }
 
-/// Where the binaries and `runtime` may not name the redb store: they hold
-/// the `LedgerStore` contract only. The one exception is the factory that
+/// Where the binaries, `runtime` and the concern crates it wires may not
+/// name the redb store: they hold the `LedgerStore` contract only. The one exception is the factory that
 /// opens the configured store.
 const SEAM_SOURCES: &[&str] = &[
     "crates/watcher-bin/src",
     "crates/watchdog-bin/src",
     "crates/runtime/src",
+    "crates/plane-fleet/src",
+    "crates/inflight-metrics/src",
+    "crates/inflight-config/src",
+    "crates/process-probe/src",
 ];
 const SEAM_FACTORY: &str = "crates/runtime/src/store.rs";
 /// The redb crate and the redb store's own types.

@@ -29,16 +29,11 @@
 // `cargo xtask ci` denies unwrap, expect, indexing and panic here.
 
 mod adapters;
-mod board;
 mod logging;
-mod plane;
 mod shutdown;
 mod store;
 
 pub use adapters::{LedgerAdapter, StoreStartupLock};
-pub use board::{
-    BoardView, SharedBoard, board_key, decode_hint, decode_items, encode_hint, encode_items,
-};
 pub use inflight_config::{
     BackendSettings, CommentPolicy, Config, ConfigError, LedgerSettings, PlaneSettings,
     PostgresSettings, RoleSettings, StopMode, StoreSettings, WatcherSettings, WebhookSettings,
@@ -48,13 +43,17 @@ pub use inflight_metrics::{
     spawn_metrics, write_textfile,
 };
 pub use logging::{LogFormat, init_logging};
-pub use plane::{
+pub use plane_fleet::{
+    BoardView, SharedBoard, board_key, decode_hint, decode_items, encode_hint, encode_items,
+};
+pub use plane_fleet::{
     Plane, PlaneFuture, PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error,
     requeue_reclaimed, state_of,
 };
+pub use plane_fleet::{StoreBudget, on_store, plane_client};
 pub use process_probe::{
     HOST_ENV, HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, signal_group, signal_process,
     terminate_group, this_owner, this_process,
 };
 pub use shutdown::Shutdown;
-pub use store::{StoreBudget, on_store, open_store, plane_client};
+pub use store::open_store;

@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ledger_core::{
-    AdmitOutcome, AdmitRequest, BudgetAnswer, Clock, Event, ExecutorIdentity, FinishOutcome,
-    FinishReason, ImportReport, Ledger, LedgerError, LedgerStore, Limits, Owner, PruneReport,
-    Result, RunId, Slot, SlotKey, StoreLock, SystemClock, TaskAttempts, TaskId, Timestamp,
-    UpdateOutcome,
+    AdmitOutcome, AdmitRequest, BudgetAnswer, Event, ExecutorIdentity, FinishOutcome, FinishReason,
+    ImportReport, Ledger, LedgerError, LedgerStore, Limits, Owner, PruneReport, Result, RunId,
+    Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
 };
 
 use ledger_postgres::{PgLedger, PgOptions, TimeSource};
@@ -103,75 +102,6 @@ fn gone(path: &Path) -> LedgerError {
         path: path.to_path_buf(),
         source: "the thread opening the ledger ended without a result".into(),
     }
-}
-
-/// The ledger's store as Plane's shared request budget: every process
-/// using the same store and API key draws from one window (every process
-/// of the host with redb, every host with PostgreSQL).
-#[derive(Debug)]
-pub struct StoreBudget {
-    /// Where the budget is kept.
-    pub store: Arc<dyn LedgerStore>,
-    /// Told what the window has left after each take.
-    pub metrics: Option<Arc<crate::Metrics>>,
-}
-
-impl plane_client::SharedBudget for StoreBudget {
-    fn take(
-        &self,
-        key: &str,
-        limit: u32,
-        window: Duration,
-    ) -> std::result::Result<plane_client::SharedTake, String> {
-        let answer = self
-            .store
-            .take_budget(key, limit, window, SystemClock.now())
-            .map_err(|e| e.to_string())?;
-        if let Some(metrics) = &self.metrics {
-            let held = match answer {
-                BudgetAnswer::Taken { in_window } | BudgetAnswer::Wait { in_window, .. } => {
-                    in_window
-                }
-            };
-            metrics.budget_left(i64::from(limit) - i64::from(held));
-        }
-        match answer {
-            BudgetAnswer::Taken { .. } => Ok(plane_client::SharedTake::Taken),
-            BudgetAnswer::Wait {
-                wait,
-                in_window,
-                paused,
-            } => Ok(plane_client::SharedTake::Wait {
-                wait,
-                in_window,
-                paused,
-            }),
-        }
-    }
-
-    fn pause(&self, key: &str, wait: Duration) -> std::result::Result<(), String> {
-        self.store
-            .pause_budget(key, wait, SystemClock.now())
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// The Plane client for `config` (from [`Config::plane_config`]), drawing
-/// its requests from the budget that `store` keeps for the key, shared
-/// with every process using both, and telling `metrics` of each request.
-pub fn plane_client(
-    config: plane_client::PlaneConfig,
-    store: &Arc<dyn LedgerStore>,
-    metrics: &Arc<crate::Metrics>,
-) -> std::result::Result<plane_client::PlaneClient, plane_client::PlaneError> {
-    let budget = StoreBudget {
-        store: store.clone(),
-        metrics: Some(metrics.clone()),
-    };
-    Ok(
-        plane_client::PlaneClient::with_shared_budget(config, Arc::new(budget))?
-            .with_observer(metrics.clone()),
-    )
 }
 
 /// A ledger still opening in the background.
@@ -349,28 +279,5 @@ impl LedgerStore for Opening {
 
     fn board_hints_after(&self, key: &str, after: u64) -> Result<ledger_core::BoardHints> {
         self.ledger()?.board_hints_after(key, after)
-    }
-}
-
-/// Runs a store call on tokio's blocking pool and waits for it without
-/// blocking the runtime: a durable commit, or a wait of up to
-/// `write_deadline` for another process's write lock, must not stall the
-/// runtime's other work (timers, a shutdown signal, an executor's output).
-///
-/// A panic in the call is resumed in the caller, as if the call had been
-/// made in place.
-pub async fn on_store<T: Send + 'static>(
-    store: &Arc<dyn LedgerStore>,
-    call: impl FnOnce(&dyn LedgerStore) -> T + Send + 'static,
-) -> T {
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || call(&*store)).await {
-        Ok(out) => out,
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            // Only a runtime shutting down cancels a blocking task; the
-            // caller is going away with it.
-            Err(_) => std::future::pending().await,
-        },
     }
 }

@@ -18,7 +18,9 @@ use ledger_core::{BoardLook, BoardSnapshot, Clock, EventKind, LedgerStore, TaskI
 use plane_client::{LabelRef, PlaneError, StateGroup, StateLite, StateRef, WorkItem};
 use serde::{Deserialize, Serialize};
 
-use crate::{Config, Plane, on_store};
+use inflight_config::Config;
+
+use crate::{Plane, on_store};
 
 /// How long a listing holds off other listers: long enough for five pages
 /// at a paced budget; a lister that dies is replaced after it.

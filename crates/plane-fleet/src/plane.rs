@@ -17,7 +17,7 @@ use reconcile::{
     TaskState, TaskStatus,
 };
 
-use crate::{Config, RoleSettings};
+use inflight_config::{Config, RoleSettings};
 
 /// A Plane call in flight.
 pub type PlaneFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, PlaneError>> + Send + 'a>>;

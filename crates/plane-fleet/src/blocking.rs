@@ -1,0 +1,28 @@
+//! Store calls from async code.
+
+use std::sync::Arc;
+
+use ledger_core::LedgerStore;
+
+/// Runs a store call on tokio's blocking pool and waits for it without
+/// blocking the runtime: a durable commit, or a wait of up to
+/// `write_deadline` for another process's write lock, must not stall the
+/// runtime's other work (timers, a shutdown signal, an executor's output).
+///
+/// A panic in the call is resumed in the caller, as if the call had been
+/// made in place.
+pub async fn on_store<T: Send + 'static>(
+    store: &Arc<dyn LedgerStore>,
+    call: impl FnOnce(&dyn LedgerStore) -> T + Send + 'static,
+) -> T {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || call(&*store)).await {
+        Ok(out) => out,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only a runtime shutting down cancels a blocking task; the
+            // caller is going away with it.
+            Err(_) => std::future::pending().await,
+        },
+    }
+}
