@@ -366,7 +366,7 @@ fn main() {
     );
     let mb = |kb: u64| kb as f64 / 1024.0;
     println!(
-        "| a keeper's resident memory while its executor runs (of it, clean pages of the binary shared with the runner and every keeper) | {:.1} MB ({:.1} MB) | | under 5 MB |",
+        "| a keeper's resident memory while its executor runs (of it, clean pages of the binary and the C library, shared with the runner and every keeper) | {:.1} MB ({:.1} MB) | | under 5 MB |",
         mb(keeper_rss[0]),
         mb(keeper_rss[1])
     );

@@ -16,7 +16,7 @@ use plane_client::PlaneError;
 use runtime::{Config, HostIdentity, LinuxProcessProbe};
 use tokio::time::Instant;
 use watchdog_bin::{ScanDependencies, Scanner};
-use watcher_bin::{Dependencies, InProcessKeepers, Runner, Summary};
+use watcher_bin::{Dependencies, InProcessKeepers, Keeper, Keepers, LaunchFuture, Runner, Summary};
 
 /// A runner's world: its configuration, ledger, board and executors.
 struct Rig {
@@ -64,19 +64,22 @@ impl Rig {
     }
 
     fn runner(&self, once: bool) -> Runner {
+        let keepers = InProcessKeepers::new(
+            self.config.clone(),
+            self.store.clone(),
+            Arc::new(self.executors.clone()),
+            Arc::new(VirtualClock::new()),
+        )
+        .unwrap();
+        self.runner_with(once, Arc::new(keepers))
+    }
+
+    fn runner_with(&self, once: bool, keepers: Arc<dyn Keepers>) -> Runner {
         let dependencies = Dependencies {
             store: self.store.clone(),
             plane: Arc::new(self.board.clone()),
             probe: self.probe(),
-            keepers: Arc::new(
-                InProcessKeepers::new(
-                    self.config.clone(),
-                    self.store.clone(),
-                    Arc::new(self.executors.clone()),
-                    Arc::new(VirtualClock::new()),
-                )
-                .unwrap(),
-            ),
+            keepers,
             clock: Arc::new(VirtualClock::new()),
         };
         Runner::with_dependencies(self.config.clone(), "goal", once, dependencies).unwrap()
@@ -563,4 +566,57 @@ async fn the_comment_policy_keeps_quiet_about_what_went_well() {
             );
         }
     }
+}
+
+/// Keepers that start and never take their slot over (a keeper stuck
+/// opening a store that does not answer, say).
+#[derive(Debug)]
+struct StuckKeepers;
+
+#[derive(Debug)]
+struct StuckKeeper;
+
+impl Keepers for StuckKeepers {
+    fn start<'a>(
+        &'a self,
+        _job: &'a watcher_bin::KeeperJob,
+    ) -> LaunchFuture<'a, std::io::Result<Box<dyn Keeper>>> {
+        Box::pin(async { Ok(Box::new(StuckKeeper) as Box<dyn Keeper>) })
+    }
+    fn adopt(&self, _holder: &ledger_core::Owner) -> Box<dyn Keeper> {
+        Box::new(StuckKeeper)
+    }
+}
+
+impl Keeper for StuckKeeper {
+    fn wait(&mut self) -> LaunchFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+    fn interrupt(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A stop while a keeper is still taking its slot over does not wait for
+/// it (the hand-over's 30-s limit): the runner exits at once and leaves the
+/// run to the keeper. The slot stays open, held by the runner until the
+/// keeper takes it; had the keeper died, the next sweep would reclaim it.
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_a_keeper_takes_its_slot_leaves_the_run_to_it() {
+    let rig = Rig::new(Script::RunsUntilTerm, &[]);
+    rig.board.add_task("Handed late", "Ready for AI");
+    let shutdown = tokio::time::sleep(secs(5));
+    let summary = rig
+        .runner_with(false, Arc::new(StuckKeepers))
+        .run(shutdown)
+        .await
+        .unwrap();
+    assert_eq!(rig.started.elapsed(), secs(5));
+    assert_eq!(summary.dispatched, 1);
+    assert_eq!(
+        rig.open_slots(),
+        1,
+        "the slot was finished under its keeper"
+    );
+    assert!(rig.finishes().is_empty());
 }

@@ -58,7 +58,8 @@ impl plane_client::SharedBudget for StoreBudget {
     }
 }
 
-/// The Plane client for `config` (from [`Config::plane_config`]), drawing
+/// The Plane client for `config` (from
+/// [`Config::plane_config`](inflight_config::Config::plane_config)), drawing
 /// its requests from the budget that `store` keeps for the key, shared
 /// with every process using both, and telling `metrics` of each request.
 pub fn plane_client(

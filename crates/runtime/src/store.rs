@@ -35,7 +35,7 @@ const OPEN_PATIENCE: Duration = Duration::from_millis(250);
 /// quarter of a second is returned as it is. One that is still waiting then, because
 /// another process holds the file's write lock, goes on in the background:
 /// the store returned at once makes each call wait for it (on the blocking
-/// pool, through [`on_store`]), so a runner comes up, bounds its start-up
+/// pool, through [`on_store`](crate::on_store)), so a runner comes up, bounds its start-up
 /// sweep, and claims once the lock frees.
 pub fn open_store(config: &Config) -> Result<Arc<dyn LedgerStore>, LedgerError> {
     match &config.ledger.store {

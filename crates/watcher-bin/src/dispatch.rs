@@ -177,6 +177,7 @@ impl Runner {
         };
         let limit = Instant::now() + HAND_OVER_LIMIT;
         let mut exited = false;
+        let mut stopping = stop.clone();
         loop {
             let (key, wanted) = (run.key.clone(), run.id.clone());
             match on_store(&self.ledger, move |s| s.slot(&key)).await {
@@ -211,6 +212,15 @@ impl Runner {
             tokio::select! {
                 _ = keeper.wait() => exited = true,
                 _ = tokio::time::sleep(HAND_OVER_POLL) => {}
+                // A stop does not wait for a keeper still starting: the run
+                // is left to it. If it takes the slot, the next runner
+                // adopts it; if it dies first (it dies with this runner
+                // until it has taken the slot), the slot's holder is this
+                // runner, gone, and the next sweep puts the task back.
+                _ = stopping.wait_for(|s| *s) => {
+                    tracing::info!(task = %run.task, run = %run.id, "shutting down while a keeper takes its slot: the run is left to it");
+                    return Ok(keeper);
+                }
             }
         }
     }
