@@ -276,6 +276,15 @@ impl Supervised<'_> {
         stop: watch::Receiver<bool>,
     ) -> Ran {
         let (task, run) = (&self.job.key.task_id, &self.job.run);
+        // Interrupted before anything ran (its runner gave up waiting for
+        // it, or an operator was quick): start nothing.
+        if *stop.borrow() {
+            return Ran::Ended {
+                ending: RunEnding::Interrupted,
+                executor: None,
+                tail: None,
+            };
+        }
         let launch = self.launch();
         let mut executor = match launcher.launch(&launch).await {
             Ok(executor) => executor,
