@@ -2,6 +2,7 @@
 //! and inputs that must not make anything panic.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -250,4 +251,34 @@ fn the_api_key_never_reaches_any_output() {
         bytes > 10_000,
         "the commands said almost nothing ({bytes} bytes): the test would prove nothing"
     );
+}
+
+/// Text logs written to a file carry no terminal escapes (issue 22): the
+/// runner's, its keepers' (which share its stderr) and the watchdog's.
+#[test]
+fn text_logs_to_a_file_carry_no_colour_codes() {
+    let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    let task = world.sim.add_work_item("plain job", "Ready for AI");
+    let runner = world.spawn_args(
+        "watcher",
+        &["--role", "goal", "--log-format", "text"],
+        "text-runner",
+    );
+    wait_until(Duration::from_secs(20), "the task done", || {
+        world.sim.state_of(&task).as_deref() == Some("Done")
+    });
+    world.signal(runner, libc::SIGTERM);
+    world.wait(runner, Duration::from_secs(10));
+    // Something for the watchdog to say: a dead runner's slot to reclaim.
+    world.slot_of_a_dead_runner("orphan-task");
+    let scan = world.watchdog(&["--log-format", "text", "scan", "--apply"]);
+    let logs = [
+        world.log("text-runner"),
+        String::from_utf8_lossy(&scan.stderr).into_owned(),
+    ];
+    for log in &logs {
+        assert!(!log.is_empty(), "nothing was logged");
+        assert!(!log.contains('\u{1b}'), "{log}");
+    }
+    assert!(logs[0].contains("keeping the run"), "{}", logs[0]);
 }

@@ -34,12 +34,15 @@ impl FromStr for LogFormat {
 }
 
 /// Installs the global subscriber: `RUST_LOG` (default `info`), on stderr,
-/// so stdout carries only data.
+/// so stdout carries only data. Text lines are coloured only when stderr is
+/// a terminal: a file, a pipe or the journal gets plain text.
 pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
