@@ -62,6 +62,12 @@ fn fate(process: &ProcessIdentity) -> io::Result<ProcessFate> {
     })
 }
 
+/// Whether `process` still runs as that process: its pid not gone, not
+/// reused by another process, not a zombie.
+pub fn is_running(process: &ProcessIdentity) -> io::Result<bool> {
+    Ok(fate(process)? == ProcessFate::Running)
+}
+
 fn describe(role: &str, process: &ProcessIdentity, fate: ProcessFate) -> String {
     match fate {
         ProcessFate::Running => format!("{role} pid {} is running", process.pid),
@@ -184,10 +190,8 @@ pub fn signal_group(group: u32, signal: i32) -> io::Result<()> {
 /// and start time, not a zombie); whether it was signalled. A reused pid is
 /// never signalled.
 pub fn signal_process(process: &ProcessIdentity, signal: i32) -> io::Result<bool> {
-    match proc_stat(process.pid)? {
-        Some(stat)
-            if stat.start_time == process.start_time && stat.state != 'Z' && stat.state != 'X' => {}
-        _ => return Ok(false),
+    if !is_running(process)? {
+        return Ok(false);
     }
     let pid = libc::pid_t::try_from(process.pid)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;

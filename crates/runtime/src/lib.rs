@@ -52,8 +52,8 @@ pub use plane_fleet::{
 };
 pub use plane_fleet::{StoreBudget, on_store, plane_client};
 pub use process_probe::{
-    HOST_ENV, HostIdentity, LinuxProcessProbe, ProcStat, proc_stat, signal_group, signal_process,
-    terminate_group, this_owner, this_process,
+    HOST_ENV, HostIdentity, LinuxProcessProbe, ProcStat, is_running, proc_stat, signal_group,
+    signal_process, terminate_group, this_owner, this_process,
 };
 pub use shutdown::Shutdown;
 pub use store::open_store;

@@ -175,7 +175,7 @@ pub async fn keep(
         // Stopped in time; the slot is still this keeper's until its lease
         // runs out: record why, for the task to go back.
         Ran::Lost(LostRun::Unrenewable { executor, tail }) => (RunEnding::Fenced, executor, tail),
-        Ran::Lost(LostRun::Reclaimed { .. }) => {
+        Ran::Lost(LostRun::Reclaimed) => {
             return KeeperEnd::NotHeld("the slot was reclaimed while the executor ran".into());
         }
         Ran::Failed(why) => return KeeperEnd::Failed(why),
@@ -198,7 +198,9 @@ pub async fn keep(
     // attempt learns).
     let give_up = Instant::now() + config.lease() * 2 + Duration::from_secs(60);
     let mut wait = Duration::from_millis(250);
-    for attempt in 1.. {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
         match set_holder(&store, &job, &holder).await {
             Ok(UpdateOutcome::Updated) => {
                 tracing::info!(task = %job.key.task_id, run = %job.run, ending = ?outcome.ending, took_ms = outcome.took_ms, "recorded the run's outcome");
@@ -219,7 +221,6 @@ pub async fn keep(
             }
         }
     }
-    KeeperEnd::Failed("could not record the run's outcome".into())
 }
 
 async fn set_holder(
@@ -247,13 +248,11 @@ enum Ran {
     Failed(String),
 }
 
-/// A run stopped because its slot was lost: how, the executor and the
-/// end of its output.
+/// A run stopped because its slot was lost: reclaimed (nothing to record),
+/// or its lease unrenewable (the executor and the end of its output, for
+/// the record).
 enum LostRun {
-    Reclaimed {
-        #[allow(dead_code)]
-        executor: Option<ExecutorIdentity>,
-    },
+    Reclaimed,
     Unrenewable {
         executor: Option<ExecutorIdentity>,
         tail: Option<String>,
@@ -335,9 +334,7 @@ impl Supervised<'_> {
                 executor: Some(identity),
                 tail: output.render(),
             },
-            Err(Lost::Reclaimed) => Ran::Lost(LostRun::Reclaimed {
-                executor: Some(identity),
-            }),
+            Err(Lost::Reclaimed) => Ran::Lost(LostRun::Reclaimed),
             Err(Lost::Unrenewable) => Ran::Lost(LostRun::Unrenewable {
                 executor: Some(identity),
                 tail: output.render(),

@@ -111,8 +111,7 @@ const ADOPTED_POLL: Duration = Duration::from_millis(100);
 impl KeeperProcess {
     /// Whether the process is still the keeper and running.
     fn running(&self) -> bool {
-        matches!(proc_stat(self.process.pid), Ok(Some(stat))
-            if stat.start_time == self.process.start_time && stat.state != 'Z' && stat.state != 'X')
+        runtime::is_running(&self.process).unwrap_or(false)
     }
 }
 
@@ -129,16 +128,11 @@ impl Keeper for KeeperProcess {
         })
     }
 
+    /// SIGTERM, if it still runs as that process (its pid not reused): the
+    /// keeper stops its executor and records the run as interrupted.
     fn interrupt(&self) -> io::Result<()> {
-        interrupt_keeper(&self.process)
+        runtime::signal_process(&self.process, libc::SIGTERM).map(|_| ())
     }
-}
-
-/// Sends SIGTERM to the keeper `process`, if it still runs as that process
-/// (its pid not reused): the keeper stops its executor and records the run
-/// as interrupted.
-pub fn interrupt_keeper(process: &ProcessIdentity) -> io::Result<()> {
-    runtime::signal_process(process, libc::SIGTERM).map(|_| ())
 }
 
 /// Keepers as tasks of the caller's tokio runtime: the keeper's logic

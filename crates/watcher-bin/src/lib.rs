@@ -64,9 +64,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use keeper::{KEEPER_ARG, KeeperEnd, KeeperJob, KeeperParts, keep};
-pub use keepers::{
-    InProcessKeepers, Keeper, Keepers, ProcessKeepers, interrupt_keeper, run_keeper_if_asked,
-};
+pub use keepers::{InProcessKeepers, Keeper, Keepers, ProcessKeepers, run_keeper_if_asked};
 pub use launch::{Executor, Launch, LaunchFuture, Launcher};
 pub use output::OutputTail;
 pub use spawn::{EXEC_GATE_ARG, Spawner, StartGate, run_exec_gate_if_asked};
