@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fakes::{Board, Executors, RenewalLog, Script, VirtualClock};
 use inflight_e2e::{TestConfig, TestRole};
-use ledger_core::{EventKind, FinishReason, LedgerStore};
+use ledger_core::{Clock, EventKind, FinishReason, LedgerStore};
 use plane_client::PlaneError;
 use runtime::{Config, HostIdentity, LinuxProcessProbe};
 use tokio::time::Instant;
@@ -107,6 +107,35 @@ impl Rig {
         };
         let summary = self.runner(once).run(shutdown).await.unwrap();
         (summary, self.started.elapsed())
+    }
+
+    /// Opens a slot for `task` held by a runner of this host that is gone
+    /// (this process's pid with another start time: the pid reused).
+    fn open_dead_slot(&self, task: &str) {
+        let mut owner = runtime::this_owner(&HostIdentity::current().unwrap()).unwrap();
+        owner.runner.start_time = 1;
+        owner.role = Some("goal".into());
+        owner.project = Some(self.config.project());
+        let now = ledger_core::SystemClock.now();
+        let request = ledger_core::AdmitRequest {
+            key: ledger_core::SlotKey::new(
+                ledger_core::Backend::new("local").unwrap(),
+                ledger_core::TaskId::new(task).unwrap(),
+            ),
+            run_id: ledger_core::RunId::generate(now),
+            owner,
+            lease: secs(300),
+        };
+        let limits = ledger_core::Limits {
+            global_max_concurrent: None,
+            backend: ledger_core::BackendLimits {
+                max_concurrent: 1,
+                max_per_hour: None,
+                max_per_day: None,
+            },
+        };
+        let admitted = self.store.admit(&request, &limits, now).unwrap();
+        assert!(matches!(admitted, ledger_core::AdmitOutcome::Admitted(_)));
     }
 
     /// How each slot finished, in order.
@@ -365,26 +394,198 @@ async fn shutdown_while_an_executor_ignores_sigterm_waits_out_the_grace_period_t
     assert_eq!(stopped_at, secs(25));
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_watchdog_scans_once_per_interval_and_stops_mid_wait() {
-    let rig = Rig::new(Script::RunsUntilTerm, &[]);
-    rig.board.add_task("Idle", "Ready for AI");
-    let scanner = rig.scanner();
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `watchdog run` in-process: started with `options` (its interval 60 s),
+/// stopped by `stop`; the scan times it reported, and the virtual time it
+/// returned at.
+async fn watchdog_run(
+    rig: &Rig,
+    options: watchdog_bin::RunOptions,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (Vec<ledger_core::Timestamp>, Duration) {
+    let scanner = rig
+        .scanner()
+        .with_webhook_secret(plane_client::webhook::WebhookSecret::new(HOOK_SECRET));
     let mut scanned = Vec::new();
-    let shutdown = tokio::time::sleep(secs(150));
-    watchdog_bin::run_scans(&scanner, secs(60), true, shutdown, |report| {
+    watchdog_bin::run(scanner, options, stop, |report| {
         let report = report.unwrap();
         assert!(report.project.ok, "{report:?}");
         scanned.push(report.scanned_at);
     })
+    .await
+    .unwrap();
+    (scanned, rig.started.elapsed())
+}
+
+const HOOK_SECRET: &str = "plane_wh_inprocess";
+
+/// POSTs one signed delivery saying work item `id` entered `state`; the
+/// status line of the answer.
+async fn deliver(port: u16, project: &str, id: &str, state: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::json!({
+        "event": "issue",
+        "action": "updated",
+        "webhook_id": "w1",
+        "workspace_id": "ws1",
+        "data": {
+            "id": id,
+            "name": "Hinted",
+            "project": project,
+            "state": {"id": "s1", "name": state, "group": "unstarted", "color": "#3a3a3a"},
+            "labels": [],
+            "created_at": "2026-12-01T00:00:00Z",
+        },
+        "activity": {"field": "state"},
+    })
+    .to_string();
+    let secret = plane_client::webhook::WebhookSecret::new(HOOK_SECRET);
+    let signature = plane_client::webhook::sign(&secret, body.as_bytes());
+    let mut tries = 0;
+    let mut stream = loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(stream) => break stream,
+            // Not listening yet.
+            Err(_) if tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("nothing listens for webhooks on port {port}: {e}"),
+        }
+    };
+    let request = format!(
+        "POST /plane HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+         x-plane-delivery: d-{id}\r\nx-plane-event: issue\r\nx-plane-signature: {signature}\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn watchdog_run_scans_each_interval_records_webhook_hints_and_rewrites_its_textfile() {
+    let port = free_port();
+    let listen = format!("listen = \"127.0.0.1:{port}\"");
+    let rig = Rig::new(
+        Script::RunsUntilTerm,
+        &[
+            ("webhook", listen.as_str()),
+            (
+                "webhook",
+                "secret_env = \"INFLIGHT_INPROCESS_UNUSED_SECRET\"",
+            ),
+        ],
+    );
+    let task = rig.board.add_task("Idle", "Ready for AI");
+    let textfile = rig._dir.path().join("inflight.prom");
+    let options = watchdog_bin::RunOptions {
+        interval: secs(60),
+        apply: true,
+        metrics_addr: None,
+        textfile: Some(textfile.clone()),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let project = rig.config.plane.project_id.clone();
+    let (store, board) = (rig.store.clone(), runtime::board_key(&rig.config));
+    let textfile_read = textfile.clone();
+    let checks = tokio::spawn(async move {
+        // A delivery for a task entering the role's claim state: answered
+        // 200, and a hint naming it is in the store.
+        assert_eq!(
+            deliver(port, &project, &task, "Ready for AI").await,
+            "HTTP/1.1 200 OK"
+        );
+        let hints = store.board_hints_after(&board, 0).unwrap();
+        assert_eq!(hints.hints.len(), 1, "{hints:?}");
+        assert!(
+            String::from_utf8_lossy(&hints.hints[0]).contains(&task),
+            "{hints:?}"
+        );
+        // One for a state no role claims: answered 200, no hint.
+        assert_eq!(
+            deliver(port, &project, "other", "Done").await,
+            "HTTP/1.1 200 OK"
+        );
+        assert_eq!(store.board_hints_after(&board, 0).unwrap().hints.len(), 1);
+        tokio::time::sleep_until(Instant::now() + secs(150)).await;
+        // Rewritten at 0, 60 and 120 s: the last one counts the scans
+        // of 0 and 60 s at least.
+        let text = std::fs::read_to_string(&textfile_read).unwrap();
+        let scans: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("inflight_scan_duration_seconds_count "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no scan count in the textfile:\n{text}"));
+        assert!(scans >= 2, "{scans} scans in the textfile:\n{text}");
+        let _ = stop.send(());
+    });
+    let (scanned, returned) = watchdog_run(&rig, options, async {
+        let _ = stopped.await;
+    })
     .await;
-    assert_eq!(rig.started.elapsed(), secs(150), "it stops at once");
+    checks.await.unwrap();
+    assert_eq!(returned, secs(150), "it stops at once");
     assert_eq!(scanned.len(), 3, "at 0, 60 and 120 s: {scanned:?}");
     let gaps: Vec<Duration> = scanned
         .windows(2)
         .map(|w| w[1].duration_since(w[0]))
         .collect();
     assert_eq!(gaps, [secs(60), secs(60)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn watchdog_run_stops_at_once_whatever_it_waits_for() {
+    let options = || watchdog_bin::RunOptions {
+        interval: secs(60),
+        apply: true,
+        ..Default::default()
+    };
+    // Between two scans.
+    let rig = Rig::new(Script::RunsUntilTerm, &[]);
+    let (scanned, returned) = watchdog_run(&rig, options(), tokio::time::sleep(secs(90))).await;
+    assert_eq!((scanned.len(), returned), (2, secs(90)));
+    // In a scan waiting for Plane's answer (about a slot a gone runner
+    // left open).
+    let rig = Rig::new(Script::RunsUntilTerm, &[]);
+    let task = rig.board.add_task("Left open", "Ready for AI");
+    rig.open_dead_slot(&task);
+    rig.board.stall("", secs(600));
+    let (scanned, returned) = watchdog_run(&rig, options(), tokio::time::sleep(secs(30))).await;
+    assert_eq!((scanned.len(), returned), (0, secs(30)));
+    // With the webhook listener and the textfile writer waiting too.
+    let port = free_port();
+    let listen = format!("listen = \"127.0.0.1:{port}\"");
+    let rig = Rig::new(
+        Script::RunsUntilTerm,
+        &[
+            ("webhook", listen.as_str()),
+            (
+                "webhook",
+                "secret_env = \"INFLIGHT_INPROCESS_UNUSED_SECRET\"",
+            ),
+        ],
+    );
+    let with_all = watchdog_bin::RunOptions {
+        textfile: Some(rig._dir.path().join("inflight.prom")),
+        ..options()
+    };
+    let (scanned, returned) = watchdog_run(&rig, with_all, tokio::time::sleep(secs(10))).await;
+    assert_eq!((scanned.len(), returned), (1, secs(10)));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the webhook listener is closed once run returns"
+    );
 }
 
 #[tokio::test(start_paused = true)]

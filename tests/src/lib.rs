@@ -162,6 +162,20 @@ impl TestConfig {
                 extra(&format!("roles.{}", role.name)),
             ));
         }
+        // Any other table (`[webhook]`, say), in the order first named.
+        let known = |t: &str| {
+            ["ledger", "plane", "limits", "backends.local", "watcher"].contains(&t)
+                || self.roles.iter().any(|r| t == format!("roles.{}", r.name))
+        };
+        let mut others: Vec<&str> = Vec::new();
+        for (table, _) in &self.extra {
+            if !known(table) && !others.contains(table) {
+                others.push(table);
+            }
+        }
+        for table in others {
+            text.push_str(&format!("\n[{table}]\n{}", extra(table)));
+        }
         text
     }
 }

@@ -55,5 +55,5 @@ pub use process_probe::{
     HOST_ENV, HostIdentity, LinuxProcessProbe, ProcStat, is_running, proc_stat, signal_group,
     signal_process, terminate_group, this_owner, this_process,
 };
-pub use shutdown::Shutdown;
+pub use shutdown::{Shutdown, run_main};
 pub use store::open_store;

@@ -36,6 +36,21 @@ impl Shutdown {
         Ok(shutdown)
     }
 
+    /// Stops once `cause` completes (a test's timer, an embedder's own
+    /// signal), telling every task waiting on [`Shutdown::stopped`]. Call
+    /// it inside a tokio runtime.
+    pub fn when(cause: impl Future<Output = ()> + Send + 'static) -> Self {
+        let shutdown = Self {
+            stop: Arc::new(watch::channel(false).0),
+        };
+        let caused = shutdown.clone();
+        tokio::spawn(async move {
+            cause.await;
+            caused.stop();
+        });
+        shutdown
+    }
+
     /// Stops everything waiting (the process is done).
     pub fn stop(&self) {
         self.stop.send_replace(true);
@@ -47,6 +62,41 @@ impl Shutdown {
         async move {
             // The sender lives as long as any clone of this `Shutdown`.
             let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+    }
+}
+
+/// A binary's `main` after its arguments are parsed: runs `work` on a
+/// current-thread runtime, then turns its outcome into an exit status:
+/// 0, or the message on stderr (`NAME: error`) and `status(&error)`.
+///
+/// A store call cut short by shutdown (a sweep waiting for another
+/// process's write lock, say) may still sit on a blocking thread: it gets
+/// half a second, then the process exits without it. A commit under way is
+/// atomic like any other a kill interrupts.
+pub fn run_main<E: std::fmt::Display>(
+    name: &str,
+    work: impl Future<Output = Result<(), E>>,
+    status: impl FnOnce(&E) -> u8,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = runtime.block_on(work);
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::from(status(&e))
         }
     }
 }

@@ -1,22 +1,34 @@
-//! The inflight watchdog's commands, as a library so tests can call them;
-//! `main.rs` parses arguments and prints.
+//! The inflight watchdog as a library: [`run`] is `watchdog run` (scans,
+//! webhooks, metrics, textfile) given a [`Scanner`] and a shutdown; the
+//! one-shot commands ([`status`], [`events`], [`release`], [`interrupt`],
+//! [`import_usage_json`], [`metrics_text`]) take a store, so tests and
+//! other services hand them one. `main.rs` opens the configured store,
+//! calls them and prints; [`cli`] is its command line.
 //!
-//! Every command opens the ledger in multi-process mode, so it runs beside
-//! live runners without stopping them.
+//! Stores are shared with live runners (redb in multi-process mode,
+//! PostgreSQL by design), so every command runs beside them.
 //!
 //! # Example
 //!
 //! ```no_run
 //! # fn example(config: &runtime::Config) -> Result<(), watchdog_bin::WatchdogError> {
-//! let status = watchdog_bin::status(config)?;
-//! println!("{}", serde_json::to_string_pretty(&status).unwrap());
+//! // Store calls block: in async code, make them on the blocking pool.
+//! let store = runtime::open_store(config)?;
+//! let probe = watchdog_bin::probe(config)?;
+//! let now = ledger_core::SystemClock.now();
+//! let status = watchdog_bin::status(&*store, config, &probe, now)?;
+//! println!("{}", watchdog_bin::status_text(&status));
 //! # Ok(())
 //! # }
 //! ```
 
 #![warn(missing_docs)]
 
+pub mod cli;
+mod service;
 pub mod webhook;
+
+pub use service::{RunOptions, run, run_scans};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -74,7 +86,31 @@ fn open_ledger(config: &Config) -> Result<Arc<dyn LedgerStore>, WatchdogError> {
     Ok(runtime::open_store(config)?)
 }
 
-fn probe(config: &Config) -> Result<LinuxProcessProbe, WatchdogError> {
+/// Runs `call` on the blocking pool: opening a store and calling it block,
+/// and a runtime's thread must stay free (for signals, above all).
+async fn off_runtime<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, WatchdogError> + Send + 'static,
+) -> Result<T, WatchdogError> {
+    tokio::task::spawn_blocking(call).await.map_err(|e| {
+        WatchdogError::Io(std::io::Error::other(format!(
+            "the command did not complete: {e}"
+        )))
+    })?
+}
+
+/// Opens the store `config` names and runs `call` with it, both on the
+/// blocking pool: how an async caller runs a one-shot command.
+pub async fn with_store<T: Send + 'static>(
+    config: &Config,
+    call: impl FnOnce(&dyn LedgerStore, &Config) -> Result<T, WatchdogError> + Send + 'static,
+) -> Result<T, WatchdogError> {
+    let config = config.clone();
+    off_runtime(move || call(&*open_ledger(&config)?, &config)).await
+}
+
+/// The process probe the commands judge owners with: this host's
+/// identity, `watcher.grace_secs` of slack.
+pub fn probe(config: &Config) -> Result<LinuxProcessProbe, WatchdogError> {
     Ok(LinuxProcessProbe::new(
         HostIdentity::current()?,
         config.watcher.grace,
@@ -103,6 +139,9 @@ pub struct Scanner {
     probe: Arc<dyn ProcessProbe>,
     clock: Arc<dyn Clock>,
     metrics: Arc<runtime::Metrics>,
+    /// The webhook secret, when given rather than read from the
+    /// environment.
+    webhook_secret: Option<plane_client::webhook::WebhookSecret>,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -115,7 +154,8 @@ impl std::fmt::Debug for Scanner {
 }
 
 impl Scanner {
-    /// Opens the ledger and builds the Plane client.
+    /// Opens the ledger and builds the Plane client. Blocks: from async
+    /// code, call [`Scanner::open`].
     pub fn new(config: Config) -> Result<Self, WatchdogError> {
         let store = open_ledger(&config)?;
         let metrics = runtime::Metrics::new();
@@ -134,6 +174,12 @@ impl Scanner {
         Ok(scanner)
     }
 
+    /// [`Scanner::new`] on the blocking pool, for async callers (opening a
+    /// store blocks).
+    pub async fn open(config: Config) -> Result<Self, WatchdogError> {
+        off_runtime(move || Self::new(config)).await
+    }
+
     /// What this watchdog counts (scans, reclaims, Plane requests, webhook
     /// deliveries), for `--metrics-addr` and `--textfile`.
     pub fn metrics(&self) -> Arc<runtime::Metrics> {
@@ -150,6 +196,11 @@ impl Scanner {
         }
     }
 
+    /// The configuration it scans for.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The ledger store it scans.
     pub fn store(&self) -> Arc<dyn LedgerStore> {
         self.ledger.clone()
@@ -163,13 +214,16 @@ impl Scanner {
         let Some(settings) = &self.config.webhook else {
             return Ok(None);
         };
-        let secret = plane_client::webhook::WebhookSecret::from_env(&settings.secret_env).map_err(
-            |message| ConfigError {
-                path: self.config.path.display().to_string(),
-                key: "webhook.secret_env".into(),
-                message,
-            },
-        )?;
+        let secret = match &self.webhook_secret {
+            Some(secret) => secret.clone(),
+            None => plane_client::webhook::WebhookSecret::from_env(&settings.secret_env).map_err(
+                |message| ConfigError {
+                    path: self.config.path.display().to_string(),
+                    key: "webhook.secret_env".into(),
+                    message,
+                },
+            )?,
+        };
         Ok(Some(webhook::Receiver::new(
             &self.config,
             secret,
@@ -178,6 +232,13 @@ impl Scanner {
             settings.max_body_bytes,
             self.metrics.clone(),
         )))
+    }
+
+    /// Verifies webhook deliveries with `secret` instead of the one
+    /// `webhook.secret_env` names (an embedder's, a test's).
+    pub fn with_webhook_secret(mut self, secret: plane_client::webhook::WebhookSecret) -> Self {
+        self.webhook_secret = Some(secret);
+        self
     }
 
     /// A scanner for `config` working with `dependencies`.
@@ -195,6 +256,7 @@ impl Scanner {
             probe,
             clock,
             metrics: runtime::Metrics::new(),
+            webhook_secret: None,
         }
     }
 
@@ -234,37 +296,6 @@ impl Scanner {
             }
         }
         Ok(report)
-    }
-}
-
-/// Scans every `interval` until `shutdown` completes, handing each scan's
-/// outcome to `each` as it ends. Shutdown cancels a scan that is waiting on
-/// Plane (for its rate budget, a backoff, a slow answer); what the scan had
-/// already applied stays applied, and nothing is half-applied, since each
-/// reclaim is one conditional finish.
-pub async fn run_scans(
-    scanner: &Scanner,
-    interval: std::time::Duration,
-    apply: bool,
-    shutdown: impl std::future::Future<Output = ()>,
-    mut each: impl FnMut(Result<ScanReport, WatchdogError>),
-) {
-    tokio::pin!(shutdown);
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = ticks.tick() => {}
-        }
-        let started = std::time::Instant::now();
-        tokio::select! {
-            _ = &mut shutdown => break,
-            outcome = scanner.scan(apply) => {
-                scanner.metrics.scanned(started.elapsed(), outcome.as_ref().ok());
-                each(outcome)
-            }
-        }
     }
 }
 
@@ -351,11 +382,32 @@ pub struct Status {
     pub global_max_concurrent: Option<u32>,
 }
 
+/// `check-config`'s findings for a terminal: the project, then each role
+/// (`ok` or its problems).
+pub fn config_check_text(config: &Config, check: &ConfigCheck) -> String {
+    let mut out = format!(
+        "plane: project {} answers ({} work items)\n",
+        config.project(),
+        check.work_items
+    );
+    for (role, problems) in &check.roles {
+        if problems.is_empty() {
+            out.push_str(&format!("role {role}: ok\n"));
+        }
+        for problem in problems {
+            out.push_str(&format!("role {role}: {problem}\n"));
+        }
+    }
+    out
+}
+
 /// Open slots, their owners' liveness, and counts against the caps.
-pub fn status(config: &Config) -> Result<Status, WatchdogError> {
-    let ledger = open_ledger(config)?;
-    let probe = probe(config)?;
-    let now = SystemClock.now();
+pub fn status(
+    ledger: &dyn LedgerStore,
+    config: &Config,
+    probe: &dyn ProcessProbe,
+    now: Timestamp,
+) -> Result<Status, WatchdogError> {
     let mut backends: BTreeMap<String, BackendStatus> = config
         .backends
         .iter()
@@ -460,8 +512,7 @@ fn age(secs: u64) -> String {
 }
 
 /// The audit log since `since` (everything retained when `None`).
-pub fn events(config: &Config, since: Option<&str>) -> Result<Vec<Event>, WatchdogError> {
-    let ledger = open_ledger(config)?;
+pub fn events(ledger: &dyn LedgerStore, since: Option<&str>) -> Result<Vec<Event>, WatchdogError> {
     match since {
         None => Ok(ledger.events_after(0, usize::MAX)?),
         Some(text) => {
@@ -507,10 +558,11 @@ pub fn event_text(event: &Event) -> String {
 
 /// Releases an open slot by hand.
 pub fn release(
-    config: &Config,
+    ledger: &dyn LedgerStore,
     backend: &str,
     task: &str,
     run: Option<&str>,
+    now: Timestamp,
 ) -> Result<FinishOutcome, WatchdogError> {
     let usage = |flag: &str, e: ledger_core::IdError| WatchdogError::Usage(format!("{flag}: {e}"));
     let key = SlotKey::new(
@@ -521,18 +573,59 @@ pub fn release(
         .map(RunId::new)
         .transpose()
         .map_err(|e| usage("--run", e))?;
-    let ledger = open_ledger(config)?;
-    Ok(ledger.finish(
-        &key,
-        run.as_ref(),
-        FinishReason::ReleasedByOperator,
-        SystemClock.now(),
-    )?)
+    Ok(ledger.finish(&key, run.as_ref(), FinishReason::ReleasedByOperator, now)?)
 }
 
 /// Migrates the reference system's `usage.json`.
-pub fn import_usage_json(config: &Config, file: &Path) -> Result<ImportReport, WatchdogError> {
-    Ok(open_ledger(config)?.import_usage_json(file)?)
+pub fn import_usage_json(
+    ledger: &dyn LedgerStore,
+    file: &Path,
+) -> Result<ImportReport, WatchdogError> {
+    Ok(ledger.import_usage_json(file)?)
+}
+
+/// `import-usage-json`'s report as one JSON object.
+pub fn import_report_json(report: &ImportReport) -> serde_json::Value {
+    serde_json::json!({
+        "entries": report.entries,
+        "started": report.started,
+        "finished": report.finished,
+        "unrelated": report.unrelated,
+        "malformed": report.malformed,
+        "malformed_examples": report.malformed_examples,
+        "events_recorded": report.events_recorded,
+        "already_imported": report.already_imported,
+        "slots_opened": report.slots_opened,
+        "slots_closed": report.slots_closed,
+        "slots_held_by_other_runs": report.slots_held_by_other_runs,
+        "open_after_import": report.open_after_fold.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
+/// `release`'s answer for a terminal.
+pub fn release_text(backend: &str, task: &str, released: &FinishOutcome) -> String {
+    match released {
+        FinishOutcome::Finished(slot) => format!("released {} (run {})", slot.key, slot.run_id),
+        FinishOutcome::NotInFlight => {
+            format!("nothing to release: no open slot for {backend}/{task}")
+        }
+        FinishOutcome::OtherRunInFlight { open_run } => {
+            format!("not released: {backend}/{task} is held by run {open_run}, not the one given")
+        }
+    }
+}
+
+/// The ledger's metrics once (`watchdog metrics`), in Prometheus' text
+/// format. Blocks: call it off the async runtime.
+pub fn metrics_text(
+    ledger: &dyn LedgerStore,
+    config: &Config,
+    probe: &dyn ProcessProbe,
+    now: Timestamp,
+) -> Result<String, WatchdogError> {
+    let metrics = runtime::Metrics::new();
+    metrics.refresh(ledger, config, Some(probe), now)?;
+    Ok(metrics.render_ledger(false))
 }
 
 /// Which running executors `watchdog interrupt` stops.
@@ -544,6 +637,24 @@ pub enum InterruptWhich {
     Role(String),
     /// Every run.
     All,
+}
+
+impl InterruptWhich {
+    /// From `interrupt`'s flags: exactly one of `--task`, `--role`, `--all`.
+    pub fn from_flags(
+        task: Option<String>,
+        role: Option<String>,
+        all: bool,
+    ) -> Result<Self, WatchdogError> {
+        match (task, role, all) {
+            (Some(task), None, false) => Ok(Self::Task(task)),
+            (None, Some(role), false) => Ok(Self::Role(role)),
+            (None, None, true) => Ok(Self::All),
+            _ => Err(WatchdogError::Usage(
+                "interrupt needs exactly one of --task, --role, --all".into(),
+            )),
+        }
+    }
 }
 
 impl std::fmt::Display for InterruptWhich {
@@ -576,8 +687,12 @@ pub enum InterruptVerdict {
 /// Asks the keepers of the matching slots on this host to stop their
 /// executors ([`InterruptVerdict`] for each); a slot's keeper is signalled
 /// only if it still runs as the process its slot records.
+/// [`WatchdogError::NothingToInterrupt`] when a task or role was asked for
+/// and no open slot matches; `--all` with nothing open is no error.
 pub fn interrupt(
+    ledger: &dyn LedgerStore,
     config: &Config,
+    host: &HostIdentity,
     which: &InterruptWhich,
 ) -> Result<Vec<(ledger_core::Slot, InterruptVerdict)>, WatchdogError> {
     if let InterruptWhich::Role(role) = which
@@ -589,8 +704,6 @@ pub fn interrupt(
             known.join(", ")
         )));
     }
-    let host = HostIdentity::current()?;
-    let ledger = open_ledger(config)?;
     let mut done = Vec::new();
     for slot in ledger.open_slots()? {
         let holder = &slot.owner;
@@ -615,7 +728,12 @@ pub fn interrupt(
         };
         done.push((slot, verdict));
     }
-    Ok(done)
+    match which {
+        InterruptWhich::Task(_) | InterruptWhich::Role(_) if done.is_empty() => {
+            Err(WatchdogError::NothingToInterrupt(which.to_string()))
+        }
+        _ => Ok(done),
+    }
 }
 
 /// `watchdog interrupt`'s line for one slot.

@@ -222,7 +222,8 @@ impl Runner {
     /// the ledger, builds the Plane client (reading the API key from the
     /// environment) and starts keepers as this binary (see
     /// [`ProcessKeepers`]; its `main` must call [`run_keeper_if_asked`]),
-    /// logging in `log_format`. Call it inside a tokio runtime.
+    /// logging in `log_format`. Call it inside a tokio runtime, off its
+    /// threads (from async code: [`Runner::open`]).
     pub fn new(
         config: Config,
         role: &str,
@@ -246,6 +247,19 @@ impl Runner {
             clock: Arc::new(SystemClock),
         };
         Ok(Self::with_dependencies(config, role, once, dependencies)?.with_metrics(metrics))
+    }
+
+    /// [`Runner::new`] on the blocking pool, for async callers: opening a
+    /// store blocks (a PostgreSQL store connects and migrates).
+    pub async fn open(
+        config: Config,
+        role: String,
+        once: bool,
+        log_format: LogFormat,
+    ) -> Result<Self, WatcherError> {
+        tokio::task::spawn_blocking(move || Self::new(config, &role, once, log_format))
+            .await
+            .map_err(|e| std::io::Error::other(format!("opening the runner: {e}")))?
     }
 
     /// Counts into `metrics` from now on (see [`Runner::metrics`]).

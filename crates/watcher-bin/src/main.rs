@@ -82,42 +82,24 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("watcher: cannot start: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let outcome = runtime.block_on(run(args));
-    // A store call cut short by shutdown (a start-up sweep waiting for
-    // another process's write lock, say) may still sit on a blocking
-    // thread: give it a moment, then exit without it. Its commit, if it
-    // was under way, is atomic like any other a kill interrupts.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e @ (WatcherError::Config(_) | WatcherError::Role { .. })) => {
-            eprintln!("watcher: {e}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("watcher: {e}");
-            ExitCode::from(1)
-        }
-    }
+    runtime::run_main("watcher", run(args), |e| match e {
+        WatcherError::Config(_) | WatcherError::Role { .. } => 2,
+        _ => 1,
+    })
 }
 
 async fn run(args: Args) -> Result<(), WatcherError> {
     let config = Config::load(&args.config)?;
-    let mut runner = Runner::new(config, &args.role, args.once, args.log_format)?;
+    let shutdown = runtime::Shutdown::on_signals()?;
+    // A stop while the store is still being opened (a database that does
+    // not answer yet) is a stop: nothing was claimed.
+    let mut runner = tokio::select! {
+        runner = Runner::open(config, args.role, args.once, args.log_format) => runner?,
+        _ = shutdown.stopped() => return Ok(()),
+    };
     if let Some(secs) = args.poll_interval {
         runner = runner.with_poll_interval(Duration::from_secs(secs));
     }
-    let shutdown = runtime::Shutdown::on_signals()?;
     let serving = match args.metrics_addr {
         Some(addr) => Some(
             runtime::spawn_metrics(

@@ -1,0 +1,125 @@
+//! `watchdog`'s command line, in the library so that `--help`, man pages
+//! and completions come from one definition and tests can read it.
+
+#![allow(missing_docs)] // Documented by clap's doc comments, which are the help.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use runtime::LogFormat;
+
+/// Watches inflight's ledger: reclaims slots that dead runners left open, and
+/// answers an operator's questions about it.
+///
+/// Every command shares the ledger file with running runners. Reports and
+/// listings go to stdout; logs go to stderr.
+///
+/// Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.
+#[derive(Debug, Parser)]
+#[command(name = "watchdog", version)]
+pub struct Args {
+    /// The configuration file (TOML; see docs/configuration.md).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr; RUST_LOG sets the level.
+    #[arg(long, value_name = "FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One pass of the orphan rules; prints the JSON report
+    /// {"scanned_at", "apply", "actions": [...], "project": {...},
+    /// "lookups_failed", ...}. A dry run unless --apply. Exits 1, after the
+    /// report, when the project did not answer or a lookup or a reclaim
+    /// failed.
+    Scan {
+        /// Reclaim what the rules match (and put still-running tasks back).
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Scan every SECS seconds until SIGTERM or SIGINT; one JSON report a
+    /// line. A scan that fails is logged ("scan incomplete") and retried at
+    /// the next tick. With a `[webhook]` table in the configuration, also
+    /// receive Plane's webhook deliveries on webhook.listen (secret from
+    /// webhook.secret_env) and wake the runners they concern.
+    Run {
+        /// Seconds between scans.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        interval: u64,
+        /// Reclaim what the rules match.
+        #[arg(long)]
+        apply: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics (GET only; e.g.
+        /// 127.0.0.1:9102).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// Every SECS seconds (the scan interval), rewrite FILE (e.g.
+        /// /var/lib/node_exporter/textfile/inflight.prom) with the metrics,
+        /// atomically, for node_exporter's textfile collector.
+        #[arg(long, value_name = "FILE")]
+        textfile: Option<PathBuf>,
+    },
+    /// Print the ledger's metrics once (open slots, caps, oldest open slot,
+    /// starts in the rate windows) in Prometheus' text format.
+    Metrics,
+    /// Open slots with their owners' liveness, and counts against the caps.
+    Status {
+        /// One JSON object with a `slots` array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log.
+    Events {
+        /// Only events at or after this time (RFC 3339, e.g.
+        /// 2026-11-28T00:00:00Z).
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<String>,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release an open slot by hand (finished as released by operator).
+    Release {
+        /// The slot's backend.
+        #[arg(long)]
+        backend: String,
+        /// The slot's task id.
+        #[arg(long)]
+        task: String,
+        /// Only if this run holds it.
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Stop running executors through their keepers: each keeper on this
+    /// host gets SIGTERM, stops its executor (SIGTERM to the executor's
+    /// process group, watcher.grace_secs, SIGKILL) and records the run as
+    /// interrupted; the role's runner then finishes the slot and puts the
+    /// task back in its claim state (when no runner is up, the next one
+    /// does). Give exactly one of --task, --role, --all. Exits 1 when
+    /// nothing running matches --task or --role.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["task", "role", "all"])))]
+    Interrupt {
+        /// The task (work item id) whose run to stop.
+        #[arg(long)]
+        task: Option<String>,
+        /// Every run of this role.
+        #[arg(long)]
+        role: Option<String>,
+        /// Every run on this host.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Check the configuration against Plane: the project answers with this
+    /// key, and every role's states and labels exist there. Exits 2 naming
+    /// each role key whose name Plane lacks, 1 when Plane does not answer.
+    CheckConfig,
+    /// Import the reference system's usage.json: rebuilds the open slots and
+    /// the event history. Safe to repeat.
+    ImportUsageJson {
+        /// The usage.json file.
+        file: PathBuf,
+    },
+}
