@@ -18,6 +18,14 @@ use tokio::time::Instant;
 use watchdog_bin::{ScanDependencies, Scanner};
 use watcher_bin::{Dependencies, InProcessKeepers, Keeper, Keepers, LaunchFuture, Runner, Summary};
 
+/// The test's own store calls. They block the test's runtime on purpose:
+/// nothing of the service runs meanwhile and virtual time stands still.
+/// (The service's own calls are checked: a debug build refuses a store
+/// call on a runtime's thread, see `runtime::open_store`.)
+fn test_side<T>(call: impl FnOnce() -> T) -> T {
+    ledger_core::blocking::may_block(call)
+}
+
 /// A runner's world: its configuration, ledger, board and executors.
 struct Rig {
     _dir: tempfile::TempDir,
@@ -46,7 +54,9 @@ impl Rig {
         let path = dir.path().join("inflight.toml");
         std::fs::write(&path, config.render()).unwrap();
         let config = Config::load(&path).unwrap();
-        let store = Arc::new(RenewalLog::new(runtime::open_store(&config).unwrap()));
+        let store = Arc::new(RenewalLog::new(test_side(|| {
+            runtime::open_store(&config).unwrap()
+        })));
         Self {
             _dir: dir,
             config,
@@ -134,15 +144,13 @@ impl Rig {
                 max_per_day: None,
             },
         };
-        let admitted = self.store.admit(&request, &limits, now).unwrap();
+        let admitted = test_side(|| self.store.admit(&request, &limits, now).unwrap());
         assert!(matches!(admitted, ledger_core::AdmitOutcome::Admitted(_)));
     }
 
     /// How each slot finished, in order.
     fn finishes(&self) -> Vec<FinishReason> {
-        self.store
-            .events_after(0, 1000)
-            .unwrap()
+        test_side(|| self.store.events_after(0, 1000).unwrap())
             .into_iter()
             .filter_map(|e| match e.kind {
                 EventKind::Finished { reason, .. } => Some(reason),
@@ -152,7 +160,7 @@ impl Rig {
     }
 
     fn open_slots(&self) -> usize {
-        self.store.open_slots().unwrap().len()
+        test_side(|| self.store.open_slots().unwrap().len())
     }
 }
 
@@ -506,7 +514,7 @@ async fn watchdog_run_scans_each_interval_records_webhook_hints_and_rewrites_its
             deliver(port, &project, &task, "Ready for AI").await,
             "HTTP/1.1 200 OK"
         );
-        let hints = store.board_hints_after(&board, 0).unwrap();
+        let hints = test_side(|| store.board_hints_after(&board, 0).unwrap());
         assert_eq!(hints.hints.len(), 1, "{hints:?}");
         assert!(
             String::from_utf8_lossy(&hints.hints[0]).contains(&task),
@@ -517,7 +525,8 @@ async fn watchdog_run_scans_each_interval_records_webhook_hints_and_rewrites_its
             deliver(port, &project, "other", "Done").await,
             "HTTP/1.1 200 OK"
         );
-        assert_eq!(store.board_hints_after(&board, 0).unwrap().hints.len(), 1);
+        let hints = test_side(|| store.board_hints_after(&board, 0).unwrap());
+        assert_eq!(hints.hints.len(), 1);
         tokio::time::sleep_until(Instant::now() + secs(150)).await;
         // Rewritten at 0, 60 and 120 s: the last one counts the scans
         // of 0 and 60 s at least.
@@ -596,18 +605,16 @@ async fn a_slot_reclaimed_while_held_stops_its_executor_at_the_next_renewal() {
     // Another host's watchdog reclaims the slot 25 s into the run.
     let reclaim = tokio::spawn(async move {
         tokio::time::sleep(secs(25)).await;
-        let slot = store.open_slots().unwrap().remove(0);
+        let slot = test_side(|| store.open_slots().unwrap().remove(0));
         let reason = FinishReason::Reconciled {
             rule: "LEASE_EXPIRED_CLEAR".into(),
         };
-        store
-            .finish(
-                &slot.key,
-                Some(&slot.run_id),
-                reason,
-                VirtualClock::new().now_for_test(),
-            )
-            .unwrap();
+        let now = VirtualClock::new().now_for_test();
+        test_side(|| {
+            store
+                .finish(&slot.key, Some(&slot.run_id), reason, now)
+                .unwrap()
+        });
     });
     let (_, stopped_at) = rig.run(false, Some(secs(40))).await;
     reclaim.await.unwrap();
@@ -688,9 +695,7 @@ async fn a_runner_cut_off_from_its_ledger_stops_its_executor_before_the_lease_ru
         .map(|(_, v)| v.clone())
         .unwrap();
     assert!(
-        rig.store
-            .open_slots()
-            .unwrap()
+        test_side(|| rig.store.open_slots().unwrap())
             .iter()
             .all(|slot| slot.run_id.as_str() != first_run),
         "the first run's slot is finished"

@@ -733,7 +733,9 @@ impl Metrics {
             let (metrics, side) = (self.clone(), side.clone());
             let refreshed = tokio::task::spawn_blocking(move || {
                 let now = side.clock.now();
-                metrics.refresh(&*side.store, &side.config, side.probe.as_deref(), now)
+                ledger_core::blocking::may_block(|| {
+                    metrics.refresh(&*side.store, &side.config, side.probe.as_deref(), now)
+                })
             })
             .await;
             match refreshed {

@@ -93,6 +93,7 @@
 // Library code never panics on what a user, a file or a server controls:
 // `cargo xtask ci` denies unwrap, expect, indexing and panic here.
 
+pub mod blocking;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod contract;

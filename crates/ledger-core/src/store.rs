@@ -149,6 +149,7 @@ impl Ledger {
     /// exist. A file that exists but is not a ledger is reported, never
     /// rewritten.
     pub fn open_with(path: impl AsRef<Path>, mut options: LedgerOptions) -> Result<Self> {
+        crate::blocking::entering("opening a ledger");
         let path = path.as_ref().to_path_buf();
         options.retention = options.retention.max(RateWindow::Daily.length());
         match fs::metadata(&path) {
@@ -275,6 +276,7 @@ impl Ledger {
         &self,
         apply: impl FnOnce(&WriteTransaction) -> Result<Tx<T>>,
     ) -> Result<T> {
+        crate::blocking::entering("a ledger write");
         contain_panics(&self.path, || self.write_unguarded(apply))
     }
 
@@ -607,6 +609,7 @@ impl Ledger {
 
     /// Runs a query in one read transaction (a consistent snapshot).
     fn read<T>(&self, query: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
+        crate::blocking::entering("a ledger read");
         contain_panics(&self.path, || {
             let txn = self.db.begin_read().map_err(|e| self.storage(e))?;
             query(&txn)

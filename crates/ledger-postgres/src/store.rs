@@ -52,6 +52,7 @@ impl PgLedger {
     /// Connects, creates the schema if it is missing (or checks its
     /// version), and returns the store.
     pub fn open(options: PgOptions) -> Result<Self> {
+        ledger_core::blocking::entering("opening a PostgreSQL ledger");
         let (connector, location) = connector(&options)?;
         let worker = Worker::start("ledger-postgres", connector, location.clone())?;
         let schema = options.schema.clone();

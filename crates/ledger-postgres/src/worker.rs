@@ -154,6 +154,7 @@ impl Worker {
         &self,
         job: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        ledger_core::blocking::entering("a PostgreSQL ledger call");
         let (reply, answer) = mpsc::channel();
         let job: Job = Box::new(move |connection| {
             let _ = reply.send(job(connection));

@@ -16,7 +16,9 @@ pub async fn on_store<T: Send + 'static>(
     call: impl FnOnce(&dyn LedgerStore) -> T + Send + 'static,
 ) -> T {
     let store = store.clone();
-    match tokio::task::spawn_blocking(move || call(&*store)).await {
+    match tokio::task::spawn_blocking(move || ledger_core::blocking::may_block(|| call(&*store)))
+        .await
+    {
         Ok(out) => out,
         Err(e) => match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ledger_core::blocking::may_block;
 use ledger_core::{BudgetAnswer, Clock, LedgerStore, SystemClock};
 
 /// The ledger's store as Plane's shared request budget: every process
@@ -25,10 +26,12 @@ impl plane_client::SharedBudget for StoreBudget {
         limit: u32,
         window: Duration,
     ) -> std::result::Result<plane_client::SharedTake, String> {
-        let answer = self
-            .store
-            .take_budget(key, limit, window, SystemClock.now())
-            .map_err(|e| e.to_string())?;
+        // The client calls this on its blocking pool (see SharedBudget).
+        let answer = may_block(|| {
+            self.store
+                .take_budget(key, limit, window, SystemClock.now())
+        })
+        .map_err(|e| e.to_string())?;
         if let Some(metrics) = &self.metrics {
             let held = match answer {
                 BudgetAnswer::Taken { in_window } | BudgetAnswer::Wait { in_window, .. } => {
@@ -52,8 +55,7 @@ impl plane_client::SharedBudget for StoreBudget {
     }
 
     fn pause(&self, key: &str, wait: Duration) -> std::result::Result<(), String> {
-        self.store
-            .pause_budget(key, wait, SystemClock.now())
+        may_block(|| self.store.pause_budget(key, wait, SystemClock.now()))
             .map_err(|e| e.to_string())
     }
 }

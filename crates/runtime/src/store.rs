@@ -38,6 +38,8 @@ const OPEN_PATIENCE: Duration = Duration::from_millis(250);
 /// pool, through [`on_store`](crate::on_store)), so a runner comes up, bounds its start-up
 /// sweep, and claims once the lock frees.
 pub fn open_store(config: &Config) -> Result<Arc<dyn LedgerStore>, LedgerError> {
+    #[cfg(debug_assertions)]
+    ledger_core::blocking::check_each_call(refuse_on_a_runtime_thread);
     match &config.ledger.store {
         StoreSettings::Redb => open_redb(config),
         StoreSettings::Postgres(pg) => Ok(Arc::new(open_postgres(config, pg)?)),
@@ -279,5 +281,27 @@ impl LedgerStore for Opening {
 
     fn board_hints_after(&self, key: &str, after: u64) -> Result<ledger_core::BoardHints> {
         self.ledger()?.board_hints_after(key, after)
+    }
+}
+
+/// The check debug builds install with the first store the factory opens
+/// (see [`ledger_core::blocking`]): a store opened or called on a thread
+/// that drives a tokio runtime's tasks, outside
+/// [`ledger_core::blocking::may_block`], is a bug: it stalls every task of
+/// that runtime (shutdown signals, lease renewals) for as long as the
+/// store takes. Every test that drives the services in-process or runs a
+/// debug binary finds such a call.
+#[cfg(debug_assertions)]
+#[allow(
+    clippy::panic,
+    reason = "a debug build's assertion of a programming error, never of input"
+)]
+fn refuse_on_a_runtime_thread(what: &'static str) {
+    if tokio::runtime::Handle::try_current().is_ok() && !ledger_core::blocking::marked() {
+        panic!(
+            "{what} on an async runtime's thread: it would block the runtime; \
+             call the store through on_store (or on a blocking thread, inside \
+             ledger_core::blocking::may_block)"
+        );
     }
 }

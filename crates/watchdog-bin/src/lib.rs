@@ -91,11 +91,13 @@ fn open_ledger(config: &Config) -> Result<Arc<dyn LedgerStore>, WatchdogError> {
 async fn off_runtime<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, WatchdogError> + Send + 'static,
 ) -> Result<T, WatchdogError> {
-    tokio::task::spawn_blocking(call).await.map_err(|e| {
-        WatchdogError::Io(std::io::Error::other(format!(
-            "the command did not complete: {e}"
-        )))
-    })?
+    tokio::task::spawn_blocking(|| ledger_core::blocking::may_block(call))
+        .await
+        .map_err(|e| {
+            WatchdogError::Io(std::io::Error::other(format!(
+                "the command did not complete: {e}"
+            )))
+        })?
 }
 
 /// Opens the store `config` names and runs `call` with it, both on the
@@ -281,7 +283,9 @@ impl Scanner {
         let lookup = PlaneLookup(self.plane.clone());
         let probe = self.probe.clone();
         let report = tokio::task::spawn_blocking(move || {
-            runtime.block_on(reconcile::scan(&ledger, &lookup, &*probe, &options, now))
+            ledger_core::blocking::may_block(|| {
+                runtime.block_on(reconcile::scan(&ledger, &lookup, &*probe, &options, now))
+            })
         })
         .await
         .map_err(|e| WatchdogError::ScanFailed(format!("the scan did not complete: {e}")))??;

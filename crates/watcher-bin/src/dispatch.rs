@@ -526,7 +526,10 @@ impl Runner {
     async fn finish(&self, guard: SlotGuard, reason: FinishReason) {
         let (key, run) = (guard.key().clone(), guard.run_id().clone());
         let why = reason.clone();
-        let finished = tokio::task::spawn_blocking(move || guard.finish(why)).await;
+        let finished = tokio::task::spawn_blocking(move || {
+            ledger_core::blocking::may_block(|| guard.finish(why))
+        })
+        .await;
         self.leases.release(&key);
         match finished {
             Ok(Ok(ledger_core::FinishOutcome::Finished(slot))) => {

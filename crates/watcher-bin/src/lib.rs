@@ -257,9 +257,11 @@ impl Runner {
         once: bool,
         log_format: LogFormat,
     ) -> Result<Self, WatcherError> {
-        tokio::task::spawn_blocking(move || Self::new(config, &role, once, log_format))
-            .await
-            .map_err(|e| std::io::Error::other(format!("opening the runner: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            ledger_core::blocking::may_block(|| Self::new(config, &role, once, log_format))
+        })
+        .await
+        .map_err(|e| std::io::Error::other(format!("opening the runner: {e}")))?
     }
 
     /// Counts into `metrics` from now on (see [`Runner::metrics`]).
@@ -783,9 +785,11 @@ impl Runner {
         let runtime = tokio::runtime::Handle::current();
         let now = self.clock.now();
         let sweep = tokio::task::spawn_blocking(move || {
-            runtime.block_on(reconcile::reconcile_on_startup(
-                &lock, &ledger, &lookup, &*probe, &options, now,
-            ))
+            ledger_core::blocking::may_block(|| {
+                runtime.block_on(reconcile::reconcile_on_startup(
+                    &lock, &ledger, &lookup, &*probe, &options, now,
+                ))
+            })
         });
         let bounded = tokio::time::timeout(self.config.watcher.startup_reconcile, sweep);
         let report = match unless_stopped(stop, bounded).await {
