@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use inflight_e2e::{send_signal, workspace_bin};
-use ledger_core::Ledger;
+use ledger_core::{Ledger, LedgerStore};
 use plane_sim::{PlaneSim, SimConfig};
 
 const KEY: &str = "plane_api_bench000000000000000000000000000";

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::*;
+use ledger_core::LedgerStore;
 
 /// A runner killed mid-dispatch is nothing to reclaim: its keeper and
 /// executor carry on. Its keeper then SIGKILLed while no runner is up: the

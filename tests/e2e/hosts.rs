@@ -407,7 +407,7 @@ fn a_clock_ten_minutes_off_neither_reclaims_a_live_lease_nor_loses_its_own() {
         host: "b".into(),
         ..HostIdentity::current().unwrap()
     };
-    let scanner = |store: Arc<dyn LedgerStore>, offset: i64| {
+    let scanner = |store: Arc<dyn ledger_core::Store>, offset: i64| {
         Scanner::with_dependencies(
             config.clone(),
             ScanDependencies {
@@ -423,8 +423,9 @@ fn a_clock_ten_minutes_off_neither_reclaims_a_live_lease_nor_loses_its_own() {
         .enable_all()
         .build()
         .unwrap();
+    // Opened off the runtime: a store call on a runtime's thread is refused.
+    let store = runtime::open_store(&config).unwrap();
     let (summary, reclaims) = rt.block_on(async {
-        let store = runtime::open_store(&config).unwrap();
         let runner = Runner::with_dependencies(
             config.clone(),
             "goal",
@@ -480,7 +481,7 @@ fn a_clock_ten_minutes_off_neither_reclaims_a_live_lease_nor_loses_its_own() {
     let pg = world.pg();
     let mut on_hosts_clock = world.postgres.clone().unwrap();
     on_hosts_clock.time = ledger_postgres::TimeSource::Caller;
-    let hosts_clock: Arc<dyn LedgerStore> =
+    let hosts_clock: Arc<dyn ledger_core::Store> =
         Arc::new(ledger_postgres::PgLedger::open(on_hosts_clock).unwrap());
     let request = ledger_core::AdmitRequest {
         key: ledger_core::SlotKey::new(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ledger_core::{Clock, Ledger, ProjectRef, Slot};
+use ledger_core::{Clock, Ledger, LedgerStore, ProjectRef, Slot};
 use plane_sim::{PlaneSim, SimConfig};
 use serde_json::Value;
 

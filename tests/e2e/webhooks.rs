@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use ledger_core::LedgerStore;
+use ledger_core::FleetStore;
 use serde_json::Value;
 
 use crate::support::*;

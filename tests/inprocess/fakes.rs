@@ -515,7 +515,7 @@ impl Clock for VirtualClock {
 /// database is by a partition.
 #[derive(Debug)]
 pub struct RenewalLog {
-    inner: Arc<dyn LedgerStore>,
+    inner: Arc<dyn ledger_core::Store>,
     origin: Instant,
     renewals: Mutex<Vec<(Duration, Timestamp)>>,
     cut_off: std::sync::atomic::AtomicBool,
@@ -523,7 +523,7 @@ pub struct RenewalLog {
 }
 
 impl RenewalLog {
-    pub fn new(inner: Arc<dyn LedgerStore>) -> Self {
+    pub fn new(inner: Arc<dyn ledger_core::Store>) -> Self {
         Self {
             inner,
             origin: Instant::now(),
@@ -668,51 +668,7 @@ impl LedgerStore for RenewalLog {
     fn startup_lock(&self, timeout: Duration) -> ledger_core::Result<Option<StoreLock>> {
         self.inner.startup_lock(timeout)
     }
-
-    fn take_budget(
-        &self,
-        key: &str,
-        limit: u32,
-        window: Duration,
-        now: Timestamp,
-    ) -> ledger_core::Result<ledger_core::BudgetAnswer> {
-        self.inner.take_budget(key, limit, window, now)
-    }
-
-    fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> ledger_core::Result<()> {
-        self.inner.pause_budget(key, wait, now)
-    }
-
-    fn board_look(
-        &self,
-        key: &str,
-        max_age: Duration,
-        listing_for: Duration,
-        now: Timestamp,
-    ) -> ledger_core::Result<ledger_core::BoardLook> {
-        self.inner.board_look(key, max_age, listing_for, now)
-    }
-
-    fn put_board(
-        &self,
-        key: &str,
-        listed_at: Timestamp,
-        events_seen: u64,
-        body: &[u8],
-        now: Timestamp,
-    ) -> ledger_core::Result<()> {
-        self.inner.put_board(key, listed_at, events_seen, body, now)
-    }
-
-    fn add_board_hint(&self, key: &str, hint: &[u8], now: Timestamp) -> ledger_core::Result<u64> {
-        self.inner.add_board_hint(key, hint, now)
-    }
-
-    fn board_hints_after(
-        &self,
-        key: &str,
-        after: u64,
-    ) -> ledger_core::Result<ledger_core::BoardHints> {
-        self.inner.board_hints_after(key, after)
-    }
 }
+
+// The fleet's calls go to the real store unchanged.
+ledger_core::forward_fleet_store!(RenewalLog, |this| this.inner.clone());

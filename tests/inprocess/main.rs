@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fakes::{Board, Executors, RenewalLog, Script, VirtualClock};
 use inflight_e2e::{TestConfig, TestRole};
-use ledger_core::{Clock, EventKind, FinishReason, LedgerStore};
+use ledger_core::{Clock, EventKind, FinishReason, FleetStore, LedgerStore};
 use plane_client::PlaneError;
 use runtime::{Config, HostIdentity, LinuxProcessProbe};
 use tokio::time::Instant;

@@ -1,6 +1,7 @@
 //! The ledger's contract, whatever a store keeps its data in: the
-//! [`LedgerStore`] trait every store implements, and the cap rule every
-//! store applies ([`admission`]).
+//! [`LedgerStore`] trait every store implements, the [`FleetStore`] trait
+//! for what a fleet shares besides slots (and [`Store`], both), and the
+//! cap rule every store applies ([`admission`]).
 //!
 //! This side of the crate has no storage engine in it, so a store in
 //! another crate (or a service that only reasons about slots) depends on the
@@ -143,13 +144,23 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// start-up, waiting at most `timeout`; `Ok(None)` when another process
     /// holds it. Dropping the token releases it.
     fn startup_lock(&self, timeout: Duration) -> Result<Option<StoreLock>>;
+}
 
+/// What a fleet of runners shares through the ledger's store besides its
+/// slots: a Plane API key's request budget, the board's snapshot, and the
+/// hints webhooks leave. Every store that implements [`LedgerStore`]
+/// implements this too, over the same data (a board snapshot records where
+/// the audit log stood); the conformance suite checks both. Callers that
+/// need both hold a [`Store`].
+///
+/// Calls block, as the ledger's do.
+pub trait FleetStore: Send + Sync + fmt::Debug {
     /// Takes one request from the shared budget `key` (a Plane API key's
     /// fingerprint, never the key): at most `limit` takes in any `window`,
     /// counted for every process and host sharing the store. Answers
     /// [`BudgetAnswer::Taken`] (the take is recorded) when the window has
     /// room and no pause is in force, else how long until it may have.
-    /// Times are the store's (see [`now`](Self::now)).
+    /// Times are the store's (see [`LedgerStore::now`]).
     fn take_budget(
         &self,
         key: &str,
@@ -202,10 +213,18 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     fn board_hints_after(&self, key: &str, after: u64) -> Result<BoardHints>;
 }
 
+/// A store with both contracts: what the store factory returns and the
+/// runner holds. Every type that implements both is one; an
+/// `Arc<dyn Store>` converts to an `Arc<dyn LedgerStore>` or an
+/// `Arc<dyn FleetStore>` for code that needs only one.
+pub trait Store: LedgerStore + FleetStore {}
+
+impl<T: LedgerStore + FleetStore + ?Sized> Store for T {}
+
 /// How long a board hint is kept.
 pub const HINT_RETENTION: Duration = Duration::from_secs(600);
 
-/// A board snapshot, as [`LedgerStore::board_look`] returns it.
+/// A board snapshot, as [`FleetStore::board_look`] returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoardSnapshot {
     /// When its listing began: what changed on the board since may be
@@ -219,12 +238,12 @@ pub struct BoardSnapshot {
     pub body: Vec<u8>,
 }
 
-/// What [`LedgerStore::board_look`] decided.
+/// What [`FleetStore::board_look`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoardLook {
     /// A snapshot young enough: use it, list nothing.
     Fresh(BoardSnapshot),
-    /// List the board and [`put_board`](LedgerStore::put_board) it; no one
+    /// List the board and [`put_board`](FleetStore::put_board) it; no one
     /// else is asked to until `listing_for` has passed.
     YoursToList {
         /// The listing's start, to pass to `put_board`.
@@ -244,7 +263,7 @@ pub enum BoardLook {
     },
 }
 
-/// [`LedgerStore::board_hints_after`]'s answer.
+/// [`FleetStore::board_hints_after`]'s answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BoardHints {
     /// The hints above the number asked from, oldest first.
@@ -286,7 +305,7 @@ pub fn board_rule(
     }
 }
 
-/// What [`LedgerStore::take_budget`] decided.
+/// What [`FleetStore::take_budget`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BudgetAnswer {
     /// Taken and recorded: the window now holds `in_window` takes.

@@ -8,7 +8,7 @@ use redb::ReadableTable;
 
 use crate::model::{EventKind, FinishReason, Owner, Slot};
 use crate::schema::{IMPORTED, OPEN_SLOTS};
-use crate::store::Tx;
+use crate::store::{OrStorage, Tx};
 use crate::usage::{self, UsagePlan};
 use crate::{Ledger, Result};
 
@@ -17,7 +17,7 @@ pub use crate::contract::ImportReport;
 impl Ledger {
     /// Imports the reference system's `usage.json` at `path`. See
     /// [`crate::usage`] for the format and the rules.
-    pub fn import_usage_json(&self, path: &Path) -> Result<ImportReport> {
+    pub(crate) fn import_usage_file(&self, path: &Path) -> Result<ImportReport> {
         self.apply_usage(usage::plan_file(path)?)
     }
 
@@ -35,21 +35,15 @@ impl Ledger {
             closed_runs,
         } = plan;
         self.write(|txn| {
-            let mut imported = txn.open_table(IMPORTED).map_err(|e| self.storage(e))?;
+            let mut imported = txn.open_table(IMPORTED).or_storage(self)?;
             let mut new_starts: HashMap<u64, u64> = HashMap::new();
             for entry in &entries {
-                if imported
-                    .get(entry.fingerprint)
-                    .map_err(|e| self.storage(e))?
-                    .is_some()
-                {
+                if imported.get(entry.fingerprint).or_storage(self)?.is_some() {
                     report.already_imported += 1;
                     continue;
                 }
                 let seq = self.append_event(txn, entry.at, entry.event.clone())?;
-                imported
-                    .insert(entry.fingerprint, seq)
-                    .map_err(|e| self.storage(e))?;
+                imported.insert(entry.fingerprint, seq).or_storage(self)?;
                 report.events_recorded += 1;
                 match &entry.event {
                     EventKind::Started { key, .. } => {
@@ -69,10 +63,10 @@ impl Ledger {
 
             // Close the slots an earlier import opened that the file now
             // finishes (their finish events were appended above).
-            let mut slots = txn.open_table(OPEN_SLOTS).map_err(|e| self.storage(e))?;
+            let mut slots = txn.open_table(OPEN_SLOTS).or_storage(self)?;
             let mut to_close = Vec::new();
-            for item in slots.iter().map_err(|e| self.storage(e))? {
-                let (_, v) = item.map_err(|e| self.storage(e))?;
+            for item in slots.iter().or_storage(self)? {
+                let (_, v) = item.or_storage(self)?;
                 let slot: Slot = self.decode("open_slots", v.value())?;
                 if closed_runs.contains(&slot.run_id) {
                     to_close.push(slot.key);
@@ -81,13 +75,13 @@ impl Ledger {
             for key in to_close {
                 slots
                     .remove((key.backend.as_str(), key.task_id.as_str()))
-                    .map_err(|e| self.storage(e))?;
+                    .or_storage(self)?;
                 report.slots_closed += 1;
             }
 
             for left in &open {
                 let tuple = (left.key.backend.as_str(), left.key.task_id.as_str());
-                if let Some(g) = slots.get(tuple).map_err(|e| self.storage(e))? {
+                if let Some(g) = slots.get(tuple).or_storage(self)? {
                     let slot: Slot = self.decode("open_slots", g.value())?;
                     if slot.run_id != left.run_id {
                         report.slots_held_by_other_runs += 1;
@@ -108,9 +102,7 @@ impl Ledger {
                     started_seq,
                 };
                 let bytes = self.encode("open_slots", &slot)?;
-                slots
-                    .insert(tuple, bytes.as_slice())
-                    .map_err(|e| self.storage(e))?;
+                slots.insert(tuple, bytes.as_slice()).or_storage(self)?;
                 report.slots_opened += 1;
             }
             Ok(Tx::Commit(()))

@@ -98,6 +98,7 @@ pub mod blocking;
 pub mod conformance;
 mod contract;
 mod error;
+mod forward;
 mod guard;
 pub mod ids;
 #[cfg(feature = "store")]
@@ -116,9 +117,9 @@ pub mod time;
 pub mod usage;
 
 pub use contract::{
-    AdmissionCounts, BoardHints, BoardLook, BoardSnapshot, BoardVerdict, BudgetAnswer,
-    HINT_RETENTION, ImportReport, LedgerStore, PruneReport, StoreLock, admission, board_rule,
-    budget,
+    AdmissionCounts, BoardHints, BoardLook, BoardSnapshot, BoardVerdict, BudgetAnswer, FleetStore,
+    HINT_RETENTION, ImportReport, LedgerStore, PruneReport, Store, StoreLock, admission,
+    board_rule, budget,
 };
 pub use error::{LedgerError, Result, StorageSource};
 pub use guard::SlotGuard;

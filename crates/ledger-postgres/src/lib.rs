@@ -47,6 +47,7 @@
 // Library code never panics on what a user, a file or a server controls:
 // `cargo xtask ci` denies unwrap, expect, indexing and panic here.
 
+mod fleet;
 mod import;
 mod schema;
 mod sql;

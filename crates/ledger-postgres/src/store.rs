@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger_core::{
-    AdmissionCounts, AdmitOutcome, AdmitRequest, BoardHints, BoardLook, BoardSnapshot,
-    BoardVerdict, BudgetAnswer, Event, EventKind, ExecutorIdentity, FinishOutcome, FinishReason,
-    ImportReport, LedgerError, LedgerStore, Limits, Owner, PruneReport, RateWindow, Result, RunId,
-    Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome, admission,
+    AdmissionCounts, AdmitOutcome, AdmitRequest, Event, EventKind, ExecutorIdentity, FinishOutcome,
+    FinishReason, ImportReport, LedgerError, LedgerStore, Limits, Owner, PruneReport, RateWindow,
+    Result, RunId, Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
+    admission,
 };
 use postgres::Row;
 use postgres::types::ToSql;
@@ -22,7 +22,7 @@ use crate::{PgOptions, TimeSource};
 
 /// The ledger in a PostgreSQL schema, shared by every host that opens it.
 pub struct PgLedger {
-    worker: Worker,
+    pub(crate) worker: Worker,
     options: Arc<PgOptions>,
     location: String,
 }
@@ -47,6 +47,7 @@ macro_rules! now_sql {
         )
     };
 }
+pub(crate) use now_sql;
 
 impl PgLedger {
     /// Connects, creates the schema if it is missing (or checks its
@@ -65,7 +66,7 @@ impl PgLedger {
     }
 
     /// The caller's time, if this store uses it.
-    fn caller(&self, now: Timestamp) -> Option<i64> {
+    pub(crate) fn caller(&self, now: Timestamp) -> Option<i64> {
         match self.options.time {
             TimeSource::Caller => Some(now.as_unix_millis()),
             TimeSource::Database => None,
@@ -209,12 +210,12 @@ fn event_of(location: &str, row: &Row) -> Step<Event> {
 }
 
 /// `d` in milliseconds, as the tables keep durations.
-fn millis(d: Duration) -> i64 {
+pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Runs one statement outside a transaction.
-fn query(
+pub(crate) fn query(
     c: &mut Connection,
     sql: &'static str,
     params: &[&(dyn ToSql + Sync)],
@@ -251,27 +252,6 @@ const RENEW_HELD: &str = concat!(
     "AND owner::jsonb -> 'runner' = $3::text::jsonb RETURNING backend, task_id, run_id"
 );
 const DB_NOW: &str = concat!("SELECT ", now_sql!(1));
-const BOARD_READ: &str = "SELECT * FROM board_read($1, $2)";
-const BOARD_CLAIM: &str = "UPDATE boards SET listing_until = $2 WHERE key = $1";
-// A slow lister never replaces a newer snapshot with an older one.
-const BOARD_PUT: &str = "UPDATE boards SET listing_until = NULL, \
-     listed_at = CASE WHEN listed_at IS NULL OR listed_at <= $2 THEN $2 ELSE listed_at END, \
-     events_seen = CASE WHEN listed_at IS NULL OR listed_at <= $2 THEN $3 ELSE events_seen END, \
-     body = CASE WHEN listed_at IS NULL OR listed_at <= $2 THEN $4 ELSE body END \
-     WHERE key = $1";
-const BOARD_HINT_ADD: &str = "SELECT board_hint_add($1, $2, $3, $4)";
-// One statement, one snapshot: the newest number and the hints up to it.
-const BOARD_HINTS: &str = "SELECT b.last_hint, h.hint FROM boards b \
-     LEFT JOIN board_hints h ON h.key = b.key AND h.seq > $2 \
-     WHERE b.key = $1 ORDER BY h.seq";
-const BUDGET_READ: &str = "SELECT * FROM budget_read($1, $2, $3)";
-const BUDGET_TAKE: &str = "INSERT INTO budget_takes (key, taken_at) VALUES ($1, $2)";
-const BUDGET_PAUSE: &str = concat!(
-    "INSERT INTO budgets (key, paused_until) VALUES ($1, ",
-    now_sql!(3),
-    " + $2::bigint) ON CONFLICT (key) DO UPDATE SET paused_until = ",
-    "GREATEST(budgets.paused_until, EXCLUDED.paused_until)"
-);
 const SET_EXECUTOR: &str = "UPDATE open_slots SET owner = jsonb_set(owner::jsonb, '{executor}', $4::text::jsonb)::text \
      WHERE backend = $1 AND task_id = $2 AND run_id = $3";
 const SET_HOLDER: &str = "UPDATE open_slots SET owner = $4 \
@@ -572,149 +552,6 @@ impl LedgerStore for PgLedger {
                 })
                 .collect();
             settle(c, keys)
-        })
-    }
-
-    fn take_budget(
-        &self,
-        key: &str,
-        limit: u32,
-        window: Duration,
-        now: Timestamp,
-    ) -> Result<BudgetAnswer> {
-        let key = key.to_owned();
-        let caller_now = self.caller(now);
-        let window_ms = millis(window);
-        self.worker.run(move |c| {
-            transact(c, &[BUDGET_READ, BUDGET_TAKE], |tx, s, location| {
-                let st = |i| statement(s, i, location);
-                let row = tx.query_one(&st(0)?, &[&key, &window_ms, &caller_now])?;
-                let at = Timestamp::from_unix_millis(row.try_get(0)?);
-                let paused = row
-                    .try_get::<_, Option<i64>>(1)?
-                    .map(Timestamp::from_unix_millis);
-                let takes: Vec<Timestamp> = row
-                    .try_get::<_, Vec<i64>>(2)?
-                    .into_iter()
-                    .map(Timestamp::from_unix_millis)
-                    .collect();
-                let answer = ledger_core::budget(&takes, paused, limit, window, at);
-                if let BudgetAnswer::Taken { .. } = answer {
-                    tx.execute(&st(1)?, &[&key, &at.as_unix_millis()])?;
-                }
-                // The expired takes were deleted: commit either way.
-                Ok(Tx::Commit(answer))
-            })
-        })
-    }
-
-    fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> Result<()> {
-        let key = key.to_owned();
-        let caller_now = self.caller(now);
-        let wait_ms = millis(wait);
-        self.worker.run(move |c| {
-            query(c, BUDGET_PAUSE, &[&key, &wait_ms, &caller_now])?;
-            Ok(())
-        })
-    }
-
-    fn board_look(
-        &self,
-        key: &str,
-        max_age: Duration,
-        listing_for: Duration,
-        now: Timestamp,
-    ) -> Result<BoardLook> {
-        let key = key.to_owned();
-        let caller_now = self.caller(now);
-        self.worker.run(move |c| {
-            transact(c, &[BOARD_READ, BOARD_CLAIM], |tx, s, location| {
-                let st = |i| statement(s, i, location);
-                let row = tx.query_one(&st(0)?, &[&key, &caller_now])?;
-                let at = Timestamp::from_unix_millis(row.try_get(0)?);
-                let listed_at = row
-                    .try_get::<_, Option<i64>>(1)?
-                    .map(Timestamp::from_unix_millis);
-                let events_seen = u64::try_from(row.try_get::<_, i64>(2)?).unwrap_or(0);
-                let listing_until = row
-                    .try_get::<_, Option<i64>>(3)?
-                    .map(Timestamp::from_unix_millis);
-                let body: Option<Vec<u8>> = row.try_get(4)?;
-                let newest = u64::try_from(row.try_get::<_, i64>(5)?).unwrap_or(0);
-                let previous = listed_at.map(|listed_at| BoardSnapshot {
-                    listed_at,
-                    events_seen,
-                    body: body.unwrap_or_default(),
-                });
-                let verdict =
-                    ledger_core::board_rule(listed_at, listing_until, max_age, listing_for, at);
-                Ok(match (verdict, previous) {
-                    (BoardVerdict::Fresh, Some(fresh)) => Tx::Commit(BoardLook::Fresh(fresh)),
-                    (BoardVerdict::Wait(until), previous) => {
-                        Tx::Commit(BoardLook::BeingListed { previous, until })
-                    }
-                    (BoardVerdict::Fresh | BoardVerdict::List(_), previous) => {
-                        let until = at.saturating_add(listing_for);
-                        tx.execute(&st(1)?, &[&key, &until.as_unix_millis()])?;
-                        Tx::Commit(BoardLook::YoursToList {
-                            listed_at: at,
-                            events_seen: newest,
-                            previous,
-                        })
-                    }
-                })
-            })
-        })
-    }
-
-    fn put_board(
-        &self,
-        key: &str,
-        listed_at: Timestamp,
-        events_seen: u64,
-        body: &[u8],
-        _now: Timestamp,
-    ) -> Result<()> {
-        let (key, body) = (key.to_owned(), body.to_vec());
-        let seen = i64::try_from(events_seen).unwrap_or(i64::MAX);
-        self.worker.run(move |c| {
-            query(
-                c,
-                BOARD_PUT,
-                &[&key, &listed_at.as_unix_millis(), &seen, &body],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn add_board_hint(&self, key: &str, hint: &[u8], now: Timestamp) -> Result<u64> {
-        let (key, hint) = (key.to_owned(), hint.to_vec());
-        let caller_now = self.caller(now);
-        let keep = millis(ledger_core::HINT_RETENTION);
-        self.worker.run(move |c| {
-            let rows = query(c, BOARD_HINT_ADD, &[&key, &hint, &caller_now, &keep])?;
-            let seq = rows.first().map(|row| row.try_get::<_, i64>(0)).transpose();
-            let seq = settle(c, seq.map_err(Fail::Db))?;
-            Ok(seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
-        })
-    }
-
-    fn board_hints_after(&self, key: &str, after: u64) -> Result<BoardHints> {
-        let key = key.to_owned();
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        self.worker.run(move |c| {
-            let rows = query(c, BOARD_HINTS, &[&key, &after])?;
-            let read = (|| {
-                let mut out = BoardHints::default();
-                for row in &rows {
-                    out.last = u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0);
-                    if let Some(hint) = row.try_get::<_, Option<Vec<u8>>>(1)? {
-                        out.hints.push(hint);
-                    }
-                }
-                Ok(out)
-            })();
-            settle(c, read.map_err(Fail::Db))
         })
     }
 

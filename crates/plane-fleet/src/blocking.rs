@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use ledger_core::LedgerStore;
-
 /// Runs a store call on tokio's blocking pool and waits for it without
 /// blocking the runtime: a durable commit, or a wait of up to
 /// `write_deadline` for another process's write lock, must not stall the
@@ -11,10 +9,11 @@ use ledger_core::LedgerStore;
 ///
 /// A panic in the call is resumed in the caller, as if the call had been
 /// made in place.
-pub async fn on_store<T: Send + 'static>(
-    store: &Arc<dyn LedgerStore>,
-    call: impl FnOnce(&dyn LedgerStore) -> T + Send + 'static,
-) -> T {
+pub async fn on_store<S, T>(store: &Arc<S>, call: impl FnOnce(&S) -> T + Send + 'static) -> T
+where
+    S: ?Sized + Send + Sync + 'static,
+    T: Send + 'static,
+{
     let store = store.clone();
     match tokio::task::spawn_blocking(move || ledger_core::blocking::may_block(|| call(&*store)))
         .await

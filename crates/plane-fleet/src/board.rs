@@ -1,6 +1,6 @@
 //! One look at the board for every runner sharing a store: the project's
 //! work items listed by one process at most once per poll interval and
-//! kept in the ledger's store ([`LedgerStore::board_look`]), and the
+//! kept in the ledger's store ([`FleetStore::board_look`](ledger_core::FleetStore::board_look)), and the
 //! webhook hints that tell runners of a change before the next listing.
 //!
 //! A snapshot is only ever a list of candidates. A runner re-reads a
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use ledger_core::{BoardLook, BoardSnapshot, Clock, EventKind, LedgerStore, TaskId, Timestamp};
+use ledger_core::{BoardLook, BoardSnapshot, Clock, EventKind, Store, TaskId, Timestamp};
 use plane_client::{LabelRef, PlaneError, StateGroup, StateLite, StateRef, WorkItem};
 use serde::{Deserialize, Serialize};
 
@@ -140,7 +140,7 @@ pub struct BoardView {
 /// The board as every runner sharing a store sees it.
 #[derive(Debug, Clone)]
 pub struct SharedBoard {
-    store: Arc<dyn LedgerStore>,
+    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     key: String,
     max_age: Duration,
@@ -156,7 +156,7 @@ impl SharedBoard {
     /// snapshot is `max_age` old (the runners' poll interval).
     pub fn new(
         config: &Config,
-        store: Arc<dyn LedgerStore>,
+        store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         max_age: Duration,
     ) -> Self {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_core::blocking::may_block;
-use ledger_core::{BudgetAnswer, Clock, LedgerStore, SystemClock};
+use ledger_core::{BudgetAnswer, Clock, FleetStore, SystemClock};
 
 /// The ledger's store as Plane's shared request budget: every process
 /// using the same store and API key draws from one window (every process
@@ -14,7 +14,7 @@ use ledger_core::{BudgetAnswer, Clock, LedgerStore, SystemClock};
 #[derive(Debug)]
 pub struct StoreBudget {
     /// Where the budget is kept.
-    pub store: Arc<dyn LedgerStore>,
+    pub store: Arc<dyn FleetStore>,
     /// Told what the window has left after each take.
     pub metrics: Option<Arc<inflight_metrics::Metrics>>,
 }
@@ -66,11 +66,11 @@ impl plane_client::SharedBudget for StoreBudget {
 /// with every process using both, and telling `metrics` of each request.
 pub fn plane_client(
     config: plane_client::PlaneConfig,
-    store: &Arc<dyn LedgerStore>,
+    store: Arc<dyn FleetStore>,
     metrics: &Arc<inflight_metrics::Metrics>,
 ) -> std::result::Result<plane_client::PlaneClient, plane_client::PlaneError> {
     let budget = StoreBudget {
-        store: store.clone(),
+        store,
         metrics: Some(metrics.clone()),
     };
     Ok(

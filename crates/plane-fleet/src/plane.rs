@@ -307,7 +307,7 @@ pub enum Requeue {
 /// state instead, so a task that kills its runner cannot loop forever.
 pub async fn requeue_reclaimed(
     plane: &dyn Plane,
-    ledger: &Arc<dyn LedgerStore>,
+    ledger: &Arc<impl LedgerStore + ?Sized + 'static>,
     config: &Config,
     actions: &[ActionEntry],
 ) -> Vec<Requeue> {

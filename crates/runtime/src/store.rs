@@ -7,11 +7,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ledger_core::{
-    AdmitOutcome, AdmitRequest, BudgetAnswer, Event, ExecutorIdentity, FinishOutcome, FinishReason,
-    ImportReport, Ledger, LedgerError, LedgerStore, Limits, Owner, PruneReport, Result, RunId,
-    Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
-};
+use ledger_core::{Ledger, LedgerError, Result, Store};
 
 use ledger_postgres::{PgLedger, PgOptions, TimeSource};
 
@@ -26,7 +22,8 @@ const OPEN_PATIENCE: Duration = Duration::from_millis(250);
 /// `[ledger] path`, opened in multi-process mode (the watcher, the watchdog
 /// and every read-only command share the file), or the PostgreSQL schema of
 /// `[ledger] url` with `store = "postgres"`; the binaries see only the
-/// [`LedgerStore`] contract.
+/// store contracts ([`ledger_core::LedgerStore`] and
+/// [`ledger_core::FleetStore`]).
 ///
 /// For PostgreSQL, the password is read from `password_env`'s variable;
 /// an unset variable is an error that names it. Times are the database's.
@@ -37,7 +34,7 @@ const OPEN_PATIENCE: Duration = Duration::from_millis(250);
 /// the store returned at once makes each call wait for it (on the blocking
 /// pool, through [`on_store`](crate::on_store)), so a runner comes up, bounds its start-up
 /// sweep, and claims once the lock frees.
-pub fn open_store(config: &Config) -> Result<Arc<dyn LedgerStore>, LedgerError> {
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, LedgerError> {
     #[cfg(debug_assertions)]
     ledger_core::blocking::check_each_call(refuse_on_a_runtime_thread);
     match &config.ledger.store {
@@ -68,7 +65,7 @@ fn open_postgres(config: &Config, pg: &PostgresSettings) -> Result<PgLedger, Led
     PgLedger::open(options)
 }
 
-fn open_redb(config: &Config) -> Result<Arc<dyn LedgerStore>, LedgerError> {
+fn open_redb(config: &Config) -> Result<Arc<dyn Store>, LedgerError> {
     let options = ledger_core::LedgerOptions {
         write_deadline: config.ledger.write_deadline,
         retention: config.ledger.retention,
@@ -143,146 +140,8 @@ impl Opening {
     }
 }
 
-impl LedgerStore for Opening {
-    fn location(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    fn admit(
-        &self,
-        request: &AdmitRequest,
-        limits: &Limits,
-        now: Timestamp,
-    ) -> Result<AdmitOutcome> {
-        self.ledger()?.admit(request, limits, now)
-    }
-
-    fn finish(
-        &self,
-        key: &SlotKey,
-        expected_run: Option<&RunId>,
-        reason: FinishReason,
-        now: Timestamp,
-    ) -> Result<FinishOutcome> {
-        self.ledger()?.finish(key, expected_run, reason, now)
-    }
-
-    fn renew_lease(
-        &self,
-        key: &SlotKey,
-        run: &RunId,
-        lease: Duration,
-        now: Timestamp,
-    ) -> Result<UpdateOutcome> {
-        LedgerStore::renew_lease(&*self.ledger()?, key, run, lease, now)
-    }
-
-    fn renew_leases(
-        &self,
-        runner: &Owner,
-        lease: Duration,
-        now: Timestamp,
-    ) -> Result<Vec<(SlotKey, RunId)>> {
-        LedgerStore::renew_leases(&*self.ledger()?, runner, lease, now)
-    }
-
-    fn now(&self, local: Timestamp) -> Result<Timestamp> {
-        LedgerStore::now(&*self.ledger()?, local)
-    }
-
-    fn set_executor(
-        &self,
-        key: &SlotKey,
-        run: &RunId,
-        executor: ExecutorIdentity,
-    ) -> Result<UpdateOutcome> {
-        self.ledger()?.set_executor(key, run, executor)
-    }
-
-    fn set_holder(&self, key: &SlotKey, run: &RunId, holder: &Owner) -> Result<UpdateOutcome> {
-        self.ledger()?.set_holder(key, run, holder)
-    }
-
-    fn open_slots(&self) -> Result<Vec<Slot>> {
-        self.ledger()?.open_slots()
-    }
-
-    fn slot(&self, key: &SlotKey) -> Result<Option<Slot>> {
-        self.ledger()?.slot(key)
-    }
-
-    fn last_finish(&self, key: &SlotKey) -> Result<Option<Event>> {
-        self.ledger()?.last_finish(key)
-    }
-
-    fn attempts(&self, task: &TaskId) -> Result<TaskAttempts> {
-        self.ledger()?.attempts(task)
-    }
-
-    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
-        self.ledger()?.events_after(after, limit)
-    }
-
-    fn events_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Event>> {
-        self.ledger()?.events_between(from, to)
-    }
-
-    fn prune(&self, now: Timestamp) -> Result<PruneReport> {
-        self.ledger()?.prune(now)
-    }
-
-    fn import_usage_json(&self, path: &Path) -> Result<ImportReport> {
-        self.ledger()?.import_usage_json(path)
-    }
-
-    fn startup_lock(&self, timeout: Duration) -> Result<Option<StoreLock>> {
-        LedgerStore::startup_lock(&*self.ledger()?, timeout)
-    }
-
-    fn take_budget(
-        &self,
-        key: &str,
-        limit: u32,
-        window: Duration,
-        now: Timestamp,
-    ) -> Result<BudgetAnswer> {
-        self.ledger()?.take_budget(key, limit, window, now)
-    }
-
-    fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> Result<()> {
-        self.ledger()?.pause_budget(key, wait, now)
-    }
-
-    fn board_look(
-        &self,
-        key: &str,
-        max_age: Duration,
-        listing_for: Duration,
-        now: Timestamp,
-    ) -> Result<ledger_core::BoardLook> {
-        self.ledger()?.board_look(key, max_age, listing_for, now)
-    }
-
-    fn put_board(
-        &self,
-        key: &str,
-        listed_at: Timestamp,
-        events_seen: u64,
-        body: &[u8],
-        now: Timestamp,
-    ) -> Result<()> {
-        self.ledger()?
-            .put_board(key, listed_at, events_seen, body, now)
-    }
-
-    fn add_board_hint(&self, key: &str, hint: &[u8], now: Timestamp) -> Result<u64> {
-        self.ledger()?.add_board_hint(key, hint, now)
-    }
-
-    fn board_hints_after(&self, key: &str, after: u64) -> Result<ledger_core::BoardHints> {
-        self.ledger()?.board_hints_after(key, after)
-    }
-}
+// Every call waits for the open, then goes to the ledger.
+ledger_core::forward_store!(Opening, |this| this.ledger()?, location: |this| this.path.display().to_string());
 
 /// The check debug builds install with the first store the factory opens
 /// (see [`ledger_core::blocking`]): a store opened or called on a thread

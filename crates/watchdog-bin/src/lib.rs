@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use ledger_core::{
     Backend, Clock, Event, EventKind, FinishOutcome, FinishReason, ImportReport, LedgerStore,
-    RunId, SlotKey, SystemClock, TaskId, Timestamp,
+    RunId, SlotKey, Store, SystemClock, TaskId, Timestamp,
 };
 use plane_client::{PlaneClient, PlaneError};
 use reconcile::{Liveness, ProcessProbe, ScanOptions, ScanReport};
@@ -82,7 +82,7 @@ pub enum WatchdogError {
     ScanFailed(String),
 }
 
-fn open_ledger(config: &Config) -> Result<Arc<dyn LedgerStore>, WatchdogError> {
+fn open_ledger(config: &Config) -> Result<Arc<dyn Store>, WatchdogError> {
     Ok(runtime::open_store(config)?)
 }
 
@@ -124,7 +124,7 @@ pub fn probe(config: &Config) -> Result<LinuxProcessProbe, WatchdogError> {
 #[allow(missing_debug_implementations)]
 pub struct ScanDependencies {
     /// The ledger.
-    pub store: Arc<dyn LedgerStore>,
+    pub store: Arc<dyn Store>,
     /// The Plane project.
     pub plane: Arc<dyn Plane>,
     /// Whether a slot's owner is alive.
@@ -136,7 +136,7 @@ pub struct ScanDependencies {
 /// The parts a scan needs, built once for `run`.
 pub struct Scanner {
     config: Config,
-    ledger: Arc<dyn LedgerStore>,
+    ledger: Arc<dyn Store>,
     plane: Arc<dyn Plane>,
     probe: Arc<dyn ProcessProbe>,
     clock: Arc<dyn Clock>,
@@ -164,7 +164,7 @@ impl Scanner {
         let dependencies = ScanDependencies {
             plane: Arc::new(runtime::plane_client(
                 config.plane_config()?,
-                &store,
+                store.clone(),
                 &metrics,
             )?),
             store,
@@ -204,7 +204,7 @@ impl Scanner {
     }
 
     /// The ledger store it scans.
-    pub fn store(&self) -> Arc<dyn LedgerStore> {
+    pub fn store(&self) -> Arc<dyn Store> {
         self.ledger.clone()
     }
 

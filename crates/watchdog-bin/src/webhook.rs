@@ -20,7 +20,7 @@ use std::sync::Arc;
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
-use ledger_core::{Clock, LedgerStore};
+use ledger_core::{Clock, FleetStore};
 use plane_client::webhook::{self, WebhookError, WebhookSecret};
 use plane_client::{StateRef, same_name};
 use runtime::{Config, on_store};
@@ -31,7 +31,7 @@ const REMEMBERED: usize = 4096;
 /// What receives deliveries for one configuration.
 pub struct Receiver {
     secret: WebhookSecret,
-    store: Arc<dyn LedgerStore>,
+    store: Arc<dyn FleetStore>,
     clock: Arc<dyn Clock>,
     board: String,
     project_id: String,
@@ -60,7 +60,7 @@ impl Receiver {
     pub fn new(
         config: &Config,
         secret: WebhookSecret,
-        store: Arc<dyn LedgerStore>,
+        store: Arc<dyn FleetStore>,
         clock: Arc<dyn Clock>,
         max_body: usize,
         metrics: Arc<runtime::Metrics>,

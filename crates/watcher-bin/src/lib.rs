@@ -47,9 +47,7 @@ use std::time::Duration;
 
 use dispatch::{Dispatch, WatchEnd, Watched};
 use leases::Leases;
-use ledger_core::{
-    Clock, EventKind, KEEPER_PROTOCOL, LedgerStore, Owner, SlotKey, SystemClock, TaskId,
-};
+use ledger_core::{Clock, EventKind, KEEPER_PROTOCOL, Owner, SlotKey, Store, SystemClock, TaskId};
 use plane_client::{PlaneError, WorkItem, same_name};
 use reconcile::{ProcessProbe, StartupOptions, StartupOutcome};
 use runtime::{
@@ -115,7 +113,7 @@ pub struct Summary {
 #[allow(missing_debug_implementations)]
 pub struct Dependencies {
     /// The ledger.
-    pub store: Arc<dyn LedgerStore>,
+    pub store: Arc<dyn Store>,
     /// The Plane project.
     pub plane: Arc<dyn Plane>,
     /// Whether a slot's owner is alive, for the start-up sweep.
@@ -131,7 +129,7 @@ pub struct Runner {
     config: Config,
     role: RoleSettings,
     backend: BackendSettings,
-    ledger: Arc<dyn LedgerStore>,
+    ledger: Arc<dyn Store>,
     plane: Arc<dyn Plane>,
     probe: Arc<dyn ProcessProbe>,
     keepers: Arc<dyn Keepers>,
@@ -236,7 +234,11 @@ impl Runner {
         let plane_config = config.plane_config_for(config.role(role)?)?;
         let metrics = runtime::Metrics::new();
         let dependencies = Dependencies {
-            plane: Arc::new(runtime::plane_client(plane_config, &store, &metrics)?),
+            plane: Arc::new(runtime::plane_client(
+                plane_config,
+                store.clone(),
+                &metrics,
+            )?),
             store,
             probe: Arc::new(LinuxProcessProbe::new(host, config.watcher.grace)),
             keepers: Arc::new(ProcessKeepers::new(

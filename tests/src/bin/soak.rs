@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use inflight_e2e::{executor_holders, send_signal, workspace_bin};
+use ledger_core::LedgerStore;
 use ledger_core::{EventKind, FinishReason, Ledger};
 use plane_sim::{Fault, FaultRule, PlaneSim, SimConfig};
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use ledger_core::FleetStore;
 use ledger_core::conformance::{admitted, denied, key, limits, request};
 use ledger_core::{
     AdmitOutcome, Clock, FinishReason, LedgerError, LedgerStore, SystemClock, Timestamp,

@@ -1,0 +1,270 @@
+//! The fleet contract's checks ([`FleetStore`]): budgets, pauses, the
+//! board snapshot and its hints.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::time::Duration;
+
+use super::*;
+
+pub fn a_budget_takes_up_to_its_limit_then_waits_for_the_oldest_take(subject: &Subject) {
+    let ledger = subject.store();
+    let at = |secs: u64| T0.saturating_add(Duration::from_secs(secs));
+    for (i, secs) in [0, 10, 20].into_iter().enumerate() {
+        assert_eq!(
+            ledger.take_budget("key-a", 3, MINUTE, at(secs)).unwrap(),
+            BudgetAnswer::Taken {
+                in_window: i as u32 + 1
+            }
+        );
+    }
+    // Full: the take made at 0 s leaves the window at 60 s.
+    assert_eq!(
+        ledger.take_budget("key-a", 3, MINUTE, at(30)).unwrap(),
+        BudgetAnswer::Wait {
+            wait: Duration::from_secs(30),
+            in_window: 3,
+            paused: false
+        }
+    );
+    // A refused take is not recorded: at 60 s exactly one slot is free.
+    assert_eq!(
+        ledger.take_budget("key-a", 3, MINUTE, at(60)).unwrap(),
+        BudgetAnswer::Taken { in_window: 3 }
+    );
+    assert!(matches!(
+        ledger.take_budget("key-a", 3, MINUTE, at(61)).unwrap(),
+        BudgetAnswer::Wait { wait, in_window: 3, .. } if wait == Duration::from_secs(9)
+    ));
+    // Another key has a budget of its own.
+    assert_eq!(
+        ledger.take_budget("key-b", 3, MINUTE, at(61)).unwrap(),
+        BudgetAnswer::Taken { in_window: 1 }
+    );
+    // A limit lowered below what the window holds waits until enough of
+    // the oldest have left: with 10 s, 20 s and 60 s held and a limit of
+    // 2, the takes made at 10 s and 20 s must leave (the later at 80 s).
+    assert_eq!(
+        ledger.take_budget("key-a", 2, MINUTE, at(62)).unwrap(),
+        BudgetAnswer::Wait {
+            wait: Duration::from_secs(18),
+            in_window: 3,
+            paused: false
+        }
+    );
+}
+
+pub fn a_pause_holds_every_take_of_its_key_and_is_never_shortened(subject: &Subject) {
+    let ledger = subject.store();
+    let at = |secs: u64| T0.saturating_add(Duration::from_secs(secs));
+    ledger.take_budget("key-a", 60, MINUTE, at(0)).unwrap();
+    ledger
+        .pause_budget("key-a", Duration::from_secs(40), at(0))
+        .unwrap();
+    // A shorter pause later does not cut the first one short.
+    ledger
+        .pause_budget("key-a", Duration::from_secs(5), at(10))
+        .unwrap();
+    assert_eq!(
+        ledger.take_budget("key-a", 60, MINUTE, at(30)).unwrap(),
+        BudgetAnswer::Wait {
+            wait: Duration::from_secs(10),
+            in_window: 1,
+            paused: true
+        }
+    );
+    assert_eq!(
+        ledger.take_budget("key-b", 60, MINUTE, at(30)).unwrap(),
+        BudgetAnswer::Taken { in_window: 1 },
+        "another key is not paused"
+    );
+    assert_eq!(
+        ledger.take_budget("key-a", 60, MINUTE, at(40)).unwrap(),
+        BudgetAnswer::Taken { in_window: 2 }
+    );
+}
+
+pub fn takers_racing_on_one_budget_never_exceed_it(subject: &Subject) {
+    let store = subject.shared();
+    let taken: Vec<u32> = std::thread::scope(|scope| {
+        let takers: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                scope.spawn(move || {
+                    let mut taken = 0;
+                    for _ in 0..10 {
+                        if let BudgetAnswer::Taken { .. } =
+                            store.take_budget("shared", 25, MINUTE, T0).unwrap()
+                        {
+                            taken += 1;
+                        }
+                    }
+                    taken
+                })
+            })
+            .collect();
+        takers.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(taken.iter().sum::<u32>(), 25, "{taken:?}");
+}
+
+pub fn one_caller_lists_the_board_and_every_other_is_served_its_snapshot(subject: &Subject) {
+    let ledger = subject.store();
+    let at = |secs: u64| T0.saturating_add(Duration::from_secs(secs));
+    let (max_age, listing_for) = (Duration::from_secs(30), Duration::from_secs(20));
+    // No snapshot yet: the first caller lists, the next waits for it.
+    let BoardLook::YoursToList {
+        listed_at,
+        events_seen,
+        previous: None,
+    } = ledger
+        .board_look("board", max_age, listing_for, at(0))
+        .unwrap()
+    else {
+        panic!("the first look lists");
+    };
+    assert_eq!(
+        ledger
+            .board_look("board", max_age, listing_for, at(1))
+            .unwrap(),
+        BoardLook::BeingListed {
+            previous: None,
+            until: at(20)
+        }
+    );
+    // An admission made while it lists is numbered above what it saw.
+    let started = admitted(
+        ledger
+            .admit(&request("claude", "t1", "r1"), &limits(2), at(1))
+            .unwrap(),
+    );
+    assert_eq!(listed_at, at(0));
+    ledger
+        .put_board("board", listed_at, events_seen, b"items-1", at(2))
+        .unwrap();
+    let fresh = BoardSnapshot {
+        listed_at: at(0),
+        events_seen,
+        body: b"items-1".to_vec(),
+    };
+    assert_eq!(
+        ledger
+            .board_look("board", max_age, listing_for, at(29))
+            .unwrap(),
+        BoardLook::Fresh(fresh.clone())
+    );
+    let starts_since: Vec<_> = ledger
+        .events_after(fresh.events_seen, 100)
+        .unwrap()
+        .into_iter()
+        .filter(
+            |e| matches!(&e.kind, EventKind::Started { run_id, .. } if *run_id == started.run_id),
+        )
+        .collect();
+    assert_eq!(
+        starts_since.len(),
+        1,
+        "the start after the listing is found"
+    );
+    // Old: one caller lists again, the others get the old one meanwhile.
+    let BoardLook::YoursToList {
+        previous: Some(old),
+        ..
+    } = ledger
+        .board_look("board", max_age, listing_for, at(30))
+        .unwrap()
+    else {
+        panic!("an old snapshot is listed again");
+    };
+    assert_eq!(old, fresh);
+    assert_eq!(
+        ledger
+            .board_look("board", max_age, listing_for, at(31))
+            .unwrap(),
+        BoardLook::BeingListed {
+            previous: Some(fresh.clone()),
+            until: at(50)
+        }
+    );
+    // A lister that never comes back is given up on when its time is out.
+    let BoardLook::YoursToList {
+        listed_at,
+        events_seen,
+        ..
+    } = ledger
+        .board_look("board", max_age, listing_for, at(50))
+        .unwrap()
+    else {
+        panic!("a listing given up on is asked of the next caller");
+    };
+    ledger
+        .put_board("board", listed_at, events_seen, b"items-2", at(51))
+        .unwrap();
+    // The late lister's older listing does not replace the newer one.
+    ledger
+        .put_board("board", at(30), events_seen, b"late", at(52))
+        .unwrap();
+    let BoardLook::Fresh(now) = ledger
+        .board_look("board", max_age, listing_for, at(53))
+        .unwrap()
+    else {
+        panic!("the new snapshot is fresh");
+    };
+    assert_eq!(now.body, b"items-2");
+    // Another board is another snapshot.
+    assert!(matches!(
+        ledger
+            .board_look("other", max_age, listing_for, at(53))
+            .unwrap(),
+        BoardLook::YoursToList { previous: None, .. }
+    ));
+}
+
+pub fn board_hints_are_read_in_order_per_board_and_dropped_when_old(subject: &Subject) {
+    let ledger = subject.store();
+    let at = |secs: u64| T0.saturating_add(Duration::from_secs(secs));
+    assert_eq!(
+        ledger.board_hints_after("board", u64::MAX).unwrap(),
+        BoardHints::default()
+    );
+    let numbers: Vec<u64> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            ledger
+                .add_board_hint("board", h.as_bytes(), at(i as u64))
+                .unwrap()
+        })
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    ledger.add_board_hint("other", b"x", at(3)).unwrap();
+    let all = ledger.board_hints_after("board", 0).unwrap();
+    assert_eq!(all.hints, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(all.last, numbers[2]);
+    let later = ledger.board_hints_after("board", numbers[0]).unwrap();
+    assert_eq!(later.hints, [b"b".to_vec(), b"c".to_vec()]);
+    // A reader starting out learns where the log stands, and nothing else.
+    let start = ledger.board_hints_after("board", u64::MAX).unwrap();
+    assert_eq!((start.hints.len(), start.last), (0, numbers[2]));
+    // A hint older than the retention is gone once another is added.
+    let late = at(2)
+        .saturating_add(HINT_RETENTION)
+        .saturating_add(Duration::from_secs(1));
+    let d = ledger.add_board_hint("board", b"d", late).unwrap();
+    assert!(d > numbers[2]);
+    assert_eq!(
+        ledger.board_hints_after("board", 0).unwrap().hints,
+        [b"d".to_vec()]
+    );
+    assert_eq!(
+        ledger.board_hints_after("other", 0).unwrap().hints,
+        [b"x".to_vec()],
+        "another board's hints are its own"
+    );
+}

@@ -1,0 +1,100 @@
+//! [`forward_store!`](crate::forward_store) (or one half of it,
+//! [`forward_ledger_store!`](crate::forward_ledger_store),
+//! [`forward_fleet_store!`](crate::forward_fleet_store)): the contracts for a
+//! type that only decides where each call goes, generated from one list of
+//! the contracts' methods instead of written out by hand per wrapper.
+
+/// Implements [`LedgerStore`](crate::LedgerStore) and
+/// [`FleetStore`](crate::FleetStore) for a type by handing every call to
+/// another store: `target` evaluates (with `this` bound to `&self`, inside a
+/// function returning [`Result`](crate::Result), so `?` works) to a pointer
+/// to it (`&S`, `Arc<S>`, `Box<S>`); `location` to the wrapper's
+/// [`location`](crate::LedgerStore::location).
+///
+/// For wrappers that change nothing but where calls go (a store opened in
+/// the background, say). A wrapper that changes what calls do implements
+/// the traits itself.
+///
+/// ```
+/// use std::sync::Arc;
+/// use ledger_core::{Ledger, LedgerStore};
+///
+/// #[derive(Debug)]
+/// struct Shared(Arc<Ledger>);
+///
+/// ledger_core::forward_store!(Shared, |this| this.0.clone(), location: |this| this.0.location());
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let shared = Shared(Arc::new(Ledger::open(dir.path().join("l.redb")).unwrap()));
+/// assert!(shared.open_slots().unwrap().is_empty());
+/// ```
+#[macro_export]
+macro_rules! forward_store {
+    ($ty:ty, |$this:ident| $target:expr, location: |$here:ident| $location:expr $(,)?) => {
+        $crate::forward_ledger_store!($ty, |$this| $target, location: |$here| $location);
+        $crate::forward_fleet_store!($ty, |$this| $target);
+    };
+}
+
+/// [`forward_store!`]'s half for [`LedgerStore`](crate::LedgerStore) alone.
+#[macro_export]
+macro_rules! forward_ledger_store {
+    ($ty:ty, |$this:ident| $target:expr, location: |$here:ident| $location:expr $(,)?) => {
+        impl $crate::LedgerStore for $ty {
+            fn location(&self) -> String {
+                let $here = self;
+                $location
+            }
+            $crate::forward_calls!($crate::LedgerStore, $this, $target;
+                fn admit(request: &$crate::AdmitRequest, limits: &$crate::Limits, now: $crate::Timestamp) -> $crate::AdmitOutcome;
+                fn finish(key: &$crate::SlotKey, expected_run: Option<&$crate::RunId>, reason: $crate::FinishReason, now: $crate::Timestamp) -> $crate::FinishOutcome;
+                fn renew_lease(key: &$crate::SlotKey, run: &$crate::RunId, lease: std::time::Duration, now: $crate::Timestamp) -> $crate::UpdateOutcome;
+                fn renew_leases(runner: &$crate::Owner, lease: std::time::Duration, now: $crate::Timestamp) -> Vec<($crate::SlotKey, $crate::RunId)>;
+                fn set_executor(key: &$crate::SlotKey, run: &$crate::RunId, executor: $crate::ExecutorIdentity) -> $crate::UpdateOutcome;
+                fn set_holder(key: &$crate::SlotKey, run: &$crate::RunId, holder: &$crate::Owner) -> $crate::UpdateOutcome;
+                fn now(local: $crate::Timestamp) -> $crate::Timestamp;
+                fn open_slots() -> Vec<$crate::Slot>;
+                fn slot(key: &$crate::SlotKey) -> Option<$crate::Slot>;
+                fn last_finish(key: &$crate::SlotKey) -> Option<$crate::Event>;
+                fn attempts(task: &$crate::TaskId) -> $crate::TaskAttempts;
+                fn events_after(after: u64, limit: usize) -> Vec<$crate::Event>;
+                fn events_between(from: $crate::Timestamp, to: $crate::Timestamp) -> Vec<$crate::Event>;
+                fn prune(now: $crate::Timestamp) -> $crate::PruneReport;
+                fn import_usage_json(path: &std::path::Path) -> $crate::ImportReport;
+                fn startup_lock(timeout: std::time::Duration) -> Option<$crate::StoreLock>;
+            );
+        }
+    };
+}
+
+/// [`forward_store!`]'s half for [`FleetStore`](crate::FleetStore) alone.
+#[macro_export]
+macro_rules! forward_fleet_store {
+    ($ty:ty, |$this:ident| $target:expr $(,)?) => {
+        impl $crate::FleetStore for $ty {
+            $crate::forward_calls!($crate::FleetStore, $this, $target;
+                fn take_budget(key: &str, limit: u32, window: std::time::Duration, now: $crate::Timestamp) -> $crate::BudgetAnswer;
+                fn pause_budget(key: &str, wait: std::time::Duration, now: $crate::Timestamp) -> ();
+                fn board_look(key: &str, max_age: std::time::Duration, listing_for: std::time::Duration, now: $crate::Timestamp) -> $crate::BoardLook;
+                fn put_board(key: &str, listed_at: $crate::Timestamp, events_seen: u64, body: &[u8], now: $crate::Timestamp) -> ();
+                fn add_board_hint(key: &str, hint: &[u8], now: $crate::Timestamp) -> u64;
+                fn board_hints_after(key: &str, after: u64) -> $crate::BoardHints;
+            );
+        }
+    };
+}
+
+/// The methods the forwarding macros generate (not for direct use).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! forward_calls {
+    ($trait:path, $this:ident, $target:expr; $(fn $name:ident($($arg:ident: $argty:ty),*) -> $ret:ty;)*) => {
+        $(
+            fn $name(&self, $($arg: $argty),*) -> $crate::Result<$ret> {
+                let $this = self;
+                let target = $target;
+                <_ as $trait>::$name(&*target, $($arg),*)
+            }
+        )*
+    };
+}
