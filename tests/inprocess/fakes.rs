@@ -12,16 +12,11 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use ledger_core::{
-    AdmitOutcome, AdmitRequest, Clock, Event, ExecutorIdentity, FinishOutcome, FinishReason,
-    ImportReport, LedgerStore, Limits, Owner, ProcessIdentity, PruneReport, RunId, Slot, SlotKey,
-    StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
-};
+use ledger_core::{Clock, ExecutorIdentity, ProcessIdentity, RunId, SlotKey, Timestamp};
 use plane_client::{
     Label, PlaneError, State, StateGroup, StateLite, StateRef, WorkItem, same_name,
 };
@@ -562,113 +557,53 @@ impl RenewalLog {
     }
 }
 
-impl LedgerStore for RenewalLog {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn admit(
-        &self,
-        request: &AdmitRequest,
-        limits: &Limits,
-        now: Timestamp,
-    ) -> ledger_core::Result<AdmitOutcome> {
-        let outcome = self.inner.admit(request, limits, now)?;
-        if self
-            .lose_admit_answer
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            return Err(ledger_core::LedgerError::Database {
-                location: self.inner.location(),
-                source: "connection closed before the answer (the commit landed)".into(),
-            });
+impl RenewalLog {
+    /// Refuses what a partition refuses.
+    fn before(&self, call: &str) -> ledger_core::Result<()> {
+        match call {
+            "finish" | "renew_leases" | "set_holder" => self.reachable(),
+            _ => Ok(()),
         }
-        Ok(outcome)
-    }
-    fn finish(
-        &self,
-        key: &SlotKey,
-        expected_run: Option<&RunId>,
-        reason: FinishReason,
-        now: Timestamp,
-    ) -> ledger_core::Result<FinishOutcome> {
-        self.reachable()?;
-        self.inner.finish(key, expected_run, reason, now)
-    }
-    fn renew_lease(
-        &self,
-        key: &SlotKey,
-        run: &RunId,
-        lease: Duration,
-        now: Timestamp,
-    ) -> ledger_core::Result<UpdateOutcome> {
-        self.renewals
-            .lock()
-            .unwrap()
-            .push((since(self.origin), now.saturating_add(lease)));
-        self.inner.renew_lease(key, run, lease, now)
-    }
-    fn renew_leases(
-        &self,
-        runner: &Owner,
-        lease: Duration,
-        now: Timestamp,
-    ) -> ledger_core::Result<Vec<(SlotKey, RunId)>> {
-        self.reachable()?;
-        let renewed = self.inner.renew_leases(runner, lease, now)?;
-        if !renewed.is_empty() {
-            self.renewals
-                .lock()
-                .unwrap()
-                .push((since(self.origin), now.saturating_add(lease)));
-        }
-        Ok(renewed)
     }
 
-    fn set_executor(
-        &self,
-        key: &SlotKey,
-        run: &RunId,
-        executor: ExecutorIdentity,
-    ) -> ledger_core::Result<UpdateOutcome> {
-        self.inner.set_executor(key, run, executor)
-    }
-    fn set_holder(
-        &self,
-        key: &SlotKey,
-        run: &RunId,
-        holder: &Owner,
-    ) -> ledger_core::Result<UpdateOutcome> {
-        self.reachable()?;
-        self.inner.set_holder(key, run, holder)
-    }
-    fn open_slots(&self) -> ledger_core::Result<Vec<Slot>> {
-        self.inner.open_slots()
-    }
-    fn slot(&self, key: &SlotKey) -> ledger_core::Result<Option<Slot>> {
-        self.inner.slot(key)
-    }
-    fn last_finish(&self, key: &SlotKey) -> ledger_core::Result<Option<Event>> {
-        self.inner.last_finish(key)
-    }
-    fn attempts(&self, task: &TaskId) -> ledger_core::Result<TaskAttempts> {
-        self.inner.attempts(task)
-    }
-    fn events_after(&self, after: u64, limit: usize) -> ledger_core::Result<Vec<Event>> {
-        self.inner.events_after(after, limit)
-    }
-    fn events_between(&self, from: Timestamp, to: Timestamp) -> ledger_core::Result<Vec<Event>> {
-        self.inner.events_between(from, to)
-    }
-    fn prune(&self, now: Timestamp) -> ledger_core::Result<PruneReport> {
-        self.inner.prune(now)
-    }
-    fn import_usage_json(&self, path: &Path) -> ledger_core::Result<ImportReport> {
-        self.inner.import_usage_json(path)
-    }
-    fn startup_lock(&self, timeout: Duration) -> ledger_core::Result<Option<StoreLock>> {
-        self.inner.startup_lock(timeout)
+    /// Notes each renewal that renewed something (when, and the lease's
+    /// new end), and loses an admission's answer when asked to.
+    fn after(&self, call: &str, answer: &dyn std::any::Any) -> ledger_core::Result<()> {
+        let renewed = match call {
+            "renew_leases" => answer
+                .downcast_ref::<Vec<(SlotKey, RunId)>>()
+                .is_some_and(|renewed| !renewed.is_empty()),
+            "renew_lease" => true,
+            "admit"
+                if self
+                    .lose_admit_answer
+                    .swap(false, std::sync::atomic::Ordering::SeqCst) =>
+            {
+                return Err(ledger_core::LedgerError::Database {
+                    location: self.inner.location(),
+                    source: "connection closed before the answer (the commit landed)".into(),
+                });
+            }
+            _ => false,
+        };
+        if renewed {
+            let until = self.inner.open_slots()?.iter().map(|s| s.lease_until).max();
+            if let Some(until) = until {
+                self.renewals
+                    .lock()
+                    .unwrap()
+                    .push((since(self.origin), until));
+            }
+        }
+        Ok(())
     }
 }
+
+// Every call goes to the real store, through the partition and the log.
+ledger_core::forward_ledger_store!(RenewalLog, |this| this.inner.clone(),
+    location: |this| this.inner.location(),
+    before: |this, call| this.before(call),
+    after: |this, call, answer| this.after(call, answer));
 
 // The fleet's calls go to the real store unchanged.
 ledger_core::forward_fleet_store!(RenewalLog, |this| this.inner.clone());

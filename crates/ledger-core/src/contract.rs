@@ -46,6 +46,7 @@ use crate::{
 ///
 /// Calls block (a durable commit, a wait for another writer): async callers
 /// run them on a blocking thread.
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// Where the ledger lives, for messages and `status`: a file's path, a
     /// database URL without its password.
@@ -60,10 +61,12 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     ) -> Result<AdmitOutcome>;
 
     /// Closes `key`'s slot; with `expected_run`, only if that run holds it.
-    fn finish(
+    // The named lifetime is for mockall's mock, which cannot elide it.
+    #[allow(clippy::needless_lifetimes)]
+    fn finish<'a>(
         &self,
         key: &SlotKey,
-        expected_run: Option<&RunId>,
+        expected_run: Option<&'a RunId>,
         reason: FinishReason,
         now: Timestamp,
     ) -> Result<FinishOutcome>;
@@ -154,6 +157,7 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
 /// need both hold a [`Store`].
 ///
 /// Calls block, as the ledger's do.
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait FleetStore: Send + Sync + fmt::Debug {
     /// Takes one request from the shared budget `key` (a Plane API key's
     /// fingerprint, never the key): at most `limit` takes in any `window`,

@@ -37,15 +37,29 @@ macro_rules! forward_store {
 }
 
 /// [`forward_store!`]'s half for [`LedgerStore`](crate::LedgerStore) alone.
+///
+/// It may also watch or refuse calls, for a test's wrapper: `before` runs
+/// before each call with `this` and the call's name (`"admit"`, …) and may
+/// fail it (`Err` is returned, the call is not made); `after` runs after
+/// each call that succeeded, with its answer as `&dyn Any`, and may turn it
+/// into an error.
 #[macro_export]
 macro_rules! forward_ledger_store {
     ($ty:ty, |$this:ident| $target:expr, location: |$here:ident| $location:expr $(,)?) => {
+        $crate::forward_ledger_store!($ty, |$this| $target, location: |$here| $location,
+            before: |_this, _call| Ok(()),
+            after: |_this, _call, _answer| Ok(()));
+    };
+    ($ty:ty, |$this:ident| $target:expr, location: |$here:ident| $location:expr,
+        before: |$b:ident, $bc:ident| $before:expr,
+        after: |$a:ident, $ac:ident, $aa:ident| $after:expr $(,)?) => {
         impl $crate::LedgerStore for $ty {
             fn location(&self) -> String {
                 let $here = self;
                 $location
             }
-            $crate::forward_calls!($crate::LedgerStore, $this, $target;
+            $crate::forward_calls!($crate::LedgerStore, $this, $target,
+                |$b, $bc| $before, |$a, $ac, $aa| $after;
                 fn admit(request: &$crate::AdmitRequest, limits: &$crate::Limits, now: $crate::Timestamp) -> $crate::AdmitOutcome;
                 fn finish(key: &$crate::SlotKey, expected_run: Option<&$crate::RunId>, reason: $crate::FinishReason, now: $crate::Timestamp) -> $crate::FinishOutcome;
                 fn renew_lease(key: &$crate::SlotKey, run: &$crate::RunId, lease: std::time::Duration, now: $crate::Timestamp) -> $crate::UpdateOutcome;
@@ -72,7 +86,8 @@ macro_rules! forward_ledger_store {
 macro_rules! forward_fleet_store {
     ($ty:ty, |$this:ident| $target:expr $(,)?) => {
         impl $crate::FleetStore for $ty {
-            $crate::forward_calls!($crate::FleetStore, $this, $target;
+            $crate::forward_calls!($crate::FleetStore, $this, $target,
+                |_this, _call| Ok(()), |_this, _call, _answer| Ok(());
                 fn take_budget(key: &str, limit: u32, window: std::time::Duration, now: $crate::Timestamp) -> $crate::BudgetAnswer;
                 fn pause_budget(key: &str, wait: std::time::Duration, now: $crate::Timestamp) -> ();
                 fn board_look(key: &str, max_age: std::time::Duration, listing_for: std::time::Duration, now: $crate::Timestamp) -> $crate::BoardLook;
@@ -88,12 +103,26 @@ macro_rules! forward_fleet_store {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! forward_calls {
-    ($trait:path, $this:ident, $target:expr; $(fn $name:ident($($arg:ident: $argty:ty),*) -> $ret:ty;)*) => {
+    ($trait:path, $this:ident, $target:expr,
+        |$b:ident, $bc:ident| $before:expr, |$a:ident, $ac:ident, $aa:ident| $after:expr;
+        $(fn $name:ident($($arg:ident: $argty:ty),*) -> $ret:ty;)*) => {
         $(
             fn $name(&self, $($arg: $argty),*) -> $crate::Result<$ret> {
+                {
+                    let ($b, $bc): (&Self, &'static str) = (self, stringify!($name));
+                    let before: $crate::Result<()> = $before;
+                    before?;
+                }
                 let $this = self;
                 let target = $target;
-                <_ as $trait>::$name(&*target, $($arg),*)
+                let answer = <_ as $trait>::$name(&*target, $($arg),*)?;
+                {
+                    let ($a, $ac, $aa): (&Self, &'static str, &dyn std::any::Any) =
+                        (self, stringify!($name), &answer);
+                    let after: $crate::Result<()> = $after;
+                    after?;
+                }
+                Ok(answer)
             }
         )*
     };

@@ -5,11 +5,11 @@
 //! that counts against the backend's `max_concurrent` cap until it is
 //! finished. The ledger makes that bookkeeping exact:
 //!
-//! - [`Ledger::admit`] checks every cap and records the start in **one**
-//!   durable write transaction, so no two processes can both take the last
-//!   slot;
-//! - [`Ledger::finish`] is conditional on the run id and idempotent, so a late
-//!   or repeated finish never closes a newer dispatch;
+//! - [`LedgerStore::admit`] checks every cap and records the start in
+//!   **one** durable write transaction, so no two processes can both take
+//!   the last slot;
+//! - [`LedgerStore::finish`] is conditional on the run id and idempotent, so
+//!   a late or repeated finish never closes a newer dispatch;
 //! - every decision is an [`Event`] in an append-only, sequenced audit log;
 //! - several processes keep one file open at once (redb's multi-writer
 //!   mode), and a process killed at any moment leaves the file consistent.
@@ -17,12 +17,23 @@
 //! Slots whose owner died are found and reclaimed by the orphan rules of the
 //! `reconcile` crate; this crate only stores.
 //!
+//! Two contracts: [`LedgerStore`] (the slots, caps, leases and audit log
+//! above) and [`FleetStore`] (what a fleet of runners shares besides: a
+//! Plane key's budget, the board's snapshot, webhook hints); [`Store`] is
+//! both. The redb [`Ledger`] here and `ledger-postgres`'s `PgLedger`
+//! implement both and pass one conformance suite (feature `conformance`).
+//!
 //! # Features
 //!
 //! - `store` (default): the redb-backed [`Ledger`], the `usage.json` import
 //!   and the [`ReconcileLock`]. Without it the crate is only the ledger's data
 //!   types, free of redb, for crates that reason about slots without storing
 //!   them.
+//! - `testing`: `MemoryStore`, both contracts in memory, held to the same
+//!   conformance suite (a faithful fake for other services' tests), which
+//!   fails on demand.
+//! - `mocks`: mockall mocks of both contracts (`MockLedgerStore`,
+//!   `MockFleetStore`).
 //! - `process`: the calling process as a slot's holder
 //!   (`Owner::current()`: this host's name and boot id, this process's pid
 //!   and start time, from Linux's `/proc`), so that a service depending on
@@ -105,6 +116,8 @@ pub mod ids;
 pub mod import;
 #[cfg(feature = "store")]
 mod lock;
+#[cfg(feature = "testing")]
+mod memory;
 mod model;
 #[cfg(feature = "process")]
 pub mod process;
@@ -121,11 +134,15 @@ pub use contract::{
     HINT_RETENTION, ImportReport, LedgerStore, PruneReport, Store, StoreLock, admission,
     board_rule, budget,
 };
+#[cfg(feature = "mocks")]
+pub use contract::{MockFleetStore, MockLedgerStore};
 pub use error::{LedgerError, Result, StorageSource};
 pub use guard::SlotGuard;
 pub use ids::{Backend, IdError, RunId, TaskId};
 #[cfg(feature = "store")]
 pub use lock::ReconcileLock;
+#[cfg(feature = "testing")]
+pub use memory::MemoryStore;
 pub use model::*;
 #[cfg(feature = "store")]
 pub use store::{IntegrityReport, Ledger, LedgerOptions, SharingMode};

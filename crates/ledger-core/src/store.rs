@@ -3,6 +3,7 @@
 
 mod files;
 mod fleet;
+mod ledger;
 mod maintenance;
 mod queries;
 mod writes;
@@ -314,102 +315,6 @@ impl Ledger {
                 Ok(value)
             }
         }
-    }
-}
-
-/// The redb store behind the ledger's contract. The work is in `writes`,
-/// `queries` and `maintenance`, by concern.
-impl crate::LedgerStore for Ledger {
-    fn location(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    fn admit(
-        &self,
-        request: &AdmitRequest,
-        limits: &Limits,
-        now: Timestamp,
-    ) -> Result<AdmitOutcome> {
-        self.record_admission(request, limits, now)
-    }
-
-    fn finish(
-        &self,
-        key: &SlotKey,
-        expected_run: Option<&RunId>,
-        reason: FinishReason,
-        now: Timestamp,
-    ) -> Result<FinishOutcome> {
-        self.record_finish(key, expected_run, reason, now)
-    }
-
-    fn renew_lease(
-        &self,
-        key: &SlotKey,
-        run: &RunId,
-        lease: Duration,
-        now: Timestamp,
-    ) -> Result<UpdateOutcome> {
-        self.extend_lease(key, run, now.saturating_add(lease))
-    }
-
-    fn renew_leases(
-        &self,
-        runner: &Owner,
-        lease: Duration,
-        now: Timestamp,
-    ) -> Result<Vec<(SlotKey, RunId)>> {
-        self.extend_leases(runner, now.saturating_add(lease))
-    }
-
-    fn set_executor(
-        &self,
-        key: &SlotKey,
-        run: &RunId,
-        executor: ExecutorIdentity,
-    ) -> Result<UpdateOutcome> {
-        self.update_slot(key, run, |slot| slot.owner.executor = Some(executor))
-    }
-
-    fn set_holder(&self, key: &SlotKey, run: &RunId, holder: &Owner) -> Result<UpdateOutcome> {
-        self.update_slot(key, run, |slot| slot.owner = holder.clone())
-    }
-
-    fn open_slots(&self) -> Result<Vec<Slot>> {
-        self.read_open_slots()
-    }
-
-    fn slot(&self, key: &SlotKey) -> Result<Option<Slot>> {
-        self.read_slot(key)
-    }
-
-    fn last_finish(&self, key: &SlotKey) -> Result<Option<Event>> {
-        self.read_last_finish(key)
-    }
-
-    fn attempts(&self, task: &TaskId) -> Result<TaskAttempts> {
-        self.read_attempts(task)
-    }
-
-    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
-        self.read_events_after(after, limit)
-    }
-
-    fn events_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Event>> {
-        self.read_events_between(from, to)
-    }
-
-    fn prune(&self, now: Timestamp) -> Result<PruneReport> {
-        self.prune_events(now)
-    }
-
-    fn import_usage_json(&self, path: &Path) -> Result<crate::ImportReport> {
-        self.import_usage_file(path)
-    }
-
-    /// A file lock beside the ledger file ([`crate::ReconcileLock`]).
-    fn startup_lock(&self, timeout: Duration) -> Result<Option<crate::StoreLock>> {
-        Ok(crate::ReconcileLock::acquire(&self.path, timeout)?.map(crate::StoreLock::new))
     }
 }
 

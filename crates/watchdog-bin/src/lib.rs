@@ -15,7 +15,7 @@
 //! // Store calls block: in async code, make them on the blocking pool.
 //! let store = runtime::open_store(config)?;
 //! let probe = watchdog_bin::probe(config)?;
-//! let now = ledger_core::SystemClock.now();
+//! let now = ledger_core::Clock::now(&ledger_core::SystemClock);
 //! let status = watchdog_bin::status(&*store, config, &probe, now)?;
 //! println!("{}", watchdog_bin::status_text(&status));
 //! # Ok(())

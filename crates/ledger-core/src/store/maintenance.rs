@@ -6,60 +6,6 @@ use redb::ReadableTable;
 use super::*;
 
 impl Ledger {
-    /// Removes events older than the retention. Removal takes a prefix of
-    /// the log and stops at the `started` event of the oldest open slot and
-    /// before the newest event, so the retained log has no holes, every open
-    /// slot keeps its `started` event, and sequence numbers never restart.
-    /// Open slots themselves are never pruned.
-    pub(super) fn prune_events(&self, now: Timestamp) -> Result<PruneReport> {
-        const BATCH: usize = 5_000;
-        let cutoff = now.saturating_sub(self.options.retention);
-        let mut report = PruneReport::default();
-        loop {
-            let removed = self.write(|txn| {
-                let open = txn.open_table(OPEN_SLOTS).or_storage(self)?;
-                let mut oldest_open = u64::MAX;
-                for entry in open.iter().or_storage(self)? {
-                    let (_, v) = entry.or_storage(self)?;
-                    let slot: Slot = self.decode("open_slots", v.value())?;
-                    oldest_open = oldest_open.min(slot.started_seq);
-                }
-                let mut events = txn.open_table(EVENTS).or_storage(self)?;
-                let last = events
-                    .last()
-                    .or_storage(self)?
-                    .map_or(0, |(k, _)| k.value());
-                let stop = oldest_open.min(last);
-                let mut doomed = Vec::new();
-                for entry in events.range(..stop).or_storage(self)?.take(BATCH) {
-                    let (_, v) = entry.or_storage(self)?;
-                    let event: Event = self.decode("events", v.value())?;
-                    if event.at >= cutoff {
-                        break;
-                    }
-                    doomed.push(event);
-                }
-                if doomed.is_empty() {
-                    return Ok(Tx::Abort(0));
-                }
-                let mut starts = txn.open_table(STARTS).or_storage(self)?;
-                for event in &doomed {
-                    events.remove(event.seq).or_storage(self)?;
-                    if let EventKind::Started { key, .. } = &event.kind {
-                        starts
-                            .remove((key.backend.as_str(), event.at.as_unix_millis(), event.seq))
-                            .or_storage(self)?;
-                    }
-                }
-                Ok(Tx::Commit(doomed.len()))
-            })?;
-            report.events_removed += removed as u64;
-            if removed < BATCH {
-                return Ok(report);
-            }
-        }
-    }
-
     /// Checks the ledger's own invariants: the retained log has no holes and
     /// each record sits under its own sequence number; every open slot has
     /// its `started` event and no `finished` event after it. A clean report means nothing was lost or torn.

@@ -45,71 +45,6 @@ impl Ledger {
         Ok(())
     }
 
-    /// Opens a slot if every cap allows it, in one write transaction: the cap
-    /// check and the record of the start cannot be separated by another
-    /// process's admission.
-    ///
-    /// Checks, in order: the key is not already in flight, the global cap, the
-    /// backend's `max_concurrent`, its hourly and daily rate caps. A denial is
-    /// recorded as a `denied` event. Admitting a run that is already open
-    /// returns its slot unchanged, so a retry after an ambiguous failure (a
-    /// commit that landed although the caller saw an error) is safe.
-    pub(super) fn record_admission(
-        &self,
-        request: &AdmitRequest,
-        limits: &Limits,
-        now: Timestamp,
-    ) -> Result<AdmitOutcome> {
-        let key = &request.key;
-        let key_tuple = (key.backend.as_str(), key.task_id.as_str());
-        self.write(|txn| {
-            let mut open = txn.open_table(OPEN_SLOTS).or_storage(self)?;
-            let existing = match open.get(key_tuple).or_storage(self)? {
-                Some(g) => Some(self.decode::<Slot>("open_slots", g.value())?),
-                None => None,
-            };
-            if let Some(slot) = existing.as_ref().filter(|s| s.run_id == request.run_id) {
-                return Ok(Tx::Abort(AdmitOutcome::Admitted(slot.clone())));
-            }
-            let starts = txn.open_table(STARTS).or_storage(self)?;
-            let denial = self.check_caps(&open, &starts, existing.is_some(), key, limits, now)?;
-            drop(starts);
-            if let Some(denial) = denial {
-                self.append_event(
-                    txn,
-                    now,
-                    EventKind::Denied {
-                        key: key.clone(),
-                        run_id: request.run_id.clone(),
-                        denial,
-                    },
-                )?;
-                return Ok(Tx::Commit(AdmitOutcome::Denied(denial)));
-            }
-            let seq = self.append_event(
-                txn,
-                now,
-                EventKind::Started {
-                    key: key.clone(),
-                    run_id: request.run_id.clone(),
-                    owner: request.owner.clone(),
-                },
-            )?;
-            let slot = Slot {
-                key: key.clone(),
-                run_id: request.run_id.clone(),
-                started_at: now,
-                owner: request.owner.clone(),
-                lease_until: now.saturating_add(request.lease),
-                started_seq: seq,
-            };
-            let bytes = self.encode("open_slots", &slot)?;
-            open.insert(key_tuple, bytes.as_slice()).or_storage(self)?;
-            self.index_start(txn, &slot.key.backend, slot.started_at, slot.started_seq)?;
-            Ok(Tx::Commit(AdmitOutcome::Admitted(slot)))
-        })
-    }
-
     /// Adds a start to the rate-window index.
     pub(crate) fn index_start(
         &self,
@@ -183,48 +118,6 @@ impl Ledger {
         Ok(admission(&counts, limits))
     }
 
-    /// Closes the slot under `key`. With `expected_run`, only if that run
-    /// holds it: a late finish of an old run can never close a newer run of
-    /// the same task. Finishing a slot that is not open changes nothing and
-    /// reports [`FinishOutcome::NotInFlight`].
-    pub(super) fn record_finish(
-        &self,
-        key: &SlotKey,
-        expected_run: Option<&RunId>,
-        reason: FinishReason,
-        now: Timestamp,
-    ) -> Result<FinishOutcome> {
-        let key_tuple = (key.backend.as_str(), key.task_id.as_str());
-        self.write(|txn| {
-            let mut open = txn.open_table(OPEN_SLOTS).or_storage(self)?;
-            let slot: Slot = match open.get(key_tuple).or_storage(self)? {
-                Some(g) => self.decode("open_slots", g.value())?,
-                None => return Ok(Tx::Abort(FinishOutcome::NotInFlight)),
-            };
-            if let Some(run) = expected_run
-                && *run != slot.run_id
-            {
-                return Ok(Tx::Abort(FinishOutcome::OtherRunInFlight {
-                    open_run: slot.run_id,
-                }));
-            }
-            open.remove(key_tuple).or_storage(self)?;
-            self.append_event(
-                txn,
-                now,
-                EventKind::Finished {
-                    key: key.clone(),
-                    run_id: slot.run_id.clone(),
-                    started_at: slot.started_at,
-                    reason: reason.clone(),
-                    role: slot.owner.role.clone(),
-                },
-            )?;
-            self.update_attempts(txn, &key.task_id, |a| a.record_finish(&reason))?;
-            Ok(Tx::Commit(FinishOutcome::Finished(slot)))
-        })
-    }
-
     /// Applies `change` to the open slot of `run` under `key`, if that run
     /// still holds it.
     pub(super) fn update_slot(
@@ -247,56 +140,6 @@ impl Ledger {
             let bytes = self.encode("open_slots", &slot)?;
             open.insert(key_tuple, bytes.as_slice()).or_storage(self)?;
             Ok(Tx::Commit(UpdateOutcome::Updated))
-        })
-    }
-
-    /// Extends the lease of `run`'s slot to `until`.
-    pub(super) fn extend_lease(
-        &self,
-        key: &SlotKey,
-        run: &RunId,
-        until: Timestamp,
-    ) -> Result<UpdateOutcome> {
-        self.update_slot(key, run, |slot| {
-            slot.lease_until = slot.lease_until.max(until)
-        })
-    }
-
-    /// Extends to `until` the lease of every open slot `runner` holds (same
-    /// host, boot and runner process); the keys renewed.
-    pub(super) fn extend_leases(
-        &self,
-        runner: &Owner,
-        until: Timestamp,
-    ) -> Result<Vec<(SlotKey, RunId)>> {
-        self.write(|txn| {
-            let mut open = txn.open_table(OPEN_SLOTS).or_storage(self)?;
-            let mut held = Vec::new();
-            for entry in open.iter().or_storage(self)? {
-                let (_, v) = entry.or_storage(self)?;
-                let slot: Slot = self.decode("open_slots", v.value())?;
-                if slot.owner.host == runner.host
-                    && slot.owner.boot_id == runner.boot_id
-                    && slot.owner.runner == runner.runner
-                {
-                    held.push(slot);
-                }
-            }
-            if held.is_empty() {
-                return Ok(Tx::Abort(Vec::new()));
-            }
-            let mut keys = Vec::with_capacity(held.len());
-            for mut slot in held {
-                slot.lease_until = slot.lease_until.max(until);
-                let bytes = self.encode("open_slots", &slot)?;
-                open.insert(
-                    (slot.key.backend.as_str(), slot.key.task_id.as_str()),
-                    bytes.as_slice(),
-                )
-                .or_storage(self)?;
-                keys.push((slot.key, slot.run_id));
-            }
-            Ok(Tx::Commit(keys))
         })
     }
 }

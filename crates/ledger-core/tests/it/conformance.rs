@@ -13,3 +13,18 @@ fn fresh_redb_ledger() -> Subject {
 }
 
 ledger_core::conformance_suite!(fresh_redb_ledger);
+
+/// The same suite on the in-memory store (feature `testing`): the fake
+/// other services test against is held to the same contract.
+mod memory {
+    use std::sync::Arc;
+
+    use ledger_core::MemoryStore;
+    use ledger_core::conformance::Subject;
+
+    fn fresh_memory_store() -> Subject {
+        Subject::new(Arc::new(MemoryStore::new()), ())
+    }
+
+    ledger_core::conformance_suite!(fresh_memory_store);
+}

@@ -6,5 +6,6 @@ mod conformance;
 mod crash;
 mod files;
 mod import;
+mod mocks;
 mod multiprocess;
 mod support;
