@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger_core::{LedgerStore, TaskId};
+use ledger_core::{FinishReason, LedgerStore, TaskId};
 use plane_client::{
     Label, PlaneClient, PlaneError, State, StateLite, StateRef, WorkItem, same_name,
 };
@@ -354,12 +354,11 @@ pub async fn requeue_reclaimed(
                 continue;
             }
         };
-        let blocked = lost >= u64::from(role.max_attempts);
-        let target = if blocked {
-            &role.blocked_state
-        } else {
-            &role.claim_state
+        let reason = FinishReason::Reconciled {
+            rule: action.rule.to_string(),
         };
+        let target = crate::destination(&reason, lost, role);
+        let blocked = target != role.claim_state;
         let comment = format!(
             "<p>inflight: run {} on backend {} was reclaimed by {} ({}). Attempts lost so far: {lost} of {}. {}</p>",
             html_escape(action.run_id.as_str()),
@@ -386,12 +385,12 @@ pub async fn requeue_reclaimed(
         outcomes.push(if blocked {
             Requeue::Blocked {
                 task,
-                state: target.clone(),
+                state: target.to_owned(),
             }
         } else {
             Requeue::BackToClaim {
                 task,
-                state: target.clone(),
+                state: target.to_owned(),
             }
         });
     }

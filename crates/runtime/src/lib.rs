@@ -50,7 +50,7 @@ pub use plane_fleet::{
     Plane, PlaneFuture, PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error,
     requeue_reclaimed, state_of,
 };
-pub use plane_fleet::{StoreBudget, on_store, plane_client};
+pub use plane_fleet::{StoreBudget, destination, on_store, plane_client};
 pub use process_probe::{
     HOST_ENV, HostIdentity, LinuxProcessProbe, ProcStat, is_running, proc_stat, signal_group,
     signal_process, terminate_group, this_owner, this_process,

@@ -1,0 +1,312 @@
+//! The runner's look at the board: waiting for work (the poll, a webhook's
+//! hint), reading the shared snapshot into what it may claim and what sits
+//! in its running state, and repairing tasks left there by runs that ended
+//! without a report.
+
+use super::*;
+
+/// A repair that Plane refused, and when to try it again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refused {
+    times: u32,
+    retry_at: Instant,
+}
+
+/// What one look at the board found.
+#[derive(Debug, Default)]
+pub(crate) struct Board {
+    pub(crate) claimable: Vec<WorkItem>,
+    pub(crate) stuck: Vec<WorkItem>,
+    /// The ids of the claimable items a webhook named.
+    pub(crate) hinted: Vec<String>,
+}
+
+/// The longest a refused repair waits before it is tried again.
+const MAX_REPAIR_BACKOFF: Duration = Duration::from_secs(15 * 60);
+
+impl Runner {
+    /// Waits for the poll interval, the end of a followed run, or with
+    /// webhooks on until a hint names a task in this role's claim state;
+    /// true when stopped.
+    pub(crate) async fn wait_for_work(
+        &self,
+        stop: &watch::Receiver<bool>,
+        active: &mut JoinSet<WatchEnd>,
+        summary: &mut Summary,
+    ) -> bool {
+        if self.config.webhook.is_none() {
+            return self.pause(self.poll_interval, stop, active, summary).await == Pause::Stopped;
+        }
+        let until = Instant::now() + self.poll_interval;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            match self
+                .pause(HINT_POLL.min(until - now), stop, active, summary)
+                .await
+            {
+                Pause::Stopped => return true,
+                Pause::RunEnded => return false,
+                Pause::Elapsed => {}
+            }
+            let (items, last) = self
+                .board
+                .hints_after(self.last_hint.load(Ordering::Relaxed))
+                .await;
+            self.last_hint.store(last, Ordering::Relaxed);
+            if items.is_empty() {
+                continue;
+            }
+            let Some(woken) = unless_stopped(stop, self.hinted_claimable(items)).await else {
+                return true;
+            };
+            if woken {
+                return false;
+            }
+        }
+    }
+
+    /// Keeps the hinted items this role would claim; whether there were any.
+    pub(crate) async fn hinted_claimable(&self, items: Vec<WorkItem>) -> bool {
+        let wanted = match self.classify(items).await {
+            Ok(board) => board.claimable,
+            Err(error) => {
+                tracing::debug!(%error, "could not read a hinted task's state");
+                return false;
+            }
+        };
+        if wanted.is_empty() {
+            return false;
+        }
+        tracing::info!(
+            tasks = wanted.len(),
+            "a webhook says work is waiting; looking now"
+        );
+        let mut hinted = self.hinted.lock().unwrap_or_else(|e| e.into_inner());
+        for item in wanted {
+            hinted.retain(|held| held.id != item.id);
+            hinted.push(item);
+        }
+        true
+    }
+
+    /// Puts a hinted item that could not be tried back for the next look.
+    pub(crate) fn hint_again(&self, item: WorkItem) {
+        let mut hinted = self.hinted.lock().unwrap_or_else(|e| e.into_inner());
+        if !hinted.iter().any(|held| held.id == item.id) {
+            hinted.push(item);
+        }
+    }
+
+    /// One look at the board: the tasks in the role's claim state that
+    /// carry all its labels, oldest first (one list serves several claims),
+    /// and those sitting in its running state. The list is the shared
+    /// snapshot (see [`SharedBoard`]): the tasks admitted or finished since
+    /// it was listed are left out, as its word on them is stale, and the
+    /// tasks a webhook named since are added, to be tried once.
+    pub(crate) async fn board(&self) -> Result<Board, PlaneError> {
+        let view = self.board.look(&*self.plane).await?;
+        let hinted = std::mem::take(&mut *self.hinted.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut items: Vec<WorkItem> = view
+            .items
+            .into_iter()
+            .filter(|item| {
+                TaskId::new(item.id.clone()).is_ok_and(|task| !view.changed.contains(&task))
+                    && hinted.iter().all(|h| h.id != item.id)
+            })
+            .collect();
+        let hinted_ids = hinted.iter().map(|h| h.id.clone()).collect();
+        items.extend(hinted);
+        let mut board = self.classify(items).await?;
+        board.hinted = hinted_ids;
+        Ok(board)
+    }
+
+    /// Sorts `items` into the role's claimable (oldest first) and stuck.
+    pub(crate) async fn classify(&self, items: Vec<WorkItem>) -> Result<Board, PlaneError> {
+        let wanted_labels: Vec<String> = if self.role.labels.is_empty() {
+            Vec::new()
+        } else {
+            let mut labels = self.plane.labels().await?;
+            // A label id no cached label has means the labels changed (one
+            // was deleted and re-created under the same name, say): list
+            // them again, at most once per poll interval.
+            let unknown = items
+                .iter()
+                .flat_map(|item| &item.labels)
+                .any(|l| labels.iter().all(|known| known.id != l.id()));
+            if unknown
+                && self
+                    .plane
+                    .labels_age()
+                    .is_none_or(|age| age >= self.poll_interval)
+            {
+                tracing::info!(
+                    "a work item carries a label this runner does not know; listing the labels again"
+                );
+                labels = self.plane.refresh_labels().await?;
+            }
+            let mut ids = Vec::new();
+            for name in &self.role.labels {
+                match labels.iter().find(|l| same_name(&l.name, name)) {
+                    Some(label) => ids.push(label.id.clone()),
+                    // Gone since the role was checked: the next check says so.
+                    None => return Ok(Board::default()),
+                }
+            }
+            ids
+        };
+        let mut board = Board::default();
+        for item in items {
+            let state = state_of(&*self.plane, &item).await?;
+            let has_labels = wanted_labels
+                .iter()
+                .all(|id| item.labels.iter().any(|l| l.id() == id));
+            if !has_labels {
+                continue;
+            }
+            if same_name(&state.name, &self.role.claim_state) {
+                board.claimable.push(item);
+            } else if same_name(&state.name, &self.role.running_state) {
+                board.stuck.push(item);
+            }
+        }
+        board.claimable.sort_by_key(|item| item.created_at);
+        Ok(board)
+    }
+
+    /// Tasks in the running state with no dispatch in flight were left there
+    /// by a report that failed (Plane refused the last state change) or by a
+    /// runner that died after finishing its slot and before reporting. The
+    /// ledger knows how their last run of this role ended: report that.
+    ///
+    /// A repair that Plane refuses (a demoted key's user may comment but not
+    /// move tasks) is tried again after a delay that doubles each time, and
+    /// the task says so once; "moved" is written only after Plane moved it.
+    pub(crate) async fn repair_stuck(&self, items: &[WorkItem]) {
+        // A task that left the running state by other means (a person moved
+        // it) needs no more repairs.
+        self.repairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|task, _| items.iter().any(|item| item.id == task.as_str()));
+        let in_flight = |task: &TaskId| {
+            let task = task.clone();
+            async move {
+                match on_store(&self.ledger, |s| s.open_slots()).await {
+                    Ok(slots) => Some(slots.iter().any(|s| s.key.task_id == task)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the open slots");
+                        None
+                    }
+                }
+            }
+        };
+        for item in items {
+            let Ok(task) = TaskId::new(item.id.clone()) else {
+                continue;
+            };
+            let refused = self.refused(&task);
+            if refused.is_some_and(|r| r.retry_at > Instant::now()) {
+                continue;
+            }
+            if in_flight(&task).await != Some(false) {
+                continue;
+            }
+            let key = SlotKey::new(self.backend.name.clone(), task.clone());
+            let Ok(Some(last)) = on_store(&self.ledger, move |s| s.last_finish(&key)).await else {
+                continue;
+            };
+            let EventKind::Finished {
+                run_id,
+                reason,
+                role,
+                ..
+            } = &last.kind
+            else {
+                continue;
+            };
+            if role.as_deref() != Some(self.role.name.as_str()) {
+                continue;
+            }
+            // The list may be stale, and another runner may have taken the
+            // task since: look again, at Plane and at the ledger.
+            let Ok(fresh) = self.plane.get_work_item(task.as_str()).await else {
+                continue;
+            };
+            let Ok(state) = state_of(&*self.plane, &fresh).await else {
+                continue;
+            };
+            if !same_name(&state.name, &self.role.running_state)
+                || in_flight(&task).await != Some(false)
+            {
+                continue;
+            }
+            // An unreadable count is not zero: leave the task for now.
+            let counted = task.clone();
+            let lost = match on_store(&self.ledger, move |s| s.attempts(&counted)).await {
+                Ok(attempts) => attempts.lost(),
+                Err(e) => {
+                    tracing::warn!(task = %task, error = %e, "could not read the task's attempts; not repairing it now");
+                    continue;
+                }
+            };
+            let target = runtime::destination(reason, lost, &self.role);
+            tracing::warn!(task = %task, run = %run_id, %reason, state = %target, "task left in its running state with nothing in flight; reporting its last run");
+            let what = format!(
+                "inflight: this task was left in {:?} with no dispatch in flight; its last run {run_id} ended: {reason}.",
+                self.role.running_state
+            );
+            match self.plane.set_state(task.as_str(), target).await {
+                Ok(_) => {
+                    self.repaired(&task);
+                    if self.config.watcher.comment.wants(true) {
+                        self.comment(&task, &format!("{what} Moved to {target}."), None)
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    let times = refused.map_or(1, |r| r.times + 1);
+                    let wait = self
+                        .poll_interval
+                        .saturating_mul(2u32.saturating_pow(times.min(16)))
+                        .min(MAX_REPAIR_BACKOFF.max(self.poll_interval));
+                    tracing::warn!(task = %task, state = %target, error = %e, times, retry_secs = wait.as_secs(), "Plane refused to move a stuck task; trying again later");
+                    self.repairs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(
+                            task.clone(),
+                            Refused {
+                                times,
+                                retry_at: Instant::now() + wait,
+                            },
+                        );
+                    if times == 1 && self.config.watcher.comment.wants(true) {
+                        let text = format!(
+                            "{what} Plane refused to move it to {target} ({e}); inflight will try again later."
+                        );
+                        self.comment(&task, &text, None).await;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn refused(&self, task: &TaskId) -> Option<Refused> {
+        self.repairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(task)
+            .copied()
+    }
+
+    pub(crate) fn repaired(&self, task: &TaskId) {
+        self.repairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(task);
+    }
+}
