@@ -13,8 +13,8 @@ const MAIN: &str = r#"//! Admits a slot held by this process, waits for a line o
 use std::time::Duration;
 
 use ledger_core::{
-    AdmitOutcome, AdmitRequest, Backend, BackendLimits, Clock, FinishReason, Ledger, Limits,
-    Owner, RunId, SlotKey, SystemClock, TaskId,
+    AdmitOutcome, AdmitRequest, Backend, BackendLimits, Clock, FinishReason, Ledger, LedgerStore,
+    Limits, Owner, RunId, SlotKey, SystemClock, TaskId,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
