@@ -282,3 +282,100 @@ fn text_logs_to_a_file_carry_no_colour_codes() {
     }
     assert!(logs[0].contains("keeping the run"), "{}", logs[0]);
 }
+
+/// `status`, `events` and `metrics` only look: on a missing ledger they
+/// exit 1 naming it and create nothing; on a ledger they leave every byte
+/// as it was; and they read one on a read-only mount (as root, where a
+/// bind mount can be made; skipped with a message elsewhere).
+#[test]
+fn inspection_creates_nothing_changes_nothing_and_reads_a_read_only_mount() {
+    let world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    let ledger = world.path("var/inflight.redb");
+    let inspections: [&[&str]; 4] = [
+        &["status"],
+        &["status", "--json"],
+        &["events"],
+        &["metrics"],
+    ];
+    for args in inspections {
+        let out = world.watchdog(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&ledger.display().to_string()) && stderr.contains("no ledger here"),
+            "{args:?} names the missing ledger: {stderr}"
+        );
+        assert!(!ledger.exists(), "{args:?} created the ledger");
+        assert!(
+            !ledger.parent().unwrap().exists(),
+            "{args:?} created its folder"
+        );
+    }
+
+    // A ledger with a slot and its history, then only looked at.
+    world.slot_from_elsewhere("T1", Some(world.project()));
+    drop(world.ledger());
+    let before = std::fs::read(&ledger).unwrap();
+    for args in inspections {
+        let out = world.watchdog(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        std::fs::read(&ledger).unwrap() == before,
+        "an inspection changed the ledger's bytes"
+    );
+
+    // The same folder mounted read-only elsewhere.
+    let mounted = world.path("ro");
+    std::fs::create_dir_all(&mounted).unwrap();
+    let mount = |args: &[&str]| {
+        std::process::Command::new("mount")
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let var = ledger.parent().unwrap().to_str().unwrap().to_owned();
+    let target = mounted.to_str().unwrap().to_owned();
+    if !(mount(&["--bind", &var, &target]) && mount(&["-o", "remount,bind,ro", &target])) {
+        eprintln!("skipped the read-only mount: this machine cannot bind-mount (not root?)");
+        let _ = mount_cleanup(&target);
+        return;
+    }
+    let config = std::fs::read_to_string(world.path("inflight.toml"))
+        .unwrap()
+        .replace(
+            "path = \"var/inflight.redb\"",
+            "path = \"ro/inflight.redb\"",
+        );
+    let ro_config = world.path("inflight-ro.toml");
+    std::fs::write(&ro_config, config).unwrap();
+    let writable = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mounted.join("inflight.redb"))
+        .is_ok();
+    let outputs: Vec<_> = inspections
+        .iter()
+        .map(|args| (args, world.watchdog_with(&ro_config, args)))
+        .collect();
+    let _ = mount_cleanup(&target);
+    assert!(
+        !writable,
+        "the read-only mount let the ledger be opened for writing"
+    );
+    for (args, out) in outputs {
+        assert!(
+            out.status.success(),
+            "{args:?} on a read-only mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn mount_cleanup(target: &str) -> std::io::Result<std::process::Output> {
+    std::process::Command::new("umount").arg(target).output()
+}

@@ -455,8 +455,13 @@ impl World {
 
     /// Runs `watchdog <args>` to completion.
     pub fn watchdog(&self, args: &[&str]) -> Output {
+        self.watchdog_with(&self.config, args)
+    }
+
+    /// Runs `watchdog --config CONFIG <args>` to completion.
+    pub fn watchdog_with(&self, config: &std::path::Path, args: &[&str]) -> Output {
         let mut command = Command::new(bin("watchdog"));
-        command.arg("--config").arg(&self.config).args(args);
+        command.arg("--config").arg(config).args(args);
         self.env(&mut command);
         command.output().unwrap()
     }

@@ -63,6 +63,12 @@ pub enum LedgerError {
         /// How long this process waited.
         waited: Duration,
     },
+    /// A write to a ledger opened for reading only.
+    #[error("{path}: opened read-only; nothing is written to it")]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
     /// An I/O error on the file or its folder.
     #[error("{path}: {source}")]
     Io {

@@ -104,26 +104,47 @@ impl std::fmt::Debug for Ledger {
 /// inside `catch_unwind` instead; whatever the close could not write, the next
 /// open recovers, as after a crash.
 struct Database {
-    handle: Option<redb::Database>,
+    handle: Option<Handle>,
     path: PathBuf,
 }
 
-impl std::ops::Deref for Database {
-    type Target = redb::Database;
-
-    fn deref(&self) -> &redb::Database {
+impl Database {
+    fn handle(&self) -> &Handle {
         match &self.handle {
-            Some(db) => db,
+            Some(handle) => handle,
             None => unreachable!("only drop takes the handle out"),
+        }
+    }
+
+    fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        match self.handle() {
+            Handle::ReadWrite(db) => db.begin_read(),
+            Handle::ReadOnly(db) => db.begin_read(),
+        }
+    }
+
+    /// The read-write handle; `None` for a ledger opened read-only.
+    fn writable(&self) -> Option<&redb::Database> {
+        match self.handle() {
+            Handle::ReadWrite(db) => Some(db),
+            Handle::ReadOnly(_) => None,
         }
     }
 }
 
 impl Drop for Database {
     fn drop(&mut self) {
-        if let Some(db) = self.handle.take() {
+        if let Some(handle) = self.handle.take() {
             let path = self.path.display();
-            match catch_unwind(AssertUnwindSafe(|| db.close())) {
+            let close = || match handle {
+                Handle::ReadWrite(db) => db.close(),
+                // Closing a read-only handle writes nothing.
+                Handle::ReadOnly(db) => {
+                    drop(db);
+                    Ok(())
+                }
+            };
+            match catch_unwind(AssertUnwindSafe(close)) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(
                     %path, error = %e,
@@ -229,6 +250,42 @@ impl Ledger {
         Ok(Ledger { db, path, options })
     }
 
+    /// Opens the ledger at `path` for reading only: a missing file is an
+    /// error (nothing is created), the file is opened read-only (so a file
+    /// of another user or on a read-only mount can be inspected) and nothing
+    /// is ever written to it; every write fails with
+    /// [`LedgerError::ReadOnly`]. It shares the file with processes that
+    /// have it open for writing and reads their commits. A file that needs
+    /// the recovery of a crash is refused until a read-write open (any
+    /// runner's) has recovered it.
+    pub fn open_read_only(path: impl AsRef<Path>, options: LedgerOptions) -> Result<Self> {
+        crate::blocking::entering("opening a ledger");
+        let path = path.as_ref().to_path_buf();
+        match fs::metadata(&path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(LedgerError::NotALedger {
+                    path,
+                    detail: "not a regular file".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(source) => return Err(LedgerError::Io { path, source }),
+        }
+        check_magic(&path)?;
+        let handle = open_database(&path, &options, Access::ReadOnly)?;
+        let db = Database {
+            handle: Some(handle),
+            path: path.clone(),
+        };
+        contain_panics(&path, || {
+            let txn = db
+                .begin_read()
+                .map_err(|e| storage_error(&path, e.into()))?;
+            check_schema(&path, &txn)
+        })?;
+        Ok(Ledger { db, path, options })
+    }
+
     /// The file this ledger lives in.
     pub fn path(&self) -> &Path {
         &self.path
@@ -269,7 +326,12 @@ impl Ledger {
         let started = Instant::now();
         let mut backoff = Duration::from_micros(10);
         loop {
-            match self.db.try_begin_write() {
+            let Some(db) = self.db.writable() else {
+                return Err(LedgerError::ReadOnly {
+                    path: self.path.clone(),
+                });
+            };
+            match db.try_begin_write() {
                 Ok(txn) => return Ok(txn),
                 Err(redb::TransactionError::WouldBlock) => {}
                 Err(e) => return Err(self.storage(e)),

@@ -362,6 +362,41 @@ pub(crate) fn prepare(connection: &mut Connection, schema: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks, without changing anything, that `schema` holds a ledger at this
+/// build's version: for read-only inspection.
+pub(crate) fn check(connection: &mut Connection, schema: &str) -> Result<()> {
+    let found = {
+        let client = connection.client()?;
+        client
+            .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
+            .map(|row| row.map(|row| row.get::<_, String>(0).parse().unwrap_or(u64::MAX)))
+    };
+    let missing = |why: String| LedgerError::Database {
+        location: connection.location().to_owned(),
+        source: why.into(),
+    };
+    match found {
+        // No `meta` table in the schema (or no schema): no ledger there.
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Err(missing(
+            format!("no inflight ledger in schema {schema:?}: nothing to inspect"),
+        )),
+        Err(e) => Err(connection.error(&e)),
+        Ok(None) => Err(missing(format!(
+            "schema {schema:?} has no ledger version: nothing to inspect"
+        ))),
+        Ok(Some(version)) if version > VERSION => Err(LedgerError::NewerDatabaseSchema {
+            location: connection.location().to_owned(),
+            found: version,
+            supported: VERSION,
+        }),
+        Ok(Some(version)) if version < VERSION => Err(missing(format!(
+            "the ledger's schema is at version {version}, older than this build's {VERSION}: \
+             start a runner or the watchdog once to migrate it"
+        ))),
+        Ok(Some(_)) => Ok(()),
+    }
+}
+
 /// The schema's version after creating it if it was missing, or migrating
 /// it from an older version. A fresh schema is created by the same steps
 /// an old one is migrated by (version 1, then each later one), so the two

@@ -54,10 +54,26 @@ impl PgLedger {
     /// version), and returns the store.
     pub fn open(options: PgOptions) -> Result<Self> {
         ledger_core::blocking::entering("opening a PostgreSQL ledger");
-        let (connector, location) = connector(&options)?;
+        let (connector, location) = connector(&options, false)?;
         let worker = Worker::start("ledger-postgres", connector, location.clone())?;
         let schema = options.schema.clone();
         worker.run(move |c| schema::prepare(c, &schema))?;
+        Ok(Self {
+            worker,
+            options: Arc::new(options),
+            location,
+        })
+    }
+
+    /// Connects for reading only: a schema that is missing or not at this
+    /// build's version is an error (nothing is created or migrated), and the
+    /// session is read-only, so the server refuses any write.
+    pub fn open_read_only(options: PgOptions) -> Result<Self> {
+        ledger_core::blocking::entering("opening a PostgreSQL ledger");
+        let (connector, location) = connector(&options, true)?;
+        let worker = Worker::start("ledger-postgres", connector, location.clone())?;
+        let schema = options.schema.clone();
+        worker.run(move |c| schema::check(c, &schema))?;
         Ok(Self {
             worker,
             options: Arc::new(options),
@@ -86,7 +102,7 @@ pub(crate) const SESSION_OPTIONS: &str =
 
 /// The connection settings for `options`, and the store's location for
 /// messages (the URL without any password, and the schema).
-fn connector(options: &PgOptions) -> Result<(Connector, String)> {
+fn connector(options: &PgOptions, read_only: bool) -> Result<(Connector, String)> {
     let bad = |detail: String| LedgerError::Database {
         location: "[ledger] url".into(),
         source: detail.into(),
@@ -113,8 +129,14 @@ fn connector(options: &PgOptions) -> Result<(Connector, String)> {
     config
         .connect_timeout(options.connect_timeout)
         .options(&format!(
-            "-c search_path={} {SESSION_OPTIONS}",
-            options.schema
+            "-c search_path={} {SESSION_OPTIONS}{}",
+            options.schema,
+            // The server itself refuses every write of the session.
+            if read_only {
+                " -c default_transaction_read_only=on"
+            } else {
+                ""
+            }
         ))
         .application_name("inflight");
     let host = config
@@ -712,7 +734,7 @@ impl LedgerStore for PgLedger {
         // A session lock on a connection of its own, held as long as the
         // token: dropping it ends the connection's thread, which closes the
         // connection, which releases the lock (also if this process dies).
-        let (connector, location) = connector(&self.options)?;
+        let (connector, location) = connector(&self.options, false)?;
         let worker = Worker::start("ledger-postgres-lock", connector, location)?;
         let purpose = format!("inflight-sweep:{}", self.options.schema);
         let deadline = Instant::now() + timeout;

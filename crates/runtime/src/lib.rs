@@ -56,4 +56,4 @@ pub use process_probe::{
     signal_process, terminate_group, this_owner, this_process,
 };
 pub use shutdown::{Shutdown, run_main};
-pub use store::open_store;
+pub use store::{open_store, open_store_read_only};

@@ -43,7 +43,52 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, LedgerError> {
     }
 }
 
+/// Opens the configured store for inspection only (`watchdog status`,
+/// `events`, `metrics`): nothing is created, migrated or written. A redb
+/// file that does not exist is an error naming it, and one on a read-only
+/// mount or of another user (readable) can be inspected; a PostgreSQL
+/// session is read-only on the server's side.
+pub fn open_store_read_only(config: &Config) -> Result<Arc<dyn Store>, LedgerError> {
+    #[cfg(debug_assertions)]
+    ledger_core::blocking::check_each_call(refuse_on_a_runtime_thread);
+    match &config.ledger.store {
+        StoreSettings::Redb => {
+            let ledger = Ledger::open_read_only(&config.ledger.path, ledger_options(config))
+                .map_err(|e| match e {
+                    LedgerError::Io { path, source }
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        LedgerError::Io {
+                            source: std::io::Error::new(
+                                source.kind(),
+                                "no ledger here ([ledger] path); a runner creates it at its first start",
+                            ),
+                            path,
+                        }
+                    }
+                    other => other,
+                })?;
+            Ok(Arc::new(ledger))
+        }
+        StoreSettings::Postgres(pg) => Ok(Arc::new(PgLedger::open_read_only(postgres_options(
+            config, pg,
+        )?)?)),
+    }
+}
+
+fn ledger_options(config: &Config) -> ledger_core::LedgerOptions {
+    ledger_core::LedgerOptions {
+        write_deadline: config.ledger.write_deadline,
+        retention: config.ledger.retention,
+        ..ledger_core::LedgerOptions::default()
+    }
+}
+
 fn open_postgres(config: &Config, pg: &PostgresSettings) -> Result<PgLedger, LedgerError> {
+    PgLedger::open(postgres_options(config, pg)?)
+}
+
+fn postgres_options(config: &Config, pg: &PostgresSettings) -> Result<PgOptions, LedgerError> {
     let mut options = PgOptions::new(pg.url.clone());
     options.schema = pg.schema.clone();
     options.retention = config.ledger.retention;
@@ -62,15 +107,11 @@ fn open_postgres(config: &Config, pg: &PostgresSettings) -> Result<PgLedger, Led
             }
         }
     }
-    PgLedger::open(options)
+    Ok(options)
 }
 
 fn open_redb(config: &Config) -> Result<Arc<dyn Store>, LedgerError> {
-    let options = ledger_core::LedgerOptions {
-        write_deadline: config.ledger.write_deadline,
-        retention: config.ledger.retention,
-        ..ledger_core::LedgerOptions::default()
-    };
+    let options = ledger_options(config);
     let path = config.ledger.path.clone();
     let (done, opened) = std::sync::mpsc::channel();
     let opening = path.clone();

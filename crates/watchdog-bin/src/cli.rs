@@ -11,8 +11,10 @@ use runtime::LogFormat;
 /// Watches inflight's ledger: reclaims slots that dead runners left open, and
 /// answers an operator's questions about it.
 ///
-/// Every command shares the ledger file with running runners. Reports and
-/// listings go to stdout; logs go to stderr.
+/// Every command shares the ledger with running runners; `status`, `events`
+/// and `metrics` only read it (a missing ledger is an error, nothing is
+/// created; a read-only file or mount will do). Reports and listings go to
+/// stdout; logs go to stderr.
 ///
 /// Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.
 #[derive(Debug, Parser)]
@@ -76,7 +78,8 @@ pub enum Command {
         /// Only events at or after this time (RFC 3339, e.g.
         /// 2026-11-28T00:00:00Z).
         #[arg(long, value_name = "RFC3339")]
-        since: Option<String>,
+        #[arg(value_parser = parse_since)]
+        since: Option<ledger_core::Timestamp>,
         /// One JSON object a line.
         #[arg(long)]
         json: bool,
@@ -122,4 +125,9 @@ pub enum Command {
         /// The usage.json file.
         file: PathBuf,
     },
+}
+
+/// `--since`: an RFC 3339 time, refused at parse time (exit status 2).
+fn parse_since(text: &str) -> Result<ledger_core::Timestamp, String> {
+    ledger_core::Timestamp::parse_rfc3339(text).map_err(|e| e.to_string())
 }

@@ -110,6 +110,18 @@ pub async fn with_store<T: Send + 'static>(
     off_runtime(move || call(&*open_ledger(&config)?, &config)).await
 }
 
+/// Opens the configured store for reading only and runs `call` with it,
+/// both on the blocking pool: how `status`, `events` and `metrics` look,
+/// creating, migrating and writing nothing (a missing ledger is an error
+/// naming it).
+pub async fn with_store_read_only<T: Send + 'static>(
+    config: &Config,
+    call: impl FnOnce(&dyn LedgerStore, &Config) -> Result<T, WatchdogError> + Send + 'static,
+) -> Result<T, WatchdogError> {
+    let config = config.clone();
+    off_runtime(move || call(&*runtime::open_store_read_only(&config)?, &config)).await
+}
+
 /// The process probe the commands judge owners with: this host's
 /// identity, `watcher.grace_secs` of slack.
 pub fn probe(config: &Config) -> Result<LinuxProcessProbe, WatchdogError> {
@@ -516,14 +528,13 @@ fn age(secs: u64) -> String {
 }
 
 /// The audit log since `since` (everything retained when `None`).
-pub fn events(ledger: &dyn LedgerStore, since: Option<&str>) -> Result<Vec<Event>, WatchdogError> {
+pub fn events(
+    ledger: &dyn LedgerStore,
+    since: Option<Timestamp>,
+) -> Result<Vec<Event>, WatchdogError> {
     match since {
         None => Ok(ledger.events_after(0, usize::MAX)?),
-        Some(text) => {
-            let from = Timestamp::parse_rfc3339(text)
-                .map_err(|e| WatchdogError::Usage(format!("--since: {e}")))?;
-            Ok(ledger.events_between(from, Timestamp::from_unix_millis(i64::MAX))?)
-        }
+        Some(from) => Ok(ledger.events_between(from, Timestamp::from_unix_millis(i64::MAX))?),
     }
 }
 

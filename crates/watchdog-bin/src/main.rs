@@ -13,6 +13,7 @@ use watchdog_bin::{
     InterruptWhich, RunOptions, Scanner, WatchdogError, check_config, config_check_text,
     event_text, events, import_report_json, import_usage_json, interrupt, interrupt_text,
     metrics_text, probe, release, release_text, status, status_text, with_store,
+    with_store_read_only,
 };
 
 fn main() -> ExitCode {
@@ -82,13 +83,13 @@ async fn execute(config: Config, command: Command) -> Result<(), WatchdogError> 
             }
         }
         Command::Metrics => {
-            let text = with_store(&config, move |store, config| {
+            let text = with_store_read_only(&config, move |store, config| {
                 metrics_text(store, config, &probe(config)?, now())
             });
             print!("{}", text.await?);
         }
         Command::Status { json: as_json } => {
-            let status = with_store(&config, move |store, config| {
+            let status = with_store_read_only(&config, move |store, config| {
                 status(store, config, &probe(config)?, now())
             });
             let status = status.await?;
@@ -101,7 +102,7 @@ async fn execute(config: Config, command: Command) -> Result<(), WatchdogError> 
             since,
             json: as_json,
         } => {
-            let events = with_store(&config, move |store, _| events(store, since.as_deref()));
+            let events = with_store_read_only(&config, move |store, _| events(store, since));
             for event in events.await? {
                 match as_json {
                     true => println!("{}", json(&event)),

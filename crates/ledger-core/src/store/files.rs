@@ -9,8 +9,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use redb::ReadableDatabase;
-
 use super::{Database, LedgerOptions, SharingMode};
 use crate::error::{LedgerError, Result};
 use crate::schema::{self, *};
@@ -94,7 +92,7 @@ pub(super) fn open_for_writing(path: &Path, options: &LedgerOptions) -> Result<D
     // Wrapped before anything can fail, so that even a refused file's handle
     // is closed with its panics contained.
     let db = Database {
-        handle: Some(db),
+        handle: Some(Handle::ReadWrite(db)),
         path: path.to_path_buf(),
     };
     contain_panics(path, || {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use ledger_core::FleetStore;
-use ledger_core::conformance::{admitted, denied, key, limits, request};
+use ledger_core::conformance::{T0, admitted, denied, key, limits, request};
 use ledger_core::{
     AdmitOutcome, Clock, FinishReason, LedgerError, LedgerStore, SystemClock, Timestamp,
 };
@@ -412,4 +412,34 @@ fn check_admission_answers_as_an_admission_would() {
     assert_eq!(denial.window, Some(ledger_core::RateWindow::Hourly));
     // Checking wrote nothing: one start in the log.
     assert_eq!(store.events_after(0, usize::MAX).unwrap().len(), 1);
+}
+
+/// A read-only store (what `watchdog status`, `events` and `metrics`
+/// open) creates no schema, reads what the writers wrote, and the server
+/// refuses its writes.
+#[test]
+fn a_read_only_store_creates_nothing_and_writes_nothing() {
+    use ledger_core::LedgerStore;
+    let options = fresh_options();
+    let missing = PgLedger::open_read_only(options.clone()).unwrap_err();
+    assert!(
+        missing.to_string().contains("no inflight ledger in schema"),
+        "{missing}"
+    );
+    // Still nothing there: a writer creates it from scratch.
+    let writer = PgLedger::open(options.clone()).unwrap();
+    let now = writer.now(T0).unwrap();
+    admitted(
+        writer
+            .admit(&request("local", "t1", "run-1"), &limits(2), now)
+            .unwrap(),
+    );
+    let reader = PgLedger::open_read_only(options).unwrap();
+    assert_eq!(reader.open_slots().unwrap().len(), 1);
+    assert_eq!(reader.events_after(0, 10).unwrap().len(), 1);
+    let refused = reader
+        .admit(&request("local", "t2", "run-2"), &limits(2), now)
+        .unwrap_err();
+    assert!(refused.to_string().contains("read-only"), "{refused}");
+    assert_eq!(writer.open_slots().unwrap().len(), 1);
 }
