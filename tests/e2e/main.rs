@@ -9,6 +9,7 @@ mod budget;
 mod crash;
 mod fleet;
 mod gate;
+mod health;
 mod hosts;
 mod keepers;
 mod library;

@@ -83,6 +83,11 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabel {
+    what: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabel {
     verdict: String,
 }
@@ -140,6 +145,8 @@ pub struct Metrics {
     dead_owner: Family<BackendLabel, Gauge>,
     window_seconds: Gauge,
     webhook_listening: Gauge,
+    errors: Family<WhatLabel, Counter>,
+    last_progress: Gauge,
     follower: Mutex<Follower>,
 }
 
@@ -229,6 +236,18 @@ impl Metrics {
             "scan_duration_seconds",
             "How long an orphan scan took",
             scan_seconds.clone(),
+        );
+        let errors = Family::default();
+        r.register(
+            "errors",
+            "Failures of a runner's work, by what failed (dispatch, board)",
+            errors.clone(),
+        );
+        let last_progress = Gauge::default();
+        r.register(
+            "runner_last_progress_timestamp_seconds",
+            "When the runner last completed a look at the board and what followed without a failure (Unix time)",
+            last_progress.clone(),
         );
         let scan_failures = Counter::default();
         r.register(
@@ -354,6 +373,8 @@ impl Metrics {
             dead_owner,
             window_seconds,
             webhook_listening,
+            errors,
+            last_progress,
             follower: Mutex::new(Follower::default()),
         })
     }
@@ -398,6 +419,24 @@ impl Metrics {
         let _ = self.slot_seconds.get_or_create(&BackendLabel {
             backend: backend.into(),
         });
+    }
+
+    /// A failure of `what` (`dispatch`, `board`): the runner's work did
+    /// not get done this time.
+    pub fn error(&self, what: &str) {
+        self.errors
+            .get_or_create(&WhatLabel { what: what.into() })
+            .inc();
+    }
+
+    /// The runner completed a cycle of its work (a look at the board and
+    /// what followed) without a failure, at `now`.
+    pub fn progressed(&self, now: std::time::SystemTime) {
+        let secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_progress
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
     /// Says this process receives webhooks.
@@ -500,6 +539,20 @@ impl Metrics {
         probe: Option<&dyn reconcile::ProcessProbe>,
         now: Timestamp,
     ) -> ledger_core::Result<()> {
+        // The configured figures first: a store that cannot be read must
+        // not make a cap look like 0 ("none").
+        for (name, backend) in &config.backends {
+            self.known_series(name);
+            self.slots_max
+                .get_or_create(&BackendLabel {
+                    backend: name.clone(),
+                })
+                .set(i64::from(backend.limits.max_concurrent));
+        }
+        self.global_slots_max
+            .set(config.global_max_concurrent.map_or(0, i64::from));
+        self.window_seconds
+            .set(i64::try_from(config.ledger.window.as_secs()).unwrap_or(i64::MAX));
         let slots = store.open_slots()?;
         /// One backend's open slots, as the ledger has them.
         #[derive(Default)]
@@ -539,18 +592,6 @@ impl Metrics {
                 .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
             self.oldest_open.get_or_create(&label).set(age);
         }
-        for (name, backend) in &config.backends {
-            self.known_series(name);
-            self.slots_max
-                .get_or_create(&BackendLabel {
-                    backend: name.clone(),
-                })
-                .set(i64::from(backend.limits.max_concurrent));
-        }
-        self.global_slots_max
-            .set(config.global_max_concurrent.map_or(0, i64::from));
-        self.window_seconds
-            .set(i64::try_from(config.ledger.window.as_secs()).unwrap_or(i64::MAX));
         let store_now = store.now(now)?;
         let offset = store_now.as_unix_millis() - now.as_unix_millis();
         self.clock_offset.set(offset as f64 / 1000.0);

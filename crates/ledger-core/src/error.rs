@@ -63,6 +63,17 @@ pub enum LedgerError {
         /// How long this process waited.
         waited: Duration,
     },
+    /// An earlier I/O error (a full disk, say) left this process's handle
+    /// on the file unusable: redb refuses every call on it until the file
+    /// is opened again. The file itself is intact (commits are atomic); a
+    /// fresh open reads it.
+    #[error(
+        "{path}: an earlier I/O error (a full disk?) left the open ledger unusable until it is opened again"
+    )]
+    NeedsReopen {
+        /// The file.
+        path: PathBuf,
+    },
     /// A write to a ledger opened for reading only.
     #[error("{path}: opened read-only; nothing is written to it")]
     ReadOnly {

@@ -12,8 +12,9 @@
 /// [`location`](crate::LedgerStore::location).
 ///
 /// For wrappers that change nothing but where calls go (a store opened in
-/// the background, say). A wrapper that changes what calls do implements
-/// the traits itself.
+/// the background, say); `failed: |this, error| …` sees each error a call
+/// returns and returns the one to pass on (to notice a store that must be
+/// reopened, say).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -31,8 +32,16 @@
 #[macro_export]
 macro_rules! forward_store {
     ($ty:ty, |$this:ident| $target:expr, location: |$here:ident| $location:expr $(,)?) => {
-        $crate::forward_ledger_store!($ty, |$this| $target, location: |$here| $location);
-        $crate::forward_fleet_store!($ty, |$this| $target);
+        $crate::forward_store!($ty, |$this| $target, location: |$here| $location,
+            failed: |_this, error| error);
+    };
+    ($ty:ty, |$this:ident| $target:expr, location: |$here:ident| $location:expr,
+        failed: |$f:ident, $fe:ident| $failed:expr $(,)?) => {
+        $crate::forward_ledger_store!($ty, |$this| $target, location: |$here| $location,
+            before: |_this, _call| Ok(()),
+            after: |_this, _call, _answer| Ok(()),
+            failed: |$f, $fe| $failed);
+        $crate::forward_fleet_store!($ty, |$this| $target, failed: |$f, $fe| $failed);
     };
 }
 
@@ -42,7 +51,8 @@ macro_rules! forward_store {
 /// before each call with `this` and the call's name (`"admit"`, …) and may
 /// fail it (`Err` is returned, the call is not made); `after` runs after
 /// each call that succeeded, with its answer as `&dyn Any`, and may turn it
-/// into an error.
+/// into an error. `failed` (also [`forward_store!`]'s) sees every error a
+/// call returns and returns the one to pass on.
 #[macro_export]
 macro_rules! forward_ledger_store {
     ($ty:ty, |$this:ident| $target:expr, location: |$here:ident| $location:expr $(,)?) => {
@@ -53,13 +63,22 @@ macro_rules! forward_ledger_store {
     ($ty:ty, |$this:ident| $target:expr, location: |$here:ident| $location:expr,
         before: |$b:ident, $bc:ident| $before:expr,
         after: |$a:ident, $ac:ident, $aa:ident| $after:expr $(,)?) => {
+        $crate::forward_ledger_store!($ty, |$this| $target, location: |$here| $location,
+            before: |$b, $bc| $before,
+            after: |$a, $ac, $aa| $after,
+            failed: |_this, error| error);
+    };
+    ($ty:ty, |$this:ident| $target:expr, location: |$here:ident| $location:expr,
+        before: |$b:ident, $bc:ident| $before:expr,
+        after: |$a:ident, $ac:ident, $aa:ident| $after:expr,
+        failed: |$f:ident, $fe:ident| $failed:expr $(,)?) => {
         impl $crate::LedgerStore for $ty {
             fn location(&self) -> String {
                 let $here = self;
                 $location
             }
             $crate::forward_calls!($crate::LedgerStore, $this, $target,
-                |$b, $bc| $before, |$a, $ac, $aa| $after;
+                |$b, $bc| $before, |$a, $ac, $aa| $after, |$f, $fe| $failed;
                 fn admit(request: &$crate::AdmitRequest, limits: &$crate::Limits, now: $crate::Timestamp) -> $crate::AdmitOutcome;
                 fn finish(key: &$crate::SlotKey, expected_run: Option<&$crate::RunId>, reason: $crate::FinishReason, now: $crate::Timestamp) -> $crate::FinishOutcome;
                 fn renew_lease(key: &$crate::SlotKey, run: &$crate::RunId, lease: std::time::Duration, now: $crate::Timestamp) -> $crate::UpdateOutcome;
@@ -85,9 +104,12 @@ macro_rules! forward_ledger_store {
 #[macro_export]
 macro_rules! forward_fleet_store {
     ($ty:ty, |$this:ident| $target:expr $(,)?) => {
+        $crate::forward_fleet_store!($ty, |$this| $target, failed: |_this, error| error);
+    };
+    ($ty:ty, |$this:ident| $target:expr, failed: |$f:ident, $fe:ident| $failed:expr $(,)?) => {
         impl $crate::FleetStore for $ty {
             $crate::forward_calls!($crate::FleetStore, $this, $target,
-                |_this, _call| Ok(()), |_this, _call, _answer| Ok(());
+                |_this, _call| Ok(()), |_this, _call, _answer| Ok(()), |$f, $fe| $failed;
                 fn take_budget(key: &str, limit: u32, window: std::time::Duration, now: $crate::Timestamp) -> $crate::BudgetAnswer;
                 fn pause_budget(key: &str, wait: std::time::Duration, now: $crate::Timestamp) -> ();
                 fn board_look(key: &str, max_age: std::time::Duration, listing_for: std::time::Duration, now: $crate::Timestamp) -> $crate::BoardLook;
@@ -104,25 +126,32 @@ macro_rules! forward_fleet_store {
 #[macro_export]
 macro_rules! forward_calls {
     ($trait:path, $this:ident, $target:expr,
-        |$b:ident, $bc:ident| $before:expr, |$a:ident, $ac:ident, $aa:ident| $after:expr;
+        |$b:ident, $bc:ident| $before:expr, |$a:ident, $ac:ident, $aa:ident| $after:expr,
+        |$f:ident, $fe:ident| $failed:expr;
         $(fn $name:ident($($arg:ident: $argty:ty),*) -> $ret:ty;)*) => {
         $(
             fn $name(&self, $($arg: $argty),*) -> $crate::Result<$ret> {
-                {
-                    let ($b, $bc): (&Self, &'static str) = (self, stringify!($name));
-                    let before: $crate::Result<()> = $before;
-                    before?;
-                }
-                let $this = self;
-                let target = $target;
-                let answer = <_ as $trait>::$name(&*target, $($arg),*)?;
-                {
-                    let ($a, $ac, $aa): (&Self, &'static str, &dyn std::any::Any) =
-                        (self, stringify!($name), &answer);
-                    let after: $crate::Result<()> = $after;
-                    after?;
-                }
-                Ok(answer)
+                let call = || -> $crate::Result<$ret> {
+                    {
+                        let ($b, $bc): (&Self, &'static str) = (self, stringify!($name));
+                        let before: $crate::Result<()> = $before;
+                        before?;
+                    }
+                    let $this = self;
+                    let target = $target;
+                    let answer = <_ as $trait>::$name(&*target, $($arg),*)?;
+                    {
+                        let ($a, $ac, $aa): (&Self, &'static str, &dyn std::any::Any) =
+                            (self, stringify!($name), &answer);
+                        let after: $crate::Result<()> = $after;
+                        after?;
+                    }
+                    Ok(answer)
+                };
+                call().map_err(|error| {
+                    let ($f, $fe): (&Self, $crate::LedgerError) = (self, error);
+                    $failed
+                })
             }
         )*
     };

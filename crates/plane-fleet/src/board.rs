@@ -224,20 +224,23 @@ impl SharedBoard {
         listed_at: Timestamp,
         events_seen: u64,
     ) -> Result<BoardView, PlaneError> {
-        // A failed listing keeps the claim: this process tries again at
-        // its next look, and the others keep the last snapshot until it
-        // succeeds or the claim runs out (`LISTING_FOR`).
+        // A listing that fails, or whose snapshot cannot be stored, keeps
+        // the claim: this process tries again at its next look, and the
+        // others keep the last snapshot until it succeeds or the claim runs
+        // out (`LISTING_FOR`).
         *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some((listed_at, events_seen));
         let items = plane.list_work_items().await?;
-        *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let body = encode_items(&items);
         let (key, now) = (self.key.clone(), self.clock.now());
         let put = on_store(&self.store, move |s| {
             s.put_board(&key, listed_at, events_seen, &body, now)
         })
         .await;
-        if let Err(error) = put {
-            tracing::warn!(%error, "could not store the board's snapshot; the next look lists it again");
+        match put {
+            Ok(()) => *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = None,
+            Err(error) => {
+                tracing::warn!(%error, "could not store the board's snapshot; the next look lists it again")
+            }
         }
         tracing::debug!(items = items.len(), "listed the board for every runner");
         let changed = self.changed_since(events_seen).await;

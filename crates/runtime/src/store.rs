@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ledger_core::{Ledger, LedgerError, Result, Store};
 
@@ -34,6 +34,9 @@ const OPEN_PATIENCE: Duration = Duration::from_millis(250);
 /// the store returned at once makes each call wait for it (on the blocking
 /// pool, through [`on_store`](crate::on_store)), so a runner comes up, bounds its start-up
 /// sweep, and claims once the lock frees.
+///
+/// A redb file whose handle an I/O error left unusable (a full disk) is
+/// opened again: at the next call, then every few seconds until it opens.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, LedgerError> {
     #[cfg(debug_assertions)]
     ledger_core::blocking::check_each_call(refuse_on_a_runtime_thread);
@@ -115,6 +118,7 @@ fn open_redb(config: &Config) -> Result<Arc<dyn Store>, LedgerError> {
     let path = config.ledger.path.clone();
     let (done, opened) = std::sync::mpsc::channel();
     let opening = path.clone();
+    let reopen_with = options.clone();
     std::thread::Builder::new()
         .name("ledger-open".into())
         .spawn(move || {
@@ -124,17 +128,19 @@ fn open_redb(config: &Config) -> Result<Arc<dyn Store>, LedgerError> {
             path: path.clone(),
             source,
         })?;
-    match opened.recv_timeout(OPEN_PATIENCE) {
-        Ok(ledger) => Ok(Arc::new(ledger?)),
+    let state = match opened.recv_timeout(OPEN_PATIENCE) {
+        Ok(ledger) => State::Open(Arc::new(ledger?)),
         Err(RecvTimeoutError::Timeout) => {
             tracing::warn!(path = %path.display(), "the ledger is slow to open (another process may hold its write lock); it opens in the background, and every use waits for it");
-            Ok(Arc::new(Opening {
-                path,
-                state: Mutex::new(State::Waiting(opened)),
-            }))
+            State::Waiting(opened)
         }
-        Err(RecvTimeoutError::Disconnected) => Err(gone(&path)),
-    }
+        Err(RecvTimeoutError::Disconnected) => return Err(gone(&path)),
+    };
+    Ok(Arc::new(RedbStore {
+        path,
+        options: reopen_with,
+        state: Mutex::new(state),
+    }))
 }
 
 fn gone(path: &Path) -> LedgerError {
@@ -144,10 +150,15 @@ fn gone(path: &Path) -> LedgerError {
     }
 }
 
-/// A ledger still opening in the background.
+/// The redb ledger as the binaries hold it: opened in the background when
+/// its open is slow, and opened again when an I/O error left the handle
+/// unusable (redb refuses every call on a handle after a failed write, a
+/// full disk's say, until the file is opened again; the file itself is
+/// intact).
 #[derive(Debug)]
-struct Opening {
+struct RedbStore {
     path: PathBuf,
+    options: ledger_core::LedgerOptions,
     state: Mutex<State>,
 }
 
@@ -157,10 +168,20 @@ enum State {
     Open(Arc<Ledger>),
     /// Why the open failed, for every later call.
     Failed(String),
+    /// The handle is unusable: the next call from `retry_at` on opens the
+    /// file again.
+    Broken {
+        retry_at: Instant,
+        backoff: Duration,
+    },
 }
 
-impl Opening {
-    /// The ledger, waiting for its open (blocking, like any store call).
+/// The longest wait between two attempts to open a broken ledger again.
+const MAX_REOPEN_BACKOFF: Duration = Duration::from_secs(5);
+
+impl RedbStore {
+    /// The ledger, waiting for its open (blocking, like any store call), or
+    /// opening it again after an I/O error.
     fn ledger(&self) -> Result<Arc<Ledger>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let State::Waiting(opened) = &*state {
@@ -170,19 +191,68 @@ impl Opening {
                 Err(_) => State::Failed(gone(&self.path).to_string()),
             };
         }
+        if let State::Broken { retry_at, backoff } = &*state {
+            let now = Instant::now();
+            if now < *retry_at {
+                return Err(LedgerError::NeedsReopen {
+                    path: self.path.clone(),
+                });
+            }
+            match Ledger::open_with(&self.path, self.options.clone()) {
+                Ok(ledger) => {
+                    tracing::info!(path = %self.path.display(), "the ledger is open again after an I/O error");
+                    *state = State::Open(Arc::new(ledger));
+                }
+                Err(e) => {
+                    let backoff = (*backoff * 2).min(MAX_REOPEN_BACKOFF);
+                    tracing::warn!(path = %self.path.display(), error = %e, retry_in_ms = backoff.as_millis() as u64, "the ledger could not be opened again after an I/O error");
+                    *state = State::Broken {
+                        retry_at: now + backoff,
+                        backoff,
+                    };
+                    return Err(e);
+                }
+            }
+        }
         match &*state {
             State::Open(ledger) => Ok(ledger.clone()),
             State::Failed(why) => Err(LedgerError::Storage {
                 path: self.path.clone(),
                 source: format!("the ledger could not be opened: {why}").into(),
             }),
-            State::Waiting(_) => Err(gone(&self.path)),
+            State::Waiting(_) | State::Broken { .. } => Err(gone(&self.path)),
         }
+    }
+
+    /// Passes `error` on; one that says the handle is unusable has the
+    /// next call open the file again.
+    fn failed(&self, error: LedgerError) -> LedgerError {
+        if matches!(error, LedgerError::NeedsReopen { .. }) {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(*state, State::Open(_)) {
+                tracing::warn!(path = %self.path.display(), %error, "the ledger will be opened again");
+                let old = std::mem::replace(
+                    &mut *state,
+                    State::Broken {
+                        retry_at: Instant::now(),
+                        backoff: Duration::from_millis(100),
+                    },
+                );
+                // Closing the old handle waits for its other users, who
+                // come here with their own errors: never under the lock.
+                drop(state);
+                drop(old);
+            }
+        }
+        error
     }
 }
 
-// Every call waits for the open, then goes to the ledger.
-ledger_core::forward_store!(Opening, |this| this.ledger()?, location: |this| this.path.display().to_string());
+// Every call waits for the open, then goes to the ledger; a handle an I/O
+// error left unusable is replaced.
+ledger_core::forward_store!(RedbStore, |this| this.ledger()?,
+    location: |this| this.path.display().to_string(),
+    failed: |this, error| this.failed(error));
 
 /// The check debug builds install with the first store the factory opens
 /// (see [`ledger_core::blocking`]): a store opened or called on a thread

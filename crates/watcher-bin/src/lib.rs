@@ -542,6 +542,7 @@ impl Runner {
                         return Err(WatcherError::Plane(error));
                     }
                     failures += 1;
+                    self.metrics.error("board");
                     let wait = self.backoff(failures);
                     tracing::warn!(%error, wait_secs = wait.as_secs(), "could not list the board; backing off");
                     if wait_or_stop(wait, stop.clone()).await {
@@ -558,6 +559,7 @@ impl Runner {
                 break;
             }
             let mut dispatched_this_cycle = false;
+            let mut failed_this_cycle = false;
             let hinted = board.hinted;
             for item in board.claimable {
                 if *stop.borrow() {
@@ -586,10 +588,15 @@ impl Runner {
                     }
                     Dispatch::Failed(error) => {
                         tracing::warn!(%error, "dispatch failed");
+                        self.metrics.error("dispatch");
+                        failed_this_cycle = true;
                         break;
                     }
                     Dispatch::Interrupted => break 'cycles,
                 }
+            }
+            if !failed_this_cycle {
+                self.metrics.progressed(std::time::SystemTime::now());
             }
             if self.once {
                 break;

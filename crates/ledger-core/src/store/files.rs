@@ -23,6 +23,7 @@ pub(super) fn storage_error(path: &Path, e: redb::Error) -> LedgerError {
     match e {
         redb::Error::Corrupted(detail) => LedgerError::Corrupt { path, detail },
         redb::Error::DatabaseAlreadyOpen => LedgerError::AlreadyOpen { path },
+        redb::Error::PreviousIo => LedgerError::NeedsReopen { path },
         redb::Error::UpgradeRequired(v) => LedgerError::NotALedger {
             path,
             detail: format!("a redb file in the old format {v}"),
