@@ -379,3 +379,90 @@ fn inspection_creates_nothing_changes_nothing_and_reads_a_read_only_mount() {
 fn mount_cleanup(target: &str) -> std::io::Result<std::process::Output> {
     std::process::Command::new("umount").arg(target).output()
 }
+
+/// Every line on stderr, as JSON; panics naming the line that is not.
+fn json_lines(what: &str, out: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{what}: a stderr line is not JSON ({e}): {line}"))
+        })
+        .collect()
+}
+
+/// With `--log-format json`, every line on stderr is one JSON object: a bad
+/// configuration's error, a damaged ledger's (one clean line, none of the
+/// storage engine's panic text) and a normal run's.
+#[test]
+fn json_logs_are_json_on_every_line() {
+    let world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    let task = world.sim.add_work_item("logged in JSON", "Ready for AI");
+    let run = world.run_bin(
+        "watcher",
+        &["--role", "goal", "--once", "--log-format", "json"],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let lines = json_lines("a normal run", &run);
+    assert!(
+        lines.iter().any(|l| l["message"] == "claiming"),
+        "{lines:?}"
+    );
+    assert_eq!(world.sim.state_of(&task).as_deref(), Some("Done"));
+    let status = world.run_bin("watchdog", &["--log-format", "json", "status"]);
+    assert!(status.status.success());
+    json_lines("watchdog status", &status);
+
+    // A ledger with a damaged page (a file the fuzzer found that trips the
+    // storage engine): one line, the error, naming the file.
+    let damaged = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/ledger-core/tests/data/fuzz/ledger_open-5342dffe.redb");
+    std::fs::copy(&damaged, world.path("var/inflight.redb")).unwrap();
+    for (program, args) in [
+        ("watchdog", &["--log-format", "json", "scan"][..]),
+        (
+            "watcher",
+            &["--role", "goal", "--once", "--log-format", "json"][..],
+        ),
+    ] {
+        let out = world.run_bin(program, args);
+        assert_eq!(out.status.code(), Some(1), "{program} {args:?}");
+        let lines = json_lines(&format!("{program} on a damaged ledger"), &out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(lines.len(), 1, "{program} {args:?}: one line, not {stderr}");
+        assert_eq!(lines[0]["level"], "ERROR");
+        assert!(
+            stderr.contains("inflight.redb") && !stderr.contains("panicked"),
+            "{program}: {stderr}"
+        );
+    }
+
+    // A bad configuration: exit 2, its error a JSON line naming the key.
+    let original = std::fs::read_to_string(&world.config).unwrap();
+    std::fs::write(
+        &world.config,
+        original.replace("max_concurrent = 2", "max_concurrent = \"two\""),
+    )
+    .unwrap();
+    for (program, args) in [
+        ("watchdog", &["--log-format", "json", "status"][..]),
+        (
+            "watcher",
+            &["--role", "goal", "--once", "--log-format", "json"][..],
+        ),
+    ] {
+        let out = world.run_bin(program, args);
+        assert_eq!(out.status.code(), Some(2), "{program}");
+        let lines = json_lines(&format!("{program} with a bad configuration"), &out);
+        assert!(
+            lines.iter().any(|l| l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("max_concurrent"))),
+            "{program}: {lines:?}"
+        );
+    }
+}

@@ -372,6 +372,15 @@ impl World {
         command.output().unwrap()
     }
 
+    /// Runs `program <args>` (a binary of the workspace) with this world's
+    /// configuration and environment, to completion.
+    pub fn run_bin(&self, program: &str, args: &[&str]) -> Output {
+        let mut command = Command::new(bin(program));
+        command.arg("--config").arg(&self.config).args(args);
+        self.env(&mut command);
+        command.output().unwrap()
+    }
+
     /// Runs `watchdog <args>` to completion with `PLANE_KEY` as the key.
     pub fn watchdog_with_key(&self, key: &str, args: &[&str]) -> Output {
         let mut command = Command::new(bin("watchdog"));

@@ -145,5 +145,5 @@ pub use lock::ReconcileLock;
 pub use memory::MemoryStore;
 pub use model::*;
 #[cfg(feature = "store")]
-pub use store::{IntegrityReport, Ledger, LedgerOptions, SharingMode};
+pub use store::{IntegrityReport, Ledger, LedgerOptions, SharingMode, panic_is_contained};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp, TimestampError};

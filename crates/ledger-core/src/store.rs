@@ -8,6 +8,7 @@ mod maintenance;
 mod queries;
 mod writes;
 
+pub use files::panic_is_contained;
 pub use maintenance::IntegrityReport;
 
 use files::*;
@@ -15,7 +16,6 @@ use files::*;
 use std::collections::BTreeMap;
 use std::fs;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -144,7 +144,7 @@ impl Drop for Database {
                     Ok(())
                 }
             };
-            match catch_unwind(AssertUnwindSafe(close)) {
+            match containing(close) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(
                     %path, error = %e,

@@ -42,7 +42,7 @@ pub use inflight_metrics::{
     CLASSIC_CONTENT_TYPE, LedgerSide, Metrics, OPENMETRICS_CONTENT_TYPE, classic, serve_metrics,
     spawn_metrics, write_textfile,
 };
-pub use logging::{LogFormat, init_logging};
+pub use logging::{LogFormat, init_logging, report_failure};
 pub use plane_fleet::{
     BoardView, SharedBoard, board_key, decode_hint, decode_items, encode_hint, encode_items,
 };

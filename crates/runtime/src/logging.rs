@@ -48,4 +48,29 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    // A panic is logged like everything else (a JSON line in JSON), and a
+    // panic of the storage engine that becomes an error (a damaged ledger)
+    // is not logged at all: the error says what happened, once.
+    std::panic::set_hook(Box::new(|info| {
+        if ledger_core::panic_is_contained() {
+            return;
+        }
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        tracing::error!(panic = %message, %location, "a bug: the process panicked (please report it)");
+    }));
+}
+
+/// Says why a binary stops, on stderr: `NAME: why` in text, one JSON line
+/// (level `ERROR`) in JSON, so that every line of a JSON log parses.
+pub fn report_failure(name: &str, format: LogFormat, why: &dyn std::fmt::Display) {
+    match format {
+        LogFormat::Text => eprintln!("{name}: {why}"),
+        LogFormat::Json => tracing::error!(error = %why, "{name}: {why}"),
+    }
 }

@@ -68,7 +68,8 @@ impl Shutdown {
 
 /// A binary's `main` after its arguments are parsed: runs `work` on a
 /// current-thread runtime, then turns its outcome into an exit status:
-/// 0, or the message on stderr (`NAME: error`) and `status(&error)`.
+/// 0, or the message on stderr (`NAME: error`, or a JSON line in `format`
+/// JSON, see [`crate::report_failure`]) and `status(&error)`.
 ///
 /// A store call cut short by shutdown (a sweep waiting for another
 /// process's write lock, say) may still sit on a blocking thread: it gets
@@ -76,6 +77,7 @@ impl Shutdown {
 /// atomic like any other a kill interrupts.
 pub fn run_main<E: std::fmt::Display>(
     name: &str,
+    format: crate::LogFormat,
     work: impl Future<Output = Result<(), E>>,
     status: impl FnOnce(&E) -> u8,
 ) -> std::process::ExitCode {
@@ -86,7 +88,7 @@ pub fn run_main<E: std::fmt::Display>(
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("{name}: cannot start: {e}");
+            crate::report_failure(name, format, &format_args!("cannot start: {e}"));
             return ExitCode::from(1);
         }
     };
@@ -95,7 +97,7 @@ pub fn run_main<E: std::fmt::Display>(
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{name}: {e}");
+            crate::report_failure(name, format, &e);
             ExitCode::from(status(&e))
         }
     }

@@ -20,11 +20,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
     let Some(config_path) = args.config.clone() else {
-        eprintln!("watchdog: --config FILE is required");
+        runtime::report_failure("watchdog", args.log_format, &"--config FILE is required");
         return ExitCode::from(2);
     };
     let work = async move { execute(Config::load(&config_path)?, args.command).await };
-    runtime::run_main("watchdog", work, |e| match e {
+    runtime::run_main("watchdog", args.log_format, work, |e| match e {
         WatchdogError::Config(_) | WatchdogError::Usage(_) | WatchdogError::Misconfigured(_) => 2,
         _ => 1,
     })

@@ -82,7 +82,8 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     init_logging(args.log_format);
-    runtime::run_main("watcher", run(args), |e| match e {
+    let format = args.log_format;
+    runtime::run_main("watcher", format, run(args), |e| match e {
         WatcherError::Config(_) | WatcherError::Role { .. } => 2,
         _ => 1,
     })

@@ -159,7 +159,7 @@ impl FileSnapshot {
 /// page; whatever the file holds, the answer must be an error naming it, not
 /// a crashed runner.
 pub(super) fn contain_panics<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+    containing(f).unwrap_or_else(|_| {
         Err(LedgerError::Corrupt {
             path: path.to_path_buf(),
             detail: "the storage engine failed while reading it".into(),
@@ -217,10 +217,10 @@ pub(super) fn open_database(
     });
     // A damaged file can make a storage engine trip over its own assertions;
     // whatever the file holds, opening it must end in an error, not a panic.
-    let opened = catch_unwind(AssertUnwindSafe(|| match access {
+    let opened = containing(|| match access {
         Access::ReadOnly => builder.open_read_only(path).map(Handle::ReadOnly),
         Access::ReadWrite => builder.open(path).map(Handle::ReadWrite),
-    }));
+    });
     match opened {
         Ok(Ok(handle)) => Ok(handle),
         Ok(Err(e)) => Err(storage_error(path, e.into())),
@@ -315,4 +315,26 @@ pub(super) fn create_new_file(path: &Path) -> Result<()> {
     })();
     let _ = fs::remove_file(&tmp);
     result
+}
+
+thread_local! {
+    static CONTAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic of the storage engine; while it runs,
+/// [`panic_is_contained`] says so, so a panic hook can keep quiet about a
+/// panic that becomes an error.
+pub(super) fn containing<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    let outer = CONTAINING.with(|c| c.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    CONTAINING.with(|c| c.set(outer));
+    result
+}
+
+/// Whether a panic now unwinding on this thread is the storage engine's
+/// and will be caught and reported as a [`LedgerError`] (a damaged file):
+/// a process's panic hook stays silent for it, so the user sees one clean
+/// error rather than redb's raw panic text.
+pub fn panic_is_contained() -> bool {
+    CONTAINING.with(std::cell::Cell::get)
 }
