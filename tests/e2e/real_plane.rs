@@ -204,6 +204,39 @@ fn labels_created_and_re_created_while_running_are_seen() {
     world.wait(runner, Duration::from_secs(10));
 }
 
+/// A role waits for a label nobody has created yet, with the default
+/// `cache_secs` (300): the label is created and put on a task while the
+/// runner runs, and the task is claimed within three poll intervals, without
+/// a restart (the board shows a label id the cached list lacks).
+#[test]
+fn a_label_created_while_the_role_waits_for_it_is_seen_within_three_polls() {
+    let mut world = World::new(2, &[goal()]);
+    world.configure("roles.goal", r#"labels = ["ai"]"#);
+    let runner = world.start_runner("goal", "runner");
+    wait_until(Duration::from_secs(10), "the role waiting", || {
+        world.log("runner").contains("claims nothing")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    world.sim.add_label("ai");
+    let task = world.sim.add_work_item_with(ItemSeed {
+        name: "plain job tagged".into(),
+        state: Some("Ready for AI".into()),
+        labels: vec!["ai".into()],
+        ..ItemSeed::default()
+    });
+    let tagged = std::time::Instant::now();
+    // Three polls of one second, and a second to spare.
+    wait_until(Duration::from_secs(4), "the tagged task claimed", || {
+        world.sim.state_of(&task).as_deref() != Some("Ready for AI")
+    });
+    eprintln!("claimed {:?} after it was tagged", tagged.elapsed());
+    wait_until(Duration::from_secs(20), "the tagged task done", || {
+        world.sim.state_of(&task).as_deref() == Some("Done")
+    });
+    world.signal(runner, libc::SIGTERM);
+    world.wait(runner, Duration::from_secs(10));
+}
+
 /// Defect 5: `running_state = "Runing"`. `watcher --once` and `watchdog
 /// check-config` exit 2 naming the role, the key and the states Plane has;
 /// a running runner claims nothing, writes no ledger event, and asks Plane
@@ -241,15 +274,16 @@ fn a_misspelt_state_is_named_and_claims_nothing() {
     let runner = world.start_runner("goal", "runner");
     std::thread::sleep(Duration::from_secs(7));
     let log = world.sim.requests();
-    assert!(
-        log.iter().all(|r| r.path.ends_with("/states/")),
-        "asked for more than its states: {log:#?}"
-    );
-    assert!(
-        (2..=4).contains(&log.len()),
-        "{} requests in 7 s",
-        log.len()
-    );
+    // Its states once per re-check interval, and the board once a poll
+    // (the look that would show a state it lacks): nothing else.
+    let states = log.iter().filter(|r| r.path.ends_with("/states/")).count();
+    let lists = log
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/work-items/"))
+        .count();
+    assert_eq!(states + lists, log.len(), "asked for more: {log:#?}");
+    assert!((2..=4).contains(&states), "{states} state lists in 7 s");
+    assert!(lists <= 8, "{lists} board lists in 7 s");
     assert!(events_json(&world).is_empty(), "the ledger was written");
     let said = world.log("runner").matches("claims nothing").count();
     assert!((2..=4).contains(&said), "said {said} times in 7 s");

@@ -125,6 +125,45 @@ impl Runner {
     }
 
     /// Sorts `items` into the role's claimable (oldest first) and stuck.
+    /// For a role waiting for a state or label the project lacked: looks
+    /// at the board (the shared snapshot, as every look), and when a task
+    /// there carries a label or state id the cached lists lack, lists them
+    /// again (at most once per poll interval), so the role resolves without
+    /// waiting out `cache_secs`.
+    pub(crate) async fn learn_new_names(&self) {
+        let Ok(view) = self.board.look(&*self.plane).await else {
+            return;
+        };
+        let due = |age: Option<Duration>| age.is_none_or(|age| age >= self.poll_interval);
+        if !self.role.labels.is_empty()
+            && let Ok(labels) = self.plane.labels().await
+        {
+            let unknown = view
+                .items
+                .iter()
+                .flat_map(|item| &item.labels)
+                .any(|l| labels.iter().all(|known| known.id != l.id()));
+            if unknown && due(self.plane.labels_age()) {
+                tracing::info!(
+                    "a work item carries a label this runner does not know; listing the labels again"
+                );
+                let _ = self.plane.refresh_labels().await;
+            }
+        }
+        if let Ok(states) = self.plane.states().await {
+            let unknown = view
+                .items
+                .iter()
+                .any(|item| states.iter().all(|known| known.id != item.state.id()));
+            if unknown {
+                tracing::info!(
+                    "a work item is in a state this runner does not know; listing the states again"
+                );
+                let _ = self.plane.refresh_states().await;
+            }
+        }
+    }
+
     pub(crate) async fn classify(&self, items: Vec<WorkItem>) -> Result<Board, PlaneError> {
         let wanted_labels: Vec<String> = if self.role.labels.is_empty() {
             Vec::new()

@@ -471,6 +471,9 @@ impl Runner {
         let parallel = self.role.parallel.max(1) as usize;
         tracing::info!(role = %self.role.name, backend = %self.backend.name, claim_state = %self.role.claim_state, parallel, "claiming");
         let mut failures: u32 = 0;
+        // When the role's missing names were last said (once per
+        // `cache_secs`, not at every poll).
+        let mut said_unresolved: Option<Instant> = None;
         let mut adopted = false;
         'cycles: loop {
             if *stop.borrow() {
@@ -523,8 +526,17 @@ impl Runner {
                     if self.once {
                         return Err(error);
                     }
-                    tracing::error!(%error, recheck_secs = self.config.plane.cache.as_secs(), "the role claims nothing until its names resolve");
-                    if wait_or_stop(self.config.plane.cache, stop.clone()).await {
+                    if said_unresolved.is_none_or(|at| at.elapsed() >= self.config.plane.cache) {
+                        tracing::error!(%error, recheck_secs = self.config.plane.cache.as_secs(), "the role claims nothing until its names resolve");
+                        said_unresolved = Some(Instant::now());
+                    }
+                    // Checked again when the cached names expire, or as
+                    // soon as the board shows a label or state they lack
+                    // (one just created and put on a task).
+                    if wait_or_stop(self.poll_interval, stop.clone()).await {
+                        break;
+                    }
+                    if unless_stopped(stop, self.learn_new_names()).await.is_none() {
                         break;
                     }
                     continue;
