@@ -466,3 +466,33 @@ fn json_logs_are_json_on_every_line() {
         );
     }
 }
+
+/// `check-config` checks a role that has a key of its own with that key:
+/// a key the project refuses is named (exit 2), the right one passes.
+#[test]
+fn check_config_checks_each_roles_own_key() {
+    let world = World::with_executor_env(
+        2,
+        &[Role::new("goal", "Ready for AI")],
+        &[("E2E_ROLE_KEY", "plane_api_not_this_one")],
+    );
+    world.configure("roles.goal", r#"api_key_env = "E2E_ROLE_KEY""#);
+    let out = world.watchdog(&["check-config"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("roles.goal.api_key_env") && stderr.contains("E2E_ROLE_KEY"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("plane_api_not_this_one"),
+        "the key leaked: {stderr}"
+    );
+    std::fs::write(world.path("executor.env"), format!("E2E_ROLE_KEY={KEY}\n")).unwrap();
+    let out = world.watchdog(&["check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

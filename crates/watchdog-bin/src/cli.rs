@@ -116,8 +116,10 @@ pub enum Command {
         all: bool,
     },
     /// Check the configuration against Plane: the project answers with this
-    /// key, and every role's states and labels exist there. Exits 2 naming
-    /// each role key whose name Plane lacks, 1 when Plane does not answer.
+    /// key (and with each role's own key, roles.NAME.api_key_env), and every
+    /// role's states and labels exist there. Exits 2 naming each role key
+    /// whose name Plane lacks or whose own key the project refuses, 1 when
+    /// Plane does not answer.
     CheckConfig,
     /// Import the reference system's usage.json: rebuilds the open slots and
     /// the event history. Safe to repeat.

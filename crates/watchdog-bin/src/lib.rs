@@ -340,7 +340,23 @@ pub async fn check_config(config: &Config) -> Result<ConfigCheck, WatchdogError>
     let probe = plane.probe_project().await?;
     let mut roles = BTreeMap::new();
     for role in config.roles.values() {
-        roles.insert(role.name.clone(), runtime::check_role(&plane, role).await?);
+        // A role with a key of its own is checked with that key: the
+        // project must answer it too.
+        let own = match &role.api_key_env {
+            None => None,
+            Some(env) => {
+                let client = PlaneClient::new(config.plane_config_for(role)?)?;
+                if let Err(e) = client.probe_project().await {
+                    return Err(WatchdogError::Misconfigured(format!(
+                        "roles.{}.api_key_env: the project does not answer the key in {env}: {e}",
+                        role.name
+                    )));
+                }
+                Some(client)
+            }
+        };
+        let checked = runtime::check_role(own.as_ref().unwrap_or(&plane), role).await?;
+        roles.insert(role.name.clone(), checked);
     }
     Ok(ConfigCheck {
         work_items: probe.total_work_items,
