@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ledger_core::{Clock, Ledger, LedgerStore, ProjectRef, Slot};
+use ledger_core::{Ledger, LedgerStore, ProjectRef, Slot};
 use plane_sim::{PlaneSim, SimConfig};
 use serde_json::Value;
 
@@ -436,26 +436,11 @@ impl World {
     }
 
     fn open_slot(&self, task: &str, owner: ledger_core::Owner) {
-        let now = ledger_core::SystemClock.now();
-        let request = ledger_core::AdmitRequest {
-            key: ledger_core::SlotKey::new(
-                ledger_core::Backend::new("local").unwrap(),
-                ledger_core::TaskId::new(task).unwrap(),
-            ),
-            run_id: ledger_core::RunId::generate(now),
-            owner,
-            lease: Duration::from_secs(30),
-        };
-        let limits = ledger_core::Limits {
-            global_max_concurrent: None,
-            backend: ledger_core::BackendLimits {
-                max_concurrent: 100,
-                max_per_hour: None,
-                max_per_day: None,
-            },
-        };
-        let outcome = self.ledger().admit(&request, &limits, now).unwrap();
-        assert!(matches!(outcome, ledger_core::AdmitOutcome::Admitted(_)));
+        if self.postgres.is_some() {
+            inflight_e2e::open_test_slot(&self.pg(), task, owner, Duration::from_secs(30));
+        } else {
+            inflight_e2e::open_test_slot(&self.ledger(), task, owner, Duration::from_secs(30));
+        }
     }
 
     pub fn log(&self, tag: &str) -> String {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fakes::{Board, Executors, RenewalLog, Script, VirtualClock};
 use inflight_e2e::{TestConfig, TestRole};
-use ledger_core::{Clock, EventKind, FinishReason, FleetStore, LedgerStore};
+use ledger_core::{EventKind, FinishReason, FleetStore, LedgerStore};
 use plane_client::PlaneError;
 use runtime::{Config, HostIdentity, LinuxProcessProbe};
 use tokio::time::Instant;
@@ -119,6 +119,24 @@ impl Rig {
         (summary, self.started.elapsed())
     }
 
+    /// A rig whose `[webhook]` listens on a free loopback port (the
+    /// secret is given to the scanner: see `watchdog_run`), and the port.
+    fn receiving_webhooks() -> (Self, u16) {
+        let port = free_port();
+        let listen = format!("listen = \"127.0.0.1:{port}\"");
+        let rig = Rig::new(
+            Script::RunsUntilTerm,
+            &[
+                ("webhook", listen.as_str()),
+                (
+                    "webhook",
+                    "secret_env = \"INFLIGHT_INPROCESS_UNUSED_SECRET\"",
+                ),
+            ],
+        );
+        (rig, port)
+    }
+
     /// Opens a slot for `task` held by a runner of this host that is gone
     /// (this process's pid with another start time: the pid reused).
     fn open_dead_slot(&self, task: &str) {
@@ -126,26 +144,7 @@ impl Rig {
         owner.runner.start_time = 1;
         owner.role = Some("goal".into());
         owner.project = Some(self.config.project());
-        let now = ledger_core::SystemClock.now();
-        let request = ledger_core::AdmitRequest {
-            key: ledger_core::SlotKey::new(
-                ledger_core::Backend::new("local").unwrap(),
-                ledger_core::TaskId::new(task).unwrap(),
-            ),
-            run_id: ledger_core::RunId::generate(now),
-            owner,
-            lease: secs(300),
-        };
-        let limits = ledger_core::Limits {
-            global_max_concurrent: None,
-            backend: ledger_core::BackendLimits {
-                max_concurrent: 1,
-                max_per_hour: None,
-                max_per_day: None,
-            },
-        };
-        let admitted = test_side(|| self.store.admit(&request, &limits, now).unwrap());
-        assert!(matches!(admitted, ledger_core::AdmitOutcome::Admitted(_)));
+        test_side(|| inflight_e2e::open_test_slot(&*self.store, task, owner, secs(300)));
     }
 
     /// How each slot finished, in order.
@@ -483,18 +482,7 @@ async fn deliver(port: u16, project: &str, id: &str, state: &str) -> String {
 
 #[tokio::test(start_paused = true)]
 async fn watchdog_run_scans_each_interval_records_webhook_hints_and_rewrites_its_textfile() {
-    let port = free_port();
-    let listen = format!("listen = \"127.0.0.1:{port}\"");
-    let rig = Rig::new(
-        Script::RunsUntilTerm,
-        &[
-            ("webhook", listen.as_str()),
-            (
-                "webhook",
-                "secret_env = \"INFLIGHT_INPROCESS_UNUSED_SECRET\"",
-            ),
-        ],
-    );
+    let (rig, port) = Rig::receiving_webhooks();
     let task = rig.board.add_task("Idle", "Ready for AI");
     let textfile = rig._dir.path().join("inflight.prom");
     let options = watchdog_bin::RunOptions {
@@ -573,18 +561,7 @@ async fn watchdog_run_stops_at_once_whatever_it_waits_for() {
     let (scanned, returned) = watchdog_run(&rig, options(), tokio::time::sleep(secs(30))).await;
     assert_eq!((scanned.len(), returned), (0, secs(30)));
     // With the webhook listener and the textfile writer waiting too.
-    let port = free_port();
-    let listen = format!("listen = \"127.0.0.1:{port}\"");
-    let rig = Rig::new(
-        Script::RunsUntilTerm,
-        &[
-            ("webhook", listen.as_str()),
-            (
-                "webhook",
-                "secret_env = \"INFLIGHT_INPROCESS_UNUSED_SECRET\"",
-            ),
-        ],
-    );
+    let (rig, port) = Rig::receiving_webhooks();
     let with_all = watchdog_bin::RunOptions {
         textfile: Some(rig._dir.path().join("inflight.prom")),
         ..options()

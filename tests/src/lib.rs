@@ -179,3 +179,40 @@ impl TestConfig {
         text
     }
 }
+
+/// Opens a slot for `task` on backend `local` in `store`, held by `owner`
+/// with a lease of `lease`, as a runner's admission would (caps wide
+/// open): how tests put a slot of a gone or foreign runner in a ledger.
+pub fn open_test_slot(
+    store: &dyn ledger_core::LedgerStore,
+    task: &str,
+    owner: ledger_core::Owner,
+    lease: std::time::Duration,
+) -> ledger_core::Slot {
+    use ledger_core::Clock;
+    let now = ledger_core::SystemClock.now();
+    let request = ledger_core::AdmitRequest {
+        key: ledger_core::SlotKey::new(
+            ledger_core::Backend::new("local").expect("a valid backend"),
+            ledger_core::TaskId::new(task).expect("a valid task id"),
+        ),
+        run_id: ledger_core::RunId::generate(now),
+        owner,
+        lease,
+    };
+    let limits = ledger_core::Limits {
+        global_max_concurrent: None,
+        backend: ledger_core::BackendLimits {
+            max_concurrent: 100,
+            max_per_hour: None,
+            max_per_day: None,
+        },
+    };
+    match store
+        .admit(&request, &limits, now)
+        .expect("the store admits")
+    {
+        ledger_core::AdmitOutcome::Admitted(slot) => slot,
+        ledger_core::AdmitOutcome::Denied(denial) => panic!("denied: {denial}"),
+    }
+}

@@ -159,6 +159,22 @@ impl Drop for Database {
     }
 }
 
+/// Whether `path` is a regular file (an error naming it if it is missing,
+/// unreadable or something else).
+fn regular_file(path: &Path) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(LedgerError::NotALedger {
+            path: path.to_path_buf(),
+            detail: "not a regular file".into(),
+        }),
+        Err(source) => Err(LedgerError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// redb's errors as the ledger's, naming the file: the one mapping every
 /// table and transaction call of the store goes through.
 pub(crate) trait OrStorage<T> {
@@ -192,16 +208,13 @@ impl Ledger {
         crate::blocking::entering("opening a ledger");
         let path = path.as_ref().to_path_buf();
         options.retention = options.retention.max(RateWindow::Daily.length());
-        match fs::metadata(&path) {
-            Ok(meta) if !meta.is_file() => {
-                return Err(LedgerError::NotALedger {
-                    path,
-                    detail: "not a regular file".into(),
-                });
+        match regular_file(&path) {
+            Err(LedgerError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                create_new_file(&path)?
             }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_new_file(&path)?,
-            Err(source) => return Err(LedgerError::Io { path, source }),
+            other => other?,
         }
         check_magic(&path)?;
         // A read-write open lets redb write to the file (allocator state,
@@ -261,16 +274,7 @@ impl Ledger {
     pub fn open_read_only(path: impl AsRef<Path>, options: LedgerOptions) -> Result<Self> {
         crate::blocking::entering("opening a ledger");
         let path = path.as_ref().to_path_buf();
-        match fs::metadata(&path) {
-            Ok(meta) if !meta.is_file() => {
-                return Err(LedgerError::NotALedger {
-                    path,
-                    detail: "not a regular file".into(),
-                });
-            }
-            Ok(_) => {}
-            Err(source) => return Err(LedgerError::Io { path, source }),
-        }
+        regular_file(&path)?;
         check_magic(&path)?;
         let handle = open_database(&path, &options, Access::ReadOnly)?;
         let db = Database {
