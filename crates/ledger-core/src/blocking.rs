@@ -11,8 +11,8 @@
 //! ```
 //! use ledger_core::blocking;
 //!
-//! // Off any async runtime, or inside `may_block`, a call is allowed.
-//! assert!(blocking::allowed());
+//! // Inside `may_block`, a call is marked as one that may block.
+//! assert!(!blocking::marked());
 //! blocking::may_block(|| assert!(blocking::marked()));
 //! ```
 
@@ -48,12 +48,6 @@ pub fn marked() -> bool {
 /// per process); returns whether this one did.
 pub fn check_each_call(check: fn(&'static str)) -> bool {
     CHECK.set(check).is_ok()
-}
-
-/// Whether a check is installed that would refuse nothing here: true
-/// without a check, and inside [`may_block`].
-pub fn allowed() -> bool {
-    CHECK.get().is_none() || marked()
 }
 
 /// Runs the installed check for the call `what` (stores call this).

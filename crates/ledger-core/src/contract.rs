@@ -309,6 +309,49 @@ pub fn board_rule(
     }
 }
 
+/// What a board look does, as [`board_step`] decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoardStep {
+    /// Answer with this look; nothing changes.
+    Answer(BoardLook),
+    /// The caller lists the board: record the listing until `until` and
+    /// answer [`BoardLook::YoursToList`] with `previous`.
+    Claim {
+        /// Until when the listing holds off other listers.
+        until: Timestamp,
+        /// The last snapshot, however old.
+        previous: Option<BoardSnapshot>,
+    },
+}
+
+/// [`board_rule`] applied to a board as a store holds it (its last
+/// snapshot, and until when a listing is in progress): the one place every
+/// store's `board_look` decides what to answer.
+pub fn board_step(
+    previous: Option<BoardSnapshot>,
+    listing_until: Option<Timestamp>,
+    max_age: Duration,
+    listing_for: Duration,
+    now: Timestamp,
+) -> BoardStep {
+    let listed_at = previous.as_ref().map(|s| s.listed_at);
+    match (
+        board_rule(listed_at, listing_until, max_age, listing_for, now),
+        previous,
+    ) {
+        (BoardVerdict::Fresh, Some(fresh)) => BoardStep::Answer(BoardLook::Fresh(fresh)),
+        (BoardVerdict::Wait(until), previous) => {
+            BoardStep::Answer(BoardLook::BeingListed { previous, until })
+        }
+        (BoardVerdict::List(until), previous) => BoardStep::Claim { until, previous },
+        // Fresh needs a snapshot; without one, there is only listing.
+        (BoardVerdict::Fresh, None) => BoardStep::Claim {
+            until: now.saturating_add(listing_for),
+            previous: None,
+        },
+    }
+}
+
 /// What [`FleetStore::take_budget`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BudgetAnswer {

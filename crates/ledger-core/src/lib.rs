@@ -130,9 +130,9 @@ pub mod time;
 pub mod usage;
 
 pub use contract::{
-    AdmissionCounts, BoardHints, BoardLook, BoardSnapshot, BoardVerdict, BudgetAnswer, FleetStore,
-    HINT_RETENTION, ImportReport, LedgerStore, PruneReport, Store, StoreLock, admission,
-    board_rule, budget,
+    AdmissionCounts, BoardHints, BoardLook, BoardSnapshot, BoardStep, BoardVerdict, BudgetAnswer,
+    FleetStore, HINT_RETENTION, ImportReport, LedgerStore, PruneReport, Store, StoreLock,
+    admission, board_rule, board_step, budget,
 };
 #[cfg(feature = "mocks")]
 pub use contract::{MockFleetStore, MockLedgerStore};

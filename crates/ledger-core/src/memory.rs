@@ -51,11 +51,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::{
-    AdmissionCounts, AdmitOutcome, AdmitRequest, BoardHints, BoardLook, BoardSnapshot,
-    BoardVerdict, BudgetAnswer, Event, EventKind, ExecutorIdentity, FinishOutcome, FinishReason,
-    FleetStore, HINT_RETENTION, ImportReport, LedgerError, LedgerStore, Limits, Owner, PruneReport,
-    RateWindow, Result, RunId, Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp,
-    UpdateOutcome, admission, board_rule, budget,
+    AdmissionCounts, AdmitOutcome, AdmitRequest, BoardHints, BoardLook, BoardSnapshot, BoardStep,
+    BudgetAnswer, Event, EventKind, ExecutorIdentity, FinishOutcome, FinishReason, FleetStore,
+    HINT_RETENTION, ImportReport, LedgerError, LedgerStore, Limits, Owner, PruneReport, RateWindow,
+    Result, RunId, Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
+    admission, board_step, budget,
 };
 
 /// Decides whether a call (named as the contract's method) fails.
@@ -357,10 +357,7 @@ impl LedgerStore for MemoryStore {
         self.call("renew_leases", |state| {
             let mut renewed = Vec::new();
             for slot in state.open.values_mut() {
-                if slot.owner.host == runner.host
-                    && slot.owner.boot_id == runner.boot_id
-                    && slot.owner.runner == runner.runner
-                {
+                if slot.owner.same_process(runner) {
                     slot.lease_until = slot.lease_until.max(until);
                     renewed.push((slot.key.clone(), slot.run_id.clone()));
                 }
@@ -550,25 +547,19 @@ impl FleetStore for MemoryStore {
                 events_seen: board.events_seen,
                 body: board.body.clone(),
             });
-            let verdict = board_rule(
-                board.listed_at,
-                board.listing_until,
-                max_age,
-                listing_for,
-                now,
-            );
-            Ok(match (verdict, previous) {
-                (BoardVerdict::Fresh, Some(fresh)) => BoardLook::Fresh(fresh),
-                (BoardVerdict::Wait(until), previous) => BoardLook::BeingListed { previous, until },
-                (BoardVerdict::Fresh | BoardVerdict::List(_), previous) => {
-                    board.listing_until = Some(now.saturating_add(listing_for));
-                    BoardLook::YoursToList {
-                        listed_at: now,
-                        events_seen,
-                        previous,
+            Ok(
+                match board_step(previous, board.listing_until, max_age, listing_for, now) {
+                    BoardStep::Answer(look) => look,
+                    BoardStep::Claim { until, previous } => {
+                        board.listing_until = Some(until);
+                        BoardLook::YoursToList {
+                            listed_at: now,
+                            events_seen,
+                            previous,
+                        }
                     }
-                }
-            })
+                },
+            )
         })
     }
 

@@ -152,6 +152,13 @@ impl fmt::Display for ProjectRef {
 }
 
 impl Owner {
+    /// Whether `self` and `other` are the same process: the same host, boot
+    /// and process (pid and start time). What a holder's lease renewal
+    /// matches its slots by.
+    pub fn same_process(&self, other: &Owner) -> bool {
+        self.host == other.host && self.boot_id == other.boot_id && self.runner == other.runner
+    }
+
     /// The host name given to slots rebuilt from the reference system's
     /// `usage.json`, whose owners are not known. No real host has this name,
     /// so a liveness check answers "unknown" for them, never "dead".

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ledger_core::{
-    BoardHints, BoardLook, BoardSnapshot, BoardVerdict, BudgetAnswer, FleetStore, Result, Timestamp,
+    BoardHints, BoardLook, BoardSnapshot, BoardStep, BudgetAnswer, FleetStore, Result, Timestamp,
 };
 
 use crate::sql::{Fail, Tx, settle, statement, transact};
@@ -106,15 +106,11 @@ impl FleetStore for PgLedger {
                     events_seen,
                     body: body.unwrap_or_default(),
                 });
-                let verdict =
-                    ledger_core::board_rule(listed_at, listing_until, max_age, listing_for, at);
-                Ok(match (verdict, previous) {
-                    (BoardVerdict::Fresh, Some(fresh)) => Tx::Commit(BoardLook::Fresh(fresh)),
-                    (BoardVerdict::Wait(until), previous) => {
-                        Tx::Commit(BoardLook::BeingListed { previous, until })
-                    }
-                    (BoardVerdict::Fresh | BoardVerdict::List(_), previous) => {
-                        let until = at.saturating_add(listing_for);
+                let step =
+                    ledger_core::board_step(previous, listing_until, max_age, listing_for, at);
+                Ok(match step {
+                    BoardStep::Answer(look) => Tx::Commit(look),
+                    BoardStep::Claim { until, previous } => {
                         tx.execute(&st(1)?, &[&key, &until.as_unix_millis()])?;
                         Tx::Commit(BoardLook::YoursToList {
                             listed_at: at,

@@ -55,24 +55,13 @@ impl FleetStore for Ledger {
                     body: body.map(|b| b.value().to_vec()).unwrap_or_default(),
                 }))
             };
-            let verdict = crate::board_rule(
-                record.listed_at,
-                record.listing_until,
-                max_age,
-                listing_for,
-                now,
-            );
             let previous = snapshot(&record)?;
-            // A look that changes nothing skips the commit and its fsync.
-            let look = match (verdict, previous) {
-                (crate::BoardVerdict::Fresh, Some(fresh)) => {
-                    return Ok(Tx::Abort(crate::BoardLook::Fresh(fresh)));
-                }
-                (crate::BoardVerdict::Wait(until), previous) => {
-                    return Ok(Tx::Abort(crate::BoardLook::BeingListed { previous, until }));
-                }
-                (crate::BoardVerdict::Fresh | crate::BoardVerdict::List(_), previous) => {
-                    record.listing_until = Some(now.saturating_add(listing_for));
+            let step = crate::board_step(previous, record.listing_until, max_age, listing_for, now);
+            let look = match step {
+                // A look that changes nothing skips the commit and its fsync.
+                crate::BoardStep::Answer(look) => return Ok(Tx::Abort(look)),
+                crate::BoardStep::Claim { until, previous } => {
+                    record.listing_until = Some(until);
                     let bytes = self.encode("boards", &record)?;
                     boards.insert(key, bytes.as_slice()).or_storage(self)?;
                     let events = txn.open_table(EVENTS).or_storage(self)?;

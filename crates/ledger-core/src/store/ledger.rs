@@ -138,10 +138,7 @@ impl LedgerStore for Ledger {
             for entry in open.iter().or_storage(self)? {
                 let (_, v) = entry.or_storage(self)?;
                 let slot: Slot = self.decode("open_slots", v.value())?;
-                if slot.owner.host == runner.host
-                    && slot.owner.boot_id == runner.boot_id
-                    && slot.owner.runner == runner.runner
-                {
+                if slot.owner.same_process(runner) {
                     held.push(slot);
                 }
             }
