@@ -309,12 +309,19 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let sim = rt.block_on(PlaneSim::start(sim_config())).unwrap();
         sim.add_work_item("kept task", "Todo");
-        let config = config(dir.path(), &sim, &["sleep", "30"]);
+        // A short lease, so that the keeper renews (writes to the ledger)
+        // every 2 s: its steady state, not only its quiet start.
+        let config = config_with(
+            dir.path(),
+            &sim,
+            &["sleep", "30"],
+            &[("watcher", "lease_secs = 6")],
+        );
         let child = runner(&config, &dir.path().join("kept.log"));
         let ledger_path = dir.path().join("var/inflight.redb");
         let (_, keeper) = wait_kept(&ledger_path);
-        // Settled: its executor started, a renewal or two made.
-        std::thread::sleep(Duration::from_secs(3));
+        // Settled: its executor started, two or three renewals made.
+        std::thread::sleep(Duration::from_secs(7));
         let figures = [
             rss_kb(keeper),
             memory_kb(keeper, "smaps_rollup", "Shared_Clean:"),

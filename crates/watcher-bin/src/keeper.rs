@@ -111,11 +111,13 @@ pub enum KeeperEnd {
 /// Keeps `job`: takes its slot over, runs its executor to its end and
 /// records the outcome (see the module's documentation). `detach` is called
 /// once the slot is this keeper's (a keeper process stops dying with its
-/// runner there); `stop` interrupts the executor.
+/// runner there), `started` once its executor runs (a keeper process lets
+/// go of its start-up's pages there); `stop` interrupts the executor.
 pub async fn keep(
     parts: KeeperParts,
     job: KeeperJob,
     detach: impl FnOnce(),
+    started: impl FnOnce(),
     stop: watch::Receiver<bool>,
 ) -> KeeperEnd {
     let KeeperParts {
@@ -163,7 +165,7 @@ pub async fn keep(
         job: &job,
     };
     let at = Instant::now();
-    let ran = run.run(&*launcher, held, stop).await;
+    let ran = run.run(&*launcher, held, stop, started).await;
     let _ = renewals_stop.send(true);
     let _ = renewing.await;
     let (ending, executor, tail) = match ran {
@@ -273,6 +275,7 @@ impl Supervised<'_> {
         launcher: &dyn Launcher,
         held: watch::Receiver<Option<Lost>>,
         stop: watch::Receiver<bool>,
+        started: impl FnOnce(),
     ) -> Ran {
         let (task, run) = (&self.job.key.task_id, &self.job.run);
         // Interrupted before anything ran (its runner gave up waiting for
@@ -322,6 +325,7 @@ impl Supervised<'_> {
             tracing::warn!(task = %task, run = %run, error = %e, "could not open the executor's start gate");
         }
         tracing::info!(task = %task, run = %run, pid = identity.process.pid, name = %self.job.task_name, "executor started");
+        started();
         let output = executor.output();
         let ending = self.supervise(&mut *executor, held, stop).await;
         // Whatever the executor left behind in its group goes with it.

@@ -219,7 +219,7 @@ impl Keepers for InProcessKeepers {
             let job = job.clone();
             let registry = self.inner.clone();
             tokio::spawn(async move {
-                let kept = keep(parts, job, || {}, interrupted).await;
+                let kept = keep(parts, job, || {}, || {}, interrupted).await;
                 tracing::debug!(?kept, "in-process keeper ended");
                 registry
                     .running
@@ -353,10 +353,20 @@ fn keep_in_this_process(config: &std::path::Path, job: KeeperJob) -> Result<Keep
             stopped.await;
             let _ = interrupt.send(true);
         });
-        Ok::<_, String>(keep(parts, job, stop_dying_with_the_runner, interrupted).await)
+        Ok::<_, String>(keep(parts, job, stop_dying_with_the_runner, release_start_up_pages, interrupted).await)
     });
     runtime.shutdown_timeout(Duration::from_millis(500));
     end
+}
+
+/// The executor runs: from here on the keeper lives on a timer and a wait
+/// for as long as it runs, so the code of its start-up need not stay
+/// mapped (see [`crate::memory`]).
+fn release_start_up_pages() {
+    match crate::memory::release_clean_file_pages() {
+        Ok(kb) => tracing::debug!(kb, "released the start-up's clean pages"),
+        Err(e) => tracing::debug!(error = %e, "could not release the start-up's clean pages"),
+    }
 }
 
 /// The slot is the keeper's now: from here on it must outlive its runner.

@@ -38,6 +38,7 @@ mod keeper;
 mod keepers;
 mod launch;
 mod leases;
+mod memory;
 mod output;
 mod spawn;
 
