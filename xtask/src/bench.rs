@@ -323,6 +323,23 @@ mod tests {
         | 4 processes | 1,219 commits/s (610 cycles/s) | |\n";
 
     #[test]
+    fn help_names_every_benchmark_and_the_one_run_only_by_name() {
+        let help = crate::HELP.split_whitespace().collect::<Vec<_>>().join(" ");
+        let start = help.find("bench [").unwrap();
+        let end = help[start..].find("demo [").unwrap() + start;
+        let paragraph = &help[start..end];
+        for (name, _, _) in BENCHES {
+            assert!(
+                paragraph.contains(name),
+                "cargo xtask help does not name the benchmark {name}: {paragraph}"
+            );
+        }
+        for name in ONLY_BY_NAME {
+            assert!(paragraph.contains(&format!("{name}: about 25 minutes, so only when named")));
+        }
+    }
+
+    #[test]
     fn a_benchmark_table_is_read_row_by_row() {
         assert_eq!(
             rows(OUT),
@@ -371,3 +388,4 @@ mod tests {
         assert!(table.contains("| 1.692 ms | 1.1 s |  |"), "{table}");
     }
 }
+

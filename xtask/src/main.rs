@@ -21,8 +21,9 @@ commands:
                   dependency boundaries of docs/ARCHITECTURE.md, and the store
                   seam (the binaries and runtime name no redb type)
   bench [--against REV [--rounds N]] [NAME]
-                  run the benchmarks (all, or one of: ledger, reconcile, e2e) and write the
-                  figures to target/bench-report.md; with --against, also REV's (checked
+                  run the benchmarks (ledger, reconcile, e2e and fleet; or the one
+                  NAME, which may also be budget: about 25 minutes, so only when
+                  named) and write the figures to target/bench-report.md; with --against, also REV's (checked
                   out under target/bench-against), N rounds each (default 2), alternating,
                   each measure side by side with the ratio of the means
   demo [--postgres]
@@ -536,5 +537,40 @@ mod seam_tests {
             without_strings(r#"match store { "redb" => Ledger::open(p), _ => x("a\"redb") }"#),
             r#"match store { "" => Ledger::open(p), _ => x("") }"#
         );
+    }
+}
+
+#[cfg(test)]
+mod deploy_tests {
+    use super::workspace_root;
+
+    /// The units point operators at the project's own documentation: the
+    /// repository the workspace's manifest names, not a placeholder.
+    #[test]
+    fn the_units_documentation_links_are_the_workspaces_repository() {
+        let root = workspace_root();
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        let repository = manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("repository = "))
+            .map(|v| v.trim_matches('"').to_owned())
+            .expect("the workspace names its repository");
+        assert!(!repository.contains("invalid") && !repository.contains("example"));
+        let mut links = 0;
+        for unit in std::fs::read_dir(root.join("deploy/systemd")).unwrap() {
+            let path = unit.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for link in text.lines().filter_map(|l| l.strip_prefix("Documentation=")) {
+                links += 1;
+                for url in link.split_whitespace() {
+                    assert!(
+                        url.starts_with(&repository) || url.starts_with("man:"),
+                        "{}: {url} is not under {repository}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        assert!(links > 0, "no unit has a Documentation= line");
     }
 }

@@ -343,7 +343,7 @@ impl Metrics {
         let window_seconds = Gauge::default();
         l.register(
             "slot_window_seconds",
-            "The rate window ([ledger] window_hours) past which a slot is stale",
+            "The stale window ([ledger] window_hours): a slot older than this whose owner is not known alive expires",
             window_seconds.clone(),
         );
         let webhook_listening = Gauge::default();

@@ -25,7 +25,8 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
     /// A JSON file with the workspace, project, API key and work items to
-    /// start with. See docs/operations.md for its format.
+    /// start with; its format is in docs/operations.md, "Trying it without
+    /// a Plane".
     #[arg(long)]
     seed: Option<PathBuf>,
     /// Requests allowed per key per minute (Plane's default is 60; 0 turns

@@ -194,17 +194,12 @@ fn the_binary_serves_a_seed_and_prints_where() {
     let dir = std::env::temp_dir().join(format!("plane-sim-seed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let seed = dir.join("seed.json");
-    std::fs::write(
-        &seed,
-        json!({
-            "workspace": "demo",
-            "api_key": "plane_api_demo",
-            "states": [{"name": "Ready for AI", "group": "unstarted"}, {"name": "Running", "group": "started"}],
-            "work_items": [{"name": "first", "state": "Ready for AI", "labels": ["goal"]}]
-        })
-        .to_string(),
-    )
-    .unwrap();
+    // The example seed of docs/operations.md, which `--help` points to.
+    let docs = include_str!("../../../../docs/operations.md");
+    let section = &docs[docs.find("## Trying it without a Plane: `plane-sim`").unwrap()..];
+    let example = section.split("```json\n").nth(1).unwrap();
+    let example = &example[..example.find("```").unwrap()];
+    std::fs::write(&seed, example).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_plane-sim"))
         .args(["--port", "0", "--seed"])
         .arg(&seed)
