@@ -89,3 +89,29 @@ fn dry_run_then_apply_then_nothing_and_a_live_dispatch_is_never_reported() {
     world.signal(runner, libc::SIGTERM);
     world.wait(runner, Duration::from_secs(10));
 }
+
+#[test]
+fn a_scan_reports_the_requests_it_made() {
+    let world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    // Three slots of another host: their holders cannot be checked here,
+    // so the scan asks Plane; three lookups against a one-page project:
+    // it lists the project instead of reading each.
+    let tasks: Vec<String> = (0..3)
+        .map(|i| world.sim.add_work_item(&format!("elsewhere {i}"), "Ready for AI"))
+        .collect();
+    for task in &tasks {
+        world.slot_from_elsewhere(task, Some(world.project()));
+    }
+    let before = world.sim.requests().len();
+    let report = world.watchdog_json(&["scan"]);
+    let made = &world.sim.requests()[before..];
+    assert!(
+        made.iter().any(|r| r.path.ends_with("/work-items/")),
+        "the scan did not list: {made:?}"
+    );
+    assert_eq!(
+        report["plane_requests"].as_u64(),
+        Some(made.len() as u64),
+        "reported against made: {made:?}"
+    );
+}

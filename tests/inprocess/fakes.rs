@@ -228,6 +228,30 @@ impl Plane for Board {
         })
     }
 
+    fn list_work_item_states(&self) -> PlaneFuture<'_, Vec<WorkItem>> {
+        Box::pin(async {
+            self.call("list".into()).await?;
+            let inner = self.lock();
+            Ok(inner
+                .items
+                .iter()
+                .map(|item| {
+                    let mut item = item.clone();
+                    if let StateRef::Id(id) = &item.state
+                        && let Some(s) = inner.states.iter().find(|s| &s.id == id)
+                    {
+                        item.state = StateRef::Expanded(StateLite {
+                            id: s.id.clone(),
+                            name: s.name.clone(),
+                            group: s.group.clone(),
+                        });
+                    }
+                    item
+                })
+                .collect())
+        })
+    }
+
     fn states(&self) -> PlaneFuture<'_, Arc<Vec<State>>> {
         Box::pin(async {
             self.call("states".into()).await?;

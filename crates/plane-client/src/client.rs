@@ -90,6 +90,10 @@ pub(crate) fn endpoint_of(path: &str) -> String {
 /// come as bare ids, resolved from the cached state list.
 const LIST_FIELDS: &str = "id,name,state,labels,created_at";
 
+/// What a scan's listing reads of each work item: its state, expanded, so
+/// that no state list is needed to name it (and none is spent).
+const STATE_FIELDS: &str = "id,name,state,created_at";
+
 /// A project-level list and when it was loaded.
 type Cache<T> = Mutex<Option<(Arc<Vec<T>>, Instant)>>;
 
@@ -295,6 +299,29 @@ impl PlaneClient {
         let family = self.family().await?;
         let items: Vec<WorkItem> = self
             .list_all(&[family.segment()], &[("fields", LIST_FIELDS.to_owned())])
+            .await?;
+        let mut seen = HashSet::new();
+        Ok(items
+            .into_iter()
+            .filter(|item| seen.insert(item.id.clone()))
+            .collect())
+    }
+
+    /// Every work item of the project with its state expanded
+    /// ([`StateRef::Expanded`](crate::StateRef::Expanded)) and only the
+    /// fields that name it: one request a page, and no state list needed.
+    /// What a scan lists when it has more tasks to look up than the
+    /// project has pages.
+    pub async fn list_work_item_states(&self) -> Result<Vec<WorkItem>, PlaneError> {
+        let family = self.family().await?;
+        let items: Vec<WorkItem> = self
+            .list_all(
+                &[family.segment()],
+                &[
+                    ("fields", STATE_FIELDS.to_owned()),
+                    ("expand", "state".to_owned()),
+                ],
+            )
             .await?;
         let mut seen = HashSet::new();
         Ok(items

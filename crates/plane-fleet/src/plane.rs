@@ -34,6 +34,9 @@ pub trait Plane: Send + Sync + std::fmt::Debug {
     fn get_work_item<'a>(&'a self, id: &'a str) -> PlaneFuture<'a, WorkItem>;
     /// Every work item of the project.
     fn list_work_items(&self) -> PlaneFuture<'_, Vec<WorkItem>>;
+    /// Every work item of the project, each with its state expanded (no
+    /// state list needed to name it).
+    fn list_work_item_states(&self) -> PlaneFuture<'_, Vec<WorkItem>>;
     /// The project's states, cached.
     fn states(&self) -> PlaneFuture<'_, Arc<Vec<State>>>;
     /// The project's states, listed again.
@@ -61,6 +64,9 @@ impl Plane for PlaneClient {
     }
     fn list_work_items(&self) -> PlaneFuture<'_, Vec<WorkItem>> {
         Box::pin(PlaneClient::list_work_items(self))
+    }
+    fn list_work_item_states(&self) -> PlaneFuture<'_, Vec<WorkItem>> {
+        Box::pin(PlaneClient::list_work_item_states(self))
     }
     fn states(&self) -> PlaneFuture<'_, Arc<Vec<State>>> {
         Box::pin(PlaneClient::states(self))
@@ -172,7 +178,9 @@ impl TaskLookup for PlaneLookup {
     fn list_project(&self) -> BoxFuture<Result<Vec<(TaskId, TaskState)>, LookupError>> {
         let plane = self.0.clone();
         Box::pin(async move {
-            let items = plane.list_work_items().await.map_err(lookup_error)?;
+            // States expanded: naming them costs no state list, so the
+            // scan's count of requests (a page each) is what was sent.
+            let items = plane.list_work_item_states().await.map_err(lookup_error)?;
             let mut out = Vec::with_capacity(items.len());
             for item in items {
                 let Ok(id) = TaskId::new(item.id.clone()) else {
