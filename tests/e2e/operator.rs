@@ -68,6 +68,27 @@ fn status_events_release_and_import_work_on_a_real_ledger() {
     assert!(world.open_slots().is_empty());
     let last = events_json(&world).pop().unwrap();
     assert_eq!(last["reason"], "released_by_operator");
+
+    // A backend nobody configured: a typo is an error naming it and the
+    // backends there are, not "nothing to release"…
+    let typo = world.watchdog(&["release", "--backend", "nob", "--task", "T1"]);
+    assert_eq!(typo.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&typo.stderr);
+    assert!(said.contains("--backend nob") && said.contains("backends: local"), "{said}");
+    // …unless the ledger still holds a slot of it (a backend taken out of
+    // the configuration while a run was open).
+    std::fs::write(
+        &usage,
+        json!({"events": [
+            {"kind": "execution_started", "task_id": "T9", "backend": "retired", "timestamp": "2026-11-01T11:00:00Z"}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    world.watchdog_json(&["import-usage-json", usage.to_str().unwrap()]);
+    let retired = world.watchdog(&["release", "--backend", "retired", "--task", "T9"]);
+    assert!(retired.status.success(), "{}", String::from_utf8_lossy(&retired.stderr));
+    assert!(String::from_utf8_lossy(&retired.stdout).starts_with("released retired/T9"));
 }
 
 #[test]
@@ -495,4 +516,44 @@ fn check_config_checks_each_roles_own_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `check-config` refuses a backend whose command cannot be started (the
+/// first task would otherwise go to the blocked state), naming the
+/// backend and the program; a bare name is looked up in `PATH`.
+#[test]
+fn check_config_refuses_a_command_that_cannot_start() {
+    let world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    let text = std::fs::read_to_string(world.path("inflight.toml")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("command = "))
+        .unwrap()
+        .to_owned();
+    for (command, said) in [
+        (
+            r#"command = ["/nonexistent/agent", "--go"]"#,
+            "/nonexistent/agent",
+        ),
+        (
+            r#"command = ["no-such-agent-anywhere"]"#,
+            "no-such-agent-anywhere: no executable of that name in PATH",
+        ),
+        // A file, but not one that can run.
+        (r#"command = ["./inflight.toml"]"#, "not an executable file"),
+    ] {
+        world.edit_config(&line, command);
+        let out = world.watchdog(&["check-config"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("backends.local.command") && stderr.contains(said),
+            "{command}: {stderr}"
+        );
+        world.edit_config(command, &line);
+    }
+    // A bare name found in PATH passes.
+    world.edit_config(&line, r#"command = ["sh", "-c", "true"]"#);
+    let out = world.watchdog(&["check-config"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

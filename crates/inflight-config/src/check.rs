@@ -110,6 +110,9 @@ pub(crate) fn ledger_settings(
             if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
                 return Err(check.error("ledger.url", "must be a postgresql:// URL".into()));
             }
+            if let Err(why) = ledger_postgres::check_url(&url) {
+                return Err(check.error("ledger.url", why));
+            }
             let schema = raw.schema.unwrap_or_else(|| "inflight".into());
             if !ledger_postgres::valid_schema(&schema) {
                 return Err(check.error(

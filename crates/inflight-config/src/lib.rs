@@ -387,6 +387,53 @@ impl Config {
         }
     }
 
+    /// The program `backend` runs: a relative path with a folder in it
+    /// resolves against the configuration's folder; a bare name is looked
+    /// up in `PATH` when the executor starts; an absolute path is itself.
+    pub fn program_of(&self, backend: &BackendSettings) -> PathBuf {
+        let program = Path::new(&backend.program);
+        if program.components().count() > 1 && program.is_relative() {
+            self.dir.join(program)
+        } else {
+            program.to_path_buf()
+        }
+    }
+
+    /// Checks that `backend`'s program can be started, as a keeper would
+    /// start it with this process's `PATH`: the file it names, or the first
+    /// of that name in `PATH`, exists, is a file and is executable. The
+    /// program found, or why not (naming the program).
+    pub fn check_program(&self, backend: &BackendSettings) -> Result<PathBuf, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let executable = |path: &Path| {
+            std::fs::metadata(path)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        };
+        let program = self.program_of(backend);
+        if program.components().count() > 1 {
+            return match std::fs::metadata(&program) {
+                Err(e) => Err(format!("{}: {e}", program.display())),
+                Ok(_) if !executable(&program) => Err(format!(
+                    "{}: not an executable file",
+                    program.display()
+                )),
+                Ok(_) => Ok(program),
+            };
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(&program))
+            .find(|candidate| executable(candidate))
+            .ok_or_else(|| {
+                format!(
+                    "{}: no executable of that name in PATH ({})",
+                    program.display(),
+                    path.to_string_lossy()
+                )
+            })
+    }
+
     /// How often a runner renews its slots' leases: the PostgreSQL store's
     /// `ledger.renew_secs`, else a third of the lease.
     pub fn renew_interval(&self) -> Duration {

@@ -59,7 +59,7 @@ mod worker;
 use std::time::Duration;
 
 pub use schema::valid_schema;
-pub use store::PgLedger;
+pub use store::{PgLedger, check_url};
 
 /// Where a store's times come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -102,6 +102,27 @@ pub(crate) const SESSION_OPTIONS: &str =
 
 /// The connection settings for `options`, and the store's location for
 /// messages (the URL without any password, and the schema).
+/// Checks a `[ledger] url` as the store will read it: a PostgreSQL URL
+/// (or key-value string) that carries no password, which belongs in the
+/// environment (`password_env`), never in a file or a process list. The
+/// error never repeats the URL.
+pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    parse_url(url).map(|_| ())
+}
+
+fn parse_url(url: &str) -> std::result::Result<postgres::Config, String> {
+    let config: postgres::Config = url
+        .parse()
+        .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    if config.get_password().is_some() {
+        return Err(
+            "the URL carries a password: give it through the environment (password_env) instead"
+                .into(),
+        );
+    }
+    Ok(config)
+}
+
 fn connector(options: &PgOptions, read_only: bool) -> Result<(Connector, String)> {
     let bad = |detail: String| LedgerError::Database {
         location: "[ledger] url".into(),
@@ -113,16 +134,7 @@ fn connector(options: &PgOptions, read_only: bool) -> Result<(Connector, String)
             options.schema
         )));
     }
-    let mut config: postgres::Config = options
-        .url
-        .parse()
-        .map_err(|e| bad(format!("not a PostgreSQL URL: {e}")))?;
-    if config.get_password().is_some() {
-        return Err(bad(
-            "the URL carries a password: give it through the environment (password_env) instead"
-                .into(),
-        ));
-    }
+    let mut config = parse_url(&options.url).map_err(bad)?;
     if let Some(password) = &options.password {
         config.password(password);
     }

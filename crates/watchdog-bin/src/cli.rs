@@ -115,11 +115,13 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Check the configuration against Plane: the project answers with this
-    /// key (and with each role's own key, roles.NAME.api_key_env), and every
-    /// role's states and labels exist there. Exits 2 naming each role key
-    /// whose name Plane lacks or whose own key the project refuses, 1 when
-    /// Plane does not answer.
+    /// Check the configuration: every backend's command can be started (the
+    /// file exists and is executable, or a bare name is found in PATH), and
+    /// against Plane: the project answers with this key (and with each
+    /// role's own key, roles.NAME.api_key_env), and every role's states and
+    /// labels exist there. Exits 2 naming a backend whose command cannot
+    /// start, each role key whose name Plane lacks or whose own key the
+    /// project refuses; 1 when Plane does not answer.
     CheckConfig,
     /// Import the reference system's usage.json: rebuilds the open slots and
     /// the event history. Safe to repeat.

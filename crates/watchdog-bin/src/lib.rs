@@ -69,7 +69,7 @@ pub enum WatchdogError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// The configuration names states or labels the Plane project does not
-    /// have (exit status 2).
+    /// have, or a command that cannot be started (exit status 2).
     #[error("{0}")]
     Misconfigured(String),
     /// `interrupt` found no open slot matching what it was asked for
@@ -331,11 +331,30 @@ impl ConfigCheck {
     }
 }
 
-/// Checks the configuration against Plane: the project answers with this
-/// key, and every role's states and labels exist in it. A Plane that does
-/// not answer is an error (exit status 1); names that do not resolve are
+/// Checks the configuration: every backend's command can be started (a
+/// misconfiguration, exit status 2, naming the backend), and against
+/// Plane: the project answers with this key (and each role's own), and
+/// every role's states and labels exist in it. A Plane that does not
+/// answer is an error (exit status 1); names that do not resolve are
 /// returned, for the caller to exit with status 2.
 pub async fn check_config(config: &Config) -> Result<ConfigCheck, WatchdogError> {
+    // A command that cannot start would move the first task it gets to
+    // the blocked state: say so now. (Looking at files blocks: off the
+    // runtime.)
+    let programs = config.clone();
+    tokio::task::spawn_blocking(move || {
+        for backend in programs.backends.values() {
+            if let Err(why) = programs.check_program(backend) {
+                return Err(WatchdogError::Misconfigured(format!(
+                    "backends.{}.command: cannot be started: {why}",
+                    backend.name
+                )));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| WatchdogError::Io(std::io::Error::other(format!("checking the backends' commands: {e}"))))??;
     let plane = PlaneClient::new(config.plane_config()?)?;
     let probe = plane.probe_project().await?;
     let mut roles = BTreeMap::new();
@@ -587,9 +606,13 @@ pub fn event_text(event: &Event) -> String {
     }
 }
 
-/// Releases an open slot by hand.
+/// Releases an open slot by hand. A backend the configuration does not
+/// name is an error (a typo must not read as "nothing to release") unless
+/// the ledger still holds a slot of it (a backend removed from the
+/// configuration while its slots were open): that slot is released.
 pub fn release(
     ledger: &dyn LedgerStore,
+    config: &Config,
     backend: &str,
     task: &str,
     run: Option<&str>,
@@ -604,7 +627,15 @@ pub fn release(
         .map(RunId::new)
         .transpose()
         .map_err(|e| usage("--run", e))?;
-    Ok(ledger.finish(&key, run.as_ref(), FinishReason::ReleasedByOperator, now)?)
+    let released = ledger.finish(&key, run.as_ref(), FinishReason::ReleasedByOperator, now)?;
+    if matches!(released, FinishOutcome::NotInFlight) && !config.backends.contains_key(backend) {
+        let known: Vec<&str> = config.backends.keys().map(String::as_str).collect();
+        return Err(WatchdogError::Usage(format!(
+            "--backend {backend}: no backend of that name in the configuration (backends: {}), and no open slot of it in the ledger",
+            known.join(", ")
+        )));
+    }
+    Ok(released)
 }
 
 /// Migrates the reference system's `usage.json`.

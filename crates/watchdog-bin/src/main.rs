@@ -125,8 +125,8 @@ async fn execute(config: Config, command: Command) -> Result<(), WatchdogError> 
         }
         Command::Release { backend, task, run } => {
             let (b, t) = (backend.clone(), task.clone());
-            let released = with_store(&config, move |store, _| {
-                release(store, &b, &t, run.as_deref(), now())
+            let released = with_store(&config, move |store, config| {
+                release(store, config, &b, &t, run.as_deref(), now())
             });
             println!("{}", release_text(&backend, &task, &released.await?));
         }

@@ -351,7 +351,7 @@ impl Supervised<'_> {
     fn launch(&self) -> Launch {
         let job = self.job;
         Launch {
-            program: self.program(),
+            program: self.config.program_of(self.backend),
             args: self.backend.args.clone(),
             dir: self.config.dir.clone(),
             env: vec![
@@ -365,17 +365,6 @@ impl Supervised<'_> {
             // database's password or the webhook's secret.
             env_remove: self.config.secret_envs(),
             task: job.key.task_id.as_str().to_owned(),
-        }
-    }
-
-    /// The executor's program: relative paths resolve against the
-    /// configuration's folder, bare names through `PATH`.
-    fn program(&self) -> std::path::PathBuf {
-        let program = std::path::Path::new(&self.backend.program);
-        if program.components().count() > 1 && program.is_relative() {
-            self.config.dir.join(program)
-        } else {
-            program.to_path_buf()
         }
     }
 

@@ -240,6 +240,20 @@ fn the_postgres_store_has_its_keys_and_defaults() {
         "path = \"var/inflight.redb\"\nurl = \"postgresql://db/x\"",
     ));
     assert_eq!(err.key, "ledger.url");
+    // A password in the URL (either form) is a configuration error naming
+    // the key, and the error does not repeat it.
+    for url in [
+        "postgresql://inflight:s3cret-pw@db.example/inflight",
+        "postgresql://inflight@db.example/inflight?password=s3cret-pw",
+    ] {
+        let err = error_for(&postgres.replace(
+            "postgresql://inflight@db.example:5432/inflight",
+            url,
+        ));
+        assert_eq!(err.key, "ledger.url", "{err}");
+        assert!(err.to_string().contains("password_env"), "{err}");
+        assert!(!err.to_string().contains("s3cret-pw"), "{err}");
+    }
     let err = error_for(&VALID.replace("path = \"var/inflight.redb\"", ""));
     assert_eq!(err.key, "ledger.path");
 }
