@@ -504,3 +504,19 @@ fn a_clock_ten_minutes_off_neither_reclaims_a_live_lease_nor_loses_its_own() {
     assert_eq!(report.actions.len(), 1, "{report:?}");
     assert_eq!(report.actions[0].rule, reconcile::Rule::LeaseExpiredClear);
 }
+
+/// Opening an existing PostgreSQL ledger says nothing: the schema's
+/// "already exists, skipping" notices are not an operator's business.
+#[test]
+fn opening_a_postgres_ledger_prints_no_notices() {
+    let world = World::new(1, &[Role::new("goal", "Ready for AI")]).on_postgres();
+    for args in [&["scan"][..], &["scan"], &["status"], &["events"]] {
+        let out = world.watchdog(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("NOTICE") && !stderr.contains("already exists"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

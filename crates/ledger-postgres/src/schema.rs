@@ -411,8 +411,12 @@ fn migrate(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&LOCK_CLASS, &format!("inflight-migrate:{schema}")],
     )?;
+    // The IF NOT EXISTS below answer every open of an existing schema with
+    // "already exists, skipping" notices, which the client logs: not an
+    // operator's business. Warnings and errors still come through.
     tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+        "SET LOCAL client_min_messages TO warning;
+         CREATE SCHEMA IF NOT EXISTS \"{schema}\";
          SET LOCAL search_path TO \"{schema}\";
          CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);"
     ))?;
