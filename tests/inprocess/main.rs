@@ -349,12 +349,12 @@ async fn shutdown_while_plane_withholds_its_budget_starts_nothing_and_is_bounded
     assert_eq!(rig.board.state_of(&task), "Ready for AI");
     assert_eq!(rig.finishes(), [FinishReason::NotStarted]);
     assert_eq!(rig.open_slots(), 0);
-    // Marking it running was dropped at 2 s; putting it back (in case the
-    // first change went out) gets 1.5 s, then the runner leaves it to the
-    // next runner's repair.
+    // Marking it running gets 1.5 s past the stop to answer; unanswered,
+    // the task is left to the next look's repair (had the move gone
+    // through), and nothing is "put back" from a state it never reached.
     assert_eq!(
         rig.board.times_of("set_state"),
-        [secs(0), secs(2)],
+        [secs(0)],
         "{:?}",
         rig.board.calls()
     );
@@ -803,3 +803,40 @@ async fn a_stop_while_a_keeper_takes_its_slot_leaves_the_run_to_it() {
     );
     assert!(rig.finishes().is_empty());
 }
+
+/// Plane refuses to move a finished task: one comment says so, not one
+/// from the report and another from the repair that follows at the next
+/// look at the board. The repair tries again later, quietly, and the task
+/// gets where it belongs once Plane lets it.
+#[tokio::test(start_paused = true)]
+async fn a_refused_move_is_announced_once() {
+    let rig = Rig::new(
+        Script::Exits {
+            after: secs(5),
+            code: 0,
+        },
+        &[("watcher", "comment = \"failures\"")],
+    );
+    let task = rig.board.add_task("A job", "Ready for AI");
+    rig.board.fail(
+        "set_state Done",
+        PlaneError::Server {
+            path: "work-items/".into(),
+            status: 500,
+        },
+        3,
+    );
+    let (summary, _) = rig.run(false, Some(secs(600))).await;
+    assert_eq!(summary.dispatched, 1);
+    assert_eq!(rig.board.state_of(&task), "Done");
+    let comments = rig.board.comments(&task);
+    let refusals = comments.iter().filter(|c| c.contains("refused")).count();
+    assert_eq!(refusals, 1, "{comments:#?}");
+    assert!(
+        comments[0].contains("Plane refused to move it to Done"),
+        "{comments:#?}"
+    );
+    // The repair that got it there says so.
+    assert!(comments.last().unwrap().contains("Moved to Done."), "{comments:#?}");
+}
+

@@ -226,11 +226,17 @@ impl Runner {
     /// the task says so once; "moved" is written only after Plane moved it.
     pub(crate) async fn repair_stuck(&self, items: &[WorkItem]) {
         // A task that left the running state by other means (a person moved
-        // it) needs no more repairs.
+        // it) needs no more repairs. Only once its retry is due: the board
+        // shown may be older than the refusal (a refused report's task has
+        // not reached it yet), and forgetting that refusal would announce
+        // it a second time.
+        let now = Instant::now();
         self.repairs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|task, _| items.iter().any(|item| item.id == task.as_str()));
+            .retain(|task, refused| {
+                refused.retry_at > now || items.iter().any(|item| item.id == task.as_str())
+            });
         let in_flight = |task: &TaskId| {
             let task = task.clone();
             async move {
@@ -308,21 +314,8 @@ impl Runner {
                 }
                 Err(e) => {
                     let times = refused.map_or(1, |r| r.times + 1);
-                    let wait = self
-                        .poll_interval
-                        .saturating_mul(2u32.saturating_pow(times.min(16)))
-                        .min(MAX_REPAIR_BACKOFF.max(self.poll_interval));
+                    let wait = self.refused_move(&task, times);
                     tracing::warn!(task = %task, state = %target, error = %e, times, retry_secs = wait.as_secs(), "Plane refused to move a stuck task; trying again later");
-                    self.repairs
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(
-                            task.clone(),
-                            Refused {
-                                times,
-                                retry_at: Instant::now() + wait,
-                            },
-                        );
                     if times == 1 && self.config.watcher.comment.wants(true) {
                         let text = format!(
                             "{what} Plane refused to move it to {target} ({e}); inflight will try again later."
@@ -332,6 +325,28 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// Plane refused to move `task` for the `times`th time: the repair at
+    /// the board's next looks waits (doubling from two poll intervals, up
+    /// to a limit) and, past the first refusal, says nothing more on the
+    /// task. How long it waits.
+    pub(crate) fn refused_move(&self, task: &TaskId, times: u32) -> Duration {
+        let wait = self
+            .poll_interval
+            .saturating_mul(2u32.saturating_pow(times.min(16)))
+            .min(MAX_REPAIR_BACKOFF.max(self.poll_interval));
+        self.repairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                task.clone(),
+                Refused {
+                    times,
+                    retry_at: Instant::now() + wait,
+                },
+            );
+        wait
     }
 
     pub(crate) fn refused(&self, task: &TaskId) -> Option<Refused> {

@@ -442,18 +442,27 @@ impl Runner {
                 return Err(Released::failed(format!("could not re-read the task: {e}")));
             }
         }
-        // Shutdown while the PATCH waits or flies: it may have reached
-        // Plane, so the task is put back (a no-op if it did not).
+        // Stopped before the PATCH goes out: the task is untouched.
+        if *stop.borrow() {
+            return Err(Released::shutting_down());
+        }
+        // Shutdown while the PATCH waits or flies: its answer is awaited a
+        // little (it says whether the task moved); a task that moved is put
+        // back, one that did not is left alone.
         let marked = self
             .plane
             .set_state(task.as_str(), &self.role.running_state);
-        match unless_stopped(stop, marked).await {
+        match self.bounded_at_shutdown(stop, marked).await {
             Some(Ok(())) if !*stop.borrow() => Ok(()),
             Some(Err(e)) => Err(Released::failed(format!(
                 "could not mark the task running: {e}"
             ))),
-            Some(Ok(())) | None => {
+            Some(Ok(())) => {
                 self.put_back(task, stop).await;
+                Err(Released::shutting_down())
+            }
+            None => {
+                tracing::warn!(task = %task, "shutting down before Plane answered the move to the running state; if it went through, the next look at the board puts the task back");
                 Err(Released::shutting_down())
             }
         }
@@ -492,6 +501,9 @@ impl Runner {
                 Ok(_) => (format!(" Moved to {state}."), false),
                 Err(e) => {
                     tracing::error!(task = %task, state, error = %e, "could not move the task");
+                    // The repair at a later look at the board tries again;
+                    // this comment was its first word on the refusal.
+                    self.refused_move(task, 1);
                     (format!(" Plane refused to move it to {state}: {e}."), true)
                 }
             };
