@@ -74,7 +74,10 @@ fn status_events_release_and_import_work_on_a_real_ledger() {
     let typo = world.watchdog(&["release", "--backend", "nob", "--task", "T1"]);
     assert_eq!(typo.status.code(), Some(2));
     let said = String::from_utf8_lossy(&typo.stderr);
-    assert!(said.contains("--backend nob") && said.contains("backends: local"), "{said}");
+    assert!(
+        said.contains("--backend nob") && said.contains("backends: local"),
+        "{said}"
+    );
     // …unless the ledger still holds a slot of it (a backend taken out of
     // the configuration while a run was open).
     std::fs::write(
@@ -87,7 +90,11 @@ fn status_events_release_and_import_work_on_a_real_ledger() {
     .unwrap();
     world.watchdog_json(&["import-usage-json", usage.to_str().unwrap()]);
     let retired = world.watchdog(&["release", "--backend", "retired", "--task", "T9"]);
-    assert!(retired.status.success(), "{}", String::from_utf8_lossy(&retired.stderr));
+    assert!(
+        retired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retired.stderr)
+    );
     assert!(String::from_utf8_lossy(&retired.stdout).starts_with("released retired/T9"));
 }
 
@@ -555,5 +562,91 @@ fn check_config_refuses_a_command_that_cannot_start() {
     // A bare name found in PATH passes.
     world.edit_config(&line, r#"command = ["sh", "-c", "true"]"#);
     let out = world.watchdog(&["check-config"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One record of the log that cannot be read (damaged, or written by a
+/// newer inflight) is listed in its place; the rest is listed around it,
+/// with `--since` too, and the command still exits 1 to say the ledger is
+/// not whole. On PostgreSQL likewise.
+#[test]
+fn events_lists_an_unreadable_record_in_place_and_goes_on() {
+    for postgres in [false, true] {
+        let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+        if postgres {
+            world = world.on_postgres();
+        }
+        let usage = world.path("usage.json");
+        std::fs::write(
+            &usage,
+            json!({"events": [
+                {"kind": "execution_started", "task_id": "T1", "backend": "local", "timestamp": "2026-11-01T10:00:00Z"},
+                {"kind": "execution_started", "task_id": "T2", "backend": "local", "timestamp": "2026-11-01T10:01:00Z"},
+                {"kind": "execution_finished", "task_id": "T2", "backend": "local", "timestamp": "2026-11-01T10:02:00Z"}
+            ]})
+            .to_string(),
+        )
+        .unwrap();
+        world.watchdog_json(&["import-usage-json", usage.to_str().unwrap()]);
+        assert_eq!(events_json(&world).len(), 3);
+        // Damage the second record.
+        let damaged = r#"{"seq":2,"at":"2026-11-01T10:01:00Z","kind":"from_the_future"}"#;
+        if postgres {
+            let options = world.pg_options();
+            let mut client = postgres::Client::connect(&options.url, postgres::NoTls).unwrap();
+            client
+                .execute(
+                    &format!(
+                        "UPDATE \"{}\".events SET event = $1 WHERE seq = 2",
+                        options.schema
+                    ),
+                    &[&damaged],
+                )
+                .unwrap();
+        } else {
+            let db = redb::Database::open(world.path("var/inflight.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                const EVENTS: redb::TableDefinition<u64, &[u8]> =
+                    redb::TableDefinition::new("events");
+                let mut table = txn.open_table(EVENTS).unwrap();
+                table.insert(2, damaged.as_bytes()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        for args in [
+            &["events"][..],
+            &["events", "--json"],
+            &["events", "--since", "2026-11-01T10:00:30Z"],
+        ] {
+            let out = world.watchdog(args);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{postgres} {args:?}: {stderr}");
+            assert!(
+                stderr.contains("1 event record(s) could not be read"),
+                "{stderr}"
+            );
+            let lines: Vec<&str> = stdout.lines().collect();
+            let expected = if args.contains(&"--since") { 2 } else { 3 };
+            assert_eq!(lines.len(), expected, "{postgres} {args:?}: {stdout}");
+            let unreadable = lines
+                .iter()
+                .position(|l| l.contains("unreadable"))
+                .unwrap_or_else(|| panic!("{postgres} {args:?}: {stdout}"));
+            // In its place: after seq 1 (when listed), before seq 3.
+            assert_eq!(unreadable, expected - 2, "{postgres} {args:?}: {stdout}");
+            if args.contains(&"--json") {
+                let record: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+                assert_eq!(
+                    (record["seq"].clone(), record["kind"].clone()),
+                    (json!(2), json!("unreadable"))
+                );
+            }
+        }
+    }
 }

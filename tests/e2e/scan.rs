@@ -97,7 +97,11 @@ fn a_scan_reports_the_requests_it_made() {
     // so the scan asks Plane; three lookups against a one-page project:
     // it lists the project instead of reading each.
     let tasks: Vec<String> = (0..3)
-        .map(|i| world.sim.add_work_item(&format!("elsewhere {i}"), "Ready for AI"))
+        .map(|i| {
+            world
+                .sim
+                .add_work_item(&format!("elsewhere {i}"), "Ready for AI")
+        })
         .collect();
     for task in &tasks {
         world.slot_from_elsewhere(task, Some(world.project()));

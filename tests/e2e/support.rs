@@ -288,6 +288,11 @@ impl World {
     }
 
     /// The PostgreSQL ledger of [`World::on_postgres`].
+    /// Where the world's PostgreSQL ledger is (URL and schema).
+    pub fn pg_options(&self) -> ledger_postgres::PgOptions {
+        self.postgres.clone().expect("on_postgres")
+    }
+
     pub fn pg(&self) -> ledger_postgres::PgLedger {
         let options = self.postgres.clone().expect("on_postgres");
         ledger_postgres::PgLedger::open(options).unwrap_or_else(|e| panic!("{e}"))

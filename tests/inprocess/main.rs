@@ -837,6 +837,8 @@ async fn a_refused_move_is_announced_once() {
         "{comments:#?}"
     );
     // The repair that got it there says so.
-    assert!(comments.last().unwrap().contains("Moved to Done."), "{comments:#?}");
+    assert!(
+        comments.last().unwrap().contains("Moved to Done."),
+        "{comments:#?}"
+    );
 }
-

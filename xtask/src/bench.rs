@@ -388,4 +388,3 @@ mod tests {
         assert!(table.contains("| 1.692 ms | 1.1 s |  |"), "{table}");
     }
 }
-

@@ -560,7 +560,10 @@ mod deploy_tests {
         for unit in std::fs::read_dir(root.join("deploy/systemd")).unwrap() {
             let path = unit.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
-            for link in text.lines().filter_map(|l| l.strip_prefix("Documentation=")) {
+            for link in text
+                .lines()
+                .filter_map(|l| l.strip_prefix("Documentation="))
+            {
                 links += 1;
                 for url in link.split_whitespace() {
                     assert!(

@@ -414,10 +414,9 @@ impl Config {
         if program.components().count() > 1 {
             return match std::fs::metadata(&program) {
                 Err(e) => Err(format!("{}: {e}", program.display())),
-                Ok(_) if !executable(&program) => Err(format!(
-                    "{}: not an executable file",
-                    program.display()
-                )),
+                Ok(_) if !executable(&program) => {
+                    Err(format!("{}: not an executable file", program.display()))
+                }
                 Ok(_) => Ok(program),
             };
         }

@@ -472,6 +472,41 @@ pub enum EventKind {
         /// Which cap fired, and its figures.
         denial: Denial,
     },
+    /// A record of the log that could not be read (damaged, or written by
+    /// a newer version): listed in its place, so that one bad record does
+    /// not hide the rest of the log. Never written.
+    Unreadable {
+        /// Why it could not be read.
+        detail: String,
+    },
+}
+
+impl Event {
+    /// An event from its stored JSON. A record that does not decode is
+    /// [`EventKind::Unreadable`] at `seq`, at `at` when the store keeps the
+    /// time apart (else the record's own `at` if that much reads, else the
+    /// epoch): listing the log reports it in place and goes on.
+    pub fn from_stored(seq: u64, at: Option<Timestamp>, json: &[u8]) -> Event {
+        match serde_json::from_slice::<Event>(json) {
+            Ok(event) => event,
+            Err(e) => {
+                #[derive(Deserialize)]
+                struct AtOnly {
+                    at: Timestamp,
+                }
+                let at = at
+                    .or_else(|| serde_json::from_slice::<AtOnly>(json).ok().map(|a| a.at))
+                    .unwrap_or(Timestamp::from_unix_millis(0));
+                Event {
+                    seq,
+                    at,
+                    kind: EventKind::Unreadable {
+                        detail: e.to_string(),
+                    },
+                }
+            }
+        }
+    }
 }
 
 /// How often a task has been dispatched, and how those dispatches ended.

@@ -243,6 +243,19 @@ fn event_of(location: &str, row: &Row) -> Step<Event> {
     decode(location, "events", &text)
 }
 
+/// A listed event (`event`, then `seq` and `at` at `columns`): one that
+/// does not decode is listed as unreadable, in its place.
+fn listed_event(row: &Row, columns: usize) -> Step<Event> {
+    let text: String = row.try_get(0)?;
+    let seq: i64 = row.try_get(columns)?;
+    let at: i64 = row.try_get(columns + 1)?;
+    Ok(Event::from_stored(
+        u64::try_from(seq).unwrap_or(0),
+        Some(Timestamp::from_unix_millis(at)),
+        text.as_bytes(),
+    ))
+}
+
 /// `d` in milliseconds, as the tables keep durations.
 pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -300,9 +313,10 @@ const ATTEMPTS: &str = "SELECT (SELECT attempts FROM attempts WHERE task_id = $1
 // running: then its sequence number is below any a later commit can bring
 // (see `next_event_seqs`), and it is safe to hand to a reader following the
 // log. The safe events are a prefix of the answer.
-const EVENTS_AFTER: &str = "SELECT event, xid < pg_snapshot_xmin(pg_current_snapshot()) FROM events \
+const EVENTS_AFTER: &str = "SELECT event, xid < pg_snapshot_xmin(pg_current_snapshot()), seq, at FROM events \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
-const EVENTS_BETWEEN: &str = "SELECT event FROM events WHERE at >= $1 AND at < $2 ORDER BY at, seq";
+const EVENTS_BETWEEN: &str =
+    "SELECT event, seq, at FROM events WHERE at >= $1 AND at < $2 ORDER BY at, seq";
 const PRUNE: &str = concat!(
     "WITH bounds AS (SELECT LEAST(",
     "(SELECT min(started_seq) FROM open_slots), ",
@@ -680,7 +694,6 @@ impl LedgerStore for PgLedger {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.worker.run(move |c| {
-            let location = c.location().to_owned();
             let started = Instant::now();
             loop {
                 let rows = query(c, EVENTS_AFTER, &[&after, &limit])?;
@@ -694,7 +707,7 @@ impl LedgerStore for PgLedger {
                     let events = rows
                         .iter()
                         .take(prefix)
-                        .map(|row| event_of(&location, row))
+                        .map(|row| listed_event(row, 2))
                         .collect();
                     return settle(c, events);
                 }
@@ -707,8 +720,7 @@ impl LedgerStore for PgLedger {
         let (from, to) = (from.as_unix_millis(), to.as_unix_millis());
         self.worker.run(move |c| {
             let rows = query(c, EVENTS_BETWEEN, &[&from, &to])?;
-            let location = c.location().to_owned();
-            let events = rows.iter().map(|row| event_of(&location, row)).collect();
+            let events = rows.iter().map(|row| listed_event(row, 1)).collect();
             settle(c, events)
         })
     }

@@ -72,6 +72,12 @@ pub enum WatchdogError {
     /// have, or a command that cannot be started (exit status 2).
     #[error("{0}")]
     Misconfigured(String),
+    /// `events` listed records of the log it could not read, in their
+    /// place (exit status 1, after the listing).
+    #[error(
+        "{0} event record(s) could not be read (listed in place as unreadable): the ledger is damaged, or was written by a newer inflight"
+    )]
+    UnreadableEvents(usize),
     /// `interrupt` found no open slot matching what it was asked for
     /// (exit status 1).
     #[error("nothing running matches {0}")]
@@ -354,7 +360,11 @@ pub async fn check_config(config: &Config) -> Result<ConfigCheck, WatchdogError>
         Ok(())
     })
     .await
-    .map_err(|e| WatchdogError::Io(std::io::Error::other(format!("checking the backends' commands: {e}"))))??;
+    .map_err(|e| {
+        WatchdogError::Io(std::io::Error::other(format!(
+            "checking the backends' commands: {e}"
+        )))
+    })??;
     let plane = PlaneClient::new(config.plane_config()?)?;
     let probe = plane.probe_project().await?;
     let mut roles = BTreeMap::new();
@@ -602,8 +612,19 @@ pub fn event_text(event: &Event) -> String {
                 event.seq
             )
         }
+        EventKind::Unreadable { detail } => {
+            format!("{:>6} {at} unreadable record: {detail}", event.seq)
+        }
         other => format!("{:>6} {at} {other:?}", event.seq),
     }
+}
+
+/// How many of `events` could not be read.
+pub fn unreadable_events(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Unreadable { .. }))
+        .count()
 }
 
 /// Releases an open slot by hand. A backend the configuration does not

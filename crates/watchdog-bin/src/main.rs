@@ -12,7 +12,7 @@ use watchdog_bin::cli::{Args, Command};
 use watchdog_bin::{
     InterruptWhich, RunOptions, Scanner, WatchdogError, check_config, config_check_text,
     event_text, events, import_report_json, import_usage_json, interrupt, interrupt_text,
-    metrics_text, probe, release, release_text, status, status_text, with_store,
+    metrics_text, probe, release, release_text, status, status_text, unreadable_events, with_store,
     with_store_read_only,
 };
 
@@ -103,11 +103,17 @@ async fn execute(config: Config, command: Command) -> Result<(), WatchdogError> 
             json: as_json,
         } => {
             let events = with_store_read_only(&config, move |store, _| events(store, since));
-            for event in events.await? {
+            let events = events.await?;
+            for event in &events {
                 match as_json {
-                    true => println!("{}", json(&event)),
-                    false => println!("{}", event_text(&event)),
+                    true => println!("{}", json(event)),
+                    false => println!("{}", event_text(event)),
                 }
+            }
+            // Listed in place; still a failure to report.
+            let unreadable = unreadable_events(&events);
+            if unreadable > 0 {
+                return Err(WatchdogError::UnreadableEvents(unreadable));
             }
         }
         Command::Interrupt { task, role, all } => {

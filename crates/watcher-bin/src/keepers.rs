@@ -353,7 +353,16 @@ fn keep_in_this_process(config: &std::path::Path, job: KeeperJob) -> Result<Keep
             stopped.await;
             let _ = interrupt.send(true);
         });
-        Ok::<_, String>(keep(parts, job, stop_dying_with_the_runner, release_start_up_pages, interrupted).await)
+        Ok::<_, String>(
+            keep(
+                parts,
+                job,
+                stop_dying_with_the_runner,
+                release_start_up_pages,
+                interrupted,
+            )
+            .await,
+        )
     });
     runtime.shutdown_timeout(Duration::from_millis(500));
     end

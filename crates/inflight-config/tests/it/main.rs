@@ -246,10 +246,8 @@ fn the_postgres_store_has_its_keys_and_defaults() {
         "postgresql://inflight:s3cret-pw@db.example/inflight",
         "postgresql://inflight@db.example/inflight?password=s3cret-pw",
     ] {
-        let err = error_for(&postgres.replace(
-            "postgresql://inflight@db.example:5432/inflight",
-            url,
-        ));
+        let err =
+            error_for(&postgres.replace("postgresql://inflight@db.example:5432/inflight", url));
         assert_eq!(err.key, "ledger.url", "{err}");
         assert!(err.to_string().contains("password_env"), "{err}");
         assert!(!err.to_string().contains("s3cret-pw"), "{err}");

@@ -239,8 +239,8 @@ impl LedgerStore for Ledger {
                 .or_storage(self)?
                 .take(limit)
             {
-                let (_, v) = entry.or_storage(self)?;
-                out.push(self.decode("events", v.value())?);
+                let (k, v) = entry.or_storage(self)?;
+                out.push(Event::from_stored(k.value(), None, v.value()));
             }
             Ok(out)
         })
@@ -251,9 +251,13 @@ impl LedgerStore for Ledger {
             let events = txn.open_table(EVENTS).or_storage(self)?;
             let mut out = Vec::new();
             for entry in events.iter().or_storage(self)? {
-                let (_, v) = entry.or_storage(self)?;
-                let event: Event = self.decode("events", v.value())?;
-                if event.at >= from && event.at < to {
+                let (k, v) = entry.or_storage(self)?;
+                let event = Event::from_stored(k.value(), None, v.value());
+                // A record too damaged to tell its time is listed whatever
+                // the range: it might belong there.
+                let unplaced = matches!(event.kind, EventKind::Unreadable { .. })
+                    && event.at == Timestamp::from_unix_millis(0);
+                if unplaced || (event.at >= from && event.at < to) {
                     out.push(event);
                 }
             }

@@ -196,7 +196,9 @@ fn the_binary_serves_a_seed_and_prints_where() {
     let seed = dir.join("seed.json");
     // The example seed of docs/operations.md, which `--help` points to.
     let docs = include_str!("../../../../docs/operations.md");
-    let section = &docs[docs.find("## Trying it without a Plane: `plane-sim`").unwrap()..];
+    let section = &docs[docs
+        .find("## Trying it without a Plane: `plane-sim`")
+        .unwrap()..];
     let example = section.split("```json\n").nth(1).unwrap();
     let example = &example[..example.find("```").unwrap()];
     std::fs::write(&seed, example).unwrap();
