@@ -67,3 +67,68 @@ fn runners_of_two_hosts_share_one_look_through_postgres() {
     let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]).on_postgres();
     shared_look(&mut world, &["a", "b"]);
 }
+
+/// Board lists that arrived at plane-sim, answered or not.
+fn board_lists_arrived(world: &World) -> Vec<plane_sim::RecordedRequest> {
+    world
+        .sim
+        .requests_arrived()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.trim_end_matches('/').ends_with("work-items"))
+        .filter(|r| r.query.as_deref().is_some_and(|q| q.contains("fields=")))
+        .collect()
+}
+
+/// A runner that stops in the middle of its look at the board (its list
+/// request hanging at Plane) does not hold the other runners of its host
+/// off: stopped (SIGTERM) it gives its listing up at once; killed outright
+/// its claim lapses unrenewed, within half a poll interval. Either way the
+/// other runner lists the board within 2 poll intervals (before: the claim
+/// held everyone off for a fixed 60 s).
+#[test]
+fn a_runner_stopped_mid_look_leaves_the_board_to_the_others() {
+    for (signal, within) in [
+        (libc::SIGTERM, Duration::from_secs(3)),
+        (libc::SIGKILL, Duration::from_secs(40)),
+    ] {
+        let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+        // A 20-s poll: a claim lapses after 10 s unrenewed.
+        world.edit_config("poll_interval_secs = 1", "poll_interval_secs = 20");
+        world.configure("plane", "routes = \"work-items\"");
+        world.sim.inject(
+            plane_sim::FaultRule::new(plane_sim::Fault::Hang)
+                .on_path("/work-items/")
+                .on_method("GET")
+                .times(1),
+        );
+        let first = world.start_runner("goal", "first");
+        wait_until(Duration::from_secs(20), "the first runner listing", || {
+            board_lists_arrived(&world).len() == 1
+        });
+        let second = world.start_runner("goal", "second");
+        // The second waits for the first's listing…
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(
+            board_lists_arrived(&world).len(),
+            1,
+            "{signal}: the second did not wait: {:?}",
+            world.sim.requests_arrived()
+        );
+        // …until the first stops.
+        world.signal(first, signal);
+        let stopped = Instant::now();
+        wait_until(within, "the second runner's own look", || {
+            board_lists_arrived(&world).len() == 2
+        });
+        let took = stopped.elapsed();
+        eprintln!("signal {signal}: the other runner listed {took:?} after it");
+        if signal == libc::SIGTERM {
+            assert!(
+                world.wait(first, Duration::from_secs(2)).is_some(),
+                "the stopped runner exits"
+            );
+        }
+        world.signal(second, libc::SIGTERM);
+        world.wait(second, Duration::from_secs(5));
+    }
+}

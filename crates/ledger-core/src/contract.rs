@@ -183,8 +183,10 @@ pub trait FleetStore: Send + Sync + fmt::Debug {
     /// every process sharing the store. Decides by [`board_rule`]: a
     /// snapshot younger than `max_age` is [`BoardLook::Fresh`]; else the
     /// first caller gets [`BoardLook::YoursToList`] (and is expected to
-    /// call [`put_board`](Self::put_board) within `listing_for`), and the
-    /// others [`BoardLook::BeingListed`] until then. Times are the store's.
+    /// call [`put_board`](Self::put_board) within `listing_for`, or hold
+    /// its claim longer with [`hold_listing`](Self::hold_listing)), and
+    /// the others [`BoardLook::BeingListed`] until then. Times are the
+    /// store's.
     fn board_look(
         &self,
         key: &str,
@@ -204,6 +206,22 @@ pub trait FleetStore: Send + Sync + fmt::Debug {
         body: &[u8],
         now: Timestamp,
     ) -> Result<()>;
+
+    /// Holds board `key`'s listing claim, known by the `until` its claim
+    /// (or its last hold) answered, for `listing_for` more from the store's
+    /// now: a lister renews it while it lists, so that a lister that dies
+    /// is replaced within one `listing_for`, and a live one however long
+    /// its listing takes. `Duration::ZERO` gives the claim up (a lister
+    /// that stops). The claim's new end, or `None` when the claim is no
+    /// longer this one (its snapshot was stored, or it lapsed and another
+    /// process claimed the board).
+    fn hold_listing(
+        &self,
+        key: &str,
+        until: Timestamp,
+        listing_for: Duration,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>>;
 
     /// Appends a hint (a webhook's news of one work item, as bytes the
     /// caller encodes) to board `key`'s hint log, and returns its sequence
@@ -255,6 +273,9 @@ pub enum BoardLook {
         /// The audit log's newest sequence number now, to pass to
         /// `put_board`.
         events_seen: u64,
+        /// Until when the claim holds off other listers, to pass to
+        /// [`hold_listing`](FleetStore::hold_listing).
+        until: Timestamp,
         /// The last snapshot, however old.
         previous: Option<BoardSnapshot>,
     },

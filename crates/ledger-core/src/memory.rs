@@ -555,11 +555,30 @@ impl FleetStore for MemoryStore {
                         BoardLook::YoursToList {
                             listed_at: now,
                             events_seen,
+                            until,
                             previous,
                         }
                     }
                 },
             )
+        })
+    }
+
+    fn hold_listing(
+        &self,
+        key: &str,
+        until: Timestamp,
+        listing_for: Duration,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        self.call("hold_listing", |state| {
+            let board = state.boards.entry(key.to_owned()).or_default();
+            if board.listing_until != Some(until) {
+                return Ok(None);
+            }
+            let held = now.saturating_add(listing_for);
+            board.listing_until = Some(held);
+            Ok(Some(held))
         })
     }
 

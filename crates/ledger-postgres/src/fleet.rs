@@ -14,6 +14,11 @@ use crate::store::{PgLedger, millis, now_sql, query};
 
 const BOARD_READ: &str = "SELECT * FROM board_read($1, $2)";
 const BOARD_CLAIM: &str = "UPDATE boards SET listing_until = $2 WHERE key = $1";
+const BOARD_HOLD: &str = concat!(
+    "UPDATE boards SET listing_until = ",
+    now_sql!(4),
+    " + $3::bigint WHERE key = $1 AND listing_until = $2 RETURNING listing_until"
+);
 // A slow lister never replaces a newer snapshot with an older one.
 const BOARD_PUT: &str = "UPDATE boards SET listing_until = NULL, \
      listed_at = CASE WHEN listed_at IS NULL OR listed_at <= $2 THEN $2 ELSE listed_at END, \
@@ -115,11 +120,32 @@ impl FleetStore for PgLedger {
                         Tx::Commit(BoardLook::YoursToList {
                             listed_at: at,
                             events_seen: newest,
+                            until,
                             previous,
                         })
                     }
                 })
             })
+        })
+    }
+
+    fn hold_listing(
+        &self,
+        key: &str,
+        until: Timestamp,
+        listing_for: Duration,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        let key = key.to_owned();
+        let caller_now = self.caller(now);
+        let (until, listing_ms) = (until.as_unix_millis(), millis(listing_for));
+        self.worker.run(move |c| {
+            let rows = query(c, BOARD_HOLD, &[&key, &until, &listing_ms, &caller_now])?;
+            let held = rows
+                .first()
+                .map(|row| row.try_get::<_, i64>(0))
+                .transpose();
+            Ok(settle(c, held.map_err(Fail::Db))?.map(Timestamp::from_unix_millis))
         })
     }
 

@@ -22,9 +22,21 @@ use inflight_config::Config;
 
 use crate::{Plane, on_store};
 
-/// How long a listing holds off other listers: long enough for five pages
-/// at a paced budget; a lister that dies is replaced after it.
-const LISTING_FOR: Duration = Duration::from_secs(60);
+/// The most a listing's claim holds off other listers without a renewal.
+/// A lister renews its claim while it lists (however long Plane takes), so
+/// this bounds only how long a lister that died unannounced (SIGKILL, a
+/// host gone) keeps the others waiting.
+const LISTING_FOR_MOST: Duration = Duration::from_secs(60);
+
+/// The least: a few renewals' worth of store round trips.
+const LISTING_FOR_LEAST: Duration = Duration::from_millis(500);
+
+/// How long a listing's claim lasts between renewals, for snapshots kept
+/// `max_age` (the poll interval): half of it, so that a dead lister's
+/// claim lapses before the next poll and another process lists instead.
+fn listing_for(max_age: Duration) -> Duration {
+    (max_age / 2).clamp(LISTING_FOR_LEAST, LISTING_FOR_MOST)
+}
 
 /// How often a process with no snapshot at all looks again while another
 /// lists the board.
@@ -146,9 +158,28 @@ pub struct SharedBoard {
     max_age: Duration,
     /// Set once the store failed a look, so the fallback is said once.
     warned: Arc<AtomicBool>,
-    /// The listing this process was given and has not stored (its listing
-    /// failed): its next look lists again, rather than wait for itself.
-    claimed: Arc<Mutex<Option<(Timestamp, u64)>>>,
+    /// The listing this process was given and has not stored (in progress,
+    /// or its listing failed: its next look lists again, rather than wait
+    /// for itself), and the claim's end as last held.
+    claimed: Arc<Mutex<Option<Claim>>>,
+}
+
+/// A listing this process claimed.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    listed_at: Timestamp,
+    events_seen: u64,
+    until: Timestamp,
+}
+
+/// Renews a listing's claim while it lives; dropped (the listing done,
+/// failed, or abandoned), it stops.
+struct Holding(tokio::task::JoinHandle<()>);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SharedBoard {
@@ -178,7 +209,7 @@ impl SharedBoard {
         loop {
             let (key, max_age, now) = (self.key.clone(), self.max_age, self.clock.now());
             let look = on_store(&self.store, move |s| {
-                s.board_look(&key, max_age, LISTING_FOR, now)
+                s.board_look(&key, max_age, listing_for(max_age), now)
             })
             .await;
             let snapshot = match look {
@@ -191,14 +222,22 @@ impl SharedBoard {
                 Ok(BoardLook::YoursToList {
                     listed_at,
                     events_seen,
+                    until,
                     ..
-                }) => return self.list(plane, listed_at, events_seen).await,
+                }) => {
+                    let claim = Claim {
+                        listed_at,
+                        events_seen,
+                        until,
+                    };
+                    return self.list(plane, claim).await;
+                }
                 Ok(BoardLook::Fresh(snapshot)) => snapshot,
                 Ok(BoardLook::BeingListed { previous, .. }) => {
                     // The listing in progress is this process's own, which
                     // failed: list again rather than wait for itself.
-                    if let Some((listed_at, events_seen)) = self.claim() {
-                        return self.list(plane, listed_at, events_seen).await;
+                    if let Some(claim) = self.claim() {
+                        return self.list(plane, claim).await;
                     }
                     match previous {
                         Some(snapshot) => snapshot,
@@ -218,18 +257,20 @@ impl SharedBoard {
         }
     }
 
-    async fn list(
-        &self,
-        plane: &dyn Plane,
-        listed_at: Timestamp,
-        events_seen: u64,
-    ) -> Result<BoardView, PlaneError> {
+    async fn list(&self, plane: &dyn Plane, claim: Claim) -> Result<BoardView, PlaneError> {
         // A listing that fails, or whose snapshot cannot be stored, keeps
-        // the claim: this process tries again at its next look, and the
-        // others keep the last snapshot until it succeeds or the claim runs
-        // out (`LISTING_FOR`).
-        *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some((listed_at, events_seen));
+        // the claim (no longer renewed): this process tries again at its
+        // next look, and the others keep the last snapshot until it
+        // succeeds or the claim runs out.
+        let Claim {
+            listed_at,
+            events_seen,
+            ..
+        } = claim;
+        *self.claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some(claim);
+        let holding = self.hold();
         let items = plane.list_work_items().await?;
+        drop(holding);
         let body = encode_items(&items);
         let (key, now) = (self.key.clone(), self.clock.now());
         let put = on_store(&self.store, move |s| {
@@ -247,8 +288,60 @@ impl SharedBoard {
         Ok(BoardView { items, changed })
     }
 
-    fn claim(&self) -> Option<(Timestamp, u64)> {
+    fn claim(&self) -> Option<Claim> {
         *self.claimed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Renews this process's claim every third of its length until the
+    /// returned guard is dropped, or the claim is found to be another's.
+    fn hold(&self) -> Holding {
+        let this = self.clone();
+        let length = listing_for(self.max_age);
+        Holding(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(length / 3).await;
+                let Some(claim) = this.claim() else { return };
+                let (key, now) = (this.key.clone(), this.clock.now());
+                let held = on_store(&this.store, move |s| {
+                    s.hold_listing(&key, claim.until, length, now)
+                })
+                .await;
+                match held {
+                    Ok(Some(until)) => {
+                        let mut claimed = this.claimed.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(mine) = claimed.as_mut() {
+                            mine.until = until;
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::debug!("the board's listing claim lapsed; another process lists it");
+                        return;
+                    }
+                    // Tried again at the next third; the claim may lapse.
+                    Err(error) => tracing::debug!(%error, "could not hold the board's listing claim"),
+                }
+            }
+        }))
+    }
+
+    /// Gives up a listing this process claimed and has not stored (it is
+    /// stopping): another process lists the board at its next look, rather
+    /// than wait for the claim to lapse.
+    pub async fn give_up(&self) {
+        let Some(claim) = self.claimed.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let (key, now) = (self.key.clone(), self.clock.now());
+        let given = on_store(&self.store, move |s| {
+            s.hold_listing(&key, claim.until, Duration::ZERO, now)
+        })
+        .await;
+        match given {
+            Ok(_) => tracing::debug!("gave up the board's listing claim"),
+            Err(error) => {
+                tracing::warn!(%error, "could not give up the board's listing claim; it lapses on its own")
+            }
+        }
     }
 
     async fn list_alone(&self, plane: &dyn Plane) -> Result<BoardView, PlaneError> {

@@ -111,6 +111,8 @@ pub struct RecordedRequest {
 pub(crate) struct Control {
     pub(crate) faults: Vec<FaultRule>,
     pub(crate) log: Vec<RecordedRequest>,
+    /// Requests that arrived, answered or not (the log has the answered).
+    pub(crate) arrived: Vec<RecordedRequest>,
     /// Webhook deliveries sent.
     pub(crate) sent: Vec<SentDelivery>,
     pub(crate) rate_limit: Option<(u32, Duration)>,
@@ -193,6 +195,7 @@ impl PlaneSim {
             control: Mutex::new(Control {
                 faults: Vec::new(),
                 log: Vec::new(),
+                arrived: Vec::new(),
                 sent: Vec::new(),
                 rate_limit: config.rate_limit,
                 allowed: Default::default(),
@@ -496,6 +499,12 @@ impl PlaneSim {
         self.shared.control().log.clone()
     }
 
+    /// Every request that arrived, in order, whether or not it has been
+    /// answered yet (`status` 0): a test sees a request that hangs.
+    pub fn requests_arrived(&self) -> Vec<RecordedRequest> {
+        self.shared.control().arrived.clone()
+    }
+
     /// The most requests of the log that arrived within any `window`: what
     /// a rate limit over that window saw at its busiest.
     pub fn busiest_window(&self, window: Duration) -> usize {
@@ -515,7 +524,9 @@ impl PlaneSim {
 
     /// Forgets the request log.
     pub fn clear_requests(&self) {
-        self.shared.control().log.clear();
+        let mut control = self.shared.control();
+        control.log.clear();
+        control.arrived.clear();
     }
 }
 

@@ -129,6 +129,13 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_owned();
     let at = shared.started.elapsed();
+    shared.control().arrived.push(RecordedRequest {
+        method: method.to_string(),
+        path: path.clone(),
+        query: uri.query().map(str::to_owned),
+        status: 0,
+        at,
+    });
     let response = answer(&shared, &method, &uri, &headers, &body).await;
     crate::webhooks::send_queued(&shared, &tokio::runtime::Handle::current());
     shared.control().log.push(RecordedRequest {

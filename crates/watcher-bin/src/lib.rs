@@ -393,6 +393,9 @@ impl Runner {
         };
         let mut active = JoinSet::new();
         let claimed = this.claim(&stop, &mut active, &mut summary).await;
+        // A look at the board cut short leaves its listing to the others
+        // at once, not when its claim lapses.
+        this.board.give_up().await;
         this.wind_down(&mut active, &mut summary, &stop).await;
         renewing.abort();
         tracing::info!(

@@ -122,6 +122,7 @@ pub fn one_caller_lists_the_board_and_every_other_is_served_its_snapshot(subject
     let BoardLook::YoursToList {
         listed_at,
         events_seen,
+        until,
         previous: None,
     } = ledger
         .board_look("board", max_age, listing_for, at(0))
@@ -129,6 +130,7 @@ pub fn one_caller_lists_the_board_and_every_other_is_served_its_snapshot(subject
     else {
         panic!("the first look lists");
     };
+    assert_eq!(until, at(20));
     assert_eq!(
         ledger
             .board_look("board", max_age, listing_for, at(1))
@@ -224,6 +226,74 @@ pub fn one_caller_lists_the_board_and_every_other_is_served_its_snapshot(subject
             .unwrap(),
         BoardLook::YoursToList { previous: None, .. }
     ));
+}
+
+pub fn a_lister_holds_its_claim_while_it_lists_and_gives_it_up_when_it_stops(subject: &Subject) {
+    let ledger = subject.store();
+    let at = |secs: u64| T0.saturating_add(Duration::from_secs(secs));
+    let (max_age, listing_for) = (Duration::from_secs(30), Duration::from_secs(4));
+    let BoardLook::YoursToList { until, .. } = ledger
+        .board_look("held", max_age, listing_for, at(0))
+        .unwrap()
+    else {
+        panic!("the first look lists");
+    };
+    // Held past the claim's first end: the others still wait.
+    let held = ledger
+        .hold_listing("held", until, listing_for, at(3))
+        .unwrap();
+    assert_eq!(held, Some(at(7)));
+    assert_eq!(
+        ledger.board_look("held", max_age, listing_for, at(5)).unwrap(),
+        BoardLook::BeingListed {
+            previous: None,
+            until: at(7)
+        }
+    );
+    // A hold by its old end is not this claim's any more.
+    assert_eq!(
+        ledger
+            .hold_listing("held", until, listing_for, at(5))
+            .unwrap(),
+        None
+    );
+    // Given up: the next look lists at once, not at the claim's end.
+    assert_eq!(
+        ledger
+            .hold_listing("held", at(7), Duration::ZERO, at(6))
+            .unwrap(),
+        Some(at(6))
+    );
+    let BoardLook::YoursToList { until: again, .. } = ledger
+        .board_look("held", max_age, listing_for, at(6))
+        .unwrap()
+    else {
+        panic!("a claim given up is anyone's");
+    };
+    assert_eq!(again, at(10));
+    // Not held (it died): after its end, another lister takes over, and
+    // the dead one's hold finds the claim gone.
+    let BoardLook::YoursToList { until: third, .. } = ledger
+        .board_look("held", max_age, listing_for, at(10))
+        .unwrap()
+    else {
+        panic!("a lapsed claim is anyone's");
+    };
+    assert_eq!(third, at(14));
+    assert_eq!(
+        ledger
+            .hold_listing("held", again, listing_for, at(11))
+            .unwrap(),
+        None
+    );
+    // A stored snapshot ends the claim: holding it finds nothing.
+    ledger.put_board("held", at(10), 0, b"items", at(12)).unwrap();
+    assert_eq!(
+        ledger
+            .hold_listing("held", third, listing_for, at(12))
+            .unwrap(),
+        None
+    );
 }
 
 pub fn board_hints_are_read_in_order_per_board_and_dropped_when_old(subject: &Subject) {

@@ -33,6 +33,27 @@ impl FleetStore for Ledger {
         })
     }
 
+    fn hold_listing(
+        &self,
+        key: &str,
+        until: Timestamp,
+        listing_for: Duration,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        self.write(|txn| {
+            let mut boards = txn.open_table(BOARDS).or_storage(self)?;
+            let mut record = self.board_record(&boards, key)?;
+            if record.listing_until != Some(until) {
+                return Ok(Tx::Abort(None));
+            }
+            let held = now.saturating_add(listing_for);
+            record.listing_until = Some(held);
+            let bytes = self.encode("boards", &record)?;
+            boards.insert(key, bytes.as_slice()).or_storage(self)?;
+            Ok(Tx::Commit(Some(held)))
+        })
+    }
+
     fn board_look(
         &self,
         key: &str,
@@ -72,6 +93,7 @@ impl FleetStore for Ledger {
                     crate::BoardLook::YoursToList {
                         listed_at: now,
                         events_seen,
+                        until,
                         previous,
                     }
                 }
