@@ -126,3 +126,73 @@ fn finish_and_check(
         log.len()
     );
 }
+
+/// One request with the key from outside the fleet (another program, a
+/// `--once` run), over plain HTTP/1.1 on loopback: its status.
+fn outside_request(world: &World) -> u16 {
+    use std::io::{Read, Write};
+    let base = world.sim.base_url();
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/workspaces/acme/projects/{}/ HTTP/1.1\r\nHost: {address}\r\nX-API-Key: {KEY}\r\nConnection: close\r\n\r\n",
+        world.sim.project_id()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The key also serves a client outside the fleet, which spent most of
+/// Plane's window just before the runners start: Plane's own count
+/// (`X-RateLimit-Remaining` on every answer) tells the fleet's shared
+/// window what it did not send, and the fleet meets no 429 (before: it
+/// spent a whole window of its own and met a 429 at the 7th request).
+#[test]
+fn a_key_shared_with_a_client_outside_the_fleet_meets_no_429() {
+    let mut world = limited(World::new(2, &[Role::new("goal", "Ready for AI")]), 20);
+    for _ in 0..14 {
+        assert_eq!(outside_request(&world), 200);
+    }
+    let outside = world.sim.requests().len();
+    let tasks = add_tasks(&world, 3);
+    let processes: Vec<(usize, String)> = (0..2)
+        .map(|i| {
+            let tag = format!("runner-{i}");
+            (world.start_runner("goal", &tag), tag)
+        })
+        .collect();
+    wait_until(Duration::from_secs(240), "every task done", || {
+        tasks
+            .iter()
+            .all(|t| world.sim.state_of(t).as_deref() == Some("Done"))
+    });
+    for (index, _) in &processes {
+        world.signal(*index, libc::SIGTERM);
+    }
+    for (index, tag) in &processes {
+        assert!(
+            world.wait(*index, Duration::from_secs(15)).is_some(),
+            "{tag}:\n{}",
+            world.log(tag)
+        );
+    }
+    let log = world.sim.requests();
+    let refused: Vec<_> = log[outside..].iter().filter(|r| r.status == 429).collect();
+    assert!(
+        refused.is_empty(),
+        "the fleet met {} 429s: {refused:?}",
+        refused.len()
+    );
+    let told = processes
+        .iter()
+        .any(|(_, tag)| world.log(tag).contains("from outside the fleet"));
+    assert!(told, "no runner learnt of the outside requests");
+    assert!(world.sim.busiest_window(MINUTE) <= 20);
+}

@@ -173,6 +173,21 @@ pub trait FleetStore: Send + Sync + fmt::Debug {
         now: Timestamp,
     ) -> Result<BudgetAnswer>;
 
+    /// Records Plane's word that `used` requests of `key` are in its
+    /// window now (its limit less an answer's `X-RateLimit-Remaining`).
+    /// Plane counts every request made with the key; when the window here
+    /// holds fewer takes, the rest came from outside the fleet (another
+    /// program, a `--once` run, a `check-config`), and takes are added at
+    /// `now` up to `used`, so that no process spends what Plane would
+    /// refuse. How many were added.
+    fn note_budget_used(
+        &self,
+        key: &str,
+        used: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<u32>;
+
     /// Refuses every take from `key` until `wait` past `now` (Plane's 429
     /// `Retry-After` applies to the key, so to every process using it).
     /// Never shortens a pause in force.
@@ -390,6 +405,13 @@ pub enum BudgetAnswer {
         /// Whether a pause (a 429's `Retry-After`) is what holds it.
         paused: bool,
     },
+}
+
+/// How many takes a window holding `takes` lacks when Plane counts `used`
+/// requests of the key in its own: the requests made outside the fleet,
+/// which every store adds ([`FleetStore::note_budget_used`]).
+pub fn budget_shortfall(takes: usize, used: u32) -> u32 {
+    used.saturating_sub(u32::try_from(takes).unwrap_or(u32::MAX))
 }
 
 /// The budget rule, shared by every store: given the times of the takes

@@ -114,6 +114,7 @@ macro_rules! forward_fleet_store {
                 fn pause_budget(key: &str, wait: std::time::Duration, now: $crate::Timestamp) -> ();
                 fn board_look(key: &str, max_age: std::time::Duration, listing_for: std::time::Duration, now: $crate::Timestamp) -> $crate::BoardLook;
                 fn hold_listing(key: &str, until: $crate::Timestamp, listing_for: std::time::Duration, now: $crate::Timestamp) -> Option<$crate::Timestamp>;
+                fn note_budget_used(key: &str, used: u32, window: std::time::Duration, now: $crate::Timestamp) -> u32;
                 fn put_board(key: &str, listed_at: $crate::Timestamp, events_seen: u64, body: &[u8], now: $crate::Timestamp) -> ();
                 fn add_board_hint(key: &str, hint: &[u8], now: $crate::Timestamp) -> u64;
                 fn board_hints_after(key: &str, after: u64) -> $crate::BoardHints;

@@ -523,6 +523,25 @@ impl FleetStore for MemoryStore {
         })
     }
 
+    fn note_budget_used(
+        &self,
+        key: &str,
+        used: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<u32> {
+        self.call("note_budget_used", |state| {
+            let record = state.budgets.entry(key.to_owned()).or_default();
+            let start = now.saturating_sub(window);
+            record.takes.retain(|t| *t > start);
+            let missing = crate::budget_shortfall(record.takes.len(), used);
+            record
+                .takes
+                .extend(std::iter::repeat_n(now, missing as usize));
+            Ok(missing)
+        })
+    }
+
     fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> Result<()> {
         let until = now.saturating_add(wait);
         self.call("pause_budget", |state| {

@@ -32,6 +32,8 @@ const BOARD_HINTS: &str = "SELECT b.last_hint, h.hint FROM boards b \
      WHERE b.key = $1 ORDER BY h.seq";
 const BUDGET_READ: &str = "SELECT * FROM budget_read($1, $2, $3)";
 const BUDGET_TAKE: &str = "INSERT INTO budget_takes (key, taken_at) VALUES ($1, $2)";
+const BUDGET_FILL: &str = "INSERT INTO budget_takes (key, taken_at) \
+     SELECT $1, $2 FROM generate_series(1, $3::bigint)";
 const BUDGET_PAUSE: &str = concat!(
     "INSERT INTO budgets (key, paused_until) VALUES ($1, ",
     now_sql!(3),
@@ -69,6 +71,31 @@ impl FleetStore for PgLedger {
                 }
                 // The expired takes were deleted: commit either way.
                 Ok(Tx::Commit(answer))
+            })
+        })
+    }
+
+    fn note_budget_used(
+        &self,
+        key: &str,
+        used: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<u32> {
+        let key = key.to_owned();
+        let caller_now = self.caller(now);
+        let window_ms = millis(window);
+        self.worker.run(move |c| {
+            transact(c, &[BUDGET_READ, BUDGET_FILL], |tx, s, location| {
+                let st = |i| statement(s, i, location);
+                let row = tx.query_one(&st(0)?, &[&key, &window_ms, &caller_now])?;
+                let at: i64 = row.try_get(0)?;
+                let takes: Vec<i64> = row.try_get(2)?;
+                let missing = ledger_core::budget_shortfall(takes.len(), used);
+                if missing > 0 {
+                    tx.execute(&st(1)?, &[&key, &at, &i64::from(missing)])?;
+                }
+                Ok(Tx::Commit(missing))
             })
         })
     }
@@ -141,10 +168,7 @@ impl FleetStore for PgLedger {
         let (until, listing_ms) = (until.as_unix_millis(), millis(listing_for));
         self.worker.run(move |c| {
             let rows = query(c, BOARD_HOLD, &[&key, &until, &listing_ms, &caller_now])?;
-            let held = rows
-                .first()
-                .map(|row| row.try_get::<_, i64>(0))
-                .transpose();
+            let held = rows.first().map(|row| row.try_get::<_, i64>(0)).transpose();
             Ok(settle(c, held.map_err(Fail::Db))?.map(Timestamp::from_unix_millis))
         })
     }

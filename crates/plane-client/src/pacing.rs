@@ -23,10 +23,15 @@
 //!
 //! With a [`SharedBudget`] (every process using the key draws from one
 //! window kept elsewhere, the ledger's store in inflight), the shared
-//! window decides instead: it counts every send of the fleet exactly, so
-//! the server's word is not needed, and a 429's pause is passed on to the
-//! whole fleet. When the shared budget cannot be reached, the client paces
-//! itself alone, as without one, and says so once.
+//! window decides instead: it counts every send of the fleet exactly, and
+//! a 429's pause is passed on to the whole fleet. The server's word still
+//! counts: it counts everyone's sends, the fleet's and those of anything
+//! else using the key (another program, a one-off run). When it says more
+//! are used than the shared window held at this client's take, the window
+//! is told ([`SharedBudget::note_used`]) and takes in what the fleet did
+//! not send, before this client takes again. When the shared budget cannot
+//! be reached, the client paces itself alone, as without one, and says so
+//! once.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -47,13 +52,20 @@ pub trait SharedBudget: Send + Sync + fmt::Debug {
 
     /// Holds every take from `key` for `wait` (a 429's `Retry-After`).
     fn pause(&self, key: &str, wait: Duration) -> Result<(), String>;
+
+    /// The server's word that `used` requests of `key` are in its window
+    /// now: the window takes in those the fleet did not send.
+    fn note_used(&self, key: &str, used: u32, window: Duration) -> Result<(), String>;
 }
 
 /// What a shared budget answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SharedTake {
     /// Taken: the request may go.
-    Taken,
+    Taken {
+        /// Takes in the window now, this one included.
+        in_window: u32,
+    },
     /// Not taken: ask again in `wait`.
     Wait {
         /// Until a take leaves the window or the pause ends.
@@ -101,6 +113,12 @@ struct PacerState {
     server: Option<ServerWord>,
     /// No request before this (a 429's Retry-After).
     paused_until: Option<Instant>,
+    /// The shared window's count at this client's last take (and any word
+    /// of the server's passed on since).
+    shared_in_window: u32,
+    /// The server's word on its way to the shared window: the next take
+    /// waits for it.
+    noting: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Pacer {
@@ -176,17 +194,25 @@ impl Pacer {
                 tokio::time::sleep(paused).await;
                 continue;
             }
+            let noting = {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.noting.take()
+            };
+            if let Some(noting) = noting {
+                let _ = noting.await;
+            }
             let (budget, key) = (shared.budget.clone(), shared.key.clone());
             let answer = tokio::task::spawn_blocking(move || budget.take(&key, limit, window))
                 .await
                 .unwrap_or_else(|e| Err(format!("the budget call failed: {e}")));
             match answer {
-                Ok(SharedTake::Taken) => {
+                Ok(SharedTake::Taken { in_window }) => {
                     if shared.failing.swap(false, Ordering::Relaxed) {
                         tracing::info!("the shared Plane budget answers again");
                     }
                     let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                     state.sent.push_back(Instant::now());
+                    state.shared_in_window = in_window;
                     return true;
                 }
                 Ok(SharedTake::Wait {
@@ -298,6 +324,22 @@ impl Pacer {
                 .filter(|t| now.duration_since(*t) < self.limit.per)
                 .collect(),
         });
+        // The server counted more than the shared window held at this
+        // client's take: others sent since (the fleet, which the window
+        // knows of, or something outside it, which it learns of now).
+        let used = self.limit.requests.saturating_sub(remaining);
+        if let Some(shared) = &self.shared
+            && used > state.shared_in_window
+        {
+            state.shared_in_window = used;
+            let (budget, key) = (shared.budget.clone(), shared.key.clone());
+            let window = self.limit.per + self.margin();
+            state.noting = Some(tokio::task::spawn_blocking(move || {
+                if let Err(error) = budget.note_used(&key, used, window) {
+                    tracing::debug!(%error, "could not pass Plane's count on to the shared budget");
+                }
+            }));
+        }
     }
 
     /// Pauses every request for `wait` (a 429's Retry-After), and every

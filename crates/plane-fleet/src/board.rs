@@ -314,11 +314,15 @@ impl SharedBoard {
                         }
                     }
                     Ok(None) => {
-                        tracing::debug!("the board's listing claim lapsed; another process lists it");
+                        tracing::debug!(
+                            "the board's listing claim lapsed; another process lists it"
+                        );
                         return;
                     }
                     // Tried again at the next third; the claim may lapse.
-                    Err(error) => tracing::debug!(%error, "could not hold the board's listing claim"),
+                    Err(error) => {
+                        tracing::debug!(%error, "could not hold the board's listing claim")
+                    }
                 }
             }
         }))
@@ -328,7 +332,12 @@ impl SharedBoard {
     /// stopping): another process lists the board at its next look, rather
     /// than wait for the claim to lapse.
     pub async fn give_up(&self) {
-        let Some(claim) = self.claimed.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        let Some(claim) = self
+            .claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
             return;
         };
         let (key, now) = (self.key.clone(), self.clock.now());

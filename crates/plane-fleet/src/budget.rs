@@ -41,7 +41,7 @@ impl plane_client::SharedBudget for StoreBudget {
             metrics.budget_left(i64::from(limit) - i64::from(held));
         }
         match answer {
-            BudgetAnswer::Taken { .. } => Ok(plane_client::SharedTake::Taken),
+            BudgetAnswer::Taken { in_window } => Ok(plane_client::SharedTake::Taken { in_window }),
             BudgetAnswer::Wait {
                 wait,
                 in_window,
@@ -57,6 +57,22 @@ impl plane_client::SharedBudget for StoreBudget {
     fn pause(&self, key: &str, wait: Duration) -> std::result::Result<(), String> {
         may_block(|| self.store.pause_budget(key, wait, SystemClock.now()))
             .map_err(|e| e.to_string())
+    }
+
+    fn note_used(&self, key: &str, used: u32, window: Duration) -> std::result::Result<(), String> {
+        let added = may_block(|| {
+            self.store
+                .note_budget_used(key, used, window, SystemClock.now())
+        })
+        .map_err(|e| e.to_string())?;
+        if added > 0 {
+            tracing::info!(
+                added,
+                used,
+                "Plane counts requests of this key from outside the fleet; the shared budget takes them in"
+            );
+        }
+        Ok(())
     }
 }
 

@@ -114,6 +114,52 @@ pub fn takers_racing_on_one_budget_never_exceed_it(subject: &Subject) {
     assert_eq!(taken.iter().sum::<u32>(), 25, "{taken:?}");
 }
 
+pub fn requests_plane_counted_from_outside_the_fleet_fill_the_window(subject: &Subject) {
+    let ledger = subject.store();
+    let at = |secs: u64| T0.saturating_add(Duration::from_secs(secs));
+    for _ in 0..3 {
+        ledger.take_budget("outside", 10, MINUTE, at(0)).unwrap();
+    }
+    // Plane counts 3: nothing came from outside.
+    assert_eq!(
+        ledger
+            .note_budget_used("outside", 3, MINUTE, at(1))
+            .unwrap(),
+        0
+    );
+    // Plane counts 8: 5 were someone else's, and the window is full at 10.
+    assert_eq!(
+        ledger
+            .note_budget_used("outside", 8, MINUTE, at(2))
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        ledger.take_budget("outside", 10, MINUTE, at(3)).unwrap(),
+        BudgetAnswer::Taken { in_window: 9 }
+    );
+    ledger.take_budget("outside", 10, MINUTE, at(3)).unwrap();
+    let BudgetAnswer::Wait {
+        in_window, wait, ..
+    } = ledger.take_budget("outside", 10, MINUTE, at(4)).unwrap()
+    else {
+        panic!("the window is full");
+    };
+    assert_eq!(in_window, 10);
+    // The fleet's first takes leave first (at 60 s), the outside ones at
+    // 62 s: they were learnt of at 2 s.
+    assert_eq!(wait, Duration::from_secs(56));
+    assert_eq!(
+        ledger.take_budget("outside", 10, MINUTE, at(61)).unwrap(),
+        BudgetAnswer::Taken { in_window: 8 }
+    );
+    // Another key is untouched.
+    assert_eq!(
+        ledger.take_budget("other", 10, MINUTE, at(61)).unwrap(),
+        BudgetAnswer::Taken { in_window: 1 }
+    );
+}
+
 pub fn one_caller_lists_the_board_and_every_other_is_served_its_snapshot(subject: &Subject) {
     let ledger = subject.store();
     let at = |secs: u64| T0.saturating_add(Duration::from_secs(secs));
@@ -244,7 +290,9 @@ pub fn a_lister_holds_its_claim_while_it_lists_and_gives_it_up_when_it_stops(sub
         .unwrap();
     assert_eq!(held, Some(at(7)));
     assert_eq!(
-        ledger.board_look("held", max_age, listing_for, at(5)).unwrap(),
+        ledger
+            .board_look("held", max_age, listing_for, at(5))
+            .unwrap(),
         BoardLook::BeingListed {
             previous: None,
             until: at(7)
@@ -287,7 +335,9 @@ pub fn a_lister_holds_its_claim_while_it_lists_and_gives_it_up_when_it_stops(sub
         None
     );
     // A stored snapshot ends the claim: holding it finds nothing.
-    ledger.put_board("held", at(10), 0, b"items", at(12)).unwrap();
+    ledger
+        .put_board("held", at(10), 0, b"items", at(12))
+        .unwrap();
     assert_eq!(
         ledger
             .hold_listing("held", third, listing_for, at(12))

@@ -26,6 +26,41 @@ impl FleetStore for Ledger {
         })
     }
 
+    fn note_budget_used(
+        &self,
+        key: &str,
+        used: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<u32> {
+        // Most words of Plane's find nothing missing: no commit (and no
+        // flush) for those.
+        let start = now.saturating_sub(window);
+        let missing = self.read(|txn| {
+            let table = txn.open_table(PLANE_BUDGET).or_storage(self)?;
+            let takes = match table.get(key).or_storage(self)? {
+                Some(v) => self
+                    .decode::<BudgetRecord>("plane_budget", v.value())?
+                    .takes
+                    .iter()
+                    .filter(|t| **t > start)
+                    .count(),
+                None => 0,
+            };
+            Ok(crate::budget_shortfall(takes, used))
+        })?;
+        if missing == 0 {
+            return Ok(0);
+        }
+        self.update_budget(key, Some(start), |record| {
+            let missing = crate::budget_shortfall(record.takes.len(), used);
+            record
+                .takes
+                .extend(std::iter::repeat_n(now, missing as usize));
+            missing
+        })
+    }
+
     fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> Result<()> {
         let until = now.saturating_add(wait);
         self.update_budget(key, None, |record| {
