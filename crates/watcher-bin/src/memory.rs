@@ -63,10 +63,10 @@ fn releasable(smaps: &str) -> Vec<Releasable> {
     let mut current: Option<(Releasable, bool)> = None;
     let mut anonymous: Option<u64> = None;
     let mut finish = |current: Option<(Releasable, bool)>, anonymous: Option<u64>| {
-        if let Some((mapping, true)) = current {
-            if anonymous == Some(0) {
-                found.push(mapping);
-            }
+        if let Some((mapping, true)) = current
+            && anonymous == Some(0)
+        {
+            found.push(mapping);
         }
     };
     for line in smaps.lines() {
