@@ -115,6 +115,8 @@ pub(crate) struct Control {
     pub(crate) arrived: Vec<RecordedRequest>,
     /// Webhook deliveries sent.
     pub(crate) sent: Vec<SentDelivery>,
+    /// The longest delay before a failed delivery is sent again.
+    pub(crate) webhook_retry_within: Duration,
     pub(crate) rate_limit: Option<(u32, Duration)>,
     /// Allowed requests per key, for the sliding window.
     pub(crate) allowed: std::collections::HashMap<String, std::collections::VecDeque<Instant>>,
@@ -197,6 +199,7 @@ impl PlaneSim {
                 log: Vec::new(),
                 arrived: Vec::new(),
                 sent: Vec::new(),
+                webhook_retry_within: webhooks::RETRY_WITHIN,
                 rate_limit: config.rate_limit,
                 allowed: Default::default(),
                 api_keys: config.api_keys,
@@ -431,8 +434,36 @@ impl PlaneSim {
             id: id.clone(),
             url: url.to_owned(),
             secret: secret.to_owned(),
+            active: true,
+            failures: 0,
         });
         id
+    }
+
+    /// Whether the webhook `id` is active (Plane sets a webhook inactive
+    /// after five failed deliveries in a row).
+    pub fn webhook_active(&self, id: &str) -> bool {
+        self.shared
+            .world()
+            .webhooks
+            .iter()
+            .any(|h| h.id == id && h.active)
+    }
+
+    /// Enables the webhook `id` again, as an operator does in Plane's
+    /// settings. Deliveries of changes made while it was inactive are not
+    /// sent.
+    pub fn enable_webhook(&self, id: &str) {
+        if let Some(hook) = self.shared.world().webhooks.iter_mut().find(|h| h.id == id) {
+            hook.active = true;
+            hook.failures = 0;
+        }
+    }
+
+    /// The longest delay before a failed delivery is sent again (Plane: a
+    /// random delay of up to 600 s; tests shorten it).
+    pub fn set_webhook_retry_within(&self, within: Duration) {
+        self.shared.control().webhook_retry_within = within;
     }
 
     /// The webhook deliveries sent so far, in order.

@@ -5,7 +5,12 @@
 //! `type_id`), the body written as Python's `json.dumps` writes it
 //! (`", "` and `": "`, non-ASCII as `\uXXXX`), signed in
 //! `X-Plane-Signature` with the lowercase hex HMAC-SHA256 of those bytes.
-//! A non-2xx answer is recorded and not retried, as Plane does.
+//!
+//! A delivery that fails (no answer, or not 2xx) is sent again after a
+//! random delay of up to 600 s ([`RETRY_WITHIN`], shortened in tests), up
+//! to [`RETRIES`] times; after [`FAILURES_TO_DEACTIVATE`] failures in a
+//! row the webhook is set inactive, as a real Plane was seen to do: it
+//! sends nothing more, retries included, until someone enables it again.
 
 use std::time::Duration;
 
@@ -18,12 +23,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// recorded).
 pub(crate) const DELIVERY_DELAY: Duration = Duration::from_millis(100);
 
+/// How long after a failure a delivery is sent again, at most (Plane: a
+/// random delay of 0 to 600 s).
+pub(crate) const RETRY_WITHIN: Duration = Duration::from_secs(600);
+
+/// How many times a failed delivery is sent again.
+pub(crate) const RETRIES: u32 = 5;
+
+/// Failures in a row after which a webhook is set inactive.
+pub(crate) const FAILURES_TO_DEACTIVATE: u32 = 5;
+
 /// A webhook registered with the simulator.
 #[derive(Debug, Clone)]
 pub(crate) struct SimWebhook {
     pub(crate) id: String,
     pub(crate) url: String,
     pub(crate) secret: String,
+    /// Whether it is sent to (Plane's `is_active`).
+    pub(crate) active: bool,
+    /// Failed deliveries since the last one that went through.
+    pub(crate) failures: u32,
 }
 
 /// One delivery the simulator sent.
@@ -44,6 +63,10 @@ pub struct SentDelivery {
 /// A delivery ready to send.
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {
+    /// The webhook it is sent for.
+    pub(crate) hook_id: String,
+    /// How many times it was sent before.
+    pub(crate) attempt: u32,
     pub(crate) url: String,
     pub(crate) delivery_id: String,
     pub(crate) item_id: String,
@@ -225,15 +248,67 @@ pub(crate) fn send_queued(
 async fn deliver(shared: std::sync::Arc<crate::Shared>, deliveries: Vec<Outgoing>) {
     tokio::time::sleep(DELIVERY_DELAY).await;
     for delivery in deliveries {
-        let status = send(&delivery).await;
-        shared.control().sent.push(SentDelivery {
-            delivery_id: delivery.delivery_id,
-            item_id: delivery.item_id,
-            field: delivery.field,
-            status,
-            at: shared.started.elapsed(),
-        });
+        deliver_one(shared.clone(), delivery).await;
     }
+}
+
+/// Sends one delivery if its webhook is active, records it, counts a
+/// failure against the webhook (setting it inactive at the fifth in a
+/// row) and schedules the delivery again after a random delay.
+fn deliver_one(
+    shared: std::sync::Arc<crate::Shared>,
+    delivery: Outgoing,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move { deliver_once(&shared, delivery).await })
+}
+
+async fn deliver_once(shared: &std::sync::Arc<crate::Shared>, delivery: Outgoing) {
+    let active = |shared: &crate::Shared| {
+        shared
+            .world()
+            .webhooks
+            .iter()
+            .any(|h| h.id == delivery.hook_id && h.active)
+    };
+    if !active(shared) {
+        return;
+    }
+    let status = send(&delivery).await;
+    shared.control().sent.push(SentDelivery {
+        delivery_id: delivery.delivery_id.clone(),
+        item_id: delivery.item_id.clone(),
+        field: delivery.field.clone(),
+        status,
+        at: shared.started.elapsed(),
+    });
+    let went_through = (200..300).contains(&status);
+    {
+        let mut world = shared.world();
+        if let Some(hook) = world.webhooks.iter_mut().find(|h| h.id == delivery.hook_id) {
+            if went_through {
+                hook.failures = 0;
+            } else {
+                hook.failures += 1;
+                if hook.failures >= FAILURES_TO_DEACTIVATE {
+                    hook.active = false;
+                }
+            }
+        }
+    }
+    if went_through || delivery.attempt >= RETRIES || !active(shared) {
+        return;
+    }
+    let within = shared.control().webhook_retry_within;
+    let delay = within.mul_f64(fastrand::f64());
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let again = Outgoing {
+            attempt: delivery.attempt + 1,
+            ..delivery
+        };
+        deliver_one(shared, again).await;
+    });
 }
 
 #[cfg(test)]

@@ -209,10 +209,15 @@ impl World {
             changes.push(("name", json!(before.name), json!(after.name)));
         }
         for hook in self.webhooks.clone() {
+            if !hook.active {
+                continue;
+            }
             for change in &changes {
                 let data = self.render_item(after, &["state", "labels"]);
                 let body = payload(&hook, &self.workspace_id, &self.user_id, data, change);
                 let outgoing = Outgoing {
+                    hook_id: hook.id.clone(),
+                    attempt: 0,
                     url: hook.url.clone(),
                     delivery_id: self.new_id(),
                     item_id: after.id.clone(),

@@ -413,3 +413,59 @@ async fn lists_honour_fields_and_order_by_like_plane() {
     let (status, body) = get(&sim, "/api/v1/nothing-here").await;
     assert_eq!((status, body), (404, json!({"error": "Page not found."})));
 }
+
+/// A delivery that fails is sent again after a random delay (here up to
+/// 100 ms instead of Plane's 600 s); five failures in a row set the
+/// webhook inactive, after which nothing is sent, retries included, until
+/// it is enabled again.
+#[tokio::test]
+async fn failed_deliveries_are_retried_then_the_webhook_is_set_inactive() {
+    let sim = PlaneSim::start(SimConfig::default()).await.unwrap();
+    sim.set_webhook_retry_within(Duration::from_millis(100));
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hook = sim.add_webhook(&format!("http://127.0.0.1:{port}/hook"), "s");
+    let task = sim.add_work_item("t", "Todo");
+    assert!(sim.set_state(&task, "In Progress"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sim.webhook_active(&hook) {
+        assert!(std::time::Instant::now() < deadline, "never set inactive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = sim.deliveries();
+    assert_eq!(sent.len(), 5, "{sent:?}");
+    assert!(sent.iter().all(|d| d.status == 0 && d.item_id == task));
+    // The same delivery, sent again (one id), at growing times.
+    assert!(sent.iter().all(|d| d.delivery_id == sent[0].delivery_id));
+    // Inactive: a change sends nothing.
+    assert!(sim.set_state(&task, "Done"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(sim.deliveries().len(), 5);
+    // Enabled again, with a receiver: the next change is delivered.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let answered = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let _ = conn.read(&mut buf).await;
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+    });
+    sim.enable_webhook(&hook);
+    assert!(sim.set_state(&task, "Todo"));
+    answered.await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while sim.deliveries().len() < 6 {
+        assert!(std::time::Instant::now() < deadline, "not delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sim.deliveries()[5].status, 200);
+    assert!(sim.webhook_active(&hook));
+}
