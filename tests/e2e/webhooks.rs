@@ -247,3 +247,101 @@ fn a_webhook_secret_that_is_not_set_stops_watchdog_run_with_status_2_naming_it()
         "{said}"
     );
 }
+
+/// The receiver goes away for a while (a deploy of `watchdog run`), Plane
+/// gives up on the webhook (five failed deliveries in a row; here its
+/// retries come within 0.3 s instead of 10 minutes) and sets it inactive.
+/// Deliveries stop for good. The runner notices at its next look at the
+/// board (a task entered the claim state and no delivery named it) and
+/// polls at `silent_poll_secs` from then on; the watchdog's log and
+/// `inflight_webhook_silent` say so. Enabled again in Plane, the next
+/// delivery puts both back.
+#[test]
+fn webhooks_plane_set_inactive_put_the_runners_back_on_the_normal_poll() {
+    let secret = "plane_wh_0123456789abcdef0123456789abcdef";
+    let mut world = World::new(1, &[Role::new("goal", "Ready for AI")]);
+    let port = world.receive_webhooks(secret);
+    // A 20-s webhook poll, a 1-s one while deliveries are missed.
+    world.edit_config("poll_interval_secs = 300", "poll_interval_secs = 20");
+    world.configure("webhook", "silent_poll_secs = 1");
+    world
+        .sim
+        .set_webhook_retry_within(Duration::from_millis(300));
+    let hook = world
+        .sim
+        .add_webhook(&format!("http://127.0.0.1:{port}/plane-webhook"), secret);
+    let metrics = crate::metrics::free_port();
+    let watchdog_args = [
+        "--log-format",
+        "json",
+        "run",
+        "--interval",
+        "1",
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics}"),
+    ];
+    let watchdog = world.spawn_args("watchdog", &watchdog_args, "watchdog");
+    world.start_runner("goal", "runner");
+    wait_for_log(&world, "watchdog", "receiving Plane's webhooks");
+    wait_for_log(&world, "runner", "claiming");
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // The receiver is down; five changes, five failed deliveries (each
+    // retried), and Plane sets the webhook inactive.
+    world.signal(watchdog, libc::SIGTERM);
+    assert!(world.wait(watchdog, Duration::from_secs(10)).is_some());
+    for i in 0..5 {
+        let other = world
+            .sim
+            .add_work_item(&format!("elsewhere {i}"), "Backlog");
+        world.sim.set_state(&other, "Cancelled");
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "Plane to set the webhook inactive",
+        || !world.sim.webhook_active(&hook),
+    );
+    // The receiver is back; nothing is sent to it any more.
+    world.spawn_args("watchdog", &watchdog_args, "watchdog-2");
+    wait_for_log(&world, "watchdog-2", "receiving Plane's webhooks");
+
+    // A task entered the claim state: no delivery. The runner finds it
+    // at its next look (within the 20-s poll) and runs it, and notices.
+    let first = world.sim.add_work_item("unannounced", "Backlog");
+    world.sim.set_state(&first, "Ready for AI");
+    wait_until(Duration::from_secs(30), "the unannounced task done", || {
+        world.sim.state_of(&first).as_deref() == Some("Done")
+    });
+    wait_for_log(&world, "runner", "webhook deliveries are missing");
+    // Back on the normal poll: the next task starts within a few seconds,
+    // not at the next 20-s poll.
+    let second = world.sim.add_work_item("also unannounced", "Backlog");
+    let moved = Instant::now();
+    world.sim.set_state(&second, "Ready for AI");
+    wait_until(Duration::from_secs(30), "the second task started", || {
+        !world.executor_pids(&second).is_empty()
+    });
+    let took = moved.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "picked up after {took:?}: not on the 1-s poll"
+    );
+    // The watchdog says so, in its log and its metrics.
+    wait_for_log(&world, "watchdog-2", "webhook deliveries are missing");
+    let silent = || {
+        let (_, body) = crate::metrics::http(metrics, "GET", "/metrics");
+        crate::metrics::sample(&body, "inflight_webhook_silent")
+    };
+    assert_eq!(silent(), Some(1.0));
+
+    // Enabled again in Plane: the next change is delivered, and both go
+    // back to the webhook's pace.
+    world.sim.enable_webhook(&hook);
+    let third = world.sim.add_work_item("announced", "Backlog");
+    world.sim.set_state(&third, "Ready for AI");
+    wait_for_log(&world, "runner", "webhook deliveries arrive again");
+    wait_for_log(&world, "watchdog-2", "webhook deliveries arrive again");
+    wait_until(Duration::from_secs(10), "the gauge back at 0", || {
+        silent() == Some(0.0)
+    });
+}

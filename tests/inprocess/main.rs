@@ -842,3 +842,66 @@ async fn a_refused_move_is_announced_once() {
         "{comments:#?}"
     );
 }
+
+/// A webhook delivery about a change older than the runner's last look
+/// at the board (Plane sends a failed delivery again up to ten minutes
+/// later) is no news: dropped without a Plane request. A fresh one still
+/// wakes the runner.
+#[tokio::test(start_paused = true)]
+async fn a_webhook_hint_older_than_the_last_look_is_dropped_unread() {
+    let port = free_port();
+    let listen = format!("listen = \"127.0.0.1:{port}\"");
+    let rig = Rig::new(
+        Script::Exits {
+            after: secs(1),
+            code: 0,
+        },
+        &[
+            ("webhook", listen.as_str()),
+            (
+                "webhook",
+                "secret_env = \"INFLIGHT_INPROCESS_UNUSED_SECRET\"",
+            ),
+        ],
+    );
+    let task = rig.board.add_task("Quick", "Ready for AI");
+    let (store, board) = (rig.store.clone(), runtime::board_key(&rig.config));
+    let hint = |item_id: &str, updated_at: std::time::SystemTime| {
+        let item: plane_client::WorkItem = serde_json::from_value(serde_json::json!({
+            "id": item_id,
+            "name": "Quick",
+            "state": {"id": "s1", "name": "Ready for AI", "group": "unstarted", "color": "#3a3a3a"},
+            "labels": [],
+            "created_at": "2026-12-01T00:00:00Z",
+        }))
+        .unwrap();
+        runtime::encode_hint(&plane_client::WorkItem {
+            updated_at: Some(updated_at),
+            ..item
+        })
+    };
+    let late = hint(&task, std::time::SystemTime::UNIX_EPOCH + secs(86_400));
+    let sent = tokio::spawn(async move {
+        // Done by then; the old news arrives.
+        tokio::time::sleep(secs(30)).await;
+        test_side(|| {
+            store
+                .add_board_hint(
+                    &board,
+                    &late,
+                    ledger_core::Clock::now(&ledger_core::SystemClock),
+                )
+                .unwrap()
+        });
+    });
+    let (summary, _) = rig.run(false, Some(secs(60))).await;
+    sent.await.unwrap();
+    assert_eq!(summary.dispatched, 1);
+    assert_eq!(rig.board.state_of(&task), "Done");
+    assert_eq!(
+        rig.board.times_of(&format!("get {task}")).len(),
+        1,
+        "the late delivery cost a re-read: {:?}",
+        rig.board.calls()
+    );
+}

@@ -356,10 +356,12 @@ pub(crate) fn webhook_settings(
     };
     let max_body_bytes =
         check.positive("webhook.max_body_bytes", w.max_body_bytes as u64)? as usize;
+    let silent_poll = check.positive("webhook.silent_poll_secs", w.silent_poll_secs)?;
     Ok(WebhookSettings {
         listen,
         secret_env,
         max_body_bytes,
+        silent_poll: Duration::from_secs(silent_poll),
     })
 }
 

@@ -255,6 +255,10 @@ pub struct WebhookSettings {
     pub secret_env: String,
     /// `max_body_bytes`: a larger delivery is refused with 413.
     pub max_body_bytes: usize,
+    /// `silent_poll_secs`: how often runners look at the board while
+    /// deliveries are being missed (the webhook set inactive by Plane, its
+    /// receiver down), instead of `watcher.poll_interval_secs`.
+    pub silent_poll: Duration,
 }
 
 /// `[watcher]`.

@@ -31,6 +31,13 @@ pub(crate) struct RawWebhook {
     pub(crate) secret_env: Option<String>,
     #[serde(default = "default_max_body_bytes")]
     pub(crate) max_body_bytes: usize,
+    #[serde(default = "default_silent_poll_secs")]
+    pub(crate) silent_poll_secs: u64,
+}
+
+pub(crate) fn default_silent_poll_secs() -> u64 {
+    // The poll without webhooks.
+    default_poll_interval_secs(false)
 }
 
 pub(crate) fn default_max_body_bytes() -> usize {

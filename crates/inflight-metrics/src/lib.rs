@@ -149,6 +149,7 @@ pub struct Metrics {
     dead_owner: Family<BackendLabel, Gauge>,
     window_seconds: Gauge,
     webhook_listening: Gauge,
+    webhook_silent: Gauge,
     errors: Family<WhatLabel, Counter>,
     last_progress: Gauge,
     follower: Mutex<Follower>,
@@ -352,6 +353,12 @@ impl Metrics {
             "1 when this process receives Plane's webhooks",
             webhook_listening.clone(),
         );
+        let webhook_silent = Gauge::default();
+        r.register(
+            "webhook_silent",
+            "1 while webhook deliveries are being missed: a task entered a claim state and no delivery named it (Plane set the webhook inactive, or gave up on a receiver that was down)",
+            webhook_silent.clone(),
+        );
         Arc::new(Self {
             registry: r,
             ledger: l,
@@ -377,6 +384,7 @@ impl Metrics {
             dead_owner,
             window_seconds,
             webhook_listening,
+            webhook_silent,
             errors,
             last_progress,
             follower: Mutex::new(Follower::default()),
@@ -446,6 +454,11 @@ impl Metrics {
     /// Says this process receives webhooks.
     pub fn webhooks_listening(&self) {
         self.webhook_listening.set(1);
+    }
+
+    /// Says whether webhook deliveries are being missed.
+    pub fn webhooks_silent(&self, silent: bool) {
+        self.webhook_silent.set(i64::from(silent));
     }
 
     /// A slot of `backend` finished for `reason`, held for `held`.

@@ -10,7 +10,7 @@
 //! few requests.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -69,14 +69,19 @@ struct Kept {
     labels: Vec<String>,
     /// Milliseconds since the epoch.
     created_at: i64,
+    /// When it last changed, in milliseconds since the epoch, when known
+    /// (a webhook's hint carries it; a listing does not ask for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    updated_at: Option<i64>,
 }
 
 impl Kept {
     fn of(item: &WorkItem) -> Self {
-        let created = item
-            .created_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let millis = |at: SystemTime| {
+            at.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        };
+        let created = millis(item.created_at);
         Kept {
             id: item.id.clone(),
             name: item.name.clone(),
@@ -87,6 +92,7 @@ impl Kept {
             },
             labels: item.labels.iter().map(|l| l.id().to_owned()).collect(),
             created_at: created,
+            updated_at: item.updated_at.map(millis),
         }
     }
 
@@ -100,18 +106,29 @@ impl Kept {
             }),
             None => StateRef::Id(self.state),
         };
+        let at = |millis: i64| {
+            SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+        };
         WorkItem {
             id: self.id,
             name: self.name,
             sequence_id: None,
             state,
             labels: self.labels.into_iter().map(LabelRef::Id).collect(),
-            created_at: SystemTime::UNIX_EPOCH
-                + Duration::from_millis(u64::try_from(self.created_at).unwrap_or(0)),
-            updated_at: None,
+            created_at: at(self.created_at),
+            updated_at: self.updated_at.map(at),
             priority: None,
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A store's timestamp as a system time.
+fn system_time(at: Timestamp) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(at.as_unix_millis()).unwrap_or(0))
 }
 
 /// `items` as a snapshot's body.
@@ -144,6 +161,9 @@ pub fn decode_hint(hint: &[u8]) -> Option<WorkItem> {
 pub struct BoardView {
     /// The project's work items, as listed.
     pub items: Vec<WorkItem>,
+    /// When their listing began (by the store's clock): a webhook's news
+    /// of a change before it is no news.
+    pub listed_at: Option<SystemTime>,
     /// Tasks admitted or finished since the listing began: the listing's
     /// word on them is stale.
     pub changed: HashSet<TaskId>,
@@ -155,7 +175,9 @@ pub struct SharedBoard {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     key: String,
-    max_age: Duration,
+    /// How old the snapshot may be, in milliseconds: the poll interval
+    /// (shorter while webhook deliveries are being missed).
+    max_age: Arc<AtomicU64>,
     /// Set once the store failed a look, so the fallback is said once.
     warned: Arc<AtomicBool>,
     /// The listing this process was given and has not stored (in progress,
@@ -195,7 +217,7 @@ impl SharedBoard {
             store,
             clock,
             key: board_key(config),
-            max_age,
+            max_age: Arc::new(AtomicU64::new(millis(max_age))),
             warned: Arc::new(AtomicBool::new(false)),
             claimed: Arc::new(Mutex::new(None)),
         }
@@ -207,7 +229,7 @@ impl SharedBoard {
     /// the board itself, as if alone.
     pub async fn look(&self, plane: &dyn Plane) -> Result<BoardView, PlaneError> {
         loop {
-            let (key, max_age, now) = (self.key.clone(), self.max_age, self.clock.now());
+            let (key, max_age, now) = (self.key.clone(), self.max_age(), self.clock.now());
             let look = on_store(&self.store, move |s| {
                 s.board_look(&key, max_age, listing_for(max_age), now)
             })
@@ -285,7 +307,22 @@ impl SharedBoard {
         }
         tracing::debug!(items = items.len(), "listed the board for every runner");
         let changed = self.changed_since(events_seen).await;
-        Ok(BoardView { items, changed })
+        Ok(BoardView {
+            items,
+            listed_at: Some(system_time(listed_at)),
+            changed,
+        })
+    }
+
+    /// How old a snapshot may be before this process lists the board.
+    pub fn max_age(&self) -> Duration {
+        Duration::from_millis(self.max_age.load(Ordering::Relaxed))
+    }
+
+    /// Looks at snapshots no older than `max_age` from now on (a runner
+    /// polling faster while webhook deliveries are missed).
+    pub fn set_max_age(&self, max_age: Duration) {
+        self.max_age.store(millis(max_age), Ordering::Relaxed);
     }
 
     fn claim(&self) -> Option<Claim> {
@@ -296,7 +333,7 @@ impl SharedBoard {
     /// returned guard is dropped, or the claim is found to be another's.
     fn hold(&self) -> Holding {
         let this = self.clone();
-        let length = listing_for(self.max_age);
+        let length = listing_for(self.max_age());
         Holding(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(length / 3).await;
@@ -354,8 +391,10 @@ impl SharedBoard {
     }
 
     async fn list_alone(&self, plane: &dyn Plane) -> Result<BoardView, PlaneError> {
+        let listed_at = SystemTime::now();
         Ok(BoardView {
             items: plane.list_work_items().await?,
+            listed_at: Some(listed_at),
             changed: HashSet::new(),
         })
     }
@@ -364,6 +403,7 @@ impl SharedBoard {
         let items = decode_items(&snapshot.body)?;
         Some(BoardView {
             items,
+            listed_at: Some(system_time(snapshot.listed_at)),
             changed: self.changed_since(snapshot.events_seen).await,
         })
     }

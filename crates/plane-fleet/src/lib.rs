@@ -9,6 +9,7 @@
 //!   reclaimed tasks back ([`requeue_reclaimed`]);
 //! - [`SharedBoard`]: one look at the board per poll interval for every
 //!   runner sharing the ledger's store, and webhook hints on it;
+//!   [`Silence`]: whether webhook deliveries still arrive, judged from it;
 //! - [`StoreBudget`]: the key's budget kept in the store, and
 //!   [`plane_client()`], the client drawing from it;
 //! - [`on_store`]: store calls on tokio's blocking pool.
@@ -39,6 +40,7 @@ mod board;
 mod budget;
 mod destination;
 mod plane;
+mod silence;
 
 pub use blocking::on_store;
 pub use board::{
@@ -50,3 +52,4 @@ pub use plane::{
     Plane, PlaneFuture, PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error,
     requeue_reclaimed, state_of,
 };
+pub use silence::{DELIVERY_GRACE, Silence};

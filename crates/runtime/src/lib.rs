@@ -44,7 +44,8 @@ pub use inflight_metrics::{
 };
 pub use logging::{LogFormat, init_logging, report_failure};
 pub use plane_fleet::{
-    BoardView, SharedBoard, board_key, decode_hint, decode_items, encode_hint, encode_items,
+    BoardView, DELIVERY_GRACE, SharedBoard, Silence, board_key, decode_hint, decode_items,
+    encode_hint, encode_items,
 };
 pub use plane_fleet::{
     Plane, PlaneFuture, PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error,

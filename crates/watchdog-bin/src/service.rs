@@ -51,6 +51,12 @@ pub async fn run(
                 })?;
             tracing::info!(listen = %listener.local_addr()?, "receiving Plane's webhooks");
             let serve = webhook::serve(listener, Arc::new(receiver), shutdown.stopped());
+            tokio::spawn(watch_deliveries(
+                scanner.store(),
+                scanner.metrics(),
+                settings.silent_poll,
+                shutdown.stopped(),
+            ));
             Some(tokio::spawn(serve))
         }
         _ => None,
@@ -128,6 +134,91 @@ pub async fn run_scans(
                 scanner.metrics().scanned(started.elapsed(), outcome.as_ref().ok());
                 each(outcome)
             }
+        }
+    }
+}
+
+/// Tells, every `silent_poll_secs` (at least every few seconds), whether
+/// Plane still sends webhook deliveries: every admission moves its task
+/// to a running state in Plane, and Plane sends a delivery for every
+/// state change. An admission with no verified delivery in the grace
+/// after it means Plane stopped sending (it sets a webhook inactive after
+/// five failed deliveries in a row, as when this receiver was down for a
+/// while). Says so in the log and in `inflight_webhook_silent`, until a
+/// delivery arrives. (The runners judge for themselves, from the board,
+/// and poll at `webhook.silent_poll_secs` meanwhile.)
+async fn watch_deliveries(
+    store: Arc<dyn ledger_core::Store>,
+    metrics: Arc<runtime::Metrics>,
+    every: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let verified = |metrics: &runtime::Metrics| -> u64 {
+        ["hinted", "ignored", "repeated", "failed"]
+            .iter()
+            .map(|verdict| metrics.webhooks_with(verdict))
+            .sum()
+    };
+    // Admissions from before this start are not this watch's business:
+    // start after the newest event.
+    let mut cursor = 0;
+    loop {
+        let after = cursor;
+        match runtime::on_store(&store, move |s| s.events_after(after, 10_000)).await {
+            Ok(events) if !events.is_empty() => {
+                cursor = events.last().map_or(cursor, |e| e.seq);
+            }
+            _ => break,
+        }
+    }
+    let mut delivered = verified(&metrics);
+    // The first admission not yet followed by a delivery, and whether the
+    // silence has been said.
+    let mut waiting_since: Option<tokio::time::Instant> = None;
+    let mut silent = false;
+    let mut ticks = tokio::time::interval(every.min(runtime::DELIVERY_GRACE));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticks.tick() => {}
+        }
+        let now = tokio::time::Instant::now();
+        let count = verified(&metrics);
+        if count > delivered {
+            delivered = count;
+            waiting_since = None;
+            if silent {
+                silent = false;
+                metrics.webhooks_silent(false);
+                tracing::info!("webhook deliveries arrive again");
+            }
+        }
+        let after = cursor;
+        let Ok(events) = runtime::on_store(&store, move |s| s.events_after(after, 10_000)).await
+        else {
+            continue;
+        };
+        if let Some(last) = events.last() {
+            cursor = last.seq;
+        }
+        let admitted = events
+            .iter()
+            .any(|e| matches!(e.kind, ledger_core::EventKind::Started { .. }));
+        if admitted && waiting_since.is_none() {
+            waiting_since = Some(now);
+        }
+        if let Some(since) = waiting_since
+            && !silent
+            && now.duration_since(since) >= runtime::DELIVERY_GRACE
+        {
+            silent = true;
+            metrics.webhooks_silent(true);
+            tracing::warn!(
+                waited_secs = now.duration_since(since).as_secs(),
+                "webhook deliveries are missing: tasks were dispatched (moved in Plane) and no delivery came; runners poll every webhook.silent_poll_secs until one arrives. Is the webhook still active in Plane (workspace settings, Webhooks)?"
+            );
         }
     }
 }

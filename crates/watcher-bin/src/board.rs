@@ -24,6 +24,11 @@ pub(crate) struct Board {
 /// The longest a refused repair waits before it is tried again.
 const MAX_REPAIR_BACKOFF: Duration = Duration::from_secs(15 * 60);
 
+/// How much older than a look's listing a delivery's change may be and
+/// still be news: the listing's time is the store's clock, the change's
+/// Plane's.
+const STALE_HINT_MARGIN: Duration = Duration::from_secs(2);
+
 impl Runner {
     /// Waits for the poll interval, the end of a followed run, or with
     /// webhooks on until a hint names a task in this role's claim state;
@@ -34,12 +39,20 @@ impl Runner {
         active: &mut JoinSet<WatchEnd>,
         summary: &mut Summary,
     ) -> bool {
-        if self.config.webhook.is_none() {
+        let Some(webhook) = &self.config.webhook else {
             return self.pause(self.poll_interval, stop, active, summary).await == Pause::Stopped;
-        }
-        let until = Instant::now() + self.poll_interval;
+        };
+        let started = Instant::now();
+        let interval = |silent: bool| {
+            if silent {
+                webhook.silent_poll.min(self.poll_interval)
+            } else {
+                self.poll_interval
+            }
+        };
         loop {
             let now = Instant::now();
+            let until = started + interval(self.silence().is_silent());
             if now >= until {
                 return false;
             }
@@ -51,21 +64,64 @@ impl Runner {
                 Pause::RunEnded => return false,
                 Pause::Elapsed => {}
             }
-            let (items, last) = self
-                .board
-                .hints_after(self.last_hint.load(Ordering::Relaxed))
-                .await;
-            self.last_hint.store(last, Ordering::Relaxed);
-            if items.is_empty() {
-                continue;
-            }
-            let Some(woken) = unless_stopped(stop, self.hinted_claimable(items)).await else {
+            let Some(woken) = unless_stopped(stop, self.read_hints()).await else {
                 return true;
             };
             if woken {
                 return false;
             }
+            if let Some(missed) = self.silence().judge(Instant::now()) {
+                // The shared snapshot, too, is listed at the faster pace.
+                self.board.set_max_age(interval(true));
+                tracing::warn!(
+                    tasks = ?missed,
+                    poll_secs = interval(true).as_secs(),
+                    "webhook deliveries are missing: a task entered the claim state and no delivery named it; looking at the board every poll_secs until one arrives (is the webhook still active in Plane?)"
+                );
+            }
         }
+    }
+
+    pub(crate) fn silence(&self) -> std::sync::MutexGuard<'_, Silence> {
+        self.silence.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the webhook hints that arrived since the last read: any means
+    /// deliveries arrive; those about a change older than the last look
+    /// (a delivery Plane sent again, minutes late) are dropped unread, the
+    /// look saw as much; those naming a task in the claim state are kept
+    /// for the next look. Whether any was.
+    pub(crate) async fn read_hints(&self) -> bool {
+        let (items, last) = self
+            .board
+            .hints_after(self.last_hint.load(Ordering::Relaxed))
+            .await;
+        self.last_hint.store(last, Ordering::Relaxed);
+        if items.is_empty() {
+            return false;
+        }
+        if self.silence().heard(items.iter().map(|i| i.id.clone())) {
+            self.board.set_max_age(self.poll_interval);
+            tracing::info!("webhook deliveries arrive again; back to the webhook poll interval");
+        }
+        let listed = *self.last_listed.lock().unwrap_or_else(|e| e.into_inner());
+        let (news, old): (Vec<WorkItem>, Vec<WorkItem>) =
+            items
+                .into_iter()
+                .partition(|item| match (item.updated_at, listed) {
+                    (Some(changed), Some(listed)) => changed + STALE_HINT_MARGIN >= listed,
+                    _ => true,
+                });
+        if !old.is_empty() {
+            tracing::debug!(
+                hints = old.len(),
+                "webhook deliveries about changes older than the last look at the board; dropped"
+            );
+        }
+        if news.is_empty() {
+            return false;
+        }
+        self.hinted_claimable(news).await
     }
 
     /// Keeps the hinted items this role would claim; whether there were any.
@@ -107,7 +163,13 @@ impl Runner {
     /// it was listed are left out, as its word on them is stale, and the
     /// tasks a webhook named since are added, to be tried once.
     pub(crate) async fn board(&self) -> Result<Board, PlaneError> {
+        // Deliveries that came in since the last read count as heard
+        // before this look judges what entered the claim state.
+        if self.config.webhook.is_some() {
+            self.read_hints().await;
+        }
         let view = self.board.look(&*self.plane).await?;
+        let listed_at = view.listed_at;
         let hinted = std::mem::take(&mut *self.hinted.lock().unwrap_or_else(|e| e.into_inner()));
         let mut items: Vec<WorkItem> = view
             .items
@@ -121,6 +183,13 @@ impl Runner {
         items.extend(hinted);
         let mut board = self.classify(items).await?;
         board.hinted = hinted_ids;
+        if self.config.webhook.is_some() {
+            *self.last_listed.lock().unwrap_or_else(|e| e.into_inner()) = listed_at;
+            self.silence().looked(
+                board.claimable.iter().map(|item| item.id.clone()),
+                Instant::now(),
+            );
+        }
         Ok(board)
     }
 

@@ -55,7 +55,7 @@ use plane_client::{PlaneError, WorkItem, same_name};
 use reconcile::{ProcessProbe, StartupOptions, StartupOutcome};
 use runtime::{
     BackendSettings, Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe,
-    LogFormat, Plane, PlaneLookup, RoleProblem, RoleSettings, SharedBoard, StopMode,
+    LogFormat, Plane, PlaneLookup, RoleProblem, RoleSettings, SharedBoard, Silence, StopMode,
     StoreStartupLock, check_role, on_store, open_store, requeue_reclaimed, state_of, this_owner,
 };
 use tokio::sync::watch;
@@ -154,6 +154,13 @@ pub struct Runner {
     last_hint: AtomicU64,
     /// Work items a webhook said entered the claim state, not yet tried.
     hinted: Mutex<Vec<WorkItem>>,
+    /// With webhooks on: whether deliveries still arrive, judged from
+    /// the board; while they do not, the runner polls at
+    /// `webhook.silent_poll_secs`.
+    silence: Mutex<Silence>,
+    /// When the last look's listing began: a delivery about an older
+    /// change is no news.
+    last_listed: Mutex<Option<std::time::SystemTime>>,
     /// What this runner tells Prometheus.
     metrics: Arc<runtime::Metrics>,
 }
@@ -331,6 +338,8 @@ impl Runner {
             board,
             last_hint: AtomicU64::new(0),
             hinted: Mutex::new(Vec::new()),
+            silence: Mutex::new(Default::default()),
+            last_listed: Mutex::new(None),
             metrics,
             leases,
             config,
