@@ -650,3 +650,37 @@ fn events_lists_an_unreadable_record_in_place_and_goes_on() {
         }
     }
 }
+
+/// A backend whose command cannot be started: the task goes to its
+/// blocked state, and the log line that says why has a message (the
+/// program and the error), not only fields.
+#[test]
+fn an_executor_that_cannot_start_is_said_in_the_log_line_s_message() {
+    let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    let text = std::fs::read_to_string(world.path("inflight.toml")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("command = "))
+        .unwrap()
+        .to_owned();
+    world.edit_config(&line, r#"command = ["/nonexistent/agent"]"#);
+    let task = world.sim.add_work_item("cannot start", "Ready for AI");
+    let runner = world.start_runner("goal", "runner");
+    wait_until(Duration::from_secs(20), "the task blocked", || {
+        world.sim.state_of(&task).as_deref() == Some("Blocked")
+    });
+    world.signal(runner, libc::SIGTERM);
+    world.wait(runner, Duration::from_secs(10));
+    let said: Vec<serde_json::Value> = world
+        .log("runner")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["level"] == "ERROR")
+        .collect();
+    assert!(
+        said.iter().any(|l| l["message"].as_str().is_some_and(|m| m
+            .contains("could not start the executor")
+            && m.contains("/nonexistent/agent"))),
+        "{said:#?}"
+    );
+}

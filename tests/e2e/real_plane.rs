@@ -254,6 +254,8 @@ fn a_misspelt_state_is_named_and_claims_nothing() {
     let once = world.watcher_once("goal");
     let stderr = String::from_utf8_lossy(&once.stderr);
     assert_eq!(once.status.code(), Some(2), "{stderr}");
+    // It never says it is claiming.
+    assert!(!stderr.contains("claiming"), "{stderr}");
     for needle in [
         "roles.goal.running_state",
         "\"Runing\"",

@@ -482,7 +482,9 @@ impl Runner {
         summary: &mut Summary,
     ) -> Result<(), WatcherError> {
         let parallel = self.role.parallel.max(1) as usize;
-        tracing::info!(role = %self.role.name, backend = %self.backend.name, claim_state = %self.role.claim_state, parallel, "claiming");
+        // Said once the role's names resolve: not before a role that
+        // claims nothing (or, with --once, exits 2).
+        let mut said_claiming = false;
         let mut failures: u32 = 0;
         // When the role's missing names were last said (once per
         // `cache_secs`, not at every poll).
@@ -554,10 +556,16 @@ impl Runner {
                     }
                     continue;
                 }
-                Ok(_) => match unless_stopped(stop, self.board()).await {
-                    None => break,
-                    Some(board) => board,
-                },
+                Ok(_) => {
+                    if !said_claiming {
+                        tracing::info!(role = %self.role.name, backend = %self.backend.name, claim_state = %self.role.claim_state, parallel, "claiming");
+                        said_claiming = true;
+                    }
+                    match unless_stopped(stop, self.board()).await {
+                        None => break,
+                        Some(board) => board,
+                    }
+                }
                 Err(error) => Err(error),
             };
             let board = match board {
