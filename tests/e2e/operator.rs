@@ -525,18 +525,22 @@ fn check_config_checks_each_roles_own_key() {
     );
 }
 
+/// The configuration's line naming the backend's command.
+fn command_line(world: &World) -> String {
+    let text = std::fs::read_to_string(world.path("inflight.toml")).unwrap();
+    text.lines()
+        .find(|l| l.starts_with("command = "))
+        .unwrap()
+        .to_owned()
+}
+
 /// `check-config` refuses a backend whose command cannot be started (the
 /// first task would otherwise go to the blocked state), naming the
 /// backend and the program; a bare name is looked up in `PATH`.
 #[test]
 fn check_config_refuses_a_command_that_cannot_start() {
     let world = World::new(2, &[Role::new("goal", "Ready for AI")]);
-    let text = std::fs::read_to_string(world.path("inflight.toml")).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("command = "))
-        .unwrap()
-        .to_owned();
+    let line = command_line(&world);
     for (command, said) in [
         (
             r#"command = ["/nonexistent/agent", "--go"]"#,
@@ -657,13 +661,7 @@ fn events_lists_an_unreadable_record_in_place_and_goes_on() {
 #[test]
 fn an_executor_that_cannot_start_is_said_in_the_log_line_s_message() {
     let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
-    let text = std::fs::read_to_string(world.path("inflight.toml")).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("command = "))
-        .unwrap()
-        .to_owned();
-    world.edit_config(&line, r#"command = ["/nonexistent/agent"]"#);
+    world.edit_config(&command_line(&world), r#"command = ["/nonexistent/agent"]"#);
     let task = world.sim.add_work_item("cannot start", "Ready for AI");
     let runner = world.start_runner("goal", "runner");
     wait_until(Duration::from_secs(20), "the task blocked", || {

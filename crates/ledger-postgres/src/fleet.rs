@@ -41,6 +41,23 @@ const BUDGET_PAUSE: &str = concat!(
     "GREATEST(budgets.paused_until, EXCLUDED.paused_until)"
 );
 
+/// `budget_read`'s answer: the database's now, the pause's end, the
+/// takes still in the window.
+fn budget_row(
+    row: &postgres::Row,
+) -> std::result::Result<(Timestamp, Option<Timestamp>, Vec<Timestamp>), postgres::Error> {
+    let at = Timestamp::from_unix_millis(row.try_get(0)?);
+    let paused = row
+        .try_get::<_, Option<i64>>(1)?
+        .map(Timestamp::from_unix_millis);
+    let takes = row
+        .try_get::<_, Vec<i64>>(2)?
+        .into_iter()
+        .map(Timestamp::from_unix_millis)
+        .collect();
+    Ok((at, paused, takes))
+}
+
 impl FleetStore for PgLedger {
     fn take_budget(
         &self,
@@ -55,16 +72,8 @@ impl FleetStore for PgLedger {
         self.worker.run(move |c| {
             transact(c, &[BUDGET_READ, BUDGET_TAKE], |tx, s, location| {
                 let st = |i| statement(s, i, location);
-                let row = tx.query_one(&st(0)?, &[&key, &window_ms, &caller_now])?;
-                let at = Timestamp::from_unix_millis(row.try_get(0)?);
-                let paused = row
-                    .try_get::<_, Option<i64>>(1)?
-                    .map(Timestamp::from_unix_millis);
-                let takes: Vec<Timestamp> = row
-                    .try_get::<_, Vec<i64>>(2)?
-                    .into_iter()
-                    .map(Timestamp::from_unix_millis)
-                    .collect();
+                let read = tx.query_one(&st(0)?, &[&key, &window_ms, &caller_now])?;
+                let (at, paused, takes) = budget_row(&read)?;
                 let answer = ledger_core::budget(&takes, paused, limit, window, at);
                 if let BudgetAnswer::Taken { .. } = answer {
                     tx.execute(&st(1)?, &[&key, &at.as_unix_millis()])?;
@@ -88,11 +97,11 @@ impl FleetStore for PgLedger {
         self.worker.run(move |c| {
             transact(c, &[BUDGET_READ, BUDGET_FILL], |tx, s, location| {
                 let st = |i| statement(s, i, location);
-                let row = tx.query_one(&st(0)?, &[&key, &window_ms, &caller_now])?;
-                let at: i64 = row.try_get(0)?;
-                let takes: Vec<i64> = row.try_get(2)?;
+                let read = tx.query_one(&st(0)?, &[&key, &window_ms, &caller_now])?;
+                let (at, _, takes) = budget_row(&read)?;
                 let missing = ledger_core::budget_shortfall(takes.len(), used);
                 if missing > 0 {
+                    let at = at.as_unix_millis();
                     tx.execute(&st(1)?, &[&key, &at, &i64::from(missing)])?;
                 }
                 Ok(Tx::Commit(missing))
