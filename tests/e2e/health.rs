@@ -58,6 +58,10 @@ fn fill(path: &std::path::Path) {
 #[test]
 fn a_runner_resumes_after_its_ledgers_disk_was_full() {
     let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    world.edit_config(
+        "[limits]\nmax_concurrent = 8",
+        "[limits]\nmax_concurrent = 3",
+    );
     let var = world.path("var");
     if !mount_tmpfs(&var, "8m") {
         eprintln!("skipped: this machine cannot mount a tmpfs (not root?)");
@@ -85,6 +89,12 @@ fn a_runner_resumes_after_its_ledgers_disk_was_full() {
     // Counted, and no progress since the disk filled.
     let failures = sample(port, "inflight_errors_total{what=\"dispatch\"}").unwrap_or(0.0);
     assert!(failures >= 2.0, "{failures} dispatch failures counted");
+    // The configured caps are reported as configured, whatever the store.
+    assert_eq!(sample(port, "inflight_global_slots_max"), Some(3.0));
+    assert_eq!(
+        sample(port, "inflight_slots_max{backend=\"local\"}"),
+        Some(2.0)
+    );
     let last = sample(port, "inflight_runner_last_progress_timestamp_seconds").unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

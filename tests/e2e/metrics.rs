@@ -35,6 +35,7 @@ pub const FAMILIES: &[&str] = &[
     "inflight_slots_dead_owner",
     "inflight_slot_window_seconds",
     "inflight_webhook_listening",
+    "inflight_webhook_silent",
     "inflight_build_info",
 ];
 

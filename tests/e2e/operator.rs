@@ -122,6 +122,18 @@ fn configuration_errors_exit_2_naming_the_key() {
             original.replace("E2E_PLANE_KEY", "E2E_UNSET_KEY_VARIABLE"),
             "E2E_UNSET_KEY_VARIABLE",
         ),
+        // The missing key is said even when the ledger could not be opened
+        // either: the configuration error first, not hidden behind the
+        // store's.
+        (
+            original
+                .replace("E2E_PLANE_KEY", "E2E_UNSET_KEY_VARIABLE")
+                .replace(
+                    "path = \"var/inflight.redb\"",
+                    "path = \"/proc/no-such/inflight.redb\"",
+                ),
+            "E2E_UNSET_KEY_VARIABLE",
+        ),
     ];
     for (text, culprit) in cases {
         std::fs::write(&world.config, &text).unwrap();

@@ -177,11 +177,14 @@ impl Scanner {
     /// Opens the ledger and builds the Plane client. Blocks: from async
     /// code, call [`Scanner::open`].
     pub fn new(config: Config) -> Result<Self, WatchdogError> {
+        // The configuration's errors first (a missing key variable is
+        // one): a ledger that cannot be opened must not hide them.
+        let plane_config = config.plane_config()?;
         let store = open_ledger(&config)?;
         let metrics = runtime::Metrics::new();
         let dependencies = ScanDependencies {
             plane: Arc::new(runtime::plane_client(
-                config.plane_config()?,
+                plane_config,
                 store.clone(),
                 &metrics,
             )?),

@@ -229,9 +229,11 @@ impl Runner {
         log_format: LogFormat,
     ) -> Result<Self, WatcherError> {
         let host = HostIdentity::current()?;
-        let store = open_store(&config)?;
-        // A role with a key of its own draws on that key's budget.
+        // The configuration's errors first (a missing key variable is one):
+        // a ledger that cannot be opened must not hide them. A role with a
+        // key of its own draws on that key's budget.
         let plane_config = config.plane_config_for(config.role(role)?)?;
+        let store = open_store(&config)?;
         let metrics = runtime::Metrics::new();
         let dependencies = Dependencies {
             plane: Arc::new(runtime::plane_client(
