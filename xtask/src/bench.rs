@@ -118,7 +118,7 @@ fn here() -> Tree {
 /// Writes the report, and beside it (`target/bench-plots/`) the plots its
 /// benchmarks printed the data of, embedded at its end.
 fn write_report(report: &str) -> Result {
-    let target = workspace_root().join("target");
+    let target = crate::target_dir();
     let plots = crate::plot::plots_in(report);
     let mut report = report.to_owned();
     if !plots.is_empty() {

@@ -140,23 +140,23 @@ fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> Result<bool
 }
 
 /// `demo [--postgres]`.
-pub fn command(root: &Path, args: &[String]) -> Result {
+pub fn command(args: &[String]) -> Result {
     match args.first().map(String::as_str) {
-        None => run(root),
-        Some("--postgres") => run_postgres(root),
+        None => run(),
+        Some("--postgres") => run_postgres(),
         Some(other) => Err(format!(
             "demo: unexpected argument {other:?} (try --postgres)"
         )),
     }
 }
 
-pub fn run(root: &Path) -> Result {
+pub fn run() -> Result {
     let mut build = crate::cargo();
     // The whole workspace, as `cargo xtask ci` builds it, so the two share
     // their artifacts.
     build.args(["build", "--quiet", "--workspace", "--bins"]);
     crate::run("build", build)?;
-    let bin = |name: &str| root.join("target/debug").join(name);
+    let bin = |name: &str| crate::built("debug", name);
     let dir = std::env::temp_dir().join(format!("inflight-demo-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
     let result = demo(&dir, &bin);
@@ -563,11 +563,11 @@ fn start_sim(
 /// PostgreSQL; host `a` is killed whole (its runner and its executors) in
 /// the middle of a task; host `b`'s watchdog reclaims `a`'s slots once their
 /// lease ran out (`LEASE_EXPIRED_CLEAR`), and `b`'s runner finishes them.
-pub fn run_postgres(root: &Path) -> Result {
+pub fn run_postgres() -> Result {
     let mut build = crate::cargo();
     build.args(["build", "--quiet", "--workspace", "--bins"]);
     crate::run("build", build)?;
-    let bin = |name: &str| root.join("target/debug").join(name);
+    let bin = |name: &str| crate::built("debug", name);
     let server = ledger_postgres::test_server::TestServer::start().map_err(|e| e.to_string())?;
     server
         .create_database("inflight")

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::command(&args[1..]),
-        Some("demo") => demo::command(&workspace_root(), &args[1..]),
+        Some("demo") => demo::command(&args[1..]),
         Some("soak") => soak(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
@@ -80,9 +80,44 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Where cargo builds: `CARGO_TARGET_DIR` (relative to the workspace's
+/// root when relative, as cargo reads it from there), else `target/`.
+pub(crate) fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// A binary of the workspace, built in `profile` (`debug`, `release`).
+pub(crate) fn built(profile: &str, name: &str) -> PathBuf {
+    target_dir().join(profile).join(name)
+}
+
+/// A `cargo` for the workspace. `cargo xtask` runs this tool with the
+/// variables cargo sets for a package it runs (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_*`, …); a build started from here must not see them: build
+/// scripts that track them (ring's does) would run again, and everything
+/// after them be compiled again, at every command.
 pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace_root());
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let set_for_the_run = name.starts_with("CARGO_PKG_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if set_for_the_run {
+            cmd.env_remove(name);
+        }
+    }
     cmd
 }
 
@@ -188,7 +223,7 @@ fn ci() -> Result {
 
     // A short chaos soak on the binaries just built; `cargo xtask soak`
     // runs the long one.
-    let mut soak = Command::new(workspace_root().join("target/debug/soak"));
+    let mut soak = Command::new(built("debug", "soak"));
     soak.args(["--seconds", "60"]);
     run("soak (60 s)", soak)?;
 
@@ -228,7 +263,7 @@ fn check_unit_files() -> Result {
         return Ok(());
     }
     let root = workspace_root();
-    let bins = root.join("target/debug");
+    let bins = target_dir().join("debug");
     let scratch = std::env::temp_dir().join(format!("inflight-units-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let mut units = Vec::new();
@@ -467,7 +502,7 @@ fn soak(args: &[String]) -> Result {
     let mut build = cargo();
     build.args(["build", "--release", "--workspace", "--bins", "--locked"]);
     run("release binaries", build)?;
-    let mut soak = Command::new(workspace_root().join("target/release/soak"));
+    let mut soak = Command::new(built("release", "soak"));
     if !args.iter().any(|a| a == "--minutes" || a == "--seconds") {
         soak.args(["--minutes", "30"]);
     }
