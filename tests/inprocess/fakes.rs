@@ -539,6 +539,7 @@ pub struct RenewalLog {
     renewals: Mutex<Vec<(Duration, Timestamp)>>,
     cut_off: std::sync::atomic::AtomicBool,
     lose_admit_answer: std::sync::atomic::AtomicBool,
+    hang: std::sync::atomic::AtomicBool,
 }
 
 impl RenewalLog {
@@ -549,6 +550,7 @@ impl RenewalLog {
             renewals: Mutex::default(),
             cut_off: std::sync::atomic::AtomicBool::new(false),
             lose_admit_answer: std::sync::atomic::AtomicBool::new(false),
+            hang: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -557,6 +559,12 @@ impl RenewalLog {
     pub fn lose_next_admit_answer(&self) {
         self.lose_admit_answer
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// From now on (or no longer), every call of the ledger's waits: a
+    /// store that stopped answering, without an error.
+    pub fn hang(&self, on: bool) {
+        self.hang.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// From now on (or no longer), renewals and finishes fail as they do
@@ -584,6 +592,9 @@ impl RenewalLog {
 impl RenewalLog {
     /// Refuses what a partition refuses.
     fn before(&self, call: &str) -> ledger_core::Result<()> {
+        while self.hang.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         match call {
             "finish" | "renew_leases" | "set_holder" => self.reachable(),
             _ => Ok(()),

@@ -220,9 +220,16 @@ async fn the_lease_is_renewed_every_third_of_it_while_the_executor_runs() {
     let run = &rig.executors.runs()[0];
     let launch = run.launch.as_ref().unwrap();
     assert!(launch.env.contains(&("INFLIGHT_TASK_ID", task.clone())));
+    // The key, and systemd's notify variables (the executor must not speak
+    // for the runner).
     assert_eq!(
         launch.env_remove,
-        std::slice::from_ref(&rig.config.plane.api_key_env)
+        [
+            rig.config.plane.api_key_env.as_str(),
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID"
+        ]
     );
     let started = run.started_at.unwrap();
     assert_eq!(run.ended_at, Some(started + secs(95)));
@@ -904,4 +911,60 @@ async fn a_webhook_hint_older_than_the_last_look_is_dropped_unread() {
         "the late delivery cost a re-read: {:?}",
         rig.board.calls()
     );
+}
+
+/// systemd hears `READY=1` once the start-up sweep is done, then
+/// `WATCHDOG=1` every half interval while the claim loop lives (an idle
+/// wait is life); none once the loop is stuck in a store call that never
+/// returns, so systemd's `WatchdogSec` restarts the runner. Real time: the
+/// store hangs a blocking thread, which a paused clock would wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_then_pings_only_while_the_loop_lives() {
+    let rig = Rig::new(
+        Script::RunsUntilTerm,
+        &[("watcher", "poll_interval_secs = 1")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("notify");
+    let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let read = || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = listener.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got
+    };
+    let notifier =
+        runtime::Notifier::to(socket.to_str().unwrap(), Some(Duration::from_secs(1))).unwrap();
+    let runner = rig.runner(false).with_notifier(notifier);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(runner.run(async {
+        let _ = stopped.await;
+    }));
+    let pings = |said: &[String]| said.iter().filter(|m| *m == "WATCHDOG=1").count();
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let alive = read();
+    assert_eq!(
+        alive.first().map(String::as_str),
+        Some("READY=1\nSTATUS=runner of role goal"),
+        "{alive:?}"
+    );
+    assert!(pings(&alive) >= 2, "pings while idle: {alive:?}");
+
+    // The store stops answering: the next look at the board (within the
+    // 1-s poll) hangs in it, and the pings stop within the interval.
+    rig.store.hang(true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = read();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stuck = read();
+    assert_eq!(pings(&stuck), 0, "pinged while stuck: {stuck:?}");
+
+    rig.store.hang(false);
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    assert!(read().iter().any(|m| m == "STOPPING=1"));
 }

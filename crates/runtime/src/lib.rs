@@ -30,6 +30,7 @@
 
 mod adapters;
 mod logging;
+mod notify;
 mod shutdown;
 mod store;
 
@@ -43,6 +44,7 @@ pub use inflight_metrics::{
     spawn_metrics, write_textfile,
 };
 pub use logging::{LogFormat, init_logging, report_failure};
+pub use notify::{NOTIFY_VARIABLES, Notifier};
 pub use plane_fleet::{
     BoardView, DELIVERY_GRACE, SharedBoard, Silence, board_key, decode_hint, decode_items,
     encode_hint, encode_items,

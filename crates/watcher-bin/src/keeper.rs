@@ -362,8 +362,14 @@ impl Supervised<'_> {
                 ("INFLIGHT_TASK_NAME", job.task_name.clone()),
             ],
             // The executor has no business with Plane's keys, the
-            // database's password or the webhook's secret.
-            env_remove: self.config.secret_envs(),
+            // database's password or the webhook's secret, nor with
+            // systemd's notify socket (it would speak for the runner).
+            env_remove: self
+                .config
+                .secret_envs()
+                .into_iter()
+                .chain(runtime::NOTIFY_VARIABLES.map(String::from))
+                .collect(),
             task: job.key.task_id.as_str().to_owned(),
         }
     }

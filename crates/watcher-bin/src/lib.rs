@@ -40,6 +40,7 @@ mod launch;
 mod leases;
 mod memory;
 mod output;
+mod pulse;
 mod spawn;
 
 use std::collections::HashMap;
@@ -55,8 +56,9 @@ use plane_client::{PlaneError, WorkItem, same_name};
 use reconcile::{ProcessProbe, StartupOptions, StartupOutcome};
 use runtime::{
     BackendSettings, Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe,
-    LogFormat, Plane, PlaneLookup, RoleProblem, RoleSettings, SharedBoard, Silence, StopMode,
-    StoreStartupLock, check_role, on_store, open_store, requeue_reclaimed, state_of, this_owner,
+    LogFormat, Notifier, Plane, PlaneLookup, RoleProblem, RoleSettings, SharedBoard, Silence,
+    StopMode, StoreStartupLock, check_role, on_store, open_store, requeue_reclaimed, state_of,
+    this_owner,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -163,6 +165,10 @@ pub struct Runner {
     last_listed: Mutex<Option<std::time::SystemTime>>,
     /// What this runner tells Prometheus.
     metrics: Arc<runtime::Metrics>,
+    /// What it tells systemd (readiness, liveness), if anything.
+    notifier: Arc<Notifier>,
+    /// The claim loop's signs of life, for systemd's watchdog.
+    pulse: pulse::Pulse,
 }
 
 /// How often a runner with webhooks on reads the board's hints while it
@@ -250,7 +256,16 @@ impl Runner {
             )?),
             clock: Arc::new(SystemClock),
         };
-        Ok(Self::with_dependencies(config, role, once, dependencies)?.with_metrics(metrics))
+        Ok(Self::with_dependencies(config, role, once, dependencies)?
+            .with_metrics(metrics)
+            .with_notifier(Notifier::from_env()))
+    }
+
+    /// Tells `notifier` (systemd) when it is ready, and that it is alive
+    /// while its loop is (see the `pulse` module).
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Arc::new(notifier);
+        self
     }
 
     /// [`Runner::new`] on the blocking pool, for async callers: opening a
@@ -342,6 +357,8 @@ impl Runner {
             hinted: Mutex::new(Vec::new()),
             silence: Mutex::new(Default::default()),
             last_listed: Mutex::new(None),
+            notifier: Arc::new(Notifier::default()),
+            pulse: pulse::Pulse::new(),
             metrics,
             leases,
             config,
@@ -402,8 +419,25 @@ impl Runner {
             reclaimed_at_startup: this.sweep(&stop, true).await,
             ..Summary::default()
         };
+        this.notifier
+            .ready(&format!("runner of role {}", this.role.name));
+        let pinging = this.notifier.watchdog().map(|interval| {
+            let this = this.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(interval / 2).await;
+                    if this.pulse.alive_within(interval) {
+                        this.notifier.alive();
+                    }
+                }
+            })
+        });
         let mut active = JoinSet::new();
         let claimed = this.claim(&stop, &mut active, &mut summary).await;
+        this.notifier.stopping();
+        if let Some(pinging) = pinging {
+            pinging.abort();
+        }
         // A look at the board cut short leaves its listing to the others
         // at once, not when its claim lapses.
         this.board.give_up().await;
@@ -496,6 +530,7 @@ impl Runner {
             if *stop.borrow() {
                 break;
             }
+            self.pulse.beat();
             // The keepers of the role come first: their runs count against
             // `parallel`, and outcomes recorded while no runner was up are
             // reported before anything new is claimed.
@@ -507,7 +542,11 @@ impl Runner {
                         adopted = true;
                     }
                     Some(None) => {
-                        if wait_or_stop(self.poll_interval, stop.clone()).await {
+                        if self
+                            .pulse
+                            .idle(wait_or_stop(self.poll_interval, stop.clone()))
+                            .await
+                        {
                             break;
                         }
                         continue;
@@ -550,7 +589,11 @@ impl Runner {
                     // Checked again when the cached names expire, or as
                     // soon as the board shows a label or state they lack
                     // (one just created and put on a task).
-                    if wait_or_stop(self.poll_interval, stop.clone()).await {
+                    if self
+                        .pulse
+                        .idle(wait_or_stop(self.poll_interval, stop.clone()))
+                        .await
+                    {
                         break;
                     }
                     if unless_stopped(stop, self.learn_new_names()).await.is_none() {
@@ -580,7 +623,7 @@ impl Runner {
                     self.metrics.error("board");
                     let wait = self.backoff(failures);
                     tracing::warn!(%error, wait_secs = wait.as_secs(), "could not list the board; backing off");
-                    if wait_or_stop(wait, stop.clone()).await {
+                    if self.pulse.idle(wait_or_stop(wait, stop.clone())).await {
                         break;
                     }
                     continue;
@@ -707,8 +750,9 @@ impl Runner {
         active: &mut JoinSet<WatchEnd>,
         summary: &mut Summary,
     ) -> Pause {
+        let waited = self.pulse.idle(wait_or_stop(wait, stop.clone()));
         tokio::select! {
-            stopped = wait_or_stop(wait, stop.clone()) => {
+            stopped = waited => {
                 if stopped { Pause::Stopped } else { Pause::Elapsed }
             }
             Some(ended) = active.join_next(), if !active.is_empty() => {
