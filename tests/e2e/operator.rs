@@ -694,3 +694,41 @@ fn an_executor_that_cannot_start_is_said_in_the_log_line_s_message() {
         "{said:#?}"
     );
 }
+
+/// `check-config --offline` (a unit's `ExecStartPre=`) needs neither Plane
+/// nor the ledger: it passes with Plane refusing every request, and exits
+/// 2 naming the culprit for an unset key variable, a command that cannot
+/// start, a ledger folder that does not exist.
+#[test]
+fn check_config_offline_checks_what_needs_neither_plane_nor_the_ledger() {
+    let world = World::new(2, &[Role::new("goal", "Ready for AI")]);
+    std::fs::create_dir_all(world.path("var")).unwrap();
+    world
+        .sim
+        .inject(plane_sim::FaultRule::new(plane_sim::Fault::Status(503)));
+    let out = world.watchdog(&["check-config", "--offline"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration: ok (offline"));
+    assert_eq!(world.sim.requests().len(), 0, "Plane was asked");
+    let line = command_line(&world);
+    for (from, to, culprit) in [
+        ("E2E_PLANE_KEY", "E2E_UNSET_KEY_VARIABLE", "E2E_UNSET_KEY_VARIABLE"),
+        (
+            line.as_str(),
+            r#"command = ["/nonexistent/agent"]"#,
+            "backends.local.command",
+        ),
+        (
+            "path = \"var/inflight.redb\"",
+            "path = \"no-such-folder/inflight.redb\"",
+            "ledger.path",
+        ),
+    ] {
+        world.edit_config(from, to);
+        let out = world.watchdog(&["check-config", "--offline"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{culprit}: {stderr}");
+        assert!(stderr.contains(culprit), "{culprit}: {stderr}");
+        world.edit_config(to, from);
+    }
+}

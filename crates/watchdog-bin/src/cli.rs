@@ -122,7 +122,14 @@ pub enum Command {
     /// labels exist there. Exits 2 naming a backend whose command cannot
     /// start, each role key whose name Plane lacks or whose own key the
     /// project refuses; 1 when Plane does not answer.
-    CheckConfig,
+    CheckConfig {
+        /// Check only what needs neither Plane nor the ledger: the key
+        /// variables are set, the commands can be started, the ledger's
+        /// folder exists. For a unit's ExecStartPre= (a Plane outage must
+        /// not keep runners from starting).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Import the reference system's usage.json: rebuilds the open slots and
     /// the event history. Safe to repeat.
     ImportUsageJson {

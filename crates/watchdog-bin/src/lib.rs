@@ -350,6 +350,47 @@ impl ConfigCheck {
     }
 }
 
+/// What can be checked of the configuration without asking Plane or
+/// opening the ledger (`check-config --offline`, a unit's `ExecStartPre=`):
+/// every key variable it names is set (exit status 2 naming it), every
+/// backend's command can be started (a command that cannot would move the
+/// first task it gets to the blocked state), and a redb ledger's folder
+/// exists (the service's state directory).
+pub async fn check_locally(config: &Config) -> Result<(), WatchdogError> {
+    config.plane_config()?;
+    for role in config.roles.values() {
+        config.plane_config_for(role)?;
+    }
+    // Looking at files blocks: off the runtime.
+    let local = config.clone();
+    tokio::task::spawn_blocking(move || {
+        for backend in local.backends.values() {
+            if let Err(why) = local.check_program(backend) {
+                return Err(WatchdogError::Misconfigured(format!(
+                    "backends.{}.command: cannot be started: {why}",
+                    backend.name
+                )));
+            }
+        }
+        if let runtime::StoreSettings::Redb = &local.ledger.store
+            && let Some(folder) = local.ledger.path.parent()
+            && !folder.is_dir()
+        {
+            return Err(WatchdogError::Misconfigured(format!(
+                "ledger.path: its folder {} does not exist (for a systemd unit: StateDirectory=inflight makes /var/lib/inflight)",
+                folder.display()
+            )));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| {
+        WatchdogError::Io(std::io::Error::other(format!(
+            "checking the configuration: {e}"
+        )))
+    })?
+}
+
 /// Checks the configuration: every backend's command can be started (a
 /// misconfiguration, exit status 2, naming the backend), and against
 /// Plane: the project answers with this key (and each role's own), and
@@ -357,27 +398,7 @@ impl ConfigCheck {
 /// answer is an error (exit status 1); names that do not resolve are
 /// returned, for the caller to exit with status 2.
 pub async fn check_config(config: &Config) -> Result<ConfigCheck, WatchdogError> {
-    // A command that cannot start would move the first task it gets to
-    // the blocked state: say so now. (Looking at files blocks: off the
-    // runtime.)
-    let programs = config.clone();
-    tokio::task::spawn_blocking(move || {
-        for backend in programs.backends.values() {
-            if let Err(why) = programs.check_program(backend) {
-                return Err(WatchdogError::Misconfigured(format!(
-                    "backends.{}.command: cannot be started: {why}",
-                    backend.name
-                )));
-            }
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| {
-        WatchdogError::Io(std::io::Error::other(format!(
-            "checking the backends' commands: {e}"
-        )))
-    })??;
+    check_locally(config).await?;
     let plane = PlaneClient::new(config.plane_config()?)?;
     let probe = plane.probe_project().await?;
     let mut roles = BTreeMap::new();

@@ -10,10 +10,10 @@ use ledger_core::{Clock, SystemClock};
 use runtime::{Config, HostIdentity, init_logging};
 use watchdog_bin::cli::{Args, Command};
 use watchdog_bin::{
-    InterruptWhich, RunOptions, Scanner, WatchdogError, check_config, config_check_text,
-    event_text, events, import_report_json, import_usage_json, interrupt, interrupt_text,
-    metrics_text, probe, release, release_text, status, status_text, unreadable_events, with_store,
-    with_store_read_only,
+    InterruptWhich, RunOptions, Scanner, WatchdogError, check_config, check_locally,
+    config_check_text, event_text, events, import_report_json, import_usage_json, interrupt,
+    interrupt_text, metrics_text, probe, release, release_text, status, status_text,
+    unreadable_events, with_store, with_store_read_only,
 };
 
 fn main() -> ExitCode {
@@ -74,7 +74,11 @@ async fn execute(config: Config, command: Command) -> Result<(), WatchdogError> 
             };
             watchdog_bin::run(scanner, options, shutdown.stopped(), each).await?;
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { offline: true } => {
+            check_locally(&config).await?;
+            println!("configuration: ok (offline: Plane and the ledger not asked)");
+        }
+        Command::CheckConfig { offline: false } => {
             let check = check_config(&config).await?;
             print!("{}", config_check_text(&config, &check));
             let problems: Vec<String> = check.problems().map(ToString::to_string).collect();
