@@ -707,12 +707,20 @@ fn check_config_offline_checks_what_needs_neither_plane_nor_the_ledger() {
         .sim
         .inject(plane_sim::FaultRule::new(plane_sim::Fault::Status(503)));
     let out = world.watchdog(&["check-config", "--offline"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration: ok (offline"));
     assert_eq!(world.sim.requests().len(), 0, "Plane was asked");
     let line = command_line(&world);
     for (from, to, culprit) in [
-        ("E2E_PLANE_KEY", "E2E_UNSET_KEY_VARIABLE", "E2E_UNSET_KEY_VARIABLE"),
+        (
+            "E2E_PLANE_KEY",
+            "E2E_UNSET_KEY_VARIABLE",
+            "E2E_UNSET_KEY_VARIABLE",
+        ),
         (
             line.as_str(),
             r#"command = ["/nonexistent/agent"]"#,

@@ -302,12 +302,56 @@ fn check_unit_files() -> Result {
         .arg("verify")
         .args(&units)
         .output();
+    let secured = secure_enough(&units);
     let _ = std::fs::remove_dir_all(&scratch);
     let verified = verified.map_err(|e| format!("systemd-analyze: {e}"))?;
     // An unknown key is only a warning to systemd; here it is a failure.
     let said = String::from_utf8_lossy(&verified.stderr);
     if !verified.status.success() || !said.trim().is_empty() {
         return Err(format!("systemd-analyze verify: {}", said.trim()));
+    }
+    secured
+}
+
+/// The most exposure `systemd-analyze security` may rate a shipped
+/// service, in its tenths (4.0: "OK" starts below 5).
+const MOST_EXPOSURE: u32 = 40;
+
+/// `systemd-analyze security --offline=yes` on every service unit: each
+/// rated at most [`MOST_EXPOSURE`], the ratings printed.
+fn secure_enough(units: &[PathBuf]) -> Result {
+    eprintln!(
+        "==> systemd-analyze security (deploy/systemd, at most {:.1})",
+        f64::from(MOST_EXPOSURE) / 10.0
+    );
+    for unit in units
+        .iter()
+        .filter(|u| u.extension().is_some_and(|e| e == "service"))
+    {
+        let rated = Command::new("systemd-analyze")
+            .args([
+                "security",
+                "--offline=yes",
+                &format!("--threshold={MOST_EXPOSURE}"),
+            ])
+            .arg(unit)
+            .output()
+            .map_err(|e| format!("systemd-analyze security: {e}"))?;
+        let said = String::from_utf8_lossy(&rated.stdout);
+        let overall = said
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .unwrap_or("(no overall rating)")
+            .trim()
+            .to_owned();
+        eprintln!("    {overall}");
+        if !rated.status.success() {
+            return Err(format!(
+                "systemd-analyze security: {} is rated above {:.1}: {overall}",
+                unit.display(),
+                f64::from(MOST_EXPOSURE) / 10.0
+            ));
+        }
     }
     Ok(())
 }
