@@ -698,11 +698,10 @@ fn an_executor_that_cannot_start_is_said_in_the_log_line_s_message() {
 /// `check-config --offline` (a unit's `ExecStartPre=`) needs neither Plane
 /// nor the ledger: it passes with Plane refusing every request, and exits
 /// 2 naming the culprit for an unset key variable, a command that cannot
-/// start, a ledger folder that does not exist.
+/// start, a ledger folder that neither exists nor can be made.
 #[test]
 fn check_config_offline_checks_what_needs_neither_plane_nor_the_ledger() {
     let world = World::new(2, &[Role::new("goal", "Ready for AI")]);
-    std::fs::create_dir_all(world.path("var")).unwrap();
     world
         .sim
         .inject(plane_sim::FaultRule::new(plane_sim::Fault::Status(503)));
@@ -726,9 +725,11 @@ fn check_config_offline_checks_what_needs_neither_plane_nor_the_ledger() {
             r#"command = ["/nonexistent/agent"]"#,
             "backends.local.command",
         ),
+        // A folder that can be neither found nor made (here below a file;
+        // under the unit's sandbox, most of the file system is read-only).
         (
             "path = \"var/inflight.redb\"",
-            "path = \"no-such-folder/inflight.redb\"",
+            "path = \"inflight.toml/var/inflight.redb\"",
             "ledger.path",
         ),
     ] {
@@ -738,5 +739,31 @@ fn check_config_offline_checks_what_needs_neither_plane_nor_the_ledger() {
         assert_eq!(out.status.code(), Some(2), "{culprit}: {stderr}");
         assert!(stderr.contains(culprit), "{culprit}: {stderr}");
         world.edit_config(to, from);
+    }
+}
+
+/// `--version` names the commit the binaries were built from (`unknown`
+/// outside a git checkout, or `INFLIGHT_COMMIT` as a package sets it).
+#[test]
+fn version_names_the_commit() {
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    for program in ["watcher", "watchdog"] {
+        let out = Command::new(bin(program))
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.starts_with(program) && said.contains(&format!("(commit {head})")),
+            "{program} --version: {said}"
+        );
     }
 }

@@ -45,6 +45,15 @@ pub use inflight_metrics::{
 };
 pub use logging::{LogFormat, init_logging, report_failure};
 pub use notify::{NOTIFY_VARIABLES, Notifier};
+
+/// The binaries' version and the commit they were built from, for
+/// `--version`: `0.1.0 (commit 1a2b3c4d5e6f)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("INFLIGHT_COMMIT"),
+    ")"
+);
 pub use plane_fleet::{
     BoardView, DELIVERY_GRACE, SharedBoard, Silence, board_key, decode_hint, decode_items,
     encode_hint, encode_items,

@@ -18,7 +18,7 @@ use runtime::LogFormat;
 ///
 /// Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.
 #[derive(Debug, Parser)]
-#[command(name = "watchdog", version)]
+#[command(name = "watchdog", version = runtime::VERSION)]
 pub struct Args {
     /// The configuration file (TOML; see docs/configuration.md).
     #[arg(long, value_name = "FILE", global = true)]

@@ -375,9 +375,10 @@ pub async fn check_locally(config: &Config) -> Result<(), WatchdogError> {
         if let runtime::StoreSettings::Redb = &local.ledger.store
             && let Some(folder) = local.ledger.path.parent()
             && !folder.is_dir()
+            && !can_be_made(folder)
         {
             return Err(WatchdogError::Misconfigured(format!(
-                "ledger.path: its folder {} does not exist (for a systemd unit: StateDirectory=inflight makes /var/lib/inflight)",
+                "ledger.path: its folder {} does not exist and cannot be made here (for a systemd unit: StateDirectory=inflight makes /var/lib/inflight, writable by the service)",
                 folder.display()
             )));
         }
@@ -389,6 +390,20 @@ pub async fn check_locally(config: &Config) -> Result<(), WatchdogError> {
             "checking the configuration: {e}"
         )))
     })?
+}
+
+/// Whether a missing `folder` can be made: its nearest existing ancestor
+/// is a folder this process may write in (not on a read-only mount, as
+/// most of the file system is under a unit's `ProtectSystem=strict`).
+fn can_be_made(folder: &Path) -> bool {
+    let Some(existing) = folder.ancestors().find(|a| a.exists()) else {
+        return false;
+    };
+    let Ok(c_path) = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: access() reads a NUL-terminated path and nothing else.
+    existing.is_dir() && unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } == 0
 }
 
 /// Checks the configuration: every backend's command can be started (a

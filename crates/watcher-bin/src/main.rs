@@ -44,7 +44,7 @@ use watcher_bin::{Runner, WatcherError};
 /// not be read), 2 bad usage or configuration (with --once: a role name
 /// Plane lacks).
 #[derive(Debug, Parser)]
-#[command(name = "watcher", version)]
+#[command(name = "watcher", version = runtime::VERSION)]
 struct Args {
     /// The configuration file (TOML; see docs/configuration.md).
     #[arg(long, value_name = "FILE")]
