@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod board;
+pub mod cli;
 use board::Refused;
 mod dispatch;
 mod keeper;
