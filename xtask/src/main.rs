@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod dist;
 mod plot;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,10 @@ commands:
                   fast; with --postgres, two hosts sharing one cap on a
                   throwaway PostgreSQL, one killed whole, the other reclaiming
                   its slots once their lease ran out
+  dist            build the release binaries and write target/dist/inflight_VERSION_ARCH.deb
+                  and a tarball of the same files (binaries, manual pages, bash/zsh/fish
+                  completions, systemd units, an example /etc/inflight/inflight.toml);
+                  checks the .deb with lintian when it is installed
   soak [--minutes N] [--seed S]
                   the chaos soak: runners killed at random, failing and hanging
                   executors, Plane faults; checks caps, live dispatches and that
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench::command(&args[1..]),
         Some("demo") => demo::command(&args[1..]),
+        Some("dist") => dist::command(&args[1..]),
         Some("soak") => soak(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("help" | "--help" | "-h") | None => {

@@ -400,3 +400,16 @@ fn a_role_with_a_key_of_its_own_reads_it_and_others_keep_the_plane_key() {
     ));
     assert_eq!(err.key, "roles.goal.api_key_env");
 }
+
+/// The example configuration the package installs loads, and keeps its
+/// ledger in the units' state directory.
+#[test]
+fn the_packaged_example_configuration_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/inflight.toml");
+    let config = Config::load(std::path::Path::new(path)).unwrap();
+    assert_eq!(
+        config.ledger.path,
+        std::path::PathBuf::from("/var/lib/inflight/inflight.redb")
+    );
+    assert_eq!(config.plane.api_key_env, "PLANE_API_KEY");
+}
