@@ -22,9 +22,11 @@ const PACKAGE: &str = "inflight";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub(crate) fn command(args: &[String]) -> Result {
-    if let Some(other) = args.first() {
-        return Err(format!("dist: unexpected argument {other:?}"));
-    }
+    let verify = match args {
+        [] => false,
+        [flag] if flag == "--verify" => true,
+        [other, ..] => return Err(format!("dist: unexpected argument {other:?}")),
+    };
     let mut build = cargo();
     build.args([
         "build",
@@ -61,8 +63,112 @@ pub(crate) fn command(args: &[String]) -> Result {
         .arg(".");
     run("tarball", tar)?;
     lintian(&deb)?;
+    if verify {
+        verify_install(&deb, &dist.join("verify-root"))?;
+    }
     println!("{}", deb.display());
     println!("{}", tarball.display());
+    Ok(())
+}
+
+/// Installs `deb` with `dpkg --root` into a scratch root made at `root`
+/// (an empty dpkg database, the base system's user files) and checks what
+/// it left: the files, the `inflight` user in the root's `passwd` (the
+/// host's untouched), no unit enabled, and the installed `watchdog`
+/// naming its commit.
+fn verify_install(deb: &Path, root: &Path) -> Result {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: std::io::Error| format!("{}: {e}", p.display())
+    };
+    if root.exists() {
+        std::fs::remove_dir_all(root).map_err(io(root))?;
+    }
+    for dir in [
+        "etc",
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+    ] {
+        std::fs::create_dir_all(root.join(dir)).map_err(io(root))?;
+    }
+    for (file, text) in [
+        ("var/lib/dpkg/status", ""),
+        ("var/lib/dpkg/available", ""),
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/bash\n"),
+        ("etc/group", "root:x:0:\n"),
+        ("etc/shadow", "root:*:19000:0:99999:7:::\n"),
+        ("etc/gshadow", "root:*::\n"),
+    ] {
+        write(&root.join(file), text, 0o644)?;
+    }
+    let defs = std::fs::read("/etc/login.defs").unwrap_or_default();
+    write(&root.join("etc/login.defs"), defs, 0o644)?;
+    let host_had_user = std::fs::read_to_string("/etc/passwd")
+        .map(|p| p.lines().any(|l| l.starts_with("inflight:")))
+        .unwrap_or(false);
+    let mut install = Command::new("dpkg");
+    install
+        .arg(format!("--root={}", root.display()))
+        .args([
+            "--force-not-root",
+            "--force-script-chrootless",
+            // The scratch root has no libc6 or adduser package recorded.
+            "--force-depends",
+            "-i",
+        ])
+        .arg(deb);
+    run("dpkg --root -i (a scratch root)", install)?;
+    let mut missing = Vec::new();
+    for file in [
+        "usr/bin/watcher",
+        "usr/bin/watchdog",
+        "usr/share/man/man1/watcher.1.gz",
+        "usr/share/man/man1/watchdog.1.gz",
+        "usr/share/man/man1/watchdog-run.1.gz",
+        "usr/share/bash-completion/completions/watcher",
+        "usr/share/zsh/vendor-completions/_watchdog",
+        "usr/share/fish/vendor_completions.d/watcher.fish",
+        "lib/systemd/system/inflight-watcher@.service",
+        "lib/systemd/system/inflight-watchdog-run.service",
+        "etc/inflight/inflight.toml",
+        "usr/share/doc/inflight/copyright",
+    ] {
+        if !root.join(file).is_file() {
+            missing.push(file);
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "dist --verify: not installed: {}",
+            missing.join(", ")
+        ));
+    }
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).map_err(io(root))?;
+    if !passwd.lines().any(|l| l.starts_with("inflight:")) {
+        return Err("dist --verify: the inflight user was not created".into());
+    }
+    let host_has_user = std::fs::read_to_string("/etc/passwd")
+        .map(|p| p.lines().any(|l| l.starts_with("inflight:")))
+        .unwrap_or(false);
+    if host_has_user && !host_had_user {
+        return Err("dist --verify: the host's own passwd got the user".into());
+    }
+    if root.join("etc/systemd/system").exists() {
+        return Err("dist --verify: a unit was enabled".into());
+    }
+    let version = Command::new(root.join("usr/bin/watchdog"))
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("the installed watchdog: {e}"))?;
+    let said = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    if !said.contains("(commit ") || said.contains("(commit unknown)") {
+        return Err(format!("dist --verify: --version names no commit: {said}"));
+    }
+    eprintln!(
+        "==> dist --verify: installed into {}: files, the user, no unit enabled; {said}",
+        root.display()
+    );
     Ok(())
 }
 
@@ -263,23 +369,31 @@ fn control_files(stage: &Path, arch: &str) -> Result {
         "/etc/inflight/inflight.toml\n",
         0o644,
     )?;
-    write(
-        &debian.join("postinst"),
-        "#!/bin/sh\n\
-         # Creates the system user the units run as; enables and starts nothing:\n\
-         # the operator gives the credentials first (/etc/inflight/plane.env).\n\
-         set -e\n\
-         if [ \"$1\" = configure ]; then\n\
-         \x20   if ! getent passwd inflight >/dev/null; then\n\
-         \x20       adduser --system --group --home /var/lib/inflight --no-create-home \\\n\
-         \x20           --gecos 'inflight runners' inflight >/dev/null\n\
-         \x20   fi\n\
-         fi\n\
-         exit 0\n",
-        0o755,
-    )?;
+    write(&debian.join("postinst"), POSTINST, 0o755)?;
     Ok(())
 }
+
+/// Creates the system user the units run as; enables and starts nothing.
+/// Under `dpkg --root` (`DPKG_ROOT`, as `dist --verify` installs) the user
+/// goes into that root, never the host's.
+const POSTINST: &str = r#"#!/bin/sh
+# Creates the system user the units run as; enables and starts nothing:
+# the operator gives the credentials first (/etc/inflight/plane.env).
+set -e
+if [ "$1" = configure ]; then
+    if [ -n "${DPKG_ROOT:-}" ]; then
+        # Status 9: the user is there already (a reinstall).
+        useradd --prefix "$DPKG_ROOT" --system --user-group \
+            --home-dir /var/lib/inflight --no-create-home \
+            --shell /usr/sbin/nologin --comment 'inflight runners' inflight \
+            || [ $? -eq 9 ]
+    elif ! getent passwd inflight >/dev/null; then
+        adduser --system --group --home /var/lib/inflight --no-create-home \
+            --gecos 'inflight runners' inflight >/dev/null
+    fi
+fi
+exit 0
+"#;
 
 /// The staged tree's size in KiB, without `DEBIAN/`.
 fn installed_size(stage: &Path) -> u64 {

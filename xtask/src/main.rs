@@ -35,10 +35,12 @@ commands:
                   fast; with --postgres, two hosts sharing one cap on a
                   throwaway PostgreSQL, one killed whole, the other reclaiming
                   its slots once their lease ran out
-  dist            build the release binaries and write target/dist/inflight_VERSION_ARCH.deb
+  dist [--verify] build the release binaries and write target/dist/inflight_VERSION_ARCH.deb
                   and a tarball of the same files (binaries, manual pages, bash/zsh/fish
                   completions, systemd units, an example /etc/inflight/inflight.toml);
-                  checks the .deb with lintian when it is installed
+                  checks the .deb with lintian when it is installed (no warning allowed);
+                  with --verify, installs it with dpkg --root into a scratch root and
+                  checks the files, the user, that no unit is enabled, --version
   soak [--minutes N] [--seed S]
                   the chaos soak: runners killed at random, failing and hanging
                   executors, Plane faults; checks caps, live dispatches and that
