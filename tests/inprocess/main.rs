@@ -961,9 +961,11 @@ async fn systemd_hears_ready_then_pings_only_while_the_loop_lives() {
     let _ = read();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let stuck = read();
+    // Released before judging, so that a failure fails rather than hangs
+    // on the stuck runner.
+    rig.store.hang(false);
     assert_eq!(pings(&stuck), 0, "pinged while stuck: {stuck:?}");
 
-    rig.store.hang(false);
     let _ = stop.send(());
     running.await.unwrap().unwrap();
     assert!(read().iter().any(|m| m == "STOPPING=1"));
