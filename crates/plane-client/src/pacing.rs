@@ -178,9 +178,7 @@ impl Pacer {
     /// Takes a request from the shared budget, waiting as it says; `false`
     /// when it cannot be reached (the caller paces alone).
     async fn acquire_shared(&self, shared: &Shared) -> bool {
-        // The server counts arrivals, a little after our sends: the shared
-        // window is kept that much longer than the server's.
-        let window = self.limit.per + self.margin();
+        let window = self.counted_window();
         let limit = self.limit.requests;
         loop {
             // This process's own 429 pause, before asking anyone.
@@ -239,9 +237,16 @@ impl Pacer {
         }
     }
 
+    /// How long a send counts against the budget here: the server counts
+    /// arrivals, a little after our sends, so a little longer than its
+    /// window.
+    fn counted_window(&self) -> Duration {
+        self.limit.per + self.margin()
+    }
+
     /// When one of this client's sends leaves the window.
     fn leaves(&self, sent: Instant) -> Instant {
-        sent + self.limit.per + self.margin()
+        sent + self.counted_window()
     }
 
     /// Drops the sends that have left the window (kept in both modes: a
@@ -333,7 +338,7 @@ impl Pacer {
         {
             state.shared_in_window = used;
             let (budget, key) = (shared.budget.clone(), shared.key.clone());
-            let window = self.limit.per + self.margin();
+            let window = self.counted_window();
             state.noting = Some(tokio::task::spawn_blocking(move || {
                 if let Err(error) = budget.note_used(&key, used, window) {
                     tracing::debug!(%error, "could not pass Plane's count on to the shared budget");

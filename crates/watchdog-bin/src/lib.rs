@@ -229,15 +229,6 @@ impl Scanner {
         self.ledger.clone()
     }
 
-    /// The Plane project it asks.
-    pub fn plane(&self) -> Arc<dyn Plane> {
-        self.plane.clone()
-    }
-
-    /// The clock its store calls are stamped with.
-    pub fn clock(&self) -> Arc<dyn Clock> {
-        self.clock.clone()
-    }
 
     /// A receiver of Plane's webhooks for `config` (`[webhook]`), writing
     /// its hints to this scanner's store; `None` when webhooks are off.
