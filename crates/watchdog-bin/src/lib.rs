@@ -229,7 +229,6 @@ impl Scanner {
         self.ledger.clone()
     }
 
-
     /// A receiver of Plane's webhooks for `config` (`[webhook]`), writing
     /// its hints to this scanner's store; `None` when webhooks are off.
     /// The secret is read from `webhook.secret_env` (exit status 2 when

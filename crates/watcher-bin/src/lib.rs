@@ -543,11 +543,7 @@ impl Runner {
                         adopted = true;
                     }
                     Some(None) => {
-                        if self
-                            .pulse
-                            .idle(wait_or_stop(self.poll_interval, stop.clone()))
-                            .await
-                        {
+                        if self.rest(self.poll_interval, stop).await {
                             break;
                         }
                         continue;
@@ -590,11 +586,7 @@ impl Runner {
                     // Checked again when the cached names expire, or as
                     // soon as the board shows a label or state they lack
                     // (one just created and put on a task).
-                    if self
-                        .pulse
-                        .idle(wait_or_stop(self.poll_interval, stop.clone()))
-                        .await
-                    {
+                    if self.rest(self.poll_interval, stop).await {
                         break;
                     }
                     if unless_stopped(stop, self.learn_new_names()).await.is_none() {
@@ -624,7 +616,7 @@ impl Runner {
                     self.metrics.error("board");
                     let wait = self.backoff(failures);
                     tracing::warn!(%error, wait_secs = wait.as_secs(), "could not list the board; backing off");
-                    if self.pulse.idle(wait_or_stop(wait, stop.clone())).await {
+                    if self.rest(wait, stop).await {
                         break;
                     }
                     continue;
@@ -751,9 +743,8 @@ impl Runner {
         active: &mut JoinSet<WatchEnd>,
         summary: &mut Summary,
     ) -> Pause {
-        let waited = self.pulse.idle(wait_or_stop(wait, stop.clone()));
         tokio::select! {
-            stopped = waited => {
+            stopped = self.rest(wait, stop) => {
                 if stopped { Pause::Stopped } else { Pause::Elapsed }
             }
             Some(ended) = active.join_next(), if !active.is_empty() => {
@@ -761,6 +752,13 @@ impl Runner {
                 Pause::RunEnded
             }
         }
+    }
+
+    /// Waits `wait`, or until stopped (true then): a healthy wait, which
+    /// keeps the runner alive to systemd's watchdog meanwhile (see the
+    /// `pulse` module). Every wait of the claim loop goes through here.
+    async fn rest(&self, wait: Duration, stop: &watch::Receiver<bool>) -> bool {
+        self.pulse.idle(wait_or_stop(wait, stop.clone())).await
     }
 
     fn backoff(&self, failures: u32) -> Duration {
