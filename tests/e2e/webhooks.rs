@@ -39,16 +39,7 @@ fn post(port: u16, method: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
 
 /// The current time as RFC 3339 in UTC, as Plane writes `updated_at`.
 fn rfc3339_now() -> String {
-    ledger_core::Timestamp::from_unix_millis(
-        i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-        )
-        .unwrap(),
-    )
-    .to_string()
+    ledger_core::Timestamp::from_system_time(std::time::SystemTime::now()).to_string()
 }
 
 fn wait_for_log(world: &World, tag: &str, needle: &str) {

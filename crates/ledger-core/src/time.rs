@@ -39,6 +39,21 @@ impl Timestamp {
         self.0
     }
 
+    /// A system time, to the millisecond; one before the epoch is the
+    /// epoch.
+    pub fn from_system_time(at: std::time::SystemTime) -> Self {
+        let millis = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(duration_millis)
+            .unwrap_or(0);
+        Self(millis)
+    }
+
+    /// This instant as a system time; one before the epoch is the epoch.
+    pub fn to_system_time(self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(self.0).unwrap_or(0))
+    }
+
     /// This instant moved forward by `d`, saturating at the far future.
     pub fn saturating_add(self, d: Duration) -> Self {
         Self(self.0.saturating_add(duration_millis(d)))
@@ -208,11 +223,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(duration_millis)
-            .unwrap_or(0);
-        Timestamp(millis)
+        Timestamp::from_system_time(std::time::SystemTime::now())
     }
 }
 
@@ -246,6 +257,23 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_times_convert_to_the_millisecond_and_never_before_the_epoch() {
+        let at = std::time::UNIX_EPOCH + Duration::from_micros(1_764_000_000_123_456);
+        let stamp = Timestamp::from_system_time(at);
+        assert_eq!(stamp.as_unix_millis(), 1_764_000_000_123);
+        assert_eq!(
+            stamp.to_system_time(),
+            std::time::UNIX_EPOCH + Duration::from_millis(1_764_000_000_123)
+        );
+        let before = std::time::UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(Timestamp::from_system_time(before), Timestamp::EPOCH);
+        assert_eq!(
+            Timestamp::from_unix_millis(-5).to_system_time(),
+            std::time::UNIX_EPOCH
+        );
+    }
 
     #[test]
     fn formats_and_parses_round_trip() {

@@ -77,10 +77,7 @@ struct Kept {
 
 impl Kept {
     fn of(item: &WorkItem) -> Self {
-        let millis = |at: SystemTime| {
-            at.duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        };
+        let millis = |at: SystemTime| Timestamp::from_system_time(at).as_unix_millis();
         let created = millis(item.created_at);
         Kept {
             id: item.id.clone(),
@@ -106,9 +103,7 @@ impl Kept {
             }),
             None => StateRef::Id(self.state),
         };
-        let at = |millis: i64| {
-            SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
-        };
+        let at = |millis: i64| Timestamp::from_unix_millis(millis).to_system_time();
         WorkItem {
             id: self.id,
             name: self.name,
@@ -124,11 +119,6 @@ impl Kept {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A store's timestamp as a system time.
-fn system_time(at: Timestamp) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(at.as_unix_millis()).unwrap_or(0))
 }
 
 /// `items` as a snapshot's body.
@@ -309,7 +299,7 @@ impl SharedBoard {
         let changed = self.changed_since(events_seen).await;
         Ok(BoardView {
             items,
-            listed_at: Some(system_time(listed_at)),
+            listed_at: Some(listed_at.to_system_time()),
             changed,
         })
     }
@@ -403,7 +393,7 @@ impl SharedBoard {
         let items = decode_items(&snapshot.body)?;
         Some(BoardView {
             items,
-            listed_at: Some(system_time(snapshot.listed_at)),
+            listed_at: Some(snapshot.listed_at.to_system_time()),
             changed: self.changed_since(snapshot.events_seen).await,
         })
     }
