@@ -345,6 +345,19 @@ pub fn board_rule(
     }
 }
 
+/// [`FleetStore::hold_listing`]'s rule, shared by every store: a claim known
+/// by `until` is still the caller's when the board's listing ends then (no
+/// snapshot stored since, no other claim after it lapsed); it then ends
+/// `listing_for` after `now`. `None`: not the caller's any more.
+pub fn listing_hold(
+    listing_until: Option<Timestamp>,
+    until: Timestamp,
+    listing_for: Duration,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    (listing_until == Some(until)).then(|| now.saturating_add(listing_for))
+}
+
 /// What a board look does, as [`board_step`] decides it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoardStep {

@@ -55,7 +55,7 @@ use crate::{
     BudgetAnswer, Event, EventKind, ExecutorIdentity, FinishOutcome, FinishReason, FleetStore,
     HINT_RETENTION, ImportReport, LedgerError, LedgerStore, Limits, Owner, PruneReport, RateWindow,
     Result, RunId, Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
-    admission, board_step, budget,
+    admission, board_step, budget, listing_hold,
 };
 
 /// Decides whether a call (named as the contract's method) fails.
@@ -592,12 +592,11 @@ impl FleetStore for MemoryStore {
     ) -> Result<Option<Timestamp>> {
         self.call("hold_listing", |state| {
             let board = state.boards.entry(key.to_owned()).or_default();
-            if board.listing_until != Some(until) {
-                return Ok(None);
+            let held = listing_hold(board.listing_until, until, listing_for, now);
+            if held.is_some() {
+                board.listing_until = held;
             }
-            let held = now.saturating_add(listing_for);
-            board.listing_until = Some(held);
-            Ok(Some(held))
+            Ok(held)
         })
     }
 

@@ -14,6 +14,7 @@ use crate::store::{PgLedger, millis, now_sql, query};
 
 const BOARD_READ: &str = "SELECT * FROM board_read($1, $2)";
 const BOARD_CLAIM: &str = "UPDATE boards SET listing_until = $2 WHERE key = $1";
+// `ledger_core::listing_hold` in one statement, by the database's clock.
 const BOARD_HOLD: &str = concat!(
     "UPDATE boards SET listing_until = ",
     now_sql!(4),

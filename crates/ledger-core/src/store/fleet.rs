@@ -78,10 +78,10 @@ impl FleetStore for Ledger {
         self.write(|txn| {
             let mut boards = txn.open_table(BOARDS).or_storage(self)?;
             let mut record = self.board_record(&boards, key)?;
-            if record.listing_until != Some(until) {
+            let Some(held) = crate::listing_hold(record.listing_until, until, listing_for, now)
+            else {
                 return Ok(Tx::Abort(None));
-            }
-            let held = now.saturating_add(listing_for);
+            };
             record.listing_until = Some(held);
             let bytes = self.encode("boards", &record)?;
             boards.insert(key, bytes.as_slice()).or_storage(self)?;
