@@ -92,14 +92,6 @@ impl Silence {
     pub fn is_silent(&self) -> bool {
         self.missed.is_some()
     }
-
-    /// When the next suspect's grace ends, if any is waiting.
-    pub fn next_judgement(&self) -> Option<Instant> {
-        self.suspects
-            .iter()
-            .map(|(_, at)| *at + DELIVERY_GRACE)
-            .min()
-    }
 }
 
 #[cfg(test)]
@@ -140,15 +132,20 @@ mod tests {
     #[test]
     fn a_delivery_within_the_grace_clears_its_suspect() {
         let t0 = Instant::now();
+        let looked = |silence: &mut Silence| {
+            silence.looked(ids(&[]), t0);
+            silence.looked(ids(&["x"]), t0 + Duration::from_secs(30));
+        };
+        // Unheard, x is judged once its grace is over, not before.
+        let mut unheard = Silence::default();
+        looked(&mut unheard);
+        let grace_ends = t0 + Duration::from_secs(30) + DELIVERY_GRACE;
+        assert_eq!(unheard.judge(grace_ends - Duration::from_millis(1)), None);
+        assert_eq!(unheard.judge(grace_ends), Some(ids(&["x"])));
+        // Heard within the grace, it is no suspect any more.
         let mut silence = Silence::default();
-        silence.looked(ids(&[]), t0);
-        silence.looked(ids(&["x"]), t0 + Duration::from_secs(30));
-        assert_eq!(
-            silence.next_judgement(),
-            Some(t0 + Duration::from_secs(30) + DELIVERY_GRACE)
-        );
+        looked(&mut silence);
         silence.heard(ids(&["x"]));
-        assert_eq!(silence.next_judgement(), None);
         assert_eq!(silence.judge(t0 + Duration::from_secs(60)), None);
         assert!(!silence.is_silent());
     }
