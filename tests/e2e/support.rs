@@ -424,6 +424,7 @@ impl World {
                 project,
                 keeper: None,
                 outcome: None,
+                title: None,
             },
         );
     }
@@ -584,6 +585,7 @@ fn local_owner(
         project,
         keeper,
         outcome: None,
+        title: None,
     }
 }
 

@@ -135,6 +135,7 @@ fn owner() -> Owner {
         project: None,
         keeper: None,
         outcome: None,
+        title: None,
     }
 }
 

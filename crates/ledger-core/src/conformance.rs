@@ -95,6 +95,7 @@ pub fn owner() -> Owner {
         project: None,
         keeper: None,
         outcome: None,
+        title: None,
     }
 }
 
@@ -186,7 +187,7 @@ pub(crate) fn run_through(ledger: &dyn LedgerStore, caps: &Limits, i: usize, at:
 #[macro_export]
 macro_rules! conformance_suite {
     ($fresh:path) => {
-        $crate::conformance_suite!(@tests $fresh; already_in_flight_is_refused_with_its_figures, the_global_cap_counts_every_backend, the_backend_cap_counts_only_that_backend, the_hourly_window_slides, the_daily_window_slides, denials_are_recorded_in_the_audit_log, retention_prunes_old_events_but_never_an_open_slot, events_can_be_read_by_time_range, a_finish_with_an_old_run_id_leaves_the_newer_run_open, a_second_finish_of_the_same_run_reports_not_in_flight_and_changes_nothing, admitting_an_open_run_again_is_idempotent, lease_and_executor_updates_apply_only_to_the_holding_run, the_guard_finishes_on_drop_and_while_unwinding, a_guard_never_closes_a_newer_run, the_last_finish_of_a_key_is_found, a_runner_renews_every_slot_it_holds_and_only_those, a_keeper_takes_over_its_slot_and_records_the_outcome_for_its_run_only, a_budget_takes_up_to_its_limit_then_waits_for_the_oldest_take, a_pause_holds_every_take_of_its_key_and_is_never_shortened, takers_racing_on_one_budget_never_exceed_it, requests_plane_counted_from_outside_the_fleet_fill_the_window, one_caller_lists_the_board_and_every_other_is_served_its_snapshot, a_lister_holds_its_claim_while_it_lists_and_gives_it_up_when_it_stops, board_hints_are_read_in_order_per_board_and_dropped_when_old);
+        $crate::conformance_suite!(@tests $fresh; already_in_flight_is_refused_with_its_figures, the_global_cap_counts_every_backend, the_backend_cap_counts_only_that_backend, the_hourly_window_slides, the_daily_window_slides, denials_are_recorded_in_the_audit_log, retention_prunes_old_events_but_never_an_open_slot, events_can_be_read_by_time_range, a_task_s_history_is_read_by_task_newest_last, a_finish_with_an_old_run_id_leaves_the_newer_run_open, a_second_finish_of_the_same_run_reports_not_in_flight_and_changes_nothing, admitting_an_open_run_again_is_idempotent, lease_and_executor_updates_apply_only_to_the_holding_run, the_guard_finishes_on_drop_and_while_unwinding, a_guard_never_closes_a_newer_run, the_last_finish_of_a_key_is_found, a_runner_renews_every_slot_it_holds_and_only_those, a_keeper_takes_over_its_slot_and_records_the_outcome_for_its_run_only, a_budget_takes_up_to_its_limit_then_waits_for_the_oldest_take, a_pause_holds_every_take_of_its_key_and_is_never_shortened, takers_racing_on_one_budget_never_exceed_it, requests_plane_counted_from_outside_the_fleet_fill_the_window, one_caller_lists_the_board_and_every_other_is_served_its_snapshot, a_lister_holds_its_claim_while_it_lists_and_gives_it_up_when_it_stops, board_hints_are_read_in_order_per_board_and_dropped_when_old);
     };
     (@tests $fresh:path; $($name:ident),* $(,)?) => {
         $(

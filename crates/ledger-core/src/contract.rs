@@ -135,6 +135,30 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// Events from `from` (inclusive) to `to` (exclusive), in order.
     fn events_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Event>>;
 
+    /// The newest `limit` retained events of `task` (its starts, finishes
+    /// and denials, on any backend), oldest first: a task's history for an
+    /// operator. This default reads the whole log; the stores of this
+    /// workspace answer from an index by task.
+    fn task_events(&self, task: &TaskId, limit: usize) -> Result<Vec<Event>> {
+        const PAGE: usize = 10_000;
+        let mut found = std::collections::VecDeque::new();
+        let mut after = 0;
+        loop {
+            let page = self.events_after(after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for event in page {
+                if event.kind.key().is_some_and(|key| key.task_id == *task) {
+                    found.push_back(event);
+                    if found.len() > limit {
+                        found.pop_front();
+                    }
+                }
+            }
+        }
+        Ok(found.into())
+    }
+
     /// Removes events older than the store's retention, never an open slot
     /// nor the event that started one.
     fn prune(&self, now: Timestamp) -> Result<PruneReport>;

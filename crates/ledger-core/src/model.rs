@@ -71,6 +71,12 @@ pub struct Owner {
     /// exits: a slot with an outcome is reported, never reclaimed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<RunOutcome>,
+    /// The task's title when its runner admitted it, for an operator's
+    /// listings (`watchdog status`, `explain`, the web page): the ledger
+    /// otherwise knows a task only by its id. `None` for slots written
+    /// before it was recorded and for imported ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// The keeper protocol this build speaks: what a keeper records in its slot
@@ -178,6 +184,7 @@ impl Owner {
             project: None,
             keeper: None,
             outcome: None,
+            title: None,
         }
     }
 }
@@ -434,6 +441,10 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
+// A start carries its owner whole: events are records read and written one
+// at a time, never packed by the thousand in memory, and boxing the owner
+// would change the public shape for no gain.
+#[allow(clippy::large_enum_variant)]
 pub enum EventKind {
     /// A slot was opened.
     Started {
@@ -479,6 +490,18 @@ pub enum EventKind {
         /// Why it could not be read.
         detail: String,
     },
+}
+
+impl EventKind {
+    /// The slot an event concerns (`None` for an unreadable record).
+    pub fn key(&self) -> Option<&SlotKey> {
+        match self {
+            EventKind::Started { key, .. }
+            | EventKind::Finished { key, .. }
+            | EventKind::Denied { key, .. } => Some(key),
+            EventKind::Unreadable { .. } => None,
+        }
+    }
 }
 
 impl Event {

@@ -126,6 +126,7 @@ pub fn this_owner(host: &HostIdentity) -> io::Result<Owner> {
         project: None,
         keeper: None,
         outcome: None,
+        title: None,
     })
 }
 

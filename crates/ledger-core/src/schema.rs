@@ -36,6 +36,21 @@ pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("eve
 /// index: a window check is one range scan of this backend's recent starts.
 pub(crate) const STARTS: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new("starts");
 
+/// `task_events`: (task id, sequence) → (). A task's history (`explain`)
+/// without reading the whole log: every event that names a task. Added
+/// without a version change (an older build neither reads nor writes it),
+/// so events an older build appended while sharing the file are taken in
+/// later: [`META_TASK_INDEX_UPTO`] says how far the index is complete, and
+/// a reader scans the log after it.
+pub(crate) const TASK_EVENTS: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("task_events");
+
+/// `meta` key: every event up to this sequence (decimal) is in
+/// [`TASK_EVENTS`]. Moved forward by a read-write open and by each prune
+/// (the watchdog's every scan), not by appends, which keeps an admission's
+/// commit off the `meta` table.
+pub(crate) const META_TASK_INDEX_UPTO: &str = "task_index_upto";
+
 /// `attempts`: task id → JSON [`crate::TaskAttempts`] of its *finished*
 /// dispatches (the running ones are its open slots). Never pruned.
 pub(crate) const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attempts");

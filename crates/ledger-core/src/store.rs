@@ -260,7 +260,16 @@ impl Ledger {
             }
             Err(e) => return Err(e),
         };
-        Ok(Ledger { db, path, options })
+        let ledger = Ledger { db, path, options };
+        // The task index's catch-up (the whole log, once, for a file
+        // written before it existed). A failure costs only the speed of
+        // `task_events`, which reads the log after the mark.
+        match ledger.index_tasks() {
+            Ok(n) if n > 10_000 => tracing::info!(events = n, "indexed the audit log by task"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not index the audit log by task"),
+        }
+        Ok(ledger)
     }
 
     /// Opens the ledger at `path` for reading only: a missing file is an

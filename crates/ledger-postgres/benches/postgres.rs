@@ -200,6 +200,7 @@ fn owner() -> Owner {
         project: None,
         keeper: None,
         outcome: None,
+        title: None,
     }
 }
 

@@ -447,6 +447,17 @@ fn migrate(
         tx.batch_execute(v4())?;
         version = 4;
     }
+    // A task's history (`task_events`): an index that older builds of the
+    // same schema version neither need nor mind, so it comes without a
+    // version change. Looked up first: creating it, even `IF NOT EXISTS`,
+    // locks the events against writes.
+    let indexed = tx.query_opt(
+        "SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND indexname = 'events_by_task'",
+        &[&schema],
+    )?;
+    if indexed.is_none() {
+        tx.batch_execute("CREATE INDEX events_by_task ON events (task_id, seq)")?;
+    }
     if found != Some(version) {
         tx.execute(
             "UPDATE meta SET value = $1 WHERE key = 'schema_version'",

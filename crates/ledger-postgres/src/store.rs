@@ -317,6 +317,8 @@ const EVENTS_AFTER: &str = "SELECT event, xid < pg_snapshot_xmin(pg_current_snap
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 const EVENTS_BETWEEN: &str =
     "SELECT event, seq, at FROM events WHERE at >= $1 AND at < $2 ORDER BY at, seq";
+const TASK_EVENTS: &str =
+    "SELECT event, seq, at FROM events WHERE task_id = $1 ORDER BY seq DESC LIMIT $2";
 const PRUNE: &str = concat!(
     "WITH bounds AS (SELECT LEAST(",
     "(SELECT min(started_seq) FROM open_slots), ",
@@ -721,6 +723,17 @@ impl LedgerStore for PgLedger {
         self.worker.run(move |c| {
             let rows = query(c, EVENTS_BETWEEN, &[&from, &to])?;
             let events = rows.iter().map(|row| listed_event(row, 1)).collect();
+            settle(c, events)
+        })
+    }
+
+    fn task_events(&self, task: &TaskId, limit: usize) -> Result<Vec<Event>> {
+        let task = task.as_str().to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.worker.run(move |c| {
+            let rows = query(c, TASK_EVENTS, &[&task, &limit])?;
+            let events: Step<Vec<Event>> =
+                rows.iter().rev().map(|row| listed_event(row, 1)).collect();
             settle(c, events)
         })
     }

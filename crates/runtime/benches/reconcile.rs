@@ -188,6 +188,7 @@ fn elsewhere(i: usize) -> Owner {
         project: None,
         keeper: None,
         outcome: None,
+        title: None,
     }
 }
 
@@ -205,6 +206,7 @@ fn dead_here(host: &HostIdentity, i: usize) -> Owner {
         project: None,
         keeper: None,
         outcome: None,
+        title: None,
     }
 }
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_core::{
-    AdmitOutcome, AdmitRequest, Denial, DenyReason, FinishOutcome, FinishReason, RunEnding, RunId,
-    RunOutcome, Slot, SlotGuard, SlotKey, TaskId,
+    AdmitOutcome, AdmitRequest, Denial, DenyReason, FinishOutcome, FinishReason, Owner, RunEnding,
+    RunId, RunOutcome, Slot, SlotGuard, SlotKey, TaskId,
 };
 use plane_client::{PlaneError, WorkItem, same_name};
 use runtime::{RoleSettings, StopMode, html_escape, on_store, state_of};
@@ -42,6 +42,8 @@ pub(crate) struct Run {
     pub(crate) task: TaskId,
     pub(crate) key: SlotKey,
     pub(crate) id: RunId,
+    /// The work item's title, recorded in the slot for operators.
+    pub(crate) title: String,
 }
 
 /// A run that a keeper holds, as a runner follows it.
@@ -112,6 +114,7 @@ impl Runner {
             key: SlotKey::new(self.backend.name.clone(), task.clone()),
             id: RunId::generate(self.clock.now()),
             task,
+            title: item.name.clone(),
         };
         // Held from before the admission: a renewal that finds the slot
         // open knows it for this runner's even if the admission's answer
@@ -385,7 +388,10 @@ impl Runner {
         let request = AdmitRequest {
             key: run.key.clone(),
             run_id: run.id.clone(),
-            owner: self.owner.clone(),
+            owner: Owner {
+                title: Some(run.title.clone()),
+                ..self.owner.clone()
+            },
             lease: self.config.lease(),
         };
         let clock = self.clock.clone();

@@ -135,6 +135,7 @@ pub async fn keep(
         ));
     };
     holder.keeper = Some(KEEPER_PROTOCOL);
+    holder.title = Some(job.task_name.clone());
     holder.executor = None;
     holder.outcome = None;
     match set_holder(&store, &job, &holder).await {

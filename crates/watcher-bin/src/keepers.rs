@@ -200,6 +200,7 @@ impl Keepers for InProcessKeepers {
                 project: Some(inner.config.project()),
                 keeper: None,
                 outcome: None,
+                title: None,
             };
             let parts = KeeperParts {
                 config: inner.config.clone(),

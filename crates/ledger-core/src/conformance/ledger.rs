@@ -313,6 +313,64 @@ pub fn events_can_be_read_by_time_range(subject: &Subject) {
     assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![9, 10]);
 }
 
+pub fn a_task_s_history_is_read_by_task_newest_last(subject: &Subject) {
+    let ledger = subject.store();
+    let mut at = T0;
+    let mut tick = || {
+        at = at.saturating_add(Duration::from_secs(1));
+        at
+    };
+    // Task A runs twice on two backends, is denied once; B runs between.
+    let a1 = admitted(
+        ledger
+            .admit(&request("b1", "A", "a1"), &limits(1), tick())
+            .unwrap(),
+    );
+    let b = admitted(
+        ledger
+            .admit(&request("b2", "B", "b"), &limits(5), tick())
+            .unwrap(),
+    );
+    finish(ledger, &a1, tick());
+    let held = admitted(
+        ledger
+            .admit(&request("b1", "C", "c"), &limits(1), tick())
+            .unwrap(),
+    );
+    denied(
+        ledger
+            .admit(&request("b1", "A", "a2"), &limits(1), tick())
+            .unwrap(),
+    );
+    let a3 = admitted(
+        ledger
+            .admit(&request("b2", "A", "a3"), &limits(5), tick())
+            .unwrap(),
+    );
+    finish(ledger, &b, tick());
+    finish(ledger, &a3, tick());
+    finish(ledger, &held, tick());
+
+    let task = crate::TaskId::new("A").unwrap();
+    let history = ledger.task_events(&task, 100).unwrap();
+    let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        vec![1, 3, 5, 6, 8],
+        "A's events, in order: {history:?}"
+    );
+    assert!(matches!(history[2].kind, EventKind::Denied { .. }));
+    assert!(
+        history
+            .iter()
+            .all(|e| e.kind.key().unwrap().task_id == task)
+    );
+    let newest = ledger.task_events(&task, 2).unwrap();
+    assert_eq!(newest.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6, 8]);
+    let unknown = crate::TaskId::new("never-seen").unwrap();
+    assert!(ledger.task_events(&unknown, 100).unwrap().is_empty());
+}
+
 pub fn a_finish_with_an_old_run_id_leaves_the_newer_run_open(subject: &Subject) {
     let ledger = subject.store();
     let old = admitted(

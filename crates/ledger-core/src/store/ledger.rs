@@ -266,6 +266,59 @@ impl LedgerStore for Ledger {
         })
     }
 
+    fn task_events(&self, task: &TaskId, limit: usize) -> Result<Vec<Event>> {
+        self.read(|txn| {
+            let upto = match txn
+                .open_table(META)
+                .or_storage(self)?
+                .get(META_TASK_INDEX_UPTO)
+            {
+                Ok(found) => found
+                    .and_then(|g| g.value().parse::<u64>().ok())
+                    .unwrap_or(0),
+                Err(e) => return Err(self.storage(e)),
+            };
+            let mut seqs = std::collections::BTreeSet::new();
+            match txn.open_table(TASK_EVENTS) {
+                Ok(index) => {
+                    for entry in index
+                        .range((task.as_str(), 0)..=(task.as_str(), u64::MAX))
+                        .or_storage(self)?
+                    {
+                        seqs.insert(entry.or_storage(self)?.0.value().1);
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(self.storage(e)),
+            }
+            // The log after the mark: events an older build appended are
+            // not in the index yet.
+            let events = txn.open_table(EVENTS).or_storage(self)?;
+            let mut found = Vec::new();
+            for entry in events.range(upto.saturating_add(1)..).or_storage(self)? {
+                let (k, v) = entry.or_storage(self)?;
+                let event = Event::from_stored(k.value(), None, v.value());
+                if event.kind.key().is_some_and(|key| key.task_id == *task) {
+                    seqs.remove(&event.seq);
+                    found.push(event);
+                }
+            }
+            // The indexed ones, newest first, until `limit` are found.
+            let keep = limit.saturating_sub(found.len());
+            let mut indexed = Vec::new();
+            for seq in seqs.into_iter().rev().take(keep) {
+                // Pruned since it was indexed: gone from the history too.
+                if let Some(v) = events.get(seq).or_storage(self)? {
+                    indexed.push(Event::from_stored(seq, None, v.value()));
+                }
+            }
+            indexed.reverse();
+            indexed.extend(found);
+            let skip = indexed.len().saturating_sub(limit);
+            Ok(indexed.split_off(skip))
+        })
+    }
+
     fn prune(&self, now: Timestamp) -> Result<PruneReport> {
         const BATCH: usize = 5_000;
         let cutoff = now.saturating_sub(self.options.retention);
@@ -298,8 +351,14 @@ impl LedgerStore for Ledger {
                     return Ok(Tx::Abort(0));
                 }
                 let mut starts = txn.open_table(STARTS).or_storage(self)?;
+                let mut index = txn.open_table(TASK_EVENTS).or_storage(self)?;
                 for event in &doomed {
                     events.remove(event.seq).or_storage(self)?;
+                    if let Some(key) = event.kind.key() {
+                        index
+                            .remove((key.task_id.as_str(), event.seq))
+                            .or_storage(self)?;
+                    }
                     if let EventKind::Started { key, .. } = &event.kind {
                         starts
                             .remove((key.backend.as_str(), event.at.as_unix_millis(), event.seq))
@@ -310,6 +369,9 @@ impl LedgerStore for Ledger {
             })?;
             report.events_removed += removed as u64;
             if removed < BATCH {
+                // Retention runs on a cadence (the watchdog's scans): so
+                // does the task index's catch-up.
+                self.index_tasks()?;
                 return Ok(report);
             }
         }

@@ -20,10 +20,62 @@ impl Ledger {
             Some((k, _)) => k.value() + 1,
             None => 1,
         };
+        if let Some(key) = kind.key() {
+            txn.open_table(TASK_EVENTS)
+                .or_storage(self)?
+                .insert((key.task_id.as_str(), seq), ())
+                .or_storage(self)?;
+        }
         let event = Event { seq, at, kind };
         let bytes = self.encode("events", &event)?;
         events.insert(seq, bytes.as_slice()).or_storage(self)?;
         Ok(seq)
+    }
+
+    /// Takes every event after [`META_TASK_INDEX_UPTO`] into the task
+    /// index (the whole log the first time, in batches) and moves the mark
+    /// to the end of the log. Returns how many events it read.
+    pub(crate) fn index_tasks(&self) -> Result<u64> {
+        const BATCH: usize = 50_000;
+        let mut read = 0;
+        loop {
+            let (n, more) = self.write(|txn| {
+                let mut meta = txn.open_table(META).or_storage(self)?;
+                let upto = meta
+                    .get(META_TASK_INDEX_UPTO)
+                    .or_storage(self)?
+                    .and_then(|g| g.value().parse::<u64>().ok())
+                    .unwrap_or(0);
+                let events = txn.open_table(EVENTS).or_storage(self)?;
+                let mut index = txn.open_table(TASK_EVENTS).or_storage(self)?;
+                let (mut n, mut last) = (0, upto);
+                for entry in events
+                    .range(upto.saturating_add(1)..)
+                    .or_storage(self)?
+                    .take(BATCH)
+                {
+                    let (k, v) = entry.or_storage(self)?;
+                    last = k.value();
+                    n += 1;
+                    let event = Event::from_stored(last, None, v.value());
+                    if let Some(key) = event.kind.key() {
+                        index
+                            .insert((key.task_id.as_str(), last), ())
+                            .or_storage(self)?;
+                    }
+                }
+                if n == 0 {
+                    return Ok(Tx::Abort((0, false)));
+                }
+                meta.insert(META_TASK_INDEX_UPTO, last.to_string().as_str())
+                    .or_storage(self)?;
+                Ok(Tx::Commit((n as u64, n == BATCH)))
+            })?;
+            read += n;
+            if !more {
+                return Ok(read);
+            }
+        }
     }
 
     pub(crate) fn update_attempts(

@@ -100,6 +100,39 @@ fn the_schema_v1_sample_still_opens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("copy.redb");
     std::fs::copy(&sample, &path).unwrap();
+    // Written before the log was indexed by task: a read-only look finds a
+    // task's history in the log itself, and the first read-write open
+    // indexes the log, to the same answer.
+    let history = |ledger: &Ledger| -> Vec<(u64, String)> {
+        let task = TaskId::new("ROCK-1").unwrap();
+        let events = ledger.task_events(&task, 10).unwrap();
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.seq,
+                    serde_json::to_value(&e.kind).unwrap()["kind"].to_string(),
+                )
+            })
+            .collect()
+    };
+    let inspected = history(&Ledger::open_read_only(&path, LedgerOptions::default()).unwrap());
+    assert_eq!(
+        inspected.len(),
+        2,
+        "ROCK-1 started and finished: {inspected:?}"
+    );
+    let ledger = Ledger::open(&path).unwrap();
+    assert_eq!(history(&ledger), inspected);
+    drop(ledger);
+    {
+        let db = redb::ReadOnlyDatabase::open(&path).unwrap();
+        let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let index: redb::TableDefinition<(&str, u64), ()> =
+            redb::TableDefinition::new("task_events");
+        let rows = redb::ReadableTableMetadata::len(&txn.open_table(index).unwrap()).unwrap();
+        assert_eq!(rows, 3, "every event of the sample names a task");
+    }
     let ledger = Ledger::open(&path).unwrap();
     let report = ledger.verify().unwrap();
     assert!(report.is_sound(), "{:?}", report.problems);

@@ -33,6 +33,7 @@ fn owner(host: &HostIdentity, runner: ProcessIdentity) -> Owner {
         project: None,
         keeper: None,
         outcome: None,
+        title: None,
     }
 }
 

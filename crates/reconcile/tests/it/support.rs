@@ -34,6 +34,7 @@ pub fn slot(backend: &str, task: &str, run: &str, age: Duration) -> Slot {
             project: None,
             keeper: None,
             outcome: None,
+            title: None,
         },
         lease_until: NOW,
         started_seq: 1,
