@@ -13,9 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::{
-    AdmitOutcome, AdmitRequest, Denial, DenyReason, Event, ExecutorIdentity, FinishOutcome,
-    FinishReason, Limits, Owner, RateWindow, Result, RunId, Slot, SlotKey, TaskAttempts, TaskId,
-    Timestamp, UpdateOutcome,
+    AdmitOutcome, AdmitRequest, Backend, BackendLimits, Denial, DenyReason, Event, EventKind,
+    ExecutorIdentity, FinishOutcome, FinishReason, Limits, Owner, RateWindow, Result, RunId, Slot,
+    SlotKey, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
 };
 
 /// An in-flight ledger: open slots, the caps they count against, and the
@@ -157,6 +157,24 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
             }
         }
         Ok(found.into())
+    }
+
+    /// When `backend`'s starts after `since` (exclusive) were, oldest
+    /// first: what its rate caps count (a start is in a window of length
+    /// `L` at `now` while it is later than `now - L`). This default reads
+    /// the log; the stores of this workspace read their start index.
+    fn starts_after(&self, backend: &Backend, since: Timestamp) -> Result<Vec<Timestamp>> {
+        let events = self.events_between(
+            since.saturating_add(Duration::from_millis(1)),
+            Timestamp::from_unix_millis(i64::MAX),
+        )?;
+        Ok(events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Started { key, .. } if key.backend == *backend => Some(e.at),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Removes events older than the store's retention, never an open slot
@@ -623,10 +641,96 @@ pub fn admission(counts: &AdmissionCounts, limits: &Limits) -> Option<Denial> {
     None
 }
 
+/// When the next start of a backend is allowed by its rate caps, given
+/// its starts within the last day (`starts_after(now - 1 day)`, any order):
+/// `None` when both windows have room now, else the later of the times
+/// each full window next has room (when enough of its starts have left it),
+/// and which window that is. The same window rule as [`admission`]'s
+/// counts: a start counts while it is later than `now` minus the window.
+pub fn next_start_allowed(
+    starts: &[Timestamp],
+    limits: &BackendLimits,
+    now: Timestamp,
+) -> Option<(RateWindow, Timestamp)> {
+    let mut sorted = starts.to_vec();
+    sorted.sort();
+    let mut answer: Option<(RateWindow, Timestamp)> = None;
+    for (window, limit) in [
+        (RateWindow::Hourly, limits.max_per_hour),
+        (RateWindow::Daily, limits.max_per_day),
+    ] {
+        let Some(limit) = limit else { continue };
+        let since = now.saturating_sub(window.length());
+        let inside: Vec<Timestamp> = sorted.iter().copied().filter(|s| *s > since).collect();
+        let limit = limit as usize;
+        if inside.len() < limit {
+            continue;
+        }
+        // The window has room once `inside.len() - limit + 1` starts left it.
+        let leaves = inside[inside.len() - limit].saturating_add(window.length());
+        if answer.is_none_or(|(_, at)| leaves > at) {
+            answer = Some((window, leaves));
+        }
+    }
+    answer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::BackendLimits;
+
+    /// The next allowed start is when the window's count falls under its
+    /// cap, checked against the cap rule itself one millisecond before and
+    /// at that time.
+    #[test]
+    fn the_next_start_is_allowed_when_the_full_window_has_room() {
+        let t0 = Timestamp::from_unix_millis(10 * 86_400_000);
+        let minutes = |m: u64| t0.saturating_add(Duration::from_secs(m * 60));
+        let starts: Vec<Timestamp> = [0, 10, 20, 30].map(minutes).to_vec();
+        let caps = |hour, day| BackendLimits {
+            max_concurrent: 100,
+            max_per_hour: hour,
+            max_per_day: day,
+        };
+        let now = minutes(40);
+        assert_eq!(next_start_allowed(&starts, &caps(Some(5), None), now), None);
+        // Three an hour: two of the four must leave; the second leaves at 70.
+        let (window, at) = next_start_allowed(&starts, &caps(Some(3), None), now).unwrap();
+        assert_eq!((window, at), (RateWindow::Hourly, minutes(70)));
+        // Four a day as well: the daily window is the later one.
+        let (window, at) = next_start_allowed(&starts, &caps(Some(3), Some(4)), now).unwrap();
+        assert_eq!((window, at), (RateWindow::Daily, minutes(24 * 60)));
+        // Checked against the rule: denied just before, admitted at it.
+        for (limits, at) in [
+            (caps(Some(3), None), minutes(70)),
+            (caps(Some(3), Some(4)), minutes(24 * 60)),
+        ] {
+            let counts_at = |now: Timestamp| {
+                let count = |w: RateWindow| {
+                    Some(
+                        starts
+                            .iter()
+                            .filter(|s| **s > now.saturating_sub(w.length()))
+                            .count() as u64,
+                    )
+                };
+                AdmissionCounts {
+                    starts_last_hour: count(RateWindow::Hourly),
+                    starts_last_day: count(RateWindow::Daily),
+                    ..AdmissionCounts::default()
+                }
+            };
+            let limits = Limits {
+                global_max_concurrent: None,
+                backend: limits,
+            };
+            let before = at.saturating_sub(Duration::from_millis(1));
+            assert!(admission(&counts_at(before), &limits).is_some());
+            assert_eq!(admission(&counts_at(at), &limits), None);
+            assert_eq!(next_start_allowed(&starts, &limits.backend, at), None);
+        }
+    }
 
     fn limits(global: Option<u32>, max: u32, hour: Option<u32>, day: Option<u32>) -> Limits {
         Limits {

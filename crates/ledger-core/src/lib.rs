@@ -132,7 +132,7 @@ pub mod usage;
 pub use contract::{
     AdmissionCounts, BoardHints, BoardLook, BoardSnapshot, BoardStep, BoardVerdict, BudgetAnswer,
     FleetStore, HINT_RETENTION, ImportReport, LedgerStore, PruneReport, Store, StoreLock,
-    admission, board_rule, board_step, budget, budget_shortfall, listing_hold,
+    admission, board_rule, board_step, budget, budget_shortfall, listing_hold, next_start_allowed,
 };
 #[cfg(feature = "mocks")]
 pub use contract::{MockFleetStore, MockLedgerStore};

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger_core::{
-    AdmissionCounts, AdmitOutcome, AdmitRequest, Event, EventKind, ExecutorIdentity, FinishOutcome,
-    FinishReason, ImportReport, LedgerError, LedgerStore, Limits, Owner, PruneReport, RateWindow,
-    Result, RunId, Slot, SlotKey, StoreLock, TaskAttempts, TaskId, Timestamp, UpdateOutcome,
-    admission,
+    AdmissionCounts, AdmitOutcome, AdmitRequest, Backend, Event, EventKind, ExecutorIdentity,
+    FinishOutcome, FinishReason, ImportReport, LedgerError, LedgerStore, Limits, Owner,
+    PruneReport, RateWindow, Result, RunId, Slot, SlotKey, StoreLock, TaskAttempts, TaskId,
+    Timestamp, UpdateOutcome, admission,
 };
 use postgres::Row;
 use postgres::types::ToSql;
@@ -319,6 +319,8 @@ const EVENTS_BETWEEN: &str =
     "SELECT event, seq, at FROM events WHERE at >= $1 AND at < $2 ORDER BY at, seq";
 const TASK_EVENTS: &str =
     "SELECT event, seq, at FROM events WHERE task_id = $1 ORDER BY seq DESC LIMIT $2";
+const STARTS_AFTER: &str =
+    "SELECT started_at FROM starts WHERE backend = $1 AND started_at > $2 ORDER BY started_at";
 const PRUNE: &str = concat!(
     "WITH bounds AS (SELECT LEAST(",
     "(SELECT min(started_seq) FROM open_slots), ",
@@ -735,6 +737,18 @@ impl LedgerStore for PgLedger {
             let events: Step<Vec<Event>> =
                 rows.iter().rev().map(|row| listed_event(row, 1)).collect();
             settle(c, events)
+        })
+    }
+
+    fn starts_after(&self, backend: &Backend, since: Timestamp) -> Result<Vec<Timestamp>> {
+        let (backend, since) = (backend.as_str().to_owned(), since.as_unix_millis());
+        self.worker.run(move |c| {
+            let rows = query(c, STARTS_AFTER, &[&backend, &since])?;
+            let starts: Step<Vec<Timestamp>> = rows
+                .iter()
+                .map(|row| Ok(Timestamp::from_unix_millis(row.try_get(0)?)))
+                .collect();
+            settle(c, starts)
         })
     }
 

@@ -371,6 +371,34 @@ pub fn a_task_s_history_is_read_by_task_newest_last(subject: &Subject) {
     assert!(ledger.task_events(&unknown, 100).unwrap().is_empty());
 }
 
+pub fn a_backend_s_starts_are_read_as_its_rate_caps_count_them(subject: &Subject) {
+    let ledger = subject.store();
+    let at = |s: u64| T0.saturating_add(Duration::from_secs(s));
+    for (i, (backend, second)) in [("b1", 1), ("b2", 2), ("b1", 3), ("b1", 4)]
+        .into_iter()
+        .enumerate()
+    {
+        let slot = admitted(
+            ledger
+                .admit(
+                    &request(backend, &format!("T{i}"), &format!("r{i}")),
+                    &limits(9),
+                    at(second),
+                )
+                .unwrap(),
+        );
+        // A finished run still counts against the rate caps.
+        finish(ledger, &slot, at(second));
+    }
+    let b1 = crate::Backend::new("b1").unwrap();
+    assert_eq!(
+        ledger.starts_after(&b1, T0).unwrap(),
+        vec![at(1), at(3), at(4)]
+    );
+    // Strictly after `since`, as a window counts.
+    assert_eq!(ledger.starts_after(&b1, at(3)).unwrap(), vec![at(4)]);
+}
+
 pub fn a_finish_with_an_old_run_id_leaves_the_newer_run_open(subject: &Subject) {
     let ledger = subject.store();
     let old = admitted(

@@ -319,6 +319,25 @@ impl LedgerStore for Ledger {
         })
     }
 
+    fn starts_after(&self, backend: &Backend, since: Timestamp) -> Result<Vec<Timestamp>> {
+        self.read(|txn| {
+            let starts = txn.open_table(STARTS).or_storage(self)?;
+            let from = (
+                backend.as_str(),
+                since.as_unix_millis().saturating_add(1),
+                0,
+            );
+            let to = (backend.as_str(), i64::MAX, u64::MAX);
+            let mut out = Vec::new();
+            for entry in starts.range(from..=to).or_storage(self)? {
+                out.push(Timestamp::from_unix_millis(
+                    entry.or_storage(self)?.0.value().1,
+                ));
+            }
+            Ok(out)
+        })
+    }
+
     fn prune(&self, now: Timestamp) -> Result<PruneReport> {
         const BATCH: usize = 5_000;
         let cutoff = now.saturating_sub(self.options.retention);
