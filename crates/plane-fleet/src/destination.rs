@@ -1,9 +1,48 @@
-//! Where a task goes on the board after its run or a reclaim: one pure
-//! function every caller decides with (a run's report, the repair of a task
-//! left in its running state, the requeue of a reclaimed task).
+//! Which role takes a task on the board, and where a task goes after its
+//! run or a reclaim: pure functions every caller decides with (a runner's
+//! look at the board, `watchdog explain`; a run's report, the repair of a
+//! task left in its running state, the requeue of a reclaimed task).
 
 use inflight_config::RoleSettings;
 use ledger_core::FinishReason;
+use plane_client::same_name;
+
+/// What a role makes of a task on the board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleFit {
+    /// In the role's claim state with every label of its filter: the role
+    /// claims it.
+    Claims,
+    /// In the role's running state with every label of its filter: a run
+    /// of the role's, or one left there.
+    Running,
+    /// In the role's claim or running state, without these labels of its
+    /// filter (in the filter's order): not the role's.
+    MissingLabels(Vec<String>),
+    /// In another state: not the role's.
+    OtherState,
+}
+
+/// What `role` makes of a task in the state named `state` that carries the
+/// labels for which `carries(label name)` is true. Names compare as Plane's
+/// do, trimmed and case-insensitively.
+pub fn role_fit(role: &RoleSettings, state: &str, carries: impl Fn(&str) -> bool) -> RoleFit {
+    let claims = same_name(state, &role.claim_state);
+    if !claims && !same_name(state, &role.running_state) {
+        return RoleFit::OtherState;
+    }
+    let missing: Vec<String> = role
+        .labels
+        .iter()
+        .filter(|name| !carries(name))
+        .cloned()
+        .collect();
+    match (missing.is_empty(), claims) {
+        (false, _) => RoleFit::MissingLabels(missing),
+        (true, true) => RoleFit::Claims,
+        (true, false) => RoleFit::Running,
+    }
+}
 
 /// Where a task goes after its run finished with `reason`, given the
 /// attempts it has lost (including this one): done after success, blocked
@@ -24,6 +63,35 @@ pub fn destination<'a>(reason: &FinishReason, lost: u64, role: &'a RoleSettings)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_role_claims_a_task_in_its_claim_state_with_every_label_of_its_filter() {
+        let mut role = role();
+        role.labels = vec!["agent".into(), "rust".into()];
+        let has = |labels: &'static [&'static str]| move |name: &str| labels.contains(&name);
+        assert_eq!(
+            role_fit(&role, "Ready for AI", has(&["agent", "rust"])),
+            RoleFit::Claims
+        );
+        assert_eq!(
+            role_fit(&role, " ready FOR ai ", has(&["rust", "agent", "x"])),
+            RoleFit::Claims
+        );
+        assert_eq!(
+            role_fit(&role, "Ready for AI", has(&["rust"])),
+            RoleFit::MissingLabels(vec!["agent".into()])
+        );
+        assert_eq!(
+            role_fit(&role, "Running", has(&["agent", "rust"])),
+            RoleFit::Running
+        );
+        assert_eq!(
+            role_fit(&role, "Done", has(&["agent", "rust"])),
+            RoleFit::OtherState
+        );
+        role.labels.clear();
+        assert_eq!(role_fit(&role, "Ready for AI", has(&[])), RoleFit::Claims);
+    }
 
     fn role() -> RoleSettings {
         RoleSettings {

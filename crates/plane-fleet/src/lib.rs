@@ -47,7 +47,7 @@ pub use board::{
     BoardView, SharedBoard, board_key, decode_hint, decode_items, encode_hint, encode_items,
 };
 pub use budget::{StoreBudget, plane_client};
-pub use destination::destination;
+pub use destination::{RoleFit, destination, role_fit};
 pub use plane::{
     Plane, PlaneFuture, PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error,
     requeue_reclaimed, state_of,

@@ -62,7 +62,7 @@ pub use plane_fleet::{
     Plane, PlaneFuture, PlaneLookup, Requeue, RoleProblem, check_role, html_escape, lookup_error,
     requeue_reclaimed, state_of,
 };
-pub use plane_fleet::{StoreBudget, destination, on_store, plane_client};
+pub use plane_fleet::{RoleFit, StoreBudget, destination, on_store, plane_client, role_fit};
 pub use process_probe::{
     HOST_ENV, HostIdentity, LinuxProcessProbe, ProcStat, is_running, proc_stat, signal_group,
     signal_process, terminate_group, this_owner, this_process,

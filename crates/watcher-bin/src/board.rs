@@ -234,7 +234,7 @@ impl Runner {
     }
 
     pub(crate) async fn classify(&self, items: Vec<WorkItem>) -> Result<Board, PlaneError> {
-        let wanted_labels: Vec<String> = if self.role.labels.is_empty() {
+        let wanted_labels: Vec<(String, String)> = if self.role.labels.is_empty() {
             Vec::new()
         } else {
             let mut labels = self.plane.labels().await?;
@@ -259,7 +259,7 @@ impl Runner {
             let mut ids = Vec::new();
             for name in &self.role.labels {
                 match labels.iter().find(|l| same_name(&l.name, name)) {
-                    Some(label) => ids.push(label.id.clone()),
+                    Some(label) => ids.push((name.clone(), label.id.clone())),
                     // Gone since the role was checked: the next check says so.
                     None => return Ok(Board::default()),
                 }
@@ -269,16 +269,16 @@ impl Runner {
         let mut board = Board::default();
         for item in items {
             let state = state_of(&*self.plane, &item).await?;
-            let has_labels = wanted_labels
-                .iter()
-                .all(|id| item.labels.iter().any(|l| l.id() == id));
-            if !has_labels {
-                continue;
-            }
-            if same_name(&state.name, &self.role.claim_state) {
-                board.claimable.push(item);
-            } else if same_name(&state.name, &self.role.running_state) {
-                board.stuck.push(item);
+            let carries = |name: &str| {
+                wanted_labels
+                    .iter()
+                    .filter(|(wanted, _)| wanted == name)
+                    .all(|(_, id)| item.labels.iter().any(|l| l.id() == id))
+            };
+            match role_fit(&self.role, &state.name, carries) {
+                RoleFit::Claims => board.claimable.push(item),
+                RoleFit::Running => board.stuck.push(item),
+                RoleFit::MissingLabels(_) | RoleFit::OtherState => {}
             }
         }
         board.claimable.sort_by_key(|item| item.created_at);

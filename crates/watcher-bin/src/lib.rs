@@ -57,9 +57,9 @@ use plane_client::{PlaneError, WorkItem, same_name};
 use reconcile::{ProcessProbe, StartupOptions, StartupOutcome};
 use runtime::{
     BackendSettings, Config, ConfigError, HostIdentity, LedgerAdapter, LinuxProcessProbe,
-    LogFormat, Notifier, Plane, PlaneLookup, RoleProblem, RoleSettings, SharedBoard, Silence,
-    StopMode, StoreStartupLock, check_role, on_store, open_store, requeue_reclaimed, state_of,
-    this_owner,
+    LogFormat, Notifier, Plane, PlaneLookup, RoleFit, RoleProblem, RoleSettings, SharedBoard,
+    Silence, StopMode, StoreStartupLock, check_role, on_store, open_store, requeue_reclaimed,
+    role_fit, state_of, this_owner,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
