@@ -105,6 +105,7 @@ impl Board {
             created_at: SystemTime::UNIX_EPOCH + Duration::from_secs(n),
             updated_at: None,
             priority: None,
+            project: None,
         });
         id
     }
@@ -218,6 +219,22 @@ impl Plane for Board {
                 .find(|i| i.id == id)
                 .cloned()
                 .ok_or_else(|| not_found(id))
+        })
+    }
+
+    fn work_item_by_identifier<'a>(&'a self, identifier: &'a str) -> PlaneFuture<'a, WorkItem> {
+        Box::pin(async move {
+            self.call(format!("get {identifier}")).await?;
+            let number = identifier
+                .rsplit_once('-')
+                .and_then(|(_, n)| n.parse().ok());
+            let inner = self.lock();
+            inner
+                .items
+                .iter()
+                .find(|i| number.is_some() && i.sequence_id == number)
+                .cloned()
+                .ok_or_else(|| not_found(identifier))
         })
     }
 

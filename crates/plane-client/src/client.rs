@@ -288,6 +288,43 @@ impl PlaneClient {
         self.call(Method::GET, url, None).await
     }
 
+    /// The work item a person calls `ROCK-42` (the project's identifier
+    /// and the item's number in it), with its state expanded. A malformed
+    /// identifier is [`PlaneError::InvalidIdentifier`]; one of another
+    /// project of the workspace is [`PlaneError::NotFound`], as a missing
+    /// one is.
+    pub async fn get_work_item_by_identifier(
+        &self,
+        identifier: &str,
+    ) -> Result<WorkItem, PlaneError> {
+        let well_formed = identifier
+            .rsplit_once('-')
+            .is_some_and(|(project, number)| {
+                !project.is_empty()
+                    && project.chars().all(|c| c.is_ascii_alphanumeric())
+                    && !number.is_empty()
+                    && number.chars().all(|c| c.is_ascii_digit())
+            });
+        if !well_formed {
+            return Err(PlaneError::InvalidIdentifier {
+                identifier: identifier.to_owned(),
+            });
+        }
+        let family = self.family().await?;
+        let url = self.workspace_url(
+            &[family.segment(), identifier],
+            &[("expand", "state".to_owned())],
+        );
+        let path = url.path().to_owned();
+        let item: WorkItem = self.call(Method::GET, url, None).await?;
+        match &item.project {
+            Some(project) if *project != self.config.project_id => {
+                Err(PlaneError::NotFound { path })
+            }
+            _ => Ok(item),
+        }
+    }
+
     /// Every work item of the project, with only the fields a board look
     /// reads (id, name, state, labels, creation time; the state as a bare
     /// id, [`StateRef::Id`](crate::StateRef::Id), to resolve from

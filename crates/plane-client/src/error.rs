@@ -14,6 +14,13 @@ pub enum PlaneError {
         /// The request path.
         path: String,
     },
+    /// Not a work item identifier (`ROCK-42`: letters and digits, a dash,
+    /// a number); nothing was asked.
+    #[error("{identifier:?} is not a work item identifier such as ROCK-42")]
+    InvalidIdentifier {
+        /// What was given.
+        identifier: String,
+    },
     /// 404 "Page not found.": the URL matched no route. A configuration
     /// fault (wrong base URL, a malformed id, an old server), never proof
     /// that a task was deleted.

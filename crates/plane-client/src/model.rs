@@ -147,6 +147,9 @@ pub struct WorkItem {
     /// Number within the project (`ROCK-12` is sequence 12).
     #[serde(default)]
     pub sequence_id: Option<u64>,
+    /// The project's id (absent when a list asked for other `fields`).
+    #[serde(default)]
+    pub project: Option<String>,
     /// State.
     pub state: StateRef,
     /// Labels.

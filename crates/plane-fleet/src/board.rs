@@ -113,6 +113,7 @@ impl Kept {
             created_at: at(self.created_at),
             updated_at: self.updated_at.map(at),
             priority: None,
+            project: None,
         }
     }
 }

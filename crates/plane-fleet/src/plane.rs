@@ -32,6 +32,8 @@ pub trait Plane: Send + Sync + std::fmt::Debug {
     fn probe_project(&self) -> PlaneFuture<'_, u64>;
     /// One work item.
     fn get_work_item<'a>(&'a self, id: &'a str) -> PlaneFuture<'a, WorkItem>;
+    /// The work item a person calls `ROCK-42`.
+    fn work_item_by_identifier<'a>(&'a self, identifier: &'a str) -> PlaneFuture<'a, WorkItem>;
     /// Every work item of the project.
     fn list_work_items(&self) -> PlaneFuture<'_, Vec<WorkItem>>;
     /// Every work item of the project, each with its state expanded (no
@@ -61,6 +63,9 @@ impl Plane for PlaneClient {
     }
     fn get_work_item<'a>(&'a self, id: &'a str) -> PlaneFuture<'a, WorkItem> {
         Box::pin(PlaneClient::get_work_item(self, id))
+    }
+    fn work_item_by_identifier<'a>(&'a self, identifier: &'a str) -> PlaneFuture<'a, WorkItem> {
+        Box::pin(self.get_work_item_by_identifier(identifier))
     }
     fn list_work_items(&self) -> PlaneFuture<'_, Vec<WorkItem>> {
         Box::pin(PlaneClient::list_work_items(self))

@@ -27,17 +27,17 @@ enum Attempt {
 
 impl PlaneClient {
     pub(super) fn url(&self, tail: &[&str], query: &[(&str, String)]) -> Url {
+        let project = ["projects", self.config.project_id.as_str()];
+        self.workspace_url(&[&project[..], tail].concat(), query)
+    }
+
+    /// A URL under the workspace rather than the project (a work item by
+    /// its identifier).
+    pub(super) fn workspace_url(&self, tail: &[&str], query: &[(&str, String)]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty();
-            segments.extend([
-                "api",
-                "v1",
-                "workspaces",
-                &self.config.workspace,
-                "projects",
-                &self.config.project_id,
-            ]);
+            segments.extend(["api", "v1", "workspaces", &self.config.workspace]);
             segments.extend(tail);
             // Plane answers a path without its trailing slash with a 301.
             segments.push("");

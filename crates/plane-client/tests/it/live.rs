@@ -112,6 +112,36 @@ async fn not_found_is_told_apart_from_a_route_miss() {
 }
 
 #[tokio::test]
+async fn a_work_item_is_found_by_the_identifier_people_use() {
+    let sim = sim().await;
+    let plane = client_for(&sim);
+    sim.add_work_item("first", "Todo");
+    let second = sim.add_work_item("second", "In Progress");
+    let item = plane.get_work_item_by_identifier("ROCK-2").await.unwrap();
+    assert_eq!(
+        (item.id.as_str(), item.name.as_str()),
+        (second.as_str(), "second")
+    );
+    assert_eq!(item.sequence_id, Some(2));
+    assert!(matches!(&item.state, StateRef::Expanded(s) if s.name == "In Progress"));
+    assert!(matches!(
+        plane.get_work_item_by_identifier("ROCK-999").await,
+        Err(PlaneError::NotFound { .. })
+    ));
+    sim.clear_requests();
+    for bad in ["ROCK", "ROCK-", "-2", "ROCK-2x", "RO CK-2", "../ROCK-2"] {
+        match plane.get_work_item_by_identifier(bad).await {
+            Err(PlaneError::InvalidIdentifier { identifier }) => assert_eq!(identifier, bad),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    assert!(
+        sim.requests().is_empty(),
+        "a malformed identifier asks nothing"
+    );
+}
+
+#[tokio::test]
 async fn missing_and_bad_keys_and_wrong_projects_are_typed() {
     let sim = sim().await;
     let task = sim.add_work_item("t", "Todo");
