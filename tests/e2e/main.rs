@@ -20,3 +20,4 @@ mod real_plane;
 mod scan;
 mod support;
 mod webhooks;
+mod window;

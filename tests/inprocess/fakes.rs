@@ -222,6 +222,13 @@ impl Plane for Board {
         })
     }
 
+    fn project_identifier(&self) -> PlaneFuture<'_, String> {
+        Box::pin(async {
+            self.call("project".into()).await?;
+            Ok("ROCK".to_owned())
+        })
+    }
+
     fn work_item_by_identifier<'a>(&'a self, identifier: &'a str) -> PlaneFuture<'a, WorkItem> {
         Box::pin(async move {
             self.call(format!("get {identifier}")).await?;

@@ -32,6 +32,8 @@ pub trait Plane: Send + Sync + std::fmt::Debug {
     fn probe_project(&self) -> PlaneFuture<'_, u64>;
     /// One work item.
     fn get_work_item<'a>(&'a self, id: &'a str) -> PlaneFuture<'a, WorkItem>;
+    /// The project's identifier (`ROCK` of `ROCK-42`).
+    fn project_identifier(&self) -> PlaneFuture<'_, String>;
     /// The work item a person calls `ROCK-42`.
     fn work_item_by_identifier<'a>(&'a self, identifier: &'a str) -> PlaneFuture<'a, WorkItem>;
     /// Every work item of the project.
@@ -63,6 +65,9 @@ impl Plane for PlaneClient {
     }
     fn get_work_item<'a>(&'a self, id: &'a str) -> PlaneFuture<'a, WorkItem> {
         Box::pin(PlaneClient::get_work_item(self, id))
+    }
+    fn project_identifier(&self) -> PlaneFuture<'_, String> {
+        Box::pin(async { Ok(self.get_project().await?.identifier) })
     }
     fn work_item_by_identifier<'a>(&'a self, identifier: &'a str) -> PlaneFuture<'a, WorkItem> {
         Box::pin(self.get_work_item_by_identifier(identifier))

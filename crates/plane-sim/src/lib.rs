@@ -395,6 +395,16 @@ impl PlaneSim {
         self.shared.world().items.clone()
     }
 
+    /// A work item's number in the project (`ROCK-12` is 12).
+    pub fn sequence_of(&self, id: &str) -> Option<u64> {
+        let world = self.shared.world();
+        world
+            .items
+            .iter()
+            .find(|i| i.id == id)
+            .map(|i| i.sequence_id)
+    }
+
     /// The name of a work item's state.
     pub fn state_of(&self, id: &str) -> Option<String> {
         let world = self.shared.world();

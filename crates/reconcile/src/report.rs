@@ -39,6 +39,37 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// Every rule, in the order they are checked.
+    pub const ALL: [Rule; 4] = [
+        Rule::DeadOwnerClear,
+        Rule::OrphanedInFlightClear,
+        Rule::StaleInFlightExpire,
+        Rule::LeaseExpiredClear,
+    ];
+
+    /// The rule the ledger records as `name`.
+    pub fn from_name(name: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|rule| rule.as_str() == name)
+    }
+
+    /// Why a slot this rule reclaims was reclaimed, for an operator.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Rule::DeadOwnerClear => {
+                "its holder ran on this host and neither the holder nor its executor was alive"
+            }
+            Rule::OrphanedInFlightClear => "its Plane task was not found or in a terminal state",
+            Rule::StaleInFlightExpire => {
+                "it was older than the ledger's window and its holder was not known alive"
+            }
+            Rule::LeaseExpiredClear => {
+                "its holder, on another host, stopped renewing its lease and the lease ran out"
+            }
+        }
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -208,5 +239,18 @@ impl Default for ScanOptions {
             project: None,
             lease_grace: Duration::from_secs(10),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_is_found_by_the_name_the_ledger_records() {
+        for rule in Rule::ALL {
+            assert_eq!(Rule::from_name(rule.as_str()), Some(rule));
+        }
+        assert_eq!(Rule::from_name("NO_SUCH_RULE"), None);
     }
 }

@@ -67,20 +67,61 @@ pub enum Command {
     /// Print the ledger's metrics once (open slots, caps, oldest open slot,
     /// starts in the rate windows) in Prometheus' text format.
     Metrics,
-    /// Open slots with their owners' liveness, and counts against the caps.
+    /// Open slots (each task's title, how long it has run, its holder and
+    /// whether that is alive, the lease left), and counts against the caps.
     Status {
         /// One JSON object with a `slots` array.
         #[arg(long)]
         json: bool,
+        /// Redraw the table in place every SECS seconds (default 2) until
+        /// Ctrl-C, on the terminal's alternate screen, which is left as it
+        /// was on exit.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+        #[arg(value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "json")]
+        watch: Option<u64>,
     },
-    /// The audit log.
+    /// The audit log, oldest first; the filters combine. Exits 1, after
+    /// the listing, when records could not be read (listed in place).
     Events {
         /// Only events at or after this time (RFC 3339, e.g.
         /// 2026-11-28T00:00:00Z).
         #[arg(long, value_name = "RFC3339")]
         #[arg(value_parser = parse_since)]
         since: Option<ledger_core::Timestamp>,
+        /// Only this task's events (its work item id).
+        #[arg(long, value_name = "TASK")]
+        task: Option<String>,
+        /// Only this backend's events.
+        #[arg(long, value_name = "BACKEND")]
+        backend: Option<String>,
+        /// Only events of this kind; repeat for several.
+        #[arg(long, value_name = "KIND", value_enum)]
+        kind: Vec<EventKindFilter>,
+        /// Only the newest N of the events that match.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// After the listing, print each new matching event as it is
+        /// recorded (looking every 250 ms), until Ctrl-C or SIGTERM.
+        #[arg(long)]
+        follow: bool,
         /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A task's history and why it is not running: every admission and
+    /// denial (with the cap and its figures), each run's holder, outcomes
+    /// and reclaims (with the rule and what it found), then, unless it runs
+    /// now, each thing that holds it back: no role claims its state, labels
+    /// it lacks, a role waiting for names the project lacks, a full cap (and
+    /// the slots holding it), a full rate window (and when the next start is
+    /// allowed), attempts used up. Asks Plane where the task stands (state,
+    /// labels) and reads the ledger without writing. Exits 1 when Plane
+    /// knows no such identifier, or does not answer (after what the ledger
+    /// knows); a task the ledger never saw is said so, exit 0.
+    Explain {
+        /// The task: its identifier (e.g. ROCK-42) or its work item id.
+        task: String,
+        /// One JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -141,4 +182,17 @@ pub enum Command {
 /// `--since`: an RFC 3339 time, refused at parse time (exit status 2).
 fn parse_since(text: &str) -> Result<ledger_core::Timestamp, String> {
     ledger_core::Timestamp::parse_rfc3339(text).map_err(|e| e.to_string())
+}
+
+/// The kinds of event `events --kind` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventKindFilter {
+    /// A slot was opened.
+    Started,
+    /// A slot was closed (completed, failed, reclaimed, released...).
+    Finished,
+    /// An admission was refused by a cap.
+    Denied,
+    /// A record that could not be read.
+    Unreadable,
 }

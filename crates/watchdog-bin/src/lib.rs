@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod explain;
 mod service;
 pub mod webhook;
 
@@ -82,6 +83,14 @@ pub enum WatchdogError {
     /// (exit status 1).
     #[error("nothing running matches {0}")]
     NothingToInterrupt(String),
+    /// `explain` was given an identifier Plane does not know (exit
+    /// status 1).
+    #[error("{0}")]
+    UnknownTask(String),
+    /// `explain` could not ask Plane where the task stands (exit status 1,
+    /// after what the ledger knows).
+    #[error("plane did not answer: {0}")]
+    PlaneUnanswered(String),
     /// A scan ran but could not do its job: the project did not answer, a
     /// lookup or a reclaim failed (exit status 1, after the report).
     #[error("scan incomplete: {0}")]
@@ -126,6 +135,13 @@ pub async fn with_store_read_only<T: Send + 'static>(
 ) -> Result<T, WatchdogError> {
     let config = config.clone();
     off_runtime(move || call(&*runtime::open_store_read_only(&config)?, &config)).await
+}
+
+/// Opens the configured store for reading only, on the blocking pool: for
+/// a command that reads it more than once (`events --follow`).
+pub async fn open_read_only(config: &Config) -> Result<Arc<dyn Store>, WatchdogError> {
+    let config = config.clone();
+    off_runtime(move || Ok(runtime::open_store_read_only(&config)?)).await
 }
 
 /// The process probe the commands judge owners with: this host's
@@ -441,10 +457,19 @@ pub struct SlotStatus {
     pub task_id: String,
     /// Run.
     pub run_id: String,
+    /// The task's title when it was admitted, if recorded.
+    pub title: Option<String>,
     /// Role of the runner, if recorded.
     pub role: Option<String>,
-    /// `host/pid` of the runner.
+    /// `host/pid` of the holder (the runner, or its keeper).
     pub owner: String,
+    /// The holder's host.
+    pub host: String,
+    /// The holder's pid.
+    pub pid: u32,
+    /// Seconds of lease left (negative: expired that long ago), by the
+    /// store's clock.
+    pub lease_left_secs: i64,
     /// The executor's pid, once spawned.
     pub executor_pid: Option<u32>,
     /// When it was admitted.
@@ -455,6 +480,35 @@ pub struct SlotStatus {
     pub liveness: &'static str,
     /// Why.
     pub liveness_detail: String,
+}
+
+impl SlotStatus {
+    /// `slot` as an operator sees it at `now` (the store's time), its
+    /// holder judged by `probe`.
+    pub fn of(slot: &ledger_core::Slot, probe: &dyn ProcessProbe, now: Timestamp) -> SlotStatus {
+        let (liveness, detail) = match probe.liveness(&slot.owner) {
+            Liveness::Alive => ("alive", String::new()),
+            Liveness::Dead { why } => ("dead", why),
+            Liveness::Unknown { why } => ("unknown", why),
+        };
+        let lease_left_ms = slot.lease_until.as_unix_millis() - now.as_unix_millis();
+        SlotStatus {
+            backend: slot.key.backend.to_string(),
+            task_id: slot.key.task_id.to_string(),
+            run_id: slot.run_id.to_string(),
+            title: slot.owner.title.clone(),
+            role: slot.owner.role.clone(),
+            owner: format!("{}/{}", slot.owner.host, slot.owner.runner.pid),
+            host: slot.owner.host.clone(),
+            pid: slot.owner.runner.pid,
+            lease_left_secs: lease_left_ms.div_euclid(1000),
+            executor_pid: slot.owner.executor.as_ref().map(|e| e.process.pid),
+            started_at: slot.started_at.to_string(),
+            age_secs: now.duration_since(slot.started_at).as_secs(),
+            liveness,
+            liveness_detail: detail,
+        }
+    }
 }
 
 /// One backend's load as `status` shows it.
@@ -521,13 +575,9 @@ pub fn status(
             )
         })
         .collect();
+    let now = ledger.now(now)?;
     let mut slots = Vec::new();
     for slot in ledger.open_slots()? {
-        let (liveness, detail) = match probe.liveness(&slot.owner) {
-            Liveness::Alive => ("alive", String::new()),
-            Liveness::Dead { why } => ("dead", why),
-            Liveness::Unknown { why } => ("unknown", why),
-        };
         backends
             .entry(slot.key.backend.to_string())
             .or_insert(BackendStatus {
@@ -535,18 +585,7 @@ pub fn status(
                 max_concurrent: 0,
             })
             .open += 1;
-        slots.push(SlotStatus {
-            backend: slot.key.backend.to_string(),
-            task_id: slot.key.task_id.to_string(),
-            run_id: slot.run_id.to_string(),
-            role: slot.owner.role.clone(),
-            owner: format!("{}/{}", slot.owner.host, slot.owner.runner.pid),
-            executor_pid: slot.owner.executor.as_ref().map(|e| e.process.pid),
-            started_at: slot.started_at.to_string(),
-            age_secs: now.duration_since(slot.started_at).as_secs(),
-            liveness,
-            liveness_detail: detail,
-        });
+        slots.push(SlotStatus::of(&slot, probe, now));
     }
     Ok(Status {
         ledger: ledger.location(),
@@ -557,30 +596,34 @@ pub fn status(
     })
 }
 
-/// Renders `status` for a terminal.
+/// Renders `status` for a terminal: each open slot (its task's title and
+/// id, how long it has run, its holder and whether that is alive, the
+/// lease left, the role and run), then each backend's count against its
+/// cap.
 pub fn status_text(status: &Status) -> String {
     let mut out = format!("ledger {}\n\n", status.ledger);
     if status.slots.is_empty() {
         out.push_str("no open slots\n");
     } else {
         out.push_str(&format!(
-            "{:<12} {:<38} {:<8} {:>8}  {:<8} {}\n",
-            "BACKEND", "TASK", "ROLE", "AGE", "OWNER", "RUN / OWNER"
+            "{:<12} {:<46} {:>8}  {:<24} {:<17} {}\n",
+            "BACKEND", "TASK", "RUNNING", "HOLDER", "LEASE", "ROLE / RUN"
         ));
         for s in &status.slots {
+            let holder = format!("{} {}", s.liveness, s.owner);
             out.push_str(&format!(
-                "{:<12} {:<38} {:<8} {:>8}  {:<8} {} / {}{}\n",
+                "{:<12} {:<46} {:>8}  {:<24} {:<17} {} / {}{}\n",
                 s.backend,
-                s.task_id,
+                task_cell(s.title.as_deref(), &s.task_id, 46),
+                duration_text(s.age_secs),
+                holder,
+                lease_text(s.lease_left_secs),
                 s.role.as_deref().unwrap_or("-"),
-                age(s.age_secs),
-                s.liveness,
                 s.run_id,
-                s.owner,
                 if s.liveness_detail.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", s.liveness_detail)
+                    format!(" ({})", terminal_safe(&s.liveness_detail))
                 }
             ));
         }
@@ -603,7 +646,78 @@ pub fn status_text(status: &Status) -> String {
     out
 }
 
-fn age(secs: u64) -> String {
+/// A text redrawn in place on a terminal (`status --watch`): on the
+/// alternate screen, so the terminal's contents and scrollback are as they
+/// were once it is dropped; each frame starts from the top-left corner
+/// and clears what the last one left, so nothing scrolls.
+#[derive(Debug)]
+pub struct Redraw {
+    out: std::io::Stdout,
+}
+
+impl Redraw {
+    /// Switches to the alternate screen.
+    pub fn start() -> Redraw {
+        let redraw = Redraw {
+            out: std::io::stdout(),
+        };
+        redraw.write("\x1b[?1049h\x1b[?25l");
+        redraw
+    }
+
+    /// Shows `text` as the whole screen.
+    pub fn show(&mut self, text: &str) {
+        self.write(&frame(text));
+    }
+
+    fn write(&self, bytes: &str) {
+        use std::io::Write;
+        let mut out = self.out.lock();
+        // A terminal gone away is no reason to fail: there is no one to tell.
+        let _ = out.write_all(bytes.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+impl Drop for Redraw {
+    fn drop(&mut self) {
+        self.write("\x1b[?25h\x1b[?1049l");
+    }
+}
+
+/// One frame: home, each line cleared to its end, the rest cleared.
+fn frame(text: &str) -> String {
+    let mut out = String::from("\x1b[H");
+    for line in text.lines() {
+        out.push_str(line);
+        out.push_str("\x1b[K\r\n");
+    }
+    out.push_str("\x1b[J");
+    out
+}
+
+/// A task in a column of `width` characters: its title (cut to fit, made
+/// safe for a terminal) and the first 8 characters of its id; the whole id
+/// when no title was recorded.
+pub(crate) fn task_cell(title: Option<&str>, task_id: &str, width: usize) -> String {
+    let Some(title) = title else {
+        return task_id.to_owned();
+    };
+    let id: String = task_id.chars().take(8).collect();
+    let room = width.saturating_sub(id.chars().count() + 1);
+    let title = terminal_safe(title);
+    let title = if title.chars().count() > room {
+        let cut: String = title.chars().take(room.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        title
+    };
+    format!("{title} {id}")
+}
+
+/// A duration for a person: seconds up to two minutes, then minutes up to
+/// two hours, then hours.
+pub(crate) fn duration_text(secs: u64) -> String {
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -611,15 +725,83 @@ fn age(secs: u64) -> String {
     }
 }
 
-/// The audit log since `since` (everything retained when `None`).
+/// A lease's time left, or how long ago it ran out.
+pub(crate) fn lease_text(left_secs: i64) -> String {
+    if left_secs >= 0 {
+        format!("{} left", duration_text(left_secs.unsigned_abs()))
+    } else {
+        format!("expired {} ago", duration_text(left_secs.unsigned_abs()))
+    }
+}
+
+/// Text from Plane or the ledger made safe for a terminal: control
+/// characters (an escape sequence in a title could rewrite the screen)
+/// become `?`.
+pub(crate) fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Which events `events` lists; every field that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// At or after this time.
+    pub since: Option<Timestamp>,
+    /// Of this task.
+    pub task: Option<TaskId>,
+    /// Of this backend.
+    pub backend: Option<Backend>,
+    /// Of one of these kinds (any when empty).
+    pub kinds: Vec<cli::EventKindFilter>,
+}
+
+impl EventFilter {
+    /// Whether `event` matches.
+    pub fn matches(&self, event: &Event) -> bool {
+        use cli::EventKindFilter as K;
+        let key = event.kind.key();
+        let kind = match &event.kind {
+            EventKind::Started { .. } => Some(K::Started),
+            EventKind::Finished { .. } => Some(K::Finished),
+            EventKind::Denied { .. } => Some(K::Denied),
+            EventKind::Unreadable { .. } => Some(K::Unreadable),
+            _ => None,
+        };
+        self.since.is_none_or(|since| event.at >= since)
+            && self
+                .task
+                .as_ref()
+                .is_none_or(|task| key.is_some_and(|k| k.task_id == *task))
+            && self
+                .backend
+                .as_ref()
+                .is_none_or(|backend| key.is_some_and(|k| k.backend == *backend))
+            && (self.kinds.is_empty() || kind.is_some_and(|k| self.kinds.contains(&k)))
+    }
+}
+
+/// The retained audit log's events that match `filter`, oldest first;
+/// with a `limit`, only the newest that many. A task's events are read
+/// from its index, not the whole log.
 pub fn events(
     ledger: &dyn LedgerStore,
-    since: Option<Timestamp>,
+    filter: &EventFilter,
+    limit: Option<usize>,
 ) -> Result<Vec<Event>, WatchdogError> {
-    match since {
-        None => Ok(ledger.events_after(0, usize::MAX)?),
-        Some(from) => Ok(ledger.events_between(from, Timestamp::from_unix_millis(i64::MAX))?),
+    let candidates = match (&filter.task, filter.since) {
+        (Some(task), _) => ledger.task_events(task, usize::MAX)?,
+        (None, None) => ledger.events_after(0, usize::MAX)?,
+        (None, Some(from)) => ledger.events_between(from, Timestamp::from_unix_millis(i64::MAX))?,
+    };
+    let mut matching: Vec<Event> = candidates
+        .into_iter()
+        .filter(|e| filter.matches(e))
+        .collect();
+    if let Some(limit) = limit {
+        matching.drain(..matching.len().saturating_sub(limit));
     }
+    Ok(matching)
 }
 
 /// One event as a line of text.

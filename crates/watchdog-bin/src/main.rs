@@ -9,11 +9,12 @@ use clap::Parser;
 use ledger_core::{Clock, SystemClock};
 use runtime::{Config, HostIdentity, init_logging};
 use watchdog_bin::cli::{Args, Command};
+use watchdog_bin::explain::{explain, explanation_text, find_task, gather};
 use watchdog_bin::{
-    InterruptWhich, RunOptions, Scanner, WatchdogError, check_config, check_locally,
+    EventFilter, InterruptWhich, RunOptions, Scanner, WatchdogError, check_config, check_locally,
     config_check_text, event_text, events, import_report_json, import_usage_json, interrupt,
-    interrupt_text, metrics_text, probe, release, release_text, status, status_text,
-    unreadable_events, with_store, with_store_read_only,
+    interrupt_text, metrics_text, open_read_only, probe, release, release_text, status,
+    status_text, unreadable_events, with_store, with_store_read_only,
 };
 
 fn main() -> ExitCode {
@@ -92,7 +93,34 @@ async fn execute(config: Config, command: Command) -> Result<(), WatchdogError> 
             });
             print!("{}", text.await?);
         }
-        Command::Status { json: as_json } => {
+        Command::Status {
+            watch: Some(secs), ..
+        } => {
+            let shutdown = runtime::Shutdown::on_signals()?;
+            let mut stopped = std::pin::pin!(shutdown.stopped());
+            let mut screen = watchdog_bin::Redraw::start();
+            loop {
+                let status = with_store_read_only(&config, move |store, config| {
+                    status(store, config, &probe(config)?, now())
+                });
+                let text = match status.await {
+                    Ok(status) => status_text(&status),
+                    Err(e) => format!("status: {e}\n"),
+                };
+                screen.show(&format!(
+                    "every {secs}s, {} (Ctrl-C to stop)\n\n{text}",
+                    now()
+                ));
+                tokio::select! {
+                    () = &mut stopped => break,
+                    () = tokio::time::sleep(Duration::from_secs(secs)) => {}
+                }
+            }
+        }
+        Command::Status {
+            json: as_json,
+            watch: None,
+        } => {
             let status = with_store_read_only(&config, move |store, config| {
                 status(store, config, &probe(config)?, now())
             });
@@ -104,20 +132,91 @@ async fn execute(config: Config, command: Command) -> Result<(), WatchdogError> 
         }
         Command::Events {
             since,
+            task,
+            backend,
+            kind,
+            limit,
+            follow,
             json: as_json,
         } => {
-            let events = with_store_read_only(&config, move |store, _| events(store, since));
-            let events = events.await?;
-            for event in &events {
-                match as_json {
-                    true => println!("{}", json(event)),
-                    false => println!("{}", event_text(event)),
+            let filter = EventFilter {
+                since,
+                task: task
+                    .map(|t| ledger_core::TaskId::new(t.clone()))
+                    .transpose()
+                    .map_err(|e| WatchdogError::Usage(format!("--task: {e}")))?,
+                backend: backend
+                    .map(ledger_core::Backend::new)
+                    .transpose()
+                    .map_err(|e| WatchdogError::Usage(format!("--backend: {e}")))?,
+                kinds: kind,
+            };
+            // A reader that went away (`| head`) ends the listing, quietly.
+            let print = |events: &[ledger_core::Event]| -> std::io::Result<()> {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                for event in events {
+                    match as_json {
+                        true => writeln!(out, "{}", json(event))?,
+                        false => writeln!(out, "{}", event_text(event))?,
+                    }
+                }
+                out.flush()
+            };
+            let store = open_read_only(&config).await?;
+            let listed = {
+                let filter = filter.clone();
+                runtime::on_store(&store, move |s| events(s, &filter, limit)).await?
+            };
+            let mut unreadable = unreadable_events(&listed);
+            if print(&listed).is_ok() && follow {
+                let shutdown = runtime::Shutdown::on_signals()?;
+                let mut stopped = std::pin::pin!(shutdown.stopped());
+                let mut after = listed.iter().map(|e| e.seq).max().unwrap_or(0);
+                loop {
+                    let page = runtime::on_store(&store, move |s| s.events_after(after, 10_000));
+                    let page = page.await?;
+                    if let Some(last) = page.last() {
+                        after = last.seq;
+                    }
+                    let new: Vec<_> = page.into_iter().filter(|e| filter.matches(e)).collect();
+                    unreadable += unreadable_events(&new);
+                    if print(&new).is_err() {
+                        break;
+                    }
+                    tokio::select! {
+                        () = &mut stopped => break,
+                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
                 }
             }
             // Listed in place; still a failure to report.
-            let unreadable = unreadable_events(&events);
             if unreadable > 0 {
                 return Err(WatchdogError::UnreadableEvents(unreadable));
+            }
+        }
+        Command::Explain {
+            task,
+            json: as_json,
+        } => {
+            let plane = plane_client::PlaneClient::new(config.plane_config()?)?;
+            let found = find_task(&plane, &config, &task).await?;
+            let wanted = found.task.clone();
+            let facts = with_store_read_only(&config, move |store, config| {
+                gather(store, config, &probe(config)?, &wanted, now())
+            });
+            let explanation = explain(&found, &facts.await?, &config);
+            match as_json {
+                true => println!("{}", json(&explanation)),
+                false => print!("{}", explanation_text(&explanation)),
+            }
+            if let Some(error) = explanation.plane_error {
+                return Err(WatchdogError::PlaneUnanswered(error));
+            }
+            if explanation.board.is_none() && !explanation.known_to_ledger {
+                return Err(WatchdogError::UnknownTask(format!(
+                    "{task}: neither Plane nor the ledger knows this task"
+                )));
             }
         }
         Command::Interrupt { task, role, all } => {
