@@ -135,6 +135,32 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// Events from `from` (inclusive) to `to` (exclusive), in order.
     fn events_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Event>>;
 
+    /// The newest `limit` events with a sequence number below `before`,
+    /// oldest first: the log read backwards, a page at a time (an
+    /// operator's "recent events": `events_before(u64::MAX, 50)`). This
+    /// default reads the whole log; the stores of this workspace read only
+    /// the page.
+    fn events_before(&self, before: u64, limit: usize) -> Result<Vec<Event>> {
+        const PAGE: usize = 10_000;
+        let mut found = std::collections::VecDeque::new();
+        let mut after = 0;
+        loop {
+            let page = self.events_after(after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for event in page.into_iter().filter(|e| e.seq < before) {
+                found.push_back(event);
+                if found.len() > limit {
+                    found.pop_front();
+                }
+            }
+            if after >= before {
+                break;
+            }
+        }
+        Ok(found.into())
+    }
+
     /// The newest `limit` retained events of `task` (its starts, finishes
     /// and denials, on any backend), oldest first: a task's history for an
     /// operator. This default reads the whole log; the stores of this

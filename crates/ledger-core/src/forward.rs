@@ -93,6 +93,7 @@ macro_rules! forward_ledger_store {
                 fn events_after(after: u64, limit: usize) -> Vec<$crate::Event>;
                 fn events_between(from: $crate::Timestamp, to: $crate::Timestamp) -> Vec<$crate::Event>;
                 fn task_events(task: &$crate::TaskId, limit: usize) -> Vec<$crate::Event>;
+                fn events_before(before: u64, limit: usize) -> Vec<$crate::Event>;
                 fn starts_after(backend: &$crate::Backend, since: $crate::Timestamp) -> Vec<$crate::Timestamp>;
                 fn prune(now: $crate::Timestamp) -> $crate::PruneReport;
                 fn import_usage_json(path: &std::path::Path) -> $crate::ImportReport;

@@ -317,6 +317,8 @@ const EVENTS_AFTER: &str = "SELECT event, xid < pg_snapshot_xmin(pg_current_snap
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 const EVENTS_BETWEEN: &str =
     "SELECT event, seq, at FROM events WHERE at >= $1 AND at < $2 ORDER BY at, seq";
+const EVENTS_BEFORE: &str =
+    "SELECT event, seq, at FROM events WHERE seq < $1 ORDER BY seq DESC LIMIT $2";
 const TASK_EVENTS: &str =
     "SELECT event, seq, at FROM events WHERE task_id = $1 ORDER BY seq DESC LIMIT $2";
 const STARTS_AFTER: &str =
@@ -725,6 +727,17 @@ impl LedgerStore for PgLedger {
         self.worker.run(move |c| {
             let rows = query(c, EVENTS_BETWEEN, &[&from, &to])?;
             let events = rows.iter().map(|row| listed_event(row, 1)).collect();
+            settle(c, events)
+        })
+    }
+
+    fn events_before(&self, before: u64, limit: usize) -> Result<Vec<Event>> {
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.worker.run(move |c| {
+            let rows = query(c, EVENTS_BEFORE, &[&before, &limit])?;
+            let events: Step<Vec<Event>> =
+                rows.iter().rev().map(|row| listed_event(row, 1)).collect();
             settle(c, events)
         })
     }

@@ -311,6 +311,15 @@ pub fn events_can_be_read_by_time_range(subject: &Subject) {
     assert!(events.iter().all(|e| e.at >= from && e.at < to));
     let after = ledger.events_after(8, 100).unwrap();
     assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![9, 10]);
+    // Backwards, a page at a time: the newest first page, then the one before.
+    let seqs = |events: Vec<Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(ledger.events_before(u64::MAX, 3).unwrap()),
+        vec![8, 9, 10]
+    );
+    assert_eq!(seqs(ledger.events_before(8, 3).unwrap()), vec![5, 6, 7]);
+    assert_eq!(seqs(ledger.events_before(3, 10).unwrap()), vec![1, 2]);
+    assert!(ledger.events_before(1, 10).unwrap().is_empty());
 }
 
 pub fn a_task_s_history_is_read_by_task_newest_last(subject: &Subject) {

@@ -266,6 +266,19 @@ impl LedgerStore for Ledger {
         })
     }
 
+    fn events_before(&self, before: u64, limit: usize) -> Result<Vec<Event>> {
+        self.read(|txn| {
+            let table = txn.open_table(EVENTS).or_storage(self)?;
+            let mut out = Vec::new();
+            for entry in table.range(..before).or_storage(self)?.rev().take(limit) {
+                let (k, v) = entry.or_storage(self)?;
+                out.push(Event::from_stored(k.value(), None, v.value()));
+            }
+            out.reverse();
+            Ok(out)
+        })
+    }
+
     fn task_events(&self, task: &TaskId, limit: usize) -> Result<Vec<Event>> {
         self.read(|txn| {
             let upto = match txn
