@@ -5,6 +5,7 @@
 //! `cargo test --workspace` and `cargo xtask ci` build them.
 
 mod board;
+mod browser;
 mod budget;
 mod crash;
 mod fleet;
@@ -15,6 +16,7 @@ mod keepers;
 mod library;
 mod metrics;
 mod operator;
+mod page;
 mod prometheus;
 mod real_plane;
 mod scan;

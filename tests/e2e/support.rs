@@ -244,6 +244,18 @@ impl World {
         )
     }
 
+    /// Starts `program` with `args` and the configuration file `config`
+    /// (a variant of this world's), logging to `logs/<tag>.log`.
+    pub fn spawn_with_config(
+        &mut self,
+        config: &std::path::Path,
+        program: &str,
+        args: &[&str],
+        tag: &str,
+    ) -> usize {
+        self.spawn_with(config, None, program, args, tag)
+    }
+
     fn spawn_with(
         &mut self,
         config: &std::path::Path,

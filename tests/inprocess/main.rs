@@ -497,6 +497,7 @@ async fn watchdog_run_scans_each_interval_records_webhook_hints_and_rewrites_its
         apply: true,
         metrics_addr: None,
         textfile: Some(textfile.clone()),
+        http: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let project = rig.config.plane.project_id.clone();

@@ -331,6 +331,16 @@ pub(crate) fn role_settings(
     Ok(roles)
 }
 
+pub(crate) fn http_settings(check: &Checker, h: RawHttp) -> Result<HttpSettings, ConfigError> {
+    match h.token_env {
+        Some(name) if name.trim().is_empty() => Err(check.error(
+            "http.token_env",
+            "must name an environment variable, e.g. \"INFLIGHT_HTTP_TOKEN\"".into(),
+        )),
+        token_env => Ok(HttpSettings { token_env }),
+    }
+}
+
 pub(crate) fn webhook_settings(
     check: &Checker,
     w: RawWebhook,

@@ -261,6 +261,17 @@ pub struct WebhookSettings {
     pub silent_poll: Duration,
 }
 
+/// `[http]`: the watchdog's read-only web page (`watchdog serve --http`,
+/// `watchdog run --http`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// `token_env`: the environment variable holding the token every
+    /// request must then carry (`Authorization: Bearer TOKEN`, or HTTP
+    /// Basic with the token as the password). Required to serve on any
+    /// address but loopback.
+    pub token_env: Option<String>,
+}
+
 /// `[watcher]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatcherSettings {
@@ -302,6 +313,8 @@ pub struct Config {
     pub watcher: WatcherSettings,
     /// `[webhook]`, when deliveries are received.
     pub webhook: Option<WebhookSettings>,
+    /// `[http]`.
+    pub http: HttpSettings,
 }
 
 impl Config {
@@ -355,6 +368,7 @@ impl Config {
             roles,
             watcher,
             webhook,
+            http: http_settings(&check, raw.http)?,
         })
     }
 
@@ -475,8 +489,8 @@ impl Config {
 
     /// Every environment variable this configuration reads a secret
     /// from: Plane's keys (`plane.api_key_env`, each role's
-    /// `api_key_env`), the database's password, the webhook's secret. An
-    /// executor's environment has none of them.
+    /// `api_key_env`), the database's password, the webhook's secret, the
+    /// web page's token. An executor's environment has none of them.
     pub fn secret_envs(&self) -> Vec<String> {
         let mut names = vec![self.plane.api_key_env.clone()];
         names.extend(self.roles.values().filter_map(|r| r.api_key_env.clone()));
@@ -484,6 +498,7 @@ impl Config {
             names.extend(pg.password_env.clone());
         }
         names.extend(self.webhook.as_ref().map(|w| w.secret_env.clone()));
+        names.extend(self.http.token_env.clone());
         names.sort();
         names.dedup();
         names

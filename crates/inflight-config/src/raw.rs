@@ -22,6 +22,14 @@ pub(crate) struct RawConfig {
     pub(crate) watcher: RawWatcher,
     #[serde(default)]
     pub(crate) webhook: Option<RawWebhook>,
+    #[serde(default)]
+    pub(crate) http: RawHttp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    pub(crate) token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

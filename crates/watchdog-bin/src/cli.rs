@@ -63,6 +63,24 @@ pub enum Command {
         /// atomically, for node_exporter's textfile collector.
         #[arg(long, value_name = "FILE")]
         textfile: Option<PathBuf>,
+        /// Also serve the read-only web page at http://ADDR/ (as `serve`
+        /// does; e.g. 127.0.0.1:9103).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+    },
+    /// Serve the read-only web page alone, until SIGTERM or SIGINT: at
+    /// http://ADDR/ the overview (each backend's open slots against its
+    /// caps, every slot's task, holder, liveness, lease and run time, the
+    /// roles, recent events), at /task/TASK a task's `explain`, and the
+    /// same as JSON under /api/ (/api/overview, /api/task/TASK). It
+    /// refreshes itself and runs no script. GET and HEAD only. An address
+    /// other than loopback needs [http] token_env (exit 2 otherwise): every
+    /// request must then carry the token (Authorization: Bearer TOKEN, or
+    /// the password of HTTP Basic, which a browser asks for).
+    Serve {
+        /// Where to listen, e.g. 127.0.0.1:9103.
+        #[arg(long, value_name = "ADDR")]
+        http: std::net::SocketAddr,
     },
     /// Print the ledger's metrics once (open slots, caps, oldest open slot,
     /// starts in the rate windows) in Prometheus' text format.

@@ -27,7 +27,9 @@
 pub mod cli;
 pub mod explain;
 mod service;
+pub mod web;
 pub mod webhook;
+pub mod window;
 
 pub use service::{RunOptions, run, run_scans};
 
@@ -243,6 +245,17 @@ impl Scanner {
     /// The ledger store it scans.
     pub fn store(&self) -> Arc<dyn Store> {
         self.ledger.clone()
+    }
+
+    /// The web page's view of what this scanner reads.
+    pub fn window(&self) -> web::Window {
+        web::Window {
+            config: self.config.clone(),
+            store: self.ledger.clone(),
+            plane: self.plane.clone(),
+            probe: self.probe.clone(),
+            clock: self.clock.clone(),
+        }
     }
 
     /// A receiver of Plane's webhooks for `config` (`[webhook]`), writing

@@ -52,6 +52,7 @@ async fn execute(config: Config, command: Command) -> Result<(), WatchdogError> 
             apply,
             metrics_addr,
             textfile,
+            http,
         } => {
             let shutdown = runtime::Shutdown::on_signals()?;
             let scanner = Scanner::open(config).await?;
@@ -60,6 +61,7 @@ async fn execute(config: Config, command: Command) -> Result<(), WatchdogError> 
                 apply,
                 metrics_addr,
                 textfile,
+                http,
             };
             // A failed scan is logged ("scan incomplete") and retried at the
             // next tick.
@@ -74,6 +76,21 @@ async fn execute(config: Config, command: Command) -> Result<(), WatchdogError> 
                 Err(e) => tracing::error!(error = %e, "scan incomplete"),
             };
             watchdog_bin::run(scanner, options, shutdown.stopped(), each).await?;
+        }
+        Command::Serve { http } => {
+            // The token first: a refused address must not wait on a store.
+            let token = watchdog_bin::web::token_for(&config, http)?;
+            let shutdown = runtime::Shutdown::on_signals()?;
+            let plane = plane_client::PlaneClient::new(config.plane_config()?)?;
+            let window = watchdog_bin::web::Window {
+                store: open_read_only(&config).await?,
+                plane: std::sync::Arc::new(plane),
+                probe: std::sync::Arc::new(probe(&config)?),
+                clock: std::sync::Arc::new(SystemClock),
+                config,
+            };
+            let listener = watchdog_bin::web::bind(http).await?;
+            watchdog_bin::web::serve(listener, window, token, shutdown.stopped()).await?;
         }
         Command::CheckConfig { offline: true } => {
             check_locally(&config).await?;

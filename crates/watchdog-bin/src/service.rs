@@ -25,6 +25,8 @@ pub struct RunOptions {
     pub metrics_addr: Option<SocketAddr>,
     /// Rewrite this file with the metrics every interval.
     pub textfile: Option<PathBuf>,
+    /// Serve the web page here.
+    pub http: Option<SocketAddr>,
 }
 
 /// Runs the watchdog until `shutdown` completes: binds the webhook
@@ -39,6 +41,11 @@ pub async fn run(
     each: impl FnMut(Result<ScanReport, WatchdogError>),
 ) -> Result<(), WatchdogError> {
     let shutdown = Shutdown::when(shutdown);
+    // Refused before anything listens: an exposed page needs its token.
+    let page_token = match options.http {
+        Some(addr) => crate::web::token_for(scanner.config(), addr)?,
+        None => None,
+    };
     let hooks = match (scanner.webhook_receiver()?, &scanner.config().webhook) {
         (Some(receiver), Some(settings)) => {
             let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -60,6 +67,18 @@ pub async fn run(
             Some(tokio::spawn(serve))
         }
         _ => None,
+    };
+    let page = match options.http {
+        Some(addr) => {
+            let listener = crate::web::bind(addr).await?;
+            Some(tokio::spawn(crate::web::serve(
+                listener,
+                scanner.window(),
+                page_token,
+                shutdown.stopped(),
+            )))
+        }
+        None => None,
     };
     let serving = match options.metrics_addr {
         Some(addr) => Some(
@@ -99,6 +118,11 @@ pub async fn run(
         && let Ok(Err(e)) = hooks.await
     {
         tracing::error!(error = %e, "the webhook listener failed");
+    }
+    if let Some(page) = page
+        && let Ok(Err(e)) = page.await
+    {
+        tracing::error!(error = %e, "the web page's listener failed");
     }
     if let Some(textfile) = textfile {
         let _ = textfile.await;
