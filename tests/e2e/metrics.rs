@@ -78,13 +78,29 @@ pub fn free_port() -> u16 {
 
 /// `method path` on the listener: the status and the body.
 pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = http_with(port, method, path, None);
+    (status, body)
+}
+
+/// `method path` on the listener with an `Authorization` header when
+/// given: the status, the head and the body (`(0, "", "")` when nothing
+/// listens yet).
+pub fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, String, String) {
     // Not up yet: no answer.
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
+        return (0, String::new(), String::new());
     };
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n"
     )
     .unwrap();
     let mut answer = String::new();
@@ -94,10 +110,10 @@ pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     // A chunked body (axum's default for a streamed answer) is read whole
     // here: strip the chunk sizes.
-    let body = if answer
+    let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
@@ -105,7 +121,7 @@ pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     } else {
         body.to_owned()
     };
-    (status, body)
+    (status, head.to_owned(), body)
 }
 
 fn dechunk(mut body: &str) -> String {

@@ -2,14 +2,13 @@
 //! guards: loopback unless a token is configured, the token, GET only, the
 //! Content-Security-Policy, no secret in any answer.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ledger_core::{EventKind, LedgerStore, TaskId};
 
 use crate::browser::Browser;
+use crate::metrics::{free_port, http_with as http};
 use crate::support::*;
 
 const GOAL: Role = Role::new("goal", "Ready for AI");
@@ -17,46 +16,10 @@ const WEBHOOK_SECRET: &str = "plane_wh_e2e_webhook_secret_not_for_pages";
 const DB_PASSWORD: &str = "e2e-database-password-not-for-pages";
 const HTTP_TOKEN: &str = "e2e-page-token-4f1c";
 
-/// A port free right now on loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One HTTP/1.1 exchange: the status, the head and the body.
-fn http(port: u16, method: &str, path: &str, authorization: Option<&str>) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n"
-    )
-    .unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).unwrap();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_owned(), body.to_owned())
-}
-
 /// Waits for the page to answer on `port`.
 fn wait_for_page(port: u16, authorization: Option<&str>) {
     wait_until(Duration::from_secs(30), "the page answers", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http(port, "GET", "/style.css", authorization).0 == 200
+        http(port, "GET", "/style.css", authorization).0 == 200
     });
 }
 
@@ -199,6 +162,10 @@ fn the_page_shows_a_live_slot_a_dead_holder_and_a_denial_in_chromium() {
         1
     );
     assert!(text.contains("denied on local"), "its history: {text}");
+    // A task neither Plane nor the ledger knows.
+    let (status, _, body) = http(port, "GET", "/task/ROCK-999", None);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("ROCK-999"), "{body}");
     let task_png = browser.screenshot(&screenshots().join("task.png"));
     for png in [overview_png, task_png] {
         assert!(
@@ -260,7 +227,11 @@ fn the_page_refuses_an_open_address_without_a_token_and_writes_nothing() {
     for path in ["/", "/api/overview", "/style.css"] {
         let (status, head, body) = http(port, "GET", path, None);
         assert_eq!(status, 401, "{path}: {head}");
-        assert!(head.to_ascii_lowercase().contains("www-authenticate: basic"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: basic"),
+            "{head}"
+        );
         assert!(!body.contains(HTTP_TOKEN));
         assert_eq!(http(port, "GET", path, Some("Bearer not-the-token")).0, 401);
         assert_eq!(http(port, "GET", path, Some(&bearer)).0, 200, "{path}");

@@ -14,6 +14,8 @@ const BENCHES: &[(&str, &str, &str)] = &[
     // The PostgreSQL store beside redb, on a throwaway server.
     ("ledger", "ledger-postgres", "postgres"),
     ("reconcile", "runtime", "reconcile"),
+    // The operator's window on 1,000,000 events, on both stores.
+    ("window", "watchdog-bin", "window"),
     ("e2e", "inflight-e2e", "e2e"),
     // The fleet's Plane budget: idle cost, pickup, requests per dispatch.
     ("fleet", "inflight-e2e", "fleet"),

@@ -141,24 +141,7 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// default reads the whole log; the stores of this workspace read only
     /// the page.
     fn events_before(&self, before: u64, limit: usize) -> Result<Vec<Event>> {
-        const PAGE: usize = 10_000;
-        let mut found = std::collections::VecDeque::new();
-        let mut after = 0;
-        loop {
-            let page = self.events_after(after, PAGE)?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for event in page.into_iter().filter(|e| e.seq < before) {
-                found.push_back(event);
-                if found.len() > limit {
-                    found.pop_front();
-                }
-            }
-            if after >= before {
-                break;
-            }
-        }
-        Ok(found.into())
+        newest_in_log(self, limit, |e| e.seq < before)
     }
 
     /// The newest `limit` retained events of `task` (its starts, finishes
@@ -166,23 +149,9 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// operator. This default reads the whole log; the stores of this
     /// workspace answer from an index by task.
     fn task_events(&self, task: &TaskId, limit: usize) -> Result<Vec<Event>> {
-        const PAGE: usize = 10_000;
-        let mut found = std::collections::VecDeque::new();
-        let mut after = 0;
-        loop {
-            let page = self.events_after(after, PAGE)?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for event in page {
-                if event.kind.key().is_some_and(|key| key.task_id == *task) {
-                    found.push_back(event);
-                    if found.len() > limit {
-                        found.pop_front();
-                    }
-                }
-            }
-        }
-        Ok(found.into())
+        newest_in_log(self, limit, |e| {
+            e.kind.key().is_some_and(|key| key.task_id == *task)
+        })
     }
 
     /// When `backend`'s starts after `since` (exclusive) were, oldest
@@ -215,6 +184,31 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// start-up, waiting at most `timeout`; `Ok(None)` when another process
     /// holds it. Dropping the token releases it.
     fn startup_lock(&self, timeout: Duration) -> Result<Option<StoreLock>>;
+}
+
+/// The newest `limit` events of the whole log that `keep` accepts, oldest
+/// first, read a page at a time: the default of the reads a store answers
+/// from an index of its own.
+fn newest_in_log<S: LedgerStore + ?Sized>(
+    store: &S,
+    limit: usize,
+    keep: impl Fn(&Event) -> bool,
+) -> Result<Vec<Event>> {
+    const PAGE: usize = 10_000;
+    let mut found = std::collections::VecDeque::new();
+    let mut after = 0;
+    loop {
+        let page = store.events_after(after, PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for event in page.into_iter().filter(|e| keep(e)) {
+            found.push_back(event);
+            if found.len() > limit {
+                found.pop_front();
+            }
+        }
+    }
+    Ok(found.into())
 }
 
 /// What a fleet of runners shares through the ledger's store besides its

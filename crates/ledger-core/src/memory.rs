@@ -29,6 +29,7 @@
 //!         project: None,
 //!         keeper: None,
 //!         outcome: None,
+//!         title: None,
 //!     },
 //!     lease: Duration::from_secs(60),
 //! };

@@ -46,10 +46,16 @@ pub(crate) const TASK_EVENTS: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("task_events");
 
 /// `meta` key: every event up to this sequence (decimal) is in
-/// [`TASK_EVENTS`]. Moved forward by a read-write open and by each prune
-/// (the watchdog's every scan), not by appends, which keeps an admission's
-/// commit off the `meta` table.
+/// [`TASK_EVENTS`]. Moved to the end of the log by a read-write open and
+/// by each prune (the watchdog's every scan), and by an append once it is
+/// [`TASK_INDEX_STRIDE`] behind, so that a reader scans at most that much
+/// of the log; the appends in between leave `meta` alone, which keeps an
+/// admission's commit small.
 pub(crate) const META_TASK_INDEX_UPTO: &str = "task_index_upto";
+
+/// How far behind the log [`META_TASK_INDEX_UPTO`] may fall before an
+/// append moves it.
+pub(crate) const TASK_INDEX_STRIDE: u64 = 512;
 
 /// `attempts`: task id → JSON [`crate::TaskAttempts`] of its *finished*
 /// dispatches (the running ones are its open slots). Never pruned.

@@ -11,10 +11,10 @@ use runtime::LogFormat;
 /// Watches inflight's ledger: reclaims slots that dead runners left open, and
 /// answers an operator's questions about it.
 ///
-/// Every command shares the ledger with running runners; `status`, `events`
-/// and `metrics` only read it (a missing ledger is an error, nothing is
-/// created; a read-only file or mount will do). Reports and listings go to
-/// stdout; logs go to stderr.
+/// Every command shares the ledger with running runners; `status`, `events`,
+/// `explain`, `serve` and `metrics` only read it (a missing ledger is an
+/// error, nothing is created; a read-only file or mount will do). Reports
+/// and listings go to stdout; logs go to stderr.
 ///
 /// Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.
 #[derive(Debug, Parser)]

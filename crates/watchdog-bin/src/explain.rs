@@ -58,9 +58,10 @@ pub struct Found {
 }
 
 /// Asks Plane what `asked` names: `ROCK-42` by its identifier, anything
-/// else as a work item id. An identifier Plane does not know is
-/// [`WatchdogError::UnknownTask`]; a work item id it does not know is
-/// still looked up in the ledger (the task may have been deleted since).
+/// else as a work item id. What Plane does not know is still looked up in
+/// the ledger as a task id (the task may have been deleted since, or
+/// imported under that name); [`Explanation::unknown`] says when neither
+/// knows it.
 pub async fn find_task(
     plane: &dyn Plane,
     config: &Config,
@@ -75,16 +76,14 @@ pub async fn find_task(
             && !n.is_empty()
             && n.bytes().all(|b| b.is_ascii_digit())
     });
+    // An identifier Plane does not know may still be a task id the ledger
+    // knows (one imported from usage.json, say): the caller says which.
     let item = if looks_like_identifier {
         match plane.work_item_by_identifier(asked).await {
-            Ok(item) => Ok(item),
-            Err(PlaneError::NotFound { .. } | PlaneError::InvalidIdentifier { .. }) => {
-                return Err(WatchdogError::UnknownTask(format!(
-                    "{asked}: no such work item in project {}",
-                    config.project()
-                )));
-            }
-            Err(e) => return Err(e.into()),
+            Err(PlaneError::InvalidIdentifier { .. }) => Err(PlaneError::NotFound {
+                path: asked.to_owned(),
+            }),
+            other => other,
         }
     } else {
         plane.get_work_item(asked).await
@@ -186,20 +185,12 @@ pub fn gather(
 ) -> Result<Facts, WatchdogError> {
     let now = ledger.now(now)?;
     let open: Vec<Slot> = ledger.open_slots()?;
-    let mut starts = BTreeMap::new();
-    for (name, backend) in &config.backends {
-        let limits = backend.limits;
-        if limits.max_per_hour.is_some() || limits.max_per_day.is_some() {
-            let since = now.saturating_sub(RateWindow::Daily.length());
-            starts.insert(name.clone(), ledger.starts_after(&backend.name, since)?);
-        }
-    }
     Ok(Facts {
         now,
         history: ledger.task_events(task, HISTORY_LIMIT)?,
         attempts: ledger.attempts(task)?,
         open: open.iter().map(|s| SlotStatus::of(s, probe, now)).collect(),
-        starts,
+        starts: crate::window::rate_capped_starts(ledger, config, now)?,
     })
 }
 
@@ -314,6 +305,14 @@ pub struct Explanation {
     pub plane_error: Option<String>,
 }
 
+impl Explanation {
+    /// Neither Plane nor the ledger knows the task: a typo, or another
+    /// project's.
+    pub fn unknown(&self) -> bool {
+        self.board.is_none() && !self.known_to_ledger && self.plane_error.is_none()
+    }
+}
+
 /// Decides why the task waits, from what Plane and the ledger said.
 pub fn explain(found: &Found, facts: &Facts, config: &Config) -> Explanation {
     let task_id = found.task.to_string();
@@ -424,10 +423,7 @@ fn cap_waits(role: &str, backend: &Backend, facts: &Facts, config: &Config) -> V
     };
     let name = backend.as_str();
     let starts = facts.starts.get(name).map_or(&[][..], Vec::as_slice);
-    let in_window = |window: RateWindow| {
-        let since = facts.now.saturating_sub(window.length());
-        starts.iter().filter(|s| **s > since).count() as u64
-    };
+    let in_window = |window| u64::from(crate::window::in_window(starts, window, facts.now));
     let counts = AdmissionCounts {
         key_in_flight: false,
         open_total: facts.open.len() as u64,

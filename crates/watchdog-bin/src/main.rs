@@ -227,13 +227,14 @@ async fn execute(config: Config, command: Command) -> Result<(), WatchdogError> 
                 true => println!("{}", json(&explanation)),
                 false => print!("{}", explanation_text(&explanation)),
             }
+            if explanation.unknown() {
+                return Err(WatchdogError::UnknownTask(format!(
+                    "{task}: no such work item in project {}, and the ledger has no record of it",
+                    config.project()
+                )));
+            }
             if let Some(error) = explanation.plane_error {
                 return Err(WatchdogError::PlaneUnanswered(error));
-            }
-            if explanation.board.is_none() && !explanation.known_to_ledger {
-                return Err(WatchdogError::UnknownTask(format!(
-                    "{task}: neither Plane nor the ledger knows this task"
-                )));
             }
         }
         Command::Interrupt { task, role, all } => {

@@ -203,8 +203,8 @@ fn failure(status: StatusCode, error: &WatchdogError) -> Response {
     (status, format!("{error}\n")).into_response()
 }
 
-fn html(page: impl Template) -> Response {
-    match page.render() {
+fn html(page: Result<String, askama::Error>) -> Response {
+    match page {
         Ok(body) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -248,9 +248,17 @@ async fn overview_json(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn task_json(State(shared): State<Arc<Shared>>, Path(task): Path<String>) -> Response {
     match shared.window.explain(&task).await {
+        Ok(e) if e.unknown() => unknown_task(&task),
         Ok(e) => axum::Json(e).into_response(),
         Err(e) => failure(task_failure(&e), &e),
     }
+}
+
+fn unknown_task(task: &str) -> Response {
+    let error = WatchdogError::UnknownTask(format!(
+        "{task}: neither Plane nor the ledger knows this task"
+    ));
+    failure(StatusCode::NOT_FOUND, &error)
 }
 
 fn task_failure(error: &WatchdogError) -> StatusCode {
@@ -307,31 +315,20 @@ struct OverviewPage<'a> {
     display: Display<'a>,
 }
 
-impl OverviewPage<'_> {
-    fn duration(&self, secs: &u64) -> String {
-        self.display.duration(secs)
+/// The overview as the page's HTML.
+pub fn overview_html(o: &Overview, config: &Config) -> Result<String, askama::Error> {
+    OverviewPage {
+        at: o.at,
+        refresh_secs: OVERVIEW_REFRESH_SECS,
+        o,
+        display: Display { config },
     }
-    fn lease(&self, left: &i64) -> String {
-        self.display.lease(left)
-    }
-    fn segment(&self, text: &str) -> String {
-        self.display.segment(text)
-    }
-    fn plane_link(&self, task: &str) -> String {
-        self.display.plane_link(task)
-    }
+    .render()
 }
 
 async fn overview_page(State(shared): State<Arc<Shared>>) -> Response {
     match shared.window.overview().await {
-        Ok(o) => html(OverviewPage {
-            at: o.at,
-            refresh_secs: OVERVIEW_REFRESH_SECS,
-            o: &o,
-            display: Display {
-                config: &shared.window.config,
-            },
-        }),
+        Ok(o) => html(overview_html(&o, &shared.window.config)),
         Err(e) => failure(StatusCode::SERVICE_UNAVAILABLE, &e),
     }
 }
@@ -363,25 +360,10 @@ impl TaskPage<'_> {
             None => format!("task {}", self.e.task_id),
         }
     }
-    fn duration(&self, secs: &u64) -> String {
-        self.display.duration(secs)
-    }
-    fn lease(&self, left: &i64) -> String {
-        self.display.lease(left)
-    }
-    fn segment(&self, text: &str) -> String {
-        self.display.segment(text)
-    }
-    fn plane_link(&self, task: &str) -> String {
-        self.display.plane_link(task)
-    }
 }
 
-async fn task_page(State(shared): State<Arc<Shared>>, Path(task): Path<String>) -> Response {
-    let e = match shared.window.explain(&task).await {
-        Ok(e) => e,
-        Err(e) => return failure(task_failure(&e), &e),
-    };
+/// A task's `explain` as the page's HTML, at `at`.
+pub fn task_html(e: &Explanation, config: &Config, at: Timestamp) -> Result<String, askama::Error> {
     let waits = e
         .waits
         .iter()
@@ -394,15 +376,26 @@ async fn task_page(State(shared): State<Arc<Shared>>, Path(task): Path<String>) 
             },
         })
         .collect();
-    html(TaskPage {
-        at: shared.window.clock.now(),
+    TaskPage {
+        at,
         refresh_secs: TASK_REFRESH_SECS,
-        e: &e,
+        e,
         waits,
-        display: Display {
-            config: &shared.window.config,
-        },
-    })
+        display: Display { config },
+    }
+    .render()
+}
+
+async fn task_page(State(shared): State<Arc<Shared>>, Path(task): Path<String>) -> Response {
+    match shared.window.explain(&task).await {
+        Ok(e) if e.unknown() => unknown_task(&task),
+        Ok(e) => html(task_html(
+            &e,
+            &shared.window.config,
+            shared.window.clock.now(),
+        )),
+        Err(e) => failure(task_failure(&e), &e),
+    }
 }
 
 fn wait_reason(wait: &Wait) -> &'static str {

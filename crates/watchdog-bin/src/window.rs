@@ -44,6 +44,22 @@ pub fn gather_overview(
 ) -> Result<OverviewFacts, WatchdogError> {
     let now = ledger.now(now)?;
     let open = ledger.open_slots()?;
+    Ok(OverviewFacts {
+        now,
+        ledger: ledger.location(),
+        open: open.iter().map(|s| SlotStatus::of(s, probe, now)).collect(),
+        recent: ledger.events_before(u64::MAX, RECENT_EVENTS)?,
+        starts: rate_capped_starts(ledger, config, now)?,
+    })
+}
+
+/// Each rate-capped backend's starts within the last day, by name: what
+/// its rate windows count at `now`.
+pub(crate) fn rate_capped_starts(
+    ledger: &dyn LedgerStore,
+    config: &Config,
+    now: Timestamp,
+) -> Result<BTreeMap<String, Vec<Timestamp>>, WatchdogError> {
     let mut starts = BTreeMap::new();
     for (name, backend) in &config.backends {
         let limits = backend.limits;
@@ -52,13 +68,14 @@ pub fn gather_overview(
             starts.insert(name.clone(), ledger.starts_after(&backend.name, since)?);
         }
     }
-    Ok(OverviewFacts {
-        now,
-        ledger: ledger.location(),
-        open: open.iter().map(|s| SlotStatus::of(s, probe, now)).collect(),
-        recent: ledger.events_before(u64::MAX, RECENT_EVENTS)?,
-        starts,
-    })
+    Ok(starts)
+}
+
+/// How many of `starts` a `window` counts at `now` (the cap rule's count:
+/// later than `now` minus the window).
+pub(crate) fn in_window(starts: &[Timestamp], window: RateWindow, now: Timestamp) -> u32 {
+    let since = now.saturating_sub(window.length());
+    starts.iter().filter(|s| **s > since).count() as u32
 }
 
 /// Each role's names the project lacks (a state or label it waits for),
@@ -178,10 +195,7 @@ pub fn overview(
             let starts = facts.starts.get(name).map_or(&[][..], Vec::as_slice);
             let used = |window: RateWindow, limit: Option<u32>| {
                 limit.map(|limit| WindowUse {
-                    started: starts
-                        .iter()
-                        .filter(|s| **s > facts.now.saturating_sub(window.length()))
-                        .count() as u32,
+                    started: in_window(starts, window, facts.now),
                     limit,
                 })
             };

@@ -29,47 +29,73 @@ impl Ledger {
         let event = Event { seq, at, kind };
         let bytes = self.encode("events", &event)?;
         events.insert(seq, bytes.as_slice()).or_storage(self)?;
+        drop(events);
+        // Every so many appends, the index's mark moves up to here, so a
+        // reader never scans more than that much of the log past it; in
+        // between, an append reads the mark and writes nothing more.
+        let mark = self.task_index_mark(txn)?;
+        if seq.saturating_sub(mark) >= TASK_INDEX_STRIDE {
+            self.catch_up_task_index(txn, mark, seq)?;
+        }
         Ok(seq)
+    }
+
+    /// [`META_TASK_INDEX_UPTO`] as `txn` sees it (0 when never set).
+    fn task_index_mark(&self, txn: &WriteTransaction) -> Result<u64> {
+        let meta = txn.open_table(META).or_storage(self)?;
+        let mark = meta.get(META_TASK_INDEX_UPTO).or_storage(self)?;
+        Ok(mark.and_then(|g| g.value().parse().ok()).unwrap_or(0))
+    }
+
+    /// Indexes what events in `(mark, upto]` lack a row (appended by a
+    /// build that did not index), and moves the mark to `upto`.
+    fn catch_up_task_index(&self, txn: &WriteTransaction, mark: u64, upto: u64) -> Result<()> {
+        let events = txn.open_table(EVENTS).or_storage(self)?;
+        let mut index = txn.open_table(TASK_EVENTS).or_storage(self)?;
+        for entry in events
+            .range(mark.saturating_add(1)..=upto)
+            .or_storage(self)?
+        {
+            let (k, v) = entry.or_storage(self)?;
+            let seq = k.value();
+            let event = Event::from_stored(seq, None, v.value());
+            if let Some(key) = event.kind.key() {
+                let row = (key.task_id.as_str(), seq);
+                // A read where the row is there (nearly always): only a
+                // missing row dirties a page.
+                if index.get(row).or_storage(self)?.is_none() {
+                    index.insert(row, ()).or_storage(self)?;
+                }
+            }
+        }
+        txn.open_table(META)
+            .or_storage(self)?
+            .insert(META_TASK_INDEX_UPTO, upto.to_string().as_str())
+            .or_storage(self)?;
+        Ok(())
     }
 
     /// Takes every event after [`META_TASK_INDEX_UPTO`] into the task
     /// index (the whole log the first time, in batches) and moves the mark
     /// to the end of the log. Returns how many events it read.
     pub(crate) fn index_tasks(&self) -> Result<u64> {
-        const BATCH: usize = 50_000;
+        const BATCH: u64 = 50_000;
         let mut read = 0;
         loop {
             let (n, more) = self.write(|txn| {
-                let mut meta = txn.open_table(META).or_storage(self)?;
-                let upto = meta
-                    .get(META_TASK_INDEX_UPTO)
+                let mark = self.task_index_mark(txn)?;
+                let last = txn
+                    .open_table(EVENTS)
                     .or_storage(self)?
-                    .and_then(|g| g.value().parse::<u64>().ok())
-                    .unwrap_or(0);
-                let events = txn.open_table(EVENTS).or_storage(self)?;
-                let mut index = txn.open_table(TASK_EVENTS).or_storage(self)?;
-                let (mut n, mut last) = (0, upto);
-                for entry in events
-                    .range(upto.saturating_add(1)..)
+                    .last()
                     .or_storage(self)?
-                    .take(BATCH)
-                {
-                    let (k, v) = entry.or_storage(self)?;
-                    last = k.value();
-                    n += 1;
-                    let event = Event::from_stored(last, None, v.value());
-                    if let Some(key) = event.kind.key() {
-                        index
-                            .insert((key.task_id.as_str(), last), ())
-                            .or_storage(self)?;
-                    }
-                }
-                if n == 0 {
+                    .map_or(0, |(k, _)| k.value());
+                if last <= mark {
                     return Ok(Tx::Abort((0, false)));
                 }
-                meta.insert(META_TASK_INDEX_UPTO, last.to_string().as_str())
-                    .or_storage(self)?;
-                Ok(Tx::Commit((n as u64, n == BATCH)))
+                let upto = last.min(mark.saturating_add(BATCH));
+                self.catch_up_task_index(txn, mark, upto)?;
+                Ok(Tx::Commit((upto - mark, upto < last)))
             })?;
             read += n;
             if !more {
