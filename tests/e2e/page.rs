@@ -130,6 +130,11 @@ fn the_page_shows_a_live_slot_a_dead_holder_and_a_denial_in_chromium() {
         browser.eval("document.querySelectorAll('script').length"),
         0
     );
+    let budget = browser.eval("document.querySelector('#budget tbody tr').innerText");
+    assert!(
+        budget.as_str().unwrap().contains("E2E_PLANE_KEY"),
+        "{budget}"
+    );
     let overview_png = browser.screenshot(&screenshots().join("overview.png"));
 
     browser.open(&format!("http://{address}/task/{xss}"));

@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ledger_core::{Clock, FinishReason, LedgerStore, SystemClock, Timestamp};
+use ledger_core::{Clock, FinishReason, FleetStore, LedgerStore, SystemClock, Timestamp};
 use serde_json::Value;
 
 use crate::support::*;
@@ -162,6 +162,32 @@ fn explain_says_a_role_waits_for_a_label_the_project_lacks_and_one_the_task_lack
         text.contains("role goal claims only tasks labelled \"agent\""),
         "{text}"
     );
+}
+
+#[test]
+fn explain_says_plane_paused_the_role_s_key() {
+    let world = World::new(1, &[GOAL]);
+    let ledger = world.ledger();
+    let task = world.sim.add_work_item("waits for Plane", "Ready for AI");
+    // As the client does on a 429: the whole key waits out Retry-After.
+    let key = plane_client::ApiKey::new(KEY).fingerprint();
+    let now = SystemClock.now();
+    ledger
+        .pause_budget(&key, Duration::from_secs(600), now)
+        .unwrap();
+    let (json, text) = explain(&world, &task);
+    let paused = wait(&json, "budget_paused");
+    assert_eq!(paused["key_env"], "E2E_PLANE_KEY");
+    let until: Timestamp = serde_json::from_value(paused["until"].clone()).unwrap();
+    assert!(
+        until >= now.saturating_add(Duration::from_secs(599)),
+        "{until}"
+    );
+    assert!(
+        text.contains("Plane answered role goal's key (E2E_PLANE_KEY) with 429"),
+        "{text}"
+    );
+    assert!(!text.contains(KEY), "the key itself is never shown");
 }
 
 #[test]

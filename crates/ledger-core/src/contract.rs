@@ -250,6 +250,11 @@ pub trait FleetStore: Send + Sync + fmt::Debug {
         now: Timestamp,
     ) -> Result<u32>;
 
+    /// `key`'s budget as it stands at `now`, read without changing it (an
+    /// operator's view; a read-only store answers it): the takes within
+    /// the last `window`, and the pause in force, if any.
+    fn budget_state(&self, key: &str, window: Duration, now: Timestamp) -> Result<BudgetState>;
+
     /// Refuses every take from `key` until `wait` past `now` (Plane's 429
     /// `Retry-After` applies to the key, so to every process using it).
     /// Never shortens a pause in force.
@@ -482,6 +487,34 @@ pub enum BudgetAnswer {
     },
 }
 
+/// A shared budget as it stands ([`FleetStore::budget_state`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BudgetState {
+    /// Takes within the window.
+    pub in_window: u32,
+    /// When the pause in force (a 429's `Retry-After`) ends; `None` when
+    /// no pause is in force.
+    pub paused_until: Option<Timestamp>,
+}
+
+impl BudgetState {
+    /// The state of a budget whose takes are `takes` and whose pause ends
+    /// at `paused_until`, at `now`, for a window of `window`.
+    pub fn of(
+        takes: impl IntoIterator<Item = Timestamp>,
+        paused_until: Option<Timestamp>,
+        window: Duration,
+        now: Timestamp,
+    ) -> BudgetState {
+        let start = now.saturating_sub(window);
+        let in_window = takes.into_iter().filter(|t| *t > start).count();
+        BudgetState {
+            in_window: u32::try_from(in_window).unwrap_or(u32::MAX),
+            paused_until: paused_until.filter(|until| *until > now),
+        }
+    }
+}
+
 /// How many takes a window holding `takes` lacks when Plane counts `used`
 /// requests of the key in its own: the requests made outside the fleet,
 /// which every store adds ([`FleetStore::note_budget_used`]).
@@ -682,12 +715,17 @@ pub fn next_start_allowed(
         let Some(limit) = limit else { continue };
         let since = now.saturating_sub(window.length());
         let inside: Vec<Timestamp> = sorted.iter().copied().filter(|s| *s > since).collect();
-        let limit = limit as usize;
-        if inside.len() < limit {
+        // The window has room once `inside.len() - limit + 1` starts left
+        // it: when the start `limit` from the newest leaves. None when it
+        // has room now, with fewer starts than the cap (a cap of 0, which
+        // the configuration refuses, is not told apart).
+        let Some(nth) = (inside.len())
+            .checked_sub(limit as usize)
+            .and_then(|i| inside.get(i))
+        else {
             continue;
-        }
-        // The window has room once `inside.len() - limit + 1` starts left it.
-        let leaves = inside[inside.len() - limit].saturating_add(window.length());
+        };
+        let leaves = nth.saturating_add(window.length());
         if answer.is_none_or(|(_, at)| leaves > at) {
             answer = Some((window, leaves));
         }

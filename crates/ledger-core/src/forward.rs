@@ -115,6 +115,7 @@ macro_rules! forward_fleet_store {
                 |_this, _call| Ok(()), |_this, _call, _answer| Ok(()), |$f, $fe| $failed;
                 fn take_budget(key: &str, limit: u32, window: std::time::Duration, now: $crate::Timestamp) -> $crate::BudgetAnswer;
                 fn pause_budget(key: &str, wait: std::time::Duration, now: $crate::Timestamp) -> ();
+                fn budget_state(key: &str, window: std::time::Duration, now: $crate::Timestamp) -> $crate::BudgetState;
                 fn board_look(key: &str, max_age: std::time::Duration, listing_for: std::time::Duration, now: $crate::Timestamp) -> $crate::BoardLook;
                 fn hold_listing(key: &str, until: $crate::Timestamp, listing_for: std::time::Duration, now: $crate::Timestamp) -> Option<$crate::Timestamp>;
                 fn note_budget_used(key: &str, used: u32, window: std::time::Duration, now: $crate::Timestamp) -> u32;

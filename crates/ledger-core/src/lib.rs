@@ -131,8 +131,9 @@ pub mod usage;
 
 pub use contract::{
     AdmissionCounts, BoardHints, BoardLook, BoardSnapshot, BoardStep, BoardVerdict, BudgetAnswer,
-    FleetStore, HINT_RETENTION, ImportReport, LedgerStore, PruneReport, Store, StoreLock,
-    admission, board_rule, board_step, budget, budget_shortfall, listing_hold, next_start_allowed,
+    BudgetState, FleetStore, HINT_RETENTION, ImportReport, LedgerStore, PruneReport, Store,
+    StoreLock, admission, board_rule, board_step, budget, budget_shortfall, listing_hold,
+    next_start_allowed,
 };
 #[cfg(feature = "mocks")]
 pub use contract::{MockFleetStore, MockLedgerStore};

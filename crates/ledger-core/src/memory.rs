@@ -543,6 +543,25 @@ impl FleetStore for MemoryStore {
         })
     }
 
+    fn budget_state(
+        &self,
+        key: &str,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<crate::BudgetState> {
+        self.call("budget_state", |state| {
+            Ok(match state.budgets.get(key) {
+                Some(record) => crate::BudgetState::of(
+                    record.takes.iter().copied(),
+                    record.paused_until,
+                    window,
+                    now,
+                ),
+                None => crate::BudgetState::default(),
+            })
+        })
+    }
+
     fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> Result<()> {
         let until = now.saturating_add(wait);
         self.call("pause_budget", |state| {

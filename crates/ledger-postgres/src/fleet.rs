@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use ledger_core::{
-    BoardHints, BoardLook, BoardSnapshot, BoardStep, BudgetAnswer, FleetStore, Result, Timestamp,
+    BoardHints, BoardLook, BoardSnapshot, BoardStep, BudgetAnswer, BudgetState, FleetStore, Result,
+    Timestamp,
 };
 
-use crate::sql::{Fail, Tx, settle, statement, transact};
+use crate::sql::{Fail, Step, Tx, settle, statement, transact};
 use crate::store::{PgLedger, millis, now_sql, query};
 
 const BOARD_READ: &str = "SELECT * FROM board_read($1, $2)";
@@ -35,6 +36,13 @@ const BUDGET_READ: &str = "SELECT * FROM budget_read($1, $2, $3)";
 const BUDGET_TAKE: &str = "INSERT INTO budget_takes (key, taken_at) VALUES ($1, $2)";
 const BUDGET_FILL: &str = "INSERT INTO budget_takes (key, taken_at) \
      SELECT $1, $2 FROM generate_series(1, $3::bigint)";
+const BUDGET_STATE: &str = concat!(
+    "SELECT (SELECT paused_until FROM budgets WHERE key = $1), ",
+    "ARRAY(SELECT taken_at FROM budget_takes WHERE key = $1 AND taken_at > ",
+    now_sql!(3),
+    " - $2), ",
+    now_sql!(3)
+);
 const BUDGET_PAUSE: &str = concat!(
     "INSERT INTO budgets (key, paused_until) VALUES ($1, ",
     now_sql!(3),
@@ -107,6 +115,30 @@ impl FleetStore for PgLedger {
                 }
                 Ok(Tx::Commit(missing))
             })
+        })
+    }
+
+    fn budget_state(&self, key: &str, window: Duration, now: Timestamp) -> Result<BudgetState> {
+        let key = key.to_owned();
+        let caller_now = self.caller(now);
+        let window_ms = millis(window);
+        self.worker.run(move |c| {
+            let rows = query(c, BUDGET_STATE, &[&key, &window_ms, &caller_now])?;
+            // One row: the statement reads no table at its top.
+            let state = rows
+                .first()
+                .map_or(Ok(BudgetState::default()), |row| -> Step<_> {
+                    let paused: Option<i64> = row.try_get(0)?;
+                    let takes: Vec<i64> = row.try_get(1)?;
+                    let at = Timestamp::from_unix_millis(row.try_get(2)?);
+                    Ok(BudgetState::of(
+                        takes.into_iter().map(Timestamp::from_unix_millis),
+                        paused.map(Timestamp::from_unix_millis),
+                        window,
+                        at,
+                    ))
+                });
+            settle(c, state)
         })
     }
 

@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 
 use ledger_core::{
-    AdmissionCounts, Backend, DenyReason, Event, EventKind, FinishReason, LedgerStore, RateWindow,
-    Slot, TaskAttempts, TaskId, Timestamp, admission, next_start_allowed,
+    AdmissionCounts, Backend, DenyReason, Event, EventKind, FinishReason, RateWindow, Slot, Store,
+    TaskAttempts, TaskId, Timestamp, admission, next_start_allowed,
 };
 use plane_client::{LabelRef, PlaneError, WorkItem};
 use reconcile::{ProcessProbe, Rule};
@@ -173,11 +173,13 @@ pub struct Facts {
     pub open: Vec<SlotStatus>,
     /// Each configured backend's starts within the last day.
     pub starts: BTreeMap<String, Vec<Timestamp>>,
+    /// Each Plane key's shared budget.
+    pub budgets: Vec<crate::window::BudgetView>,
 }
 
 /// Reads the [`Facts`] for `task`. Blocks.
 pub fn gather(
-    ledger: &dyn LedgerStore,
+    ledger: &dyn Store,
     config: &Config,
     probe: &dyn ProcessProbe,
     task: &TaskId,
@@ -191,6 +193,7 @@ pub fn gather(
         attempts: ledger.attempts(task)?,
         open: open.iter().map(|s| SlotStatus::of(s, probe, now)).collect(),
         starts: crate::window::rate_capped_starts(ledger, config, now)?,
+        budgets: crate::window::budgets(ledger, config, now)?,
     })
 }
 
@@ -271,6 +274,18 @@ pub enum Wait {
         limit: u32,
         /// When the next start is allowed (RFC 3339).
         next_start_at: Timestamp,
+        /// Seconds from now.
+        in_secs: u64,
+    },
+    /// Plane answered the role's key with 429: every process using the
+    /// key waits out its `Retry-After`.
+    BudgetPaused {
+        /// The role.
+        role: String,
+        /// The variable its key is read from.
+        key_env: String,
+        /// When the pause ends.
+        until: Timestamp,
         /// Seconds from now.
         in_secs: u64,
     },
@@ -394,6 +409,23 @@ fn board_waits(board: &OnBoard, found: &Found, facts: &Facts, config: &Config) -
             continue;
         }
         let before = waits.len();
+        let key_env = role
+            .api_key_env
+            .as_ref()
+            .unwrap_or(&config.plane.api_key_env);
+        if let Some(until) = facts
+            .budgets
+            .iter()
+            .find(|b| b.key_env == *key_env)
+            .and_then(|b| b.paused_until)
+        {
+            waits.push(Wait::BudgetPaused {
+                role: role.name.clone(),
+                key_env: key_env.clone(),
+                until,
+                in_secs: until.duration_since(facts.now).as_secs(),
+            });
+        }
         waits.extend(cap_waits(&role.name, &role.backend, facts, config));
         if waits.len() == before {
             waits.push(Wait::Ready {
@@ -682,6 +714,15 @@ pub fn wait_text(wait: &Wait) -> String {
             ..
         } => format!(
             "{cap} is {limit} and {current} started in that window: the next start is allowed at {next_start_at} (in {})",
+            crate::duration_text(*in_secs)
+        ),
+        Wait::BudgetPaused {
+            role,
+            key_env,
+            until,
+            in_secs,
+        } => format!(
+            "Plane answered role {role}'s key ({key_env}) with 429: every process using it waits until {until} (in {})",
             crate::duration_text(*in_secs)
         ),
         Wait::Ready {

@@ -219,8 +219,10 @@ async fn execute(config: Config, command: Command) -> Result<(), WatchdogError> 
             let plane = plane_client::PlaneClient::new(config.plane_config()?)?;
             let found = find_task(&plane, &config, &task).await?;
             let wanted = found.task.clone();
-            let facts = with_store_read_only(&config, move |store, config| {
-                gather(store, config, &probe(config)?, &wanted, now())
+            let store = open_read_only(&config).await?;
+            let (read_config, probe) = (config.clone(), probe(&config)?);
+            let facts = runtime::on_store(&store, move |s| {
+                gather(s, &read_config, &probe, &wanted, now())
             });
             let explanation = explain(&found, &facts.await?, &config);
             match as_json {

@@ -407,6 +407,7 @@ fn wait_reason(wait: &Wait) -> &'static str {
         Wait::AttemptsExhausted { .. } => "attempts_exhausted",
         Wait::CapFull { .. } => "cap_full",
         Wait::RateFull { .. } => "rate_full",
+        Wait::BudgetPaused { .. } => "budget_paused",
         Wait::Ready { .. } => "ready",
     }
 }

@@ -8,8 +8,11 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use ledger_core::{
-    Event, EventKind, FinishReason, LedgerStore, RateWindow, Timestamp, next_start_allowed,
+    Event, EventKind, FinishReason, FleetStore, LedgerStore, RateWindow, Store, Timestamp,
+    next_start_allowed,
 };
 use reconcile::ProcessProbe;
 use runtime::{Config, Plane, check_role};
@@ -33,11 +36,13 @@ pub struct OverviewFacts {
     pub recent: Vec<Event>,
     /// Each rate-capped backend's starts within the last day.
     pub starts: BTreeMap<String, Vec<Timestamp>>,
+    /// Each Plane key's shared budget.
+    pub budgets: Vec<BudgetView>,
 }
 
 /// Reads the [`OverviewFacts`]. Blocks.
 pub fn gather_overview(
-    ledger: &dyn LedgerStore,
+    ledger: &dyn Store,
     config: &Config,
     probe: &dyn ProcessProbe,
     now: Timestamp,
@@ -50,7 +55,62 @@ pub fn gather_overview(
         open: open.iter().map(|s| SlotStatus::of(s, probe, now)).collect(),
         recent: ledger.events_before(u64::MAX, RECENT_EVENTS)?,
         starts: rate_capped_starts(ledger, config, now)?,
+        budgets: budgets(ledger, config, now)?,
     })
+}
+
+/// One Plane key's shared budget: what every process using the key has
+/// spent of Plane's window, and a 429's pause.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetView {
+    /// The variable the key is read from (never the key).
+    pub key_env: String,
+    /// Requests within the last minute.
+    pub used: u32,
+    /// `plane.rate_limit_per_minute`.
+    pub limit: u32,
+    /// When a 429's pause ends, if one is in force.
+    pub paused_until: Option<Timestamp>,
+}
+
+/// The budget of each key the configuration names whose variable is set
+/// (`plane.api_key_env`, each role's own `api_key_env`), read as it
+/// stands.
+pub(crate) fn budgets(
+    store: &dyn FleetStore,
+    config: &Config,
+    now: Timestamp,
+) -> Result<Vec<BudgetView>, WatchdogError> {
+    let mut envs = vec![config.plane.api_key_env.clone()];
+    for role in config.roles.values() {
+        if let Some(env) = &role.api_key_env
+            && !envs.contains(env)
+        {
+            envs.push(env.clone());
+        }
+    }
+    let mut views = Vec::new();
+    for env in envs {
+        let role = config
+            .roles
+            .values()
+            .find(|r| r.api_key_env.as_ref() == Some(&env));
+        let plane = match role {
+            Some(role) => config.plane_config_for(role),
+            None => config.plane_config(),
+        };
+        // A key whose variable is unset here spends nothing from here.
+        let Ok(plane) = plane else { continue };
+        let state =
+            store.budget_state(&plane.api_key.fingerprint(), Duration::from_secs(60), now)?;
+        views.push(BudgetView {
+            key_env: env,
+            used: state.in_window,
+            limit: config.plane.rate_limit_per_minute,
+            paused_until: state.paused_until,
+        });
+    }
+    Ok(views)
 }
 
 /// Each rate-capped backend's starts within the last day, by name: what
@@ -177,6 +237,8 @@ pub struct Overview {
     pub recent: Vec<RecentEvent>,
     /// The roles.
     pub roles: Vec<RoleView>,
+    /// Each Plane key's shared budget.
+    pub budgets: Vec<BudgetView>,
     /// Why Plane could not be asked about the roles, if it could not.
     pub plane_error: Option<String>,
 }
@@ -284,6 +346,7 @@ pub fn overview(
         slots: facts.open.clone(),
         recent,
         roles,
+        budgets: facts.budgets.clone(),
         plane_error,
     }
 }

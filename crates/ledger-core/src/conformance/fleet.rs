@@ -90,6 +90,58 @@ pub fn a_pause_holds_every_take_of_its_key_and_is_never_shortened(subject: &Subj
     );
 }
 
+pub fn a_budget_is_read_as_it_stands_without_a_take(subject: &Subject) {
+    let ledger = subject.store();
+    let at = |secs: u64| T0.saturating_add(Duration::from_secs(secs));
+    let state = |secs| ledger.budget_state("key-a", MINUTE, at(secs)).unwrap();
+    assert_eq!(
+        state(0),
+        BudgetState::default(),
+        "a budget never taken from"
+    );
+    for secs in [0, 10, 20] {
+        ledger.take_budget("key-a", 60, MINUTE, at(secs)).unwrap();
+    }
+    assert_eq!(
+        state(30),
+        BudgetState {
+            in_window: 3,
+            paused_until: None
+        }
+    );
+    assert_eq!(
+        state(30),
+        BudgetState {
+            in_window: 3,
+            paused_until: None
+        },
+        "reading took nothing"
+    );
+    ledger
+        .pause_budget("key-a", Duration::from_secs(40), at(30))
+        .unwrap();
+    assert_eq!(
+        state(65),
+        BudgetState {
+            in_window: 2,
+            paused_until: Some(at(70))
+        },
+        "the first take left the window; the pause holds"
+    );
+    assert_eq!(
+        state(85),
+        BudgetState {
+            in_window: 0,
+            paused_until: None
+        },
+        "all gone, the pause over"
+    );
+    assert_eq!(
+        ledger.budget_state("key-b", MINUTE, at(30)).unwrap(),
+        BudgetState::default()
+    );
+}
+
 pub fn takers_racing_on_one_budget_never_exceed_it(subject: &Subject) {
     let store = subject.shared();
     let taken: Vec<u32> = std::thread::scope(|scope| {

@@ -61,6 +61,34 @@ impl FleetStore for Ledger {
         })
     }
 
+    fn budget_state(
+        &self,
+        key: &str,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<crate::BudgetState> {
+        self.read(|txn| {
+            // A ledger no process has taken a budget from has no table yet.
+            let table = match txn.open_table(PLANE_BUDGET) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => {
+                    return Ok(crate::BudgetState::default());
+                }
+                Err(e) => return Err(self.storage(e)),
+            };
+            let record: BudgetRecord = match table.get(key).or_storage(self)? {
+                Some(v) => self.decode("plane_budget", v.value())?,
+                None => BudgetRecord::default(),
+            };
+            Ok(crate::BudgetState::of(
+                record.takes,
+                record.paused_until,
+                window,
+                now,
+            ))
+        })
+    }
+
     fn pause_budget(&self, key: &str, wait: Duration, now: Timestamp) -> Result<()> {
         let until = now.saturating_add(wait);
         self.update_budget(key, None, |record| {
