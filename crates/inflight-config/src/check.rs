@@ -236,6 +236,16 @@ pub(crate) fn backend_settings(
         if b.max_concurrent == 0 {
             return Err(check.error(&key("max_concurrent"), "must be greater than 0".into()));
         }
+        // A rate cap of 0 would refuse every start for good: a typo, or a
+        // backend meant to be off (remove its roles instead).
+        for (field, cap) in [("max_per_hour", b.max_per_hour), ("max_per_day", b.max_per_day)] {
+            if cap == Some(0) {
+                return Err(check.error(
+                    &key(field),
+                    "must be greater than 0 (leave it out for no cap)".into(),
+                ));
+            }
+        }
         let Some((program, args)) = b
             .command
             .split_first()

@@ -100,6 +100,10 @@ fn missing_sections_and_bad_values_are_named() {
         "[limits]\nmax_concurrent = 0",
     ));
     assert_eq!(err.key, "limits.max_concurrent");
+    let err = error_for(&VALID.replace("max_per_hour = 60", "max_per_hour = 0"));
+    assert_eq!(err.key, "backends.local.max_per_hour");
+    let err = error_for(&VALID.replace("max_per_hour = 60", "max_per_day = 0"));
+    assert_eq!(err.key, "backends.local.max_per_day");
     let err = error_for(&VALID.replace(
         "command = [\"sh\", \"-c\", \"./run-task.sh\"]",
         "command = []",
