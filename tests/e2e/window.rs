@@ -375,6 +375,12 @@ fn events_filter_by_task_kind_and_limit_and_follow_shows_a_new_event_within_a_se
     ]);
     assert_eq!(started.len(), 14);
     assert!(lines(&["events", "--backend", "other", "--json"]).is_empty());
+    // A task id that is none of Plane's: the ledger's history alone.
+    let (explained, text) = explain(&world, "T");
+    assert_eq!(explained["board"], Value::Null);
+    assert_eq!(explained["history"].as_array().unwrap().len(), 14);
+    assert_eq!(wait(&explained, "not_on_board")["reason"], "not_on_board");
+    assert!(text.contains("7 dispatch(es): 7 completed"), "{text}");
 
     let mut follow = Command::new(bin("watchdog"))
         .args([

@@ -238,7 +238,10 @@ pub(crate) fn backend_settings(
         }
         // A rate cap of 0 would refuse every start for good: a typo, or a
         // backend meant to be off (remove its roles instead).
-        for (field, cap) in [("max_per_hour", b.max_per_hour), ("max_per_day", b.max_per_day)] {
+        for (field, cap) in [
+            ("max_per_hour", b.max_per_hour),
+            ("max_per_day", b.max_per_day),
+        ] {
             if cap == Some(0) {
                 return Err(check.error(
                     &key(field),

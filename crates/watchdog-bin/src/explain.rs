@@ -19,7 +19,7 @@ use ledger_core::{
 };
 use plane_client::{LabelRef, PlaneError, WorkItem};
 use reconcile::{ProcessProbe, Rule};
-use runtime::{Config, Plane, RoleFit, RoleProblem, check_role, role_fit, state_of};
+use runtime::{Config, Plane, RoleFit, role_fit, state_of};
 use serde::Serialize;
 
 use crate::{SlotStatus, WatchdogError};
@@ -51,8 +51,8 @@ pub struct Found {
     /// more) or did not answer.
     pub board: Option<OnBoard>,
     /// Each role's problems with the project's names (a state or label
-    /// it waits for), by role.
-    pub role_problems: BTreeMap<String, Vec<RoleProblem>>,
+    /// it waits for), by role, as `check-config` words them.
+    pub role_problems: BTreeMap<String, Vec<String>>,
     /// Why Plane could not be asked, if it could not.
     pub plane_error: Option<String>,
 }
@@ -85,8 +85,13 @@ pub async fn find_task(
             }),
             other => other,
         }
-    } else {
+    } else if is_uuid(asked) {
         plane.get_work_item(asked).await
+    } else {
+        // Plane's ids are UUIDs: not one of its, perhaps the ledger's.
+        Err(PlaneError::NotFound {
+            path: asked.to_owned(),
+        })
     };
     let task = match &item {
         Ok(item) => TaskId::new(item.id.clone()),
@@ -102,30 +107,26 @@ pub async fn find_task(
         Err(PlaneError::NotFound { .. }) => (None, None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let mut role_problems = BTreeMap::new();
-    if plane_error.is_none() {
-        for role in config.roles.values() {
-            match check_role(plane, role).await {
-                Ok(problems) => {
-                    role_problems.insert(role.name.clone(), problems);
-                }
-                Err(e) => {
-                    return Ok(Found {
-                        task,
-                        board,
-                        role_problems,
-                        plane_error: Some(e.to_string()),
-                    });
-                }
-            }
-        }
-    }
+    let (role_problems, plane_error) = match plane_error {
+        Some(error) => (BTreeMap::new(), Some(error)),
+        None => crate::window::role_problems(plane, config).await,
+    };
     Ok(Found {
         task,
         board,
         role_problems,
         plane_error,
     })
+}
+
+/// Whether `text` is a UUID (8-4-4-4-12 hex digits), as Plane's ids are.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 async fn on_board(plane: &dyn Plane, item: &WorkItem) -> Result<OnBoard, PlaneError> {
@@ -397,7 +398,7 @@ fn board_waits(board: &OnBoard, found: &Found, facts: &Facts, config: &Config) -
         if !problems.is_empty() {
             waits.push(Wait::RoleWaitsForNames {
                 role: role.name.clone(),
-                missing: problems.iter().map(ToString::to_string).collect(),
+                missing: problems.to_vec(),
             });
             continue;
         }
@@ -731,5 +732,19 @@ pub fn wait_text(wait: &Wait) -> String {
         } => format!(
             "nothing holds it back: role {role} claims it at its next look (every {poll_interval_secs}s)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plane_s_ids_are_told_from_other_names() {
+        assert!(is_uuid("7276aa07-ad02-400c-8000-aa07adc213f8"));
+        assert!(!is_uuid("7276aa07-ad02-400c-8000-aa07adc213f"));
+        assert!(!is_uuid("ROCK-42"));
+        assert!(!is_uuid("T1"));
+        assert!(!is_uuid("7276aa07-ad02-400c-8000-aa07adc213fz"));
     }
 }
