@@ -781,7 +781,11 @@ impl EventFilter {
             EventKind::Unreadable { .. } => Some(K::Unreadable),
             _ => None,
         };
-        self.since.is_none_or(|since| event.at >= since)
+        // A record too damaged to tell its time is listed whatever the
+        // time asked for (it might belong there), as the stores list it.
+        let unplaced = matches!(event.kind, EventKind::Unreadable { .. })
+            && event.at == Timestamp::from_unix_millis(0);
+        (unplaced || self.since.is_none_or(|since| event.at >= since))
             && self
                 .task
                 .as_ref()
