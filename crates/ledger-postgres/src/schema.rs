@@ -447,6 +447,15 @@ fn migrate(
         tx.batch_execute(v4())?;
         version = 4;
     }
+    // The start-up sweep's lease (`startup_lock`): a table older builds
+    // of the same version neither need nor mind, so no version change.
+    // (They hold a session lock instead: during an upgrade an old and a
+    // new host may sweep at once, which costs a repeated look, never a
+    // second reclaim: each is a conditional finish.)
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS sweep_leases \
+         (purpose text PRIMARY KEY, holder text NOT NULL, until bigint NOT NULL)",
+    )?;
     // A task's history (`task_events`): an index that older builds of the
     // same schema version neither need nor mind, so it comes without a
     // version change. Looked up first: creating it, even `IF NOT EXISTS`,

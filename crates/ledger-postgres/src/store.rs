@@ -13,7 +13,7 @@ use ledger_core::{
 use postgres::Row;
 use postgres::types::ToSql;
 
-use crate::schema::{self, LOCK_CLASS};
+use crate::schema;
 use crate::sql::{
     Fail, INSERT_EVENT, Step, Tx, append, decode, encode, settle, statement, transact,
 };
@@ -337,7 +337,30 @@ const PRUNE: &str = concat!(
 );
 /// How long `events_after` waits for older transactions still running.
 const FOLLOW_PATIENCE: Duration = Duration::from_secs(2);
-const TRY_SWEEP_LOCK: &str = "SELECT pg_try_advisory_lock($1, hashtext($2))";
+// The start-up sweep's lock is a lease row, not a session lock: a session
+// lock stays with a pooled server connection (PgBouncer) after its holder
+// has gone, and the next client routed there would hold it too. A row is
+// taken when free or when its lease ran out (a holder that died), renewed
+// while its token lives, deleted when the token is dropped.
+const TAKE_SWEEP_LEASE: &str = concat!(
+    "INSERT INTO sweep_leases AS l (purpose, holder, until) VALUES ($1, $2, ",
+    now_sql!(4),
+    " + $3) ON CONFLICT (purpose) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until ",
+    "WHERE l.until <= ",
+    now_sql!(4),
+    " RETURNING holder"
+);
+const RENEW_SWEEP_LEASE: &str = concat!(
+    "UPDATE sweep_leases SET until = ",
+    now_sql!(4),
+    " + $3 WHERE purpose = $1 AND holder = $2"
+);
+const END_SWEEP_LEASE: &str = "DELETE FROM sweep_leases WHERE purpose = $1 AND holder = $2";
+
+/// How long a start-up sweep's lease lasts unrenewed (its holder died), and
+/// how often its token renews it.
+const SWEEP_LEASE: Duration = Duration::from_secs(30);
+const SWEEP_RENEW: Duration = Duration::from_secs(10);
 
 /// The length of `window` in milliseconds, when `limits` caps it (what
 /// `admission_counts` takes: NULL for a window it need not count).
@@ -795,30 +818,105 @@ impl LedgerStore for PgLedger {
     }
 
     fn startup_lock(&self, timeout: Duration) -> Result<Option<StoreLock>> {
-        // A session lock on a connection of its own, held as long as the
-        // token: dropping it ends the connection's thread, which closes the
-        // connection, which releases the lock (also if this process dies).
+        // On a connection of its own, so that renewing the lease never
+        // waits behind this store's calls.
         let (connector, location) = connector(&self.options, false)?;
         let worker = Worker::start("ledger-postgres-lock", connector, location)?;
-        let purpose = format!("inflight-sweep:{}", self.options.schema);
+        let lease = SweepLease {
+            purpose: format!("inflight-sweep:{}", self.options.schema),
+            holder: lease_holder(),
+        };
         let deadline = Instant::now() + timeout;
         loop {
-            let purpose = purpose.clone();
-            let taken = worker.run(move |c| {
-                let rows = query(c, TRY_SWEEP_LOCK, &[&LOCK_CLASS, &purpose])?;
-                let taken = rows
-                    .first()
-                    .map(|row| row.try_get::<_, bool>(0))
-                    .transpose();
-                settle(c, taken.map_err(Fail::Db))
-            })?;
-            if taken == Some(true) {
-                return Ok(Some(StoreLock::new(worker)));
+            if lease.call(&worker, TAKE_SWEEP_LEASE)? {
+                return Ok(Some(StoreLock::new(lease.keep(worker))));
             }
             if Instant::now() >= deadline {
                 return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(25).min(timeout));
+        }
+    }
+}
+
+/// A start-up sweep's lease row: which lock, and who holds it.
+#[derive(Clone)]
+struct SweepLease {
+    purpose: String,
+    holder: String,
+}
+
+/// A name no other holder has: this host, this process, this take.
+fn lease_holder() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static TAKES: AtomicU64 = AtomicU64::new(0);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}/{}/{nanos:x}/{}",
+        host.trim(),
+        std::process::id(),
+        TAKES.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl SweepLease {
+    /// Runs one of the lease's statements; whether it touched the row.
+    fn call(&self, worker: &Worker, sql: &'static str) -> Result<bool> {
+        let (purpose, holder) = (self.purpose.clone(), self.holder.clone());
+        let lease_ms = millis(SWEEP_LEASE);
+        worker.run(move |c| {
+            let params: &[&(dyn ToSql + Sync)] = match sql {
+                END_SWEEP_LEASE => &[&purpose, &holder],
+                _ => &[&purpose, &holder, &lease_ms, &None::<i64>],
+            };
+            let statement = c.statement(sql)?;
+            let touched = c.client()?.execute(&statement, params);
+            Ok(touched.map_err(|e| c.error(&e))? > 0)
+        })
+    }
+
+    /// Keeps the lease while the returned token lives: a thread renews it,
+    /// and deletes it when the token is dropped.
+    fn keep(self, worker: Worker) -> HeldLease {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("ledger-postgres-sweep-lease".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(SWEEP_RENEW)
+                {
+                    if let Err(e) = self.call(&worker, RENEW_SWEEP_LEASE) {
+                        tracing::warn!(error = %e, "could not renew the start-up sweep's lease");
+                    }
+                }
+                // Another process may sweep at once; a lease left behind
+                // would only make it wait out SWEEP_LEASE.
+                if let Err(e) = self.call(&worker, END_SWEEP_LEASE) {
+                    tracing::warn!(error = %e, "could not end the start-up sweep's lease");
+                }
+            })
+            .ok();
+        HeldLease {
+            stop: Some(stop),
+            thread,
+        }
+    }
+}
+
+/// The token of a held start-up lease.
+struct HeldLease {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

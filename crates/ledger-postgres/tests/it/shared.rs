@@ -306,6 +306,52 @@ fn one_connection_at_a_time_holds_the_start_up_lock() {
     assert!(b.startup_lock(Duration::from_secs(5)).unwrap().is_some());
 }
 
+/// A holder that died (here: a lease row written by hand, as a process
+/// killed mid-sweep leaves it) holds the lock until its lease runs out, and
+/// no longer: the lock is a row, not a session lock a pooled connection
+/// could keep for whoever is routed to it next.
+#[test]
+fn a_start_up_lease_left_by_a_dead_holder_is_taken_once_it_runs_out() {
+    let options = fresh_options();
+    let store = open(&options);
+    let mut client = postgres::Client::connect(&server().url("inflight"), postgres::NoTls).unwrap();
+    client
+        .execute(
+            &format!(
+                "INSERT INTO \"{}\".sweep_leases (purpose, holder, until) \
+                 VALUES ($1, 'a holder that died', floor(extract(epoch FROM now()) * 1000)::bigint + 1500)",
+                options.schema
+            ),
+            &[&format!("inflight-sweep:{}", options.schema)],
+        )
+        .unwrap();
+    assert!(
+        store
+            .startup_lock(Duration::from_millis(300))
+            .unwrap()
+            .is_none(),
+        "the lease is still running"
+    );
+    let started = std::time::Instant::now();
+    let held = store.startup_lock(Duration::from_secs(5)).unwrap();
+    assert!(held.is_some(), "taken once it ran out");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // Dropped: the row is gone, not left to run out.
+    drop(held);
+    let left: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM \"{}\".sweep_leases", options.schema),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
 #[test]
 fn the_password_never_shows() {
     let secret = "hunter2-never-print-me";
