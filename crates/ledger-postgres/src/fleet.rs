@@ -10,41 +10,41 @@ use ledger_core::{
     Timestamp,
 };
 
-use crate::sql::{Fail, Step, Tx, settle, statement, transact};
+use crate::sql::{Fail, Step, Tx, settle, transact};
 use crate::store::{PgLedger, millis, now_sql, query};
 
-const BOARD_READ: &str = "SELECT * FROM board_read($1, $2)";
-const BOARD_CLAIM: &str = "UPDATE boards SET listing_until = $2 WHERE key = $1";
+const BOARD_READ: &str = "SELECT * FROM {s}.board_read($1, $2)";
+const BOARD_CLAIM: &str = "UPDATE {s}.boards SET listing_until = $2 WHERE key = $1";
 // `ledger_core::listing_hold` in one statement, by the database's clock.
 const BOARD_HOLD: &str = concat!(
-    "UPDATE boards SET listing_until = ",
+    "UPDATE {s}.boards SET listing_until = ",
     now_sql!(4),
     " + $3::bigint WHERE key = $1 AND listing_until = $2 RETURNING listing_until"
 );
 // A slow lister never replaces a newer snapshot with an older one.
-const BOARD_PUT: &str = "UPDATE boards SET listing_until = NULL, \
+const BOARD_PUT: &str = "UPDATE {s}.boards SET listing_until = NULL, \
      listed_at = CASE WHEN listed_at IS NULL OR listed_at <= $2 THEN $2 ELSE listed_at END, \
      events_seen = CASE WHEN listed_at IS NULL OR listed_at <= $2 THEN $3 ELSE events_seen END, \
      body = CASE WHEN listed_at IS NULL OR listed_at <= $2 THEN $4 ELSE body END \
      WHERE key = $1";
-const BOARD_HINT_ADD: &str = "SELECT board_hint_add($1, $2, $3, $4)";
+const BOARD_HINT_ADD: &str = "SELECT {s}.board_hint_add($1, $2, $3, $4)";
 // One statement, one snapshot: the newest number and the hints up to it.
-const BOARD_HINTS: &str = "SELECT b.last_hint, h.hint FROM boards b \
-     LEFT JOIN board_hints h ON h.key = b.key AND h.seq > $2 \
+const BOARD_HINTS: &str = "SELECT b.last_hint, h.hint FROM {s}.boards b \
+     LEFT JOIN {s}.board_hints h ON h.key = b.key AND h.seq > $2 \
      WHERE b.key = $1 ORDER BY h.seq";
-const BUDGET_READ: &str = "SELECT * FROM budget_read($1, $2, $3)";
-const BUDGET_TAKE: &str = "INSERT INTO budget_takes (key, taken_at) VALUES ($1, $2)";
-const BUDGET_FILL: &str = "INSERT INTO budget_takes (key, taken_at) \
+const BUDGET_READ: &str = "SELECT * FROM {s}.budget_read($1, $2, $3)";
+const BUDGET_TAKE: &str = "INSERT INTO {s}.budget_takes (key, taken_at) VALUES ($1, $2)";
+const BUDGET_FILL: &str = "INSERT INTO {s}.budget_takes (key, taken_at) \
      SELECT $1, $2 FROM generate_series(1, $3::bigint)";
 const BUDGET_STATE: &str = concat!(
-    "SELECT (SELECT paused_until FROM budgets WHERE key = $1), ",
-    "ARRAY(SELECT taken_at FROM budget_takes WHERE key = $1 AND taken_at > ",
+    "SELECT (SELECT paused_until FROM {s}.budgets WHERE key = $1), ",
+    "ARRAY(SELECT taken_at FROM {s}.budget_takes WHERE key = $1 AND taken_at > ",
     now_sql!(3),
     " - $2), ",
     now_sql!(3)
 );
 const BUDGET_PAUSE: &str = concat!(
-    "INSERT INTO budgets (key, paused_until) VALUES ($1, ",
+    "INSERT INTO {s}.budgets (key, paused_until) VALUES ($1, ",
     now_sql!(3),
     " + $2::bigint) ON CONFLICT (key) DO UPDATE SET paused_until = ",
     "GREATEST(budgets.paused_until, EXCLUDED.paused_until)"
@@ -79,13 +79,12 @@ impl FleetStore for PgLedger {
         let caller_now = self.caller(now);
         let window_ms = millis(window);
         self.worker.run(move |c| {
-            transact(c, &[BUDGET_READ, BUDGET_TAKE], |tx, s, location| {
-                let st = |i| statement(s, i, location);
-                let read = tx.query_one(&st(0)?, &[&key, &window_ms, &caller_now])?;
+            transact(c, |tx| {
+                let read = tx.query_one(BUDGET_READ, &[&key, &window_ms, &caller_now])?;
                 let (at, paused, takes) = budget_row(&read)?;
                 let answer = ledger_core::budget(&takes, paused, limit, window, at);
                 if let BudgetAnswer::Taken { .. } = answer {
-                    tx.execute(&st(1)?, &[&key, &at.as_unix_millis()])?;
+                    tx.execute(BUDGET_TAKE, &[&key, &at.as_unix_millis()])?;
                 }
                 // The expired takes were deleted: commit either way.
                 Ok(Tx::Commit(answer))
@@ -104,14 +103,13 @@ impl FleetStore for PgLedger {
         let caller_now = self.caller(now);
         let window_ms = millis(window);
         self.worker.run(move |c| {
-            transact(c, &[BUDGET_READ, BUDGET_FILL], |tx, s, location| {
-                let st = |i| statement(s, i, location);
-                let read = tx.query_one(&st(0)?, &[&key, &window_ms, &caller_now])?;
+            transact(c, |tx| {
+                let read = tx.query_one(BUDGET_READ, &[&key, &window_ms, &caller_now])?;
                 let (at, _, takes) = budget_row(&read)?;
                 let missing = ledger_core::budget_shortfall(takes.len(), used);
                 if missing > 0 {
                     let at = at.as_unix_millis();
-                    tx.execute(&st(1)?, &[&key, &at, &i64::from(missing)])?;
+                    tx.execute(BUDGET_FILL, &[&key, &at, &i64::from(missing)])?;
                 }
                 Ok(Tx::Commit(missing))
             })
@@ -162,9 +160,8 @@ impl FleetStore for PgLedger {
         let key = key.to_owned();
         let caller_now = self.caller(now);
         self.worker.run(move |c| {
-            transact(c, &[BOARD_READ, BOARD_CLAIM], |tx, s, location| {
-                let st = |i| statement(s, i, location);
-                let row = tx.query_one(&st(0)?, &[&key, &caller_now])?;
+            transact(c, |tx| {
+                let row = tx.query_one(BOARD_READ, &[&key, &caller_now])?;
                 let at = Timestamp::from_unix_millis(row.try_get(0)?);
                 let listed_at = row
                     .try_get::<_, Option<i64>>(1)?
@@ -185,7 +182,7 @@ impl FleetStore for PgLedger {
                 Ok(match step {
                     BoardStep::Answer(look) => Tx::Commit(look),
                     BoardStep::Claim { until, previous } => {
-                        tx.execute(&st(1)?, &[&key, &until.as_unix_millis()])?;
+                        tx.execute(BOARD_CLAIM, &[&key, &until.as_unix_millis()])?;
                         Tx::Commit(BoardLook::YoursToList {
                             listed_at: at,
                             events_seen: newest,

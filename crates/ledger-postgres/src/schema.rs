@@ -1,8 +1,10 @@
 //! The ledger's tables in their schema, their version, and migrations.
 //!
-//! Every table lives in one schema (default `inflight`), reached through
-//! the connection's `search_path`, so statements name tables unqualified
-//! and are prepared once per connection. Times are milliseconds since the
+//! Every table lives in one schema (default `inflight`). The store's
+//! statements name it (`{s}.events`, filled in per store), and each
+//! function carries it as its own `search_path` ([`function_settings`]):
+//! nothing depends on the session's `search_path`, which a pooler such as
+//! PgBouncer would not keep. Times are milliseconds since the
 //! epoch (`bigint`), as `ledger_core::Timestamp`; records are the ledger's
 //! JSON forms (`text`), as the redb store keeps them.
 
@@ -198,8 +200,7 @@ $fn$;
 /// cycle, in PL/pgSQL. PostgreSQL (before 18) plans a SQL-language
 /// function's body afresh at every call that it cannot inline, and these
 /// cannot be inlined; PL/pgSQL keeps each statement's plan for the
-/// session (the store's sessions keep generic plans: see
-/// `store::SESSION_OPTIONS`). Measured on the benchmark's server with
+/// session (and keeps generic ones: see [`function_settings`]). Measured on the benchmark's server with
 /// 500,000 old starts: the counts 240 µs a call as SQL, 190 µs as PL/pgSQL
 /// planned afresh, 95 µs with the plans kept; a sequence number 95 µs
 /// through the SQL wrapper, 63 µs without it. What they return is
@@ -362,13 +363,61 @@ pub(crate) fn prepare(connection: &mut Connection, schema: &str) -> Result<()> {
     Ok(())
 }
 
+/// What each of the schema's functions runs with, set on the function
+/// rather than the session, so that no session setting is needed and a
+/// pooler may hand each transaction to any server connection:
+///
+/// - `search_path`: the schema (the functions name their tables
+///   unqualified; the store's own statements name the schema);
+/// - for the PL/pgSQL ones, `plan_cache_mode = force_generic_plan`: every
+///   statement in them is short and keyed by an index, so its generic plan
+///   is the right one; left to choose, the planner plans the rate windows'
+///   counts afresh at every call (their generic estimate is pessimistic),
+///   and planning them costs more than running them; and
+///   `max_parallel_workers_per_gather = 0`: a generic plan over a long
+///   history would start workers for a count of a few rows.
+///
+/// `ms_now`, which reads no table and is called everywhere, keeps none.
+/// The statement sets what a function lacks, once.
+fn function_settings(schema: &str) -> String {
+    format!(
+        r#"
+DO $do$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure AS sig, l.lanname AS lang, coalesce(p.proconfig, '{{}}') AS conf
+          FROM pg_proc p
+          JOIN pg_namespace n ON n.oid = p.pronamespace
+          JOIN pg_language l ON l.oid = p.prolang
+         WHERE n.nspname = '{schema}' AND p.proname <> 'ms_now'
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM unnest(f.conf) c WHERE c LIKE 'search_path=%') THEN
+            EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f.sig, '{schema}');
+        END IF;
+        IF f.lang = 'plpgsql'
+           AND NOT EXISTS (SELECT 1 FROM unnest(f.conf) c WHERE c LIKE 'plan_cache_mode=%') THEN
+            EXECUTE format('ALTER FUNCTION %s SET plan_cache_mode = force_generic_plan', f.sig);
+            EXECUTE format('ALTER FUNCTION %s SET max_parallel_workers_per_gather = 0', f.sig);
+        END IF;
+    END LOOP;
+END
+$do$;
+"#
+    )
+}
+
 /// Checks, without changing anything, that `schema` holds a ledger at this
 /// build's version: for read-only inspection.
 pub(crate) fn check(connection: &mut Connection, schema: &str) -> Result<()> {
     let found = {
         let client = connection.client()?;
         client
-            .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
+            .query_opt(
+                &format!("SELECT value FROM \"{schema}\".meta WHERE key = 'schema_version'"),
+                &[],
+            )
             .map(|row| row.map(|row| row.get::<_, String>(0).parse().unwrap_or(u64::MAX)))
     };
     let missing = |why: String| LedgerError::Database {
@@ -447,6 +496,9 @@ fn migrate(
         tx.batch_execute(v4())?;
         version = 4;
     }
+    // Each function carries its settings (see function_settings), set
+    // once, on the functions that lack them.
+    tx.batch_execute(&function_settings(schema))?;
     // The start-up sweep's lease (`startup_lock`): a table older builds
     // of the same version neither need nor mind, so no version change.
     // (They hold a session lock instead: during an upgrade an old and a

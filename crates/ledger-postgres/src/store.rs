@@ -11,12 +11,9 @@ use ledger_core::{
     Timestamp, UpdateOutcome, admission,
 };
 use postgres::Row;
-use postgres::types::ToSql;
 
 use crate::schema;
-use crate::sql::{
-    Fail, INSERT_EVENT, Step, Tx, append, decode, encode, settle, statement, transact,
-};
+use crate::sql::{Fail, Param, Step, Tx, append, decode, encode, settle, transact};
 use crate::worker::{Connection, Connector, Worker, database};
 use crate::{PgOptions, TimeSource};
 
@@ -90,16 +87,6 @@ impl PgLedger {
     }
 }
 
-/// How the store's sessions plan. Every statement the store sends, and
-/// every statement in its functions, is short and keyed by an index, so
-/// its generic plan is the right one; left to choose, the planner plans
-/// the rate windows' counts afresh at every call (their generic estimate
-/// is pessimistic), and planning them costs more than running them. No
-/// parallel workers: a generic plan over a long history would start them
-/// for a count of a few rows.
-pub(crate) const SESSION_OPTIONS: &str =
-    "-c plan_cache_mode=force_generic_plan -c max_parallel_workers_per_gather=0";
-
 /// The connection settings for `options`, and the store's location for
 /// messages (the URL without any password, and the schema).
 /// Checks a `[ledger] url` as the store will read it: a PostgreSQL URL
@@ -140,16 +127,6 @@ fn connector(options: &PgOptions, read_only: bool) -> Result<(Connector, String)
     }
     config
         .connect_timeout(options.connect_timeout)
-        .options(&format!(
-            "-c search_path={} {SESSION_OPTIONS}{}",
-            options.schema,
-            // The server itself refuses every write of the session.
-            if read_only {
-                " -c default_transaction_read_only=on"
-            } else {
-                ""
-            }
-        ))
         .application_name("inflight");
     let host = config
         .get_hosts()
@@ -168,7 +145,15 @@ fn connector(options: &PgOptions, read_only: bool) -> Result<(Connector, String)
         options.schema
     );
     let tls = tls().map_err(|e| bad(format!("TLS: {e}")))?;
-    Ok((Connector { config, tls }, location))
+    Ok((
+        Connector {
+            config,
+            tls,
+            schema: format!("\"{}\"", options.schema),
+            read_only,
+        },
+        location,
+    ))
 }
 
 /// TLS through rustls (ring), verified against the system's roots; used
@@ -262,77 +247,71 @@ pub(crate) fn millis(d: Duration) -> i64 {
 }
 
 /// Runs one statement outside a transaction.
-pub(crate) fn query(
-    c: &mut Connection,
-    sql: &'static str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<Row>> {
-    let statement = c.statement(sql)?;
-    let rows = c.client()?.query(&statement, params);
-    rows.map_err(|e| c.error(&e))
+pub(crate) fn query(c: &mut Connection, sql: &str, params: &[&dyn Param]) -> Result<Vec<Row>> {
+    c.query(sql, params)
 }
 
 const SELECT_SLOT: &str = "SELECT backend, task_id, run_id, started_at, lease_until, started_seq, owner \
-     FROM open_slots WHERE backend = $1 AND task_id = $2";
-const ADMIT_CHECK: &str = "SELECT * FROM admit_check($1, $2, $3, $4, $5, $6, $7)";
-const FINISH_TAKE: &str = "SELECT * FROM finish_take($1, $2, $3, $4, $5)";
+     FROM {s}.open_slots WHERE backend = $1 AND task_id = $2";
+const ADMIT_CHECK: &str = "SELECT * FROM {s}.admit_check($1, $2, $3, $4, $5, $6, $7)";
+const FINISH_TAKE: &str = "SELECT * FROM {s}.finish_take($1, $2, $3, $4, $5)";
 const WRITE_FINISH: &str = "WITH event AS ( \
-         INSERT INTO events (seq, xid, at, kind, backend, task_id, event) \
+         INSERT INTO {s}.events (seq, xid, at, kind, backend, task_id, event) \
          VALUES ($1, pg_current_xact_id(), $2, 'finished', $3, $4, $5)) \
-     UPDATE attempts SET attempts = $6 WHERE task_id = $4";
-const COUNTS: &str = "SELECT * FROM admission_counts($1, $2, ms_now($3), $4, $5)";
+     UPDATE {s}.attempts SET attempts = $6 WHERE task_id = $4";
+const COUNTS: &str = "SELECT * FROM {s}.admission_counts($1, $2, {s}.ms_now($3), $4, $5)";
 const INSERT_STARTED: &str = "WITH slot AS ( \
-         INSERT INTO open_slots (backend, task_id, run_id, host, started_at, lease_until, started_seq, owner) \
+         INSERT INTO {s}.open_slots (backend, task_id, run_id, host, started_at, lease_until, started_seq, owner) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)), \
-       start AS (INSERT INTO starts (backend, started_at, seq) VALUES ($1, $5, $7)) \
-     INSERT INTO events (seq, xid, at, kind, backend, task_id, event) \
+       start AS (INSERT INTO {s}.starts (backend, started_at, seq) VALUES ($1, $5, $7)) \
+     INSERT INTO {s}.events (seq, xid, at, kind, backend, task_id, event) \
      VALUES ($7, pg_current_xact_id(), $5, 'started', $1, $2, $9)";
 const RENEW: &str = concat!(
-    "UPDATE open_slots SET lease_until = GREATEST(lease_until, ",
+    "UPDATE {s}.open_slots SET lease_until = GREATEST(lease_until, ",
     now_sql!(4),
     " + $5::bigint) WHERE backend = $1 AND task_id = $2 AND run_id = $3"
 );
 const RENEW_HELD: &str = concat!(
-    "UPDATE open_slots SET lease_until = GREATEST(lease_until, ",
+    "UPDATE {s}.open_slots SET lease_until = GREATEST(lease_until, ",
     now_sql!(4),
     " + $5::bigint) WHERE host = $1 AND owner::jsonb ->> 'boot_id' = $2 ",
     "AND owner::jsonb -> 'runner' = $3::text::jsonb RETURNING backend, task_id, run_id"
 );
 const DB_NOW: &str = concat!("SELECT ", now_sql!(1));
-const SET_EXECUTOR: &str = "UPDATE open_slots SET owner = jsonb_set(owner::jsonb, '{executor}', $4::text::jsonb)::text \
+const SET_EXECUTOR: &str = "UPDATE {s}.open_slots SET owner = jsonb_set(owner::jsonb, '{executor}', $4::text::jsonb)::text \
      WHERE backend = $1 AND task_id = $2 AND run_id = $3";
-const SET_HOLDER: &str = "UPDATE open_slots SET owner = $4 \
+const SET_HOLDER: &str = "UPDATE {s}.open_slots SET owner = $4 \
      WHERE backend = $1 AND task_id = $2 AND run_id = $3";
 const OPEN_SLOTS: &str = "SELECT backend, task_id, run_id, started_at, lease_until, started_seq, owner \
-     FROM open_slots ORDER BY backend COLLATE \"C\", task_id COLLATE \"C\"";
-const LAST_FINISH: &str = "SELECT event FROM events \
+     FROM {s}.open_slots ORDER BY backend COLLATE \"C\", task_id COLLATE \"C\"";
+const LAST_FINISH: &str = "SELECT event FROM {s}.events \
      WHERE kind = 'finished' AND backend = $1 AND task_id = $2 ORDER BY seq DESC LIMIT 1";
-const ATTEMPTS: &str = "SELECT (SELECT attempts FROM attempts WHERE task_id = $1), \
-       (SELECT count(*) FROM open_slots WHERE task_id = $1)";
+const ATTEMPTS: &str = "SELECT (SELECT attempts FROM {s}.attempts WHERE task_id = $1), \
+       (SELECT count(*) FROM {s}.open_slots WHERE task_id = $1)";
 // Each event, and whether its transaction is older than every one still
 // running: then its sequence number is below any a later commit can bring
 // (see `next_event_seqs`), and it is safe to hand to a reader following the
 // log. The safe events are a prefix of the answer.
-const EVENTS_AFTER: &str = "SELECT event, xid < pg_snapshot_xmin(pg_current_snapshot()), seq, at FROM events \
+const EVENTS_AFTER: &str = "SELECT event, xid < pg_snapshot_xmin(pg_current_snapshot()), seq, at FROM {s}.events \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 const EVENTS_BETWEEN: &str =
-    "SELECT event, seq, at FROM events WHERE at >= $1 AND at < $2 ORDER BY at, seq";
+    "SELECT event, seq, at FROM {s}.events WHERE at >= $1 AND at < $2 ORDER BY at, seq";
 const EVENTS_BEFORE: &str =
-    "SELECT event, seq, at FROM events WHERE seq < $1 ORDER BY seq DESC LIMIT $2";
+    "SELECT event, seq, at FROM {s}.events WHERE seq < $1 ORDER BY seq DESC LIMIT $2";
 const TASK_EVENTS: &str =
-    "SELECT event, seq, at FROM events WHERE task_id = $1 ORDER BY seq DESC LIMIT $2";
+    "SELECT event, seq, at FROM {s}.events WHERE task_id = $1 ORDER BY seq DESC LIMIT $2";
 const STARTS_AFTER: &str =
-    "SELECT started_at FROM starts WHERE backend = $1 AND started_at > $2 ORDER BY started_at";
+    "SELECT started_at FROM {s}.starts WHERE backend = $1 AND started_at > $2 ORDER BY started_at";
 const PRUNE: &str = concat!(
     "WITH bounds AS (SELECT LEAST(",
-    "(SELECT min(started_seq) FROM open_slots), ",
-    "(SELECT max(seq) FROM events), ",
-    "(SELECT min(seq) FROM events WHERE at >= ",
+    "(SELECT min(started_seq) FROM {s}.open_slots), ",
+    "(SELECT max(seq) FROM {s}.events), ",
+    "(SELECT min(seq) FROM {s}.events WHERE at >= ",
     now_sql!(1),
     " - $2::bigint)) AS stop), ",
-    "doomed AS (SELECT seq, kind FROM events, bounds WHERE seq < bounds.stop ORDER BY seq LIMIT $3::bigint), ",
-    "gone AS (DELETE FROM events WHERE seq IN (SELECT seq FROM doomed) RETURNING seq, kind), ",
-    "starts_gone AS (DELETE FROM starts WHERE seq IN (SELECT seq FROM gone WHERE kind = 'started')) ",
+    "doomed AS (SELECT seq, kind FROM {s}.events, bounds WHERE seq < bounds.stop ORDER BY seq LIMIT $3::bigint), ",
+    "gone AS (DELETE FROM {s}.events WHERE seq IN (SELECT seq FROM doomed) RETURNING seq, kind), ",
+    "starts_gone AS (DELETE FROM {s}.starts WHERE seq IN (SELECT seq FROM gone WHERE kind = 'started')) ",
     "SELECT count(*) FROM gone"
 );
 /// How long `events_after` waits for older transactions still running.
@@ -343,7 +322,7 @@ const FOLLOW_PATIENCE: Duration = Duration::from_secs(2);
 // taken when free or when its lease ran out (a holder that died), renewed
 // while its token lives, deleted when the token is dropped.
 const TAKE_SWEEP_LEASE: &str = concat!(
-    "INSERT INTO sweep_leases AS l (purpose, holder, until) VALUES ($1, $2, ",
+    "INSERT INTO {s}.sweep_leases AS l (purpose, holder, until) VALUES ($1, $2, ",
     now_sql!(4),
     " + $3) ON CONFLICT (purpose) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until ",
     "WHERE l.until <= ",
@@ -351,11 +330,11 @@ const TAKE_SWEEP_LEASE: &str = concat!(
     " RETURNING holder"
 );
 const RENEW_SWEEP_LEASE: &str = concat!(
-    "UPDATE sweep_leases SET until = ",
+    "UPDATE {s}.sweep_leases SET until = ",
     now_sql!(4),
     " + $3 WHERE purpose = $1 AND holder = $2"
 );
-const END_SWEEP_LEASE: &str = "DELETE FROM sweep_leases WHERE purpose = $1 AND holder = $2";
+const END_SWEEP_LEASE: &str = "DELETE FROM {s}.sweep_leases WHERE purpose = $1 AND holder = $2";
 
 /// How long a start-up sweep's lease lasts unrenewed (its holder died), and
 /// how often its token renews it.
@@ -415,77 +394,73 @@ impl LedgerStore for PgLedger {
         self.worker.run(move |c| {
             // Four round trips: BEGIN, the reading half (`admit_check`), the
             // write, COMMIT.
-            transact(
-                c,
-                &[ADMIT_CHECK, INSERT_STARTED, INSERT_EVENT],
-                |tx, s, location| {
-                    let st = |i| statement(s, i, location);
-                    let key = &request.key;
-                    let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
-                    let row = tx.query_one(
-                        &st(0)?,
-                        &[
-                            &backend,
-                            &task,
-                            &request.run_id.as_str(),
-                            &limits.global_max_concurrent.is_some(),
-                            &window(&limits, RateWindow::Hourly),
-                            &window(&limits, RateWindow::Daily),
-                            &caller_now,
-                        ],
-                    )?;
-                    let Some(seq) = row.try_get::<_, Option<i64>>(5)? else {
-                        // A retry of an admission whose commit landed: its
-                        // slot, unchanged, and nothing written.
-                        let slot = slot_from(location, key, &row)?;
-                        return Ok(Tx::Abort(AdmitOutcome::Admitted(slot)));
-                    };
-                    let at: i64 = row.try_get(6)?;
-                    let counts = counts_from(&row, 7)?;
-                    if let Some(denial) = admission(&counts, &limits) {
-                        let kind = EventKind::Denied {
-                            key: key.clone(),
-                            run_id: request.run_id.clone(),
-                            denial,
-                        };
-                        append(tx, &st(2)?, location, seq, at, kind)?;
-                        return Ok(Tx::Commit(AdmitOutcome::Denied(denial)));
-                    }
-                    let lease = millis(request.lease);
-                    let slot = Slot {
+            transact(c, |tx| {
+                let location = tx.location;
+                let key = &request.key;
+                let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
+                let row = tx.query_one(
+                    ADMIT_CHECK,
+                    &[
+                        &backend,
+                        &task,
+                        &request.run_id.as_str(),
+                        &limits.global_max_concurrent.is_some(),
+                        &window(&limits, RateWindow::Hourly),
+                        &window(&limits, RateWindow::Daily),
+                        &caller_now,
+                    ],
+                )?;
+                let Some(seq) = row.try_get::<_, Option<i64>>(5)? else {
+                    // A retry of an admission whose commit landed: its
+                    // slot, unchanged, and nothing written.
+                    let slot = slot_from(location, key, &row)?;
+                    return Ok(Tx::Abort(AdmitOutcome::Admitted(slot)));
+                };
+                let at: i64 = row.try_get(6)?;
+                let counts = counts_from(&row, 7)?;
+                if let Some(denial) = admission(&counts, &limits) {
+                    let kind = EventKind::Denied {
                         key: key.clone(),
                         run_id: request.run_id.clone(),
-                        started_at: Timestamp::from_unix_millis(at),
+                        denial,
+                    };
+                    append(tx, seq, at, kind)?;
+                    return Ok(Tx::Commit(AdmitOutcome::Denied(denial)));
+                }
+                let lease = millis(request.lease);
+                let slot = Slot {
+                    key: key.clone(),
+                    run_id: request.run_id.clone(),
+                    started_at: Timestamp::from_unix_millis(at),
+                    owner: request.owner.clone(),
+                    lease_until: Timestamp::from_unix_millis(at.saturating_add(lease)),
+                    started_seq: seq as u64,
+                };
+                let event = Event {
+                    seq: seq as u64,
+                    at: slot.started_at,
+                    kind: EventKind::Started {
+                        key: key.clone(),
+                        run_id: request.run_id.clone(),
                         owner: request.owner.clone(),
-                        lease_until: Timestamp::from_unix_millis(at.saturating_add(lease)),
-                        started_seq: seq as u64,
-                    };
-                    let event = Event {
-                        seq: seq as u64,
-                        at: slot.started_at,
-                        kind: EventKind::Started {
-                            key: key.clone(),
-                            run_id: request.run_id.clone(),
-                            owner: request.owner.clone(),
-                        },
-                    };
-                    tx.execute(
-                        &st(1)?,
-                        &[
-                            &backend,
-                            &task,
-                            &request.run_id.as_str(),
-                            &request.owner.host,
-                            &at,
-                            &slot.lease_until.as_unix_millis(),
-                            &seq,
-                            &encode(location, &request.owner)?,
-                            &encode(location, &event)?,
-                        ],
-                    )?;
-                    Ok(Tx::Commit(AdmitOutcome::Admitted(slot)))
-                },
-            )
+                    },
+                };
+                tx.execute(
+                    INSERT_STARTED,
+                    &[
+                        &backend,
+                        &task,
+                        &request.run_id.as_str(),
+                        &request.owner.host,
+                        &at,
+                        &slot.lease_until.as_unix_millis(),
+                        &seq,
+                        &encode(location, &request.owner)?,
+                        &encode(location, &event)?,
+                    ],
+                )?;
+                Ok(Tx::Commit(AdmitOutcome::Admitted(slot)))
+            })
         })
     }
 
@@ -502,12 +477,12 @@ impl LedgerStore for PgLedger {
         self.worker.run(move |c| {
             // Four round trips: BEGIN, the reading half (`finish_take`),
             // the write, COMMIT.
-            transact(c, &[FINISH_TAKE, WRITE_FINISH], |tx, s, location| {
-                let st = |i| statement(s, i, location);
+            transact(c, |tx| {
+                let location = tx.location;
                 let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
                 let fresh = encode(location, &TaskAttempts::default())?;
                 let row = tx.query_one(
-                    &st(0)?,
+                    FINISH_TAKE,
                     &[
                         &backend,
                         &task,
@@ -549,7 +524,7 @@ impl LedgerStore for PgLedger {
                     },
                 };
                 tx.execute(
-                    &st(1)?,
+                    WRITE_FINISH,
                     &[
                         &seq,
                         &at,
@@ -575,9 +550,8 @@ impl LedgerStore for PgLedger {
         let caller_now = self.caller(now);
         let lease = millis(lease);
         self.worker.run(move |c| {
-            let statement = c.statement(RENEW)?;
-            let updated = c.client()?.execute(
-                &statement,
+            let updated = c.execute(
+                RENEW,
                 &[
                     &key.backend.as_str(),
                     &key.task_id.as_str(),
@@ -586,7 +560,7 @@ impl LedgerStore for PgLedger {
                     &lease,
                 ],
             );
-            Ok(update_outcome(updated.map_err(|e| c.error(&e))?))
+            Ok(update_outcome(updated?))
         })
     }
 
@@ -868,13 +842,11 @@ impl SweepLease {
         let (purpose, holder) = (self.purpose.clone(), self.holder.clone());
         let lease_ms = millis(SWEEP_LEASE);
         worker.run(move |c| {
-            let params: &[&(dyn ToSql + Sync)] = match sql {
+            let params: &[&dyn Param] = match sql {
                 END_SWEEP_LEASE => &[&purpose, &holder],
                 _ => &[&purpose, &holder, &lease_ms, &None::<i64>],
             };
-            let statement = c.statement(sql)?;
-            let touched = c.client()?.execute(&statement, params);
-            Ok(touched.map_err(|e| c.error(&e))? > 0)
+            Ok(c.execute(sql, params)? > 0)
         })
     }
 
@@ -969,9 +941,8 @@ impl PgLedger {
         self.worker.run(move |c| {
             let location = c.location().to_owned();
             let record = settle(c, encode(&location, &record))?;
-            let statement = c.statement(sql)?;
-            let updated = c.client()?.execute(
-                &statement,
+            let updated = c.execute(
+                sql,
                 &[
                     &key.backend.as_str(),
                     &key.task_id.as_str(),
@@ -979,7 +950,7 @@ impl PgLedger {
                     &record,
                 ],
             );
-            Ok(update_outcome(updated.map_err(|e| c.error(&e))?))
+            Ok(update_outcome(updated?))
         })
     }
 

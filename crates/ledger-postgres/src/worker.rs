@@ -7,11 +7,12 @@
 //! plain thread and each call is a job sent to it, its answer awaited on a
 //! channel: a blocking wait, which is what the store contract promises.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, mpsc};
 
 use ledger_core::{LedgerError, Result};
-use postgres::{Client, Statement};
+use postgres::Client;
+
+use crate::sql::{Param, render, typed};
 
 /// The client's error, with the server's message and detail spelled out
 /// (`postgres::Error` displays only "db error").
@@ -44,18 +45,25 @@ impl PgError {
     }
 }
 
-/// How to connect.
+/// How to connect, and the session's rules. The session itself is left
+/// as the server opened it: nothing the store does depends on a session
+/// setting or on staying on one server connection between transactions,
+/// so a pooler that hands each transaction to any server connection
+/// (PgBouncer in transaction mode) serves it unchanged.
 pub(crate) struct Connector {
     pub(crate) config: postgres::Config,
     pub(crate) tls: postgres_rustls::MakeTlsConnector,
+    /// The schema, quoted: put in each statement where it writes `{s}`.
+    pub(crate) schema: String,
+    /// Every statement runs in a read-only transaction, which the server
+    /// enforces (inspection).
+    pub(crate) read_only: bool,
 }
 
-/// The connection as a job sees it: connected on demand, its prepared
-/// statements cached.
+/// The connection as a job sees it: connected on demand.
 pub(crate) struct Connection {
     connector: Connector,
     client: Option<Client>,
-    statements: HashMap<&'static str, Statement>,
     location: String,
 }
 
@@ -64,7 +72,6 @@ impl Connection {
     /// broke).
     pub(crate) fn client(&mut self) -> Result<&mut Client> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.statements.clear();
             let client = self
                 .connector
                 .config
@@ -77,15 +84,57 @@ impl Connection {
             .ok_or_else(|| database(&self.location, "no connection".into()))
     }
 
-    /// `sql`, prepared once per connection.
-    pub(crate) fn statement(&mut self, sql: &'static str) -> Result<Statement> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
-        }
-        let prepared = self.client()?.prepare(sql);
-        let statement = prepared.map_err(|e| self.error(&e))?;
-        self.statements.insert(sql, statement.clone());
-        Ok(statement)
+    /// Runs `sql` once with `params`: its rows. In a read-only store, in a
+    /// read-only transaction of its own.
+    pub(crate) fn query(&mut self, sql: &str, params: &[&dyn Param]) -> Result<Vec<postgres::Row>> {
+        let text = render(sql, &self.connector.schema);
+        let params = typed(params);
+        let read_only = self.connector.read_only;
+        let client = self.client()?;
+        let rows = if read_only {
+            client
+                .build_transaction()
+                .read_only(true)
+                .start()
+                .and_then(|mut tx| {
+                    let rows = tx.query_typed(&text, &params)?;
+                    tx.commit().map(|()| rows)
+                })
+        } else {
+            client.query_typed(&text, &params)
+        };
+        rows.map_err(|e| self.error(&e))
+    }
+
+    /// Runs `sql` once with `params`: how many rows it changed.
+    pub(crate) fn execute(&mut self, sql: &str, params: &[&dyn Param]) -> Result<u64> {
+        let text = render(sql, &self.connector.schema);
+        let params = typed(params);
+        let read_only = self.connector.read_only;
+        let client = self.client()?;
+        let changed = if read_only {
+            client
+                .build_transaction()
+                .read_only(true)
+                .start()
+                .and_then(|mut tx| {
+                    let changed = tx.execute_typed(&text, &params)?;
+                    tx.commit().map(|()| changed)
+                })
+        } else {
+            client.execute_typed(&text, &params)
+        };
+        changed.map_err(|e| self.error(&e))
+    }
+
+    /// The schema, quoted, as statements put it in place of `{s}`.
+    pub(crate) fn schema(&self) -> &str {
+        &self.connector.schema
+    }
+
+    /// Whether every transaction is to be read-only.
+    pub(crate) fn read_only(&self) -> bool {
+        self.connector.read_only
     }
 
     /// The ledger's error for a failed call; a connection the failure broke
@@ -93,7 +142,6 @@ impl Connection {
     pub(crate) fn error(&mut self, e: &postgres::Error) -> LedgerError {
         if e.is_closed() || self.client.as_ref().is_some_and(Client::is_closed) {
             self.client = None;
-            self.statements.clear();
         }
         database(&self.location, PgError::new(e).0)
     }
@@ -126,7 +174,6 @@ impl Worker {
         let mut connection = Connection {
             connector,
             client: None,
-            statements: HashMap::new(),
             location: location.clone(),
         };
         std::thread::Builder::new()
