@@ -16,8 +16,22 @@ use crate::support::*;
 #[test]
 fn one_cap_holds_across_hosts() {
     let roles = [Role::new("goal", "Ready A"), Role::new("review", "Ready B")];
-    let mut world = World::with_executor_env(2, &roles, &[("E2E_SLEEP_MS", "400")]).on_postgres();
-    let tasks = tasks_for(&world, &roles, 5);
+    let world = World::with_executor_env(2, &roles, &[("E2E_SLEEP_MS", "400")]).on_postgres();
+    one_cap_holds_across(world, &roles);
+}
+
+/// The same, every process reaching the database through PgBouncer in
+/// transaction mode (4 server connections for all of them).
+#[test]
+fn one_cap_holds_across_hosts_through_pgbouncer() {
+    let roles = [Role::new("goal", "Ready A"), Role::new("review", "Ready B")];
+    let world = World::with_executor_env(2, &roles, &[("E2E_SLEEP_MS", "400")])
+        .on_postgres_through_pgbouncer();
+    one_cap_holds_across(world, &roles);
+}
+
+fn one_cap_holds_across(mut world: World, roles: &[Role]) {
+    let tasks = tasks_for(&world, roles, 5);
     let runners = four_runners(&mut world);
     wait_until(Duration::from_secs(120), "every task done", || {
         tasks
@@ -59,7 +73,74 @@ fn one_cap_holds_across_hosts() {
 /// puts the tasks back, and `b`'s runner finishes them.
 #[test]
 fn a_dead_hosts_slots_come_back_after_their_lease() {
-    let mut world = World::new(2, &[Role::new("goal", "Ready for AI")]).on_postgres();
+    a_dead_hosts_slots_come_back(World::new(2, &[Role::new("goal", "Ready for AI")]).on_postgres());
+}
+
+#[test]
+fn a_dead_hosts_slots_come_back_after_their_lease_through_pgbouncer() {
+    a_dead_hosts_slots_come_back(
+        World::new(2, &[Role::new("goal", "Ready for AI")]).on_postgres_through_pgbouncer(),
+    );
+}
+
+/// Two hosts start together, both with a start-up sweep to do: slots of a
+/// third host that died, their leases run out. Each slot is reclaimed
+/// once (one reclaim event each), whichever host swept it.
+#[test]
+fn two_hosts_starting_together_sweep_a_dead_host_s_slots_once_through_pgbouncer() {
+    let mut world =
+        World::new(8, &[Role::new("goal", "Ready for AI")]).on_postgres_through_pgbouncer();
+    let pg = world.pg();
+    let dead: Vec<String> = (0..4)
+        .map(|i| {
+            let task = world
+                .sim
+                .add_work_item(&format!("left running {i}"), "Running");
+            let owner = ledger_core::Owner {
+                host: "c".into(),
+                boot_id: "c-boot".into(),
+                runner: ledger_core::ProcessIdentity {
+                    pid: 4242,
+                    start_time: 1,
+                },
+                executor: None,
+                role: Some("goal".into()),
+                project: Some(world.project()),
+                keeper: None,
+                outcome: None,
+                title: None,
+            };
+            inflight_e2e::open_test_slot(&pg, &task, owner, Duration::from_millis(1));
+            task
+        })
+        .collect();
+    // Past the lease and the grace (2 s).
+    std::thread::sleep(Duration::from_millis(2500));
+    let runners = [
+        world.start_runner_on("a", "goal", "a"),
+        world.start_runner_on("b", "goal", "b"),
+    ];
+    wait_until(
+        Duration::from_secs(60),
+        "the dead host's slots reclaimed",
+        || reclaims(&pg) == dead.len(),
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the tasks run again and done",
+        || {
+            dead.iter()
+                .all(|t| world.sim.state_of(t).as_deref() == Some("Done"))
+        },
+    );
+    assert_eq!(reclaims(&pg), dead.len(), "one reclaim event per slot");
+    for runner in runners {
+        world.signal(runner, libc::SIGTERM);
+        assert!(world.wait(runner, Duration::from_secs(10)).is_some());
+    }
+}
+
+fn a_dead_hosts_slots_come_back(mut world: World) {
     // The first attempt of each sleeps a minute; the next finishes.
     let tasks = [
         world.sim.add_work_item("slow-once 1", "Ready for AI"),

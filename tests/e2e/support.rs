@@ -137,7 +137,17 @@ impl World {
 
     /// [`World::on_postgres`], on a server of the test's own (one it may
     /// restart).
-    pub fn on_postgres_at(mut self, server: &ledger_postgres::test_server::TestServer) -> Self {
+    pub fn on_postgres_at(self, server: &ledger_postgres::test_server::TestServer) -> Self {
+        self.on_postgres_url(server.url("inflight"))
+    }
+
+    /// [`World::on_postgres`], every process reaching the database through
+    /// a PgBouncer in transaction mode.
+    pub fn on_postgres_through_pgbouncer(self) -> Self {
+        self.on_postgres_url(pg_bouncer().url("inflight"))
+    }
+
+    fn on_postgres_url(mut self, url: String) -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let schema = format!(
@@ -145,7 +155,6 @@ impl World {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
-        let url = server.url("inflight");
         self.edit_config(
             "path = \"var/inflight.redb\"",
             &format!(
@@ -672,6 +681,18 @@ pub fn postgres_server() -> &'static ledger_postgres::test_server::TestServer {
             ledger_postgres::test_server::TestServer::start().unwrap_or_else(|e| panic!("{e}"));
         server.create_database("inflight").unwrap();
         server
+    })
+}
+
+/// A PgBouncer in transaction mode in front of [`postgres_server`], with
+/// a pool of 4 server connections, so that clients share them.
+pub fn pg_bouncer() -> &'static ledger_postgres::test_server::TestBouncer {
+    static BOUNCER: std::sync::OnceLock<ledger_postgres::test_server::TestBouncer> =
+        std::sync::OnceLock::new();
+    BOUNCER.get_or_init(|| {
+        postgres_server()
+            .bouncer(4)
+            .unwrap_or_else(|e| panic!("{e}"))
     })
 }
 

@@ -9,6 +9,7 @@
 //! JSON forms (`text`), as the redb store keeps them.
 
 use ledger_core::{LedgerError, Result};
+use postgres::types::Type;
 
 use crate::worker::Connection;
 
@@ -414,7 +415,7 @@ pub(crate) fn check(connection: &mut Connection, schema: &str) -> Result<()> {
     let found = {
         let client = connection.client()?;
         client
-            .query_opt(
+            .query_typed_opt(
                 &format!("SELECT value FROM \"{schema}\".meta WHERE key = 'schema_version'"),
                 &[],
             )
@@ -456,9 +457,15 @@ fn migrate(
     schema: &str,
 ) -> std::result::Result<(Option<u64>, u64), postgres::Error> {
     let mut tx = client.transaction()?;
-    tx.execute(
+    // Every statement here is sent unnamed (typed), as the store's are: a
+    // named one would stay on a pooled server connection for the next
+    // client to meet.
+    tx.execute_typed(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&LOCK_CLASS, &format!("inflight-migrate:{schema}")],
+        &[
+            (&LOCK_CLASS, Type::INT4),
+            (&format!("inflight-migrate:{schema}"), Type::TEXT),
+        ],
     )?;
     // The IF NOT EXISTS below answer every open of an existing schema with
     // "already exists, skipping" notices, which the client logs: not an
@@ -471,12 +478,12 @@ fn migrate(
     ))?;
     // Unreadable is taken for newer: refused, never overwritten.
     let found = tx
-        .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])?
+        .query_typed_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])?
         .map(|row| row.get::<_, String>(0).parse().unwrap_or(u64::MAX));
     let mut version = match found {
         None => {
             tx.batch_execute(&v1(schema))?;
-            tx.execute(
+            tx.execute_typed(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', '1'), ('format', 'inflight-ledger')",
                 &[],
             )?;
@@ -512,17 +519,17 @@ fn migrate(
     // same schema version neither need nor mind, so it comes without a
     // version change. Looked up first: creating it, even `IF NOT EXISTS`,
     // locks the events against writes.
-    let indexed = tx.query_opt(
+    let indexed = tx.query_typed_opt(
         "SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND indexname = 'events_by_task'",
-        &[&schema],
+        &[(&schema, Type::TEXT)],
     )?;
     if indexed.is_none() {
         tx.batch_execute("CREATE INDEX events_by_task ON events (task_id, seq)")?;
     }
     if found != Some(version) {
-        tx.execute(
+        tx.execute_typed(
             "UPDATE meta SET value = $1 WHERE key = 'schema_version'",
-            &[&version.to_string()],
+            &[(&version.to_string(), Type::TEXT)],
         )?;
     }
     tx.commit()?;

@@ -265,6 +265,136 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Starts a PgBouncer (Debian's `pgbouncer`) in transaction mode in
+    /// front of this server, with at most `pool_size` server connections
+    /// per database and user: the pooler a fleet of many hosts puts
+    /// between its runners and the database.
+    pub fn bouncer(&self, pool_size: u32) -> Result<TestBouncer, TestServerError> {
+        let program = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                fail(
+                    "pgbouncer was not found: install the `pgbouncer` package \
+                     (apt-get install pgbouncer)",
+                )
+            })?;
+        let dir = tempfile::Builder::new()
+            .prefix("inflight-pgbouncer-")
+            .tempdir()
+            .map_err(|e| fail(format!("a temporary folder: {e}")))?;
+        let port = free_port()?;
+        let file = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).map_err(|e| fail(format!("{name}: {e}")))?;
+            if let Some(ids) = self.user {
+                chown(&path, ids)?;
+            }
+            Ok::<_, TestServerError>(path)
+        };
+        // Trust, as the server does; the user must still be listed.
+        let users = file("userlist.txt", format!("\"{ROLE}\" \"\"\n"))?;
+        let log = dir.path().join("pgbouncer.log");
+        let config = file(
+            "pgbouncer.ini",
+            format!(
+                "[databases]\n\
+                 * = host=127.0.0.1 port={server}\n\
+                 [pgbouncer]\n\
+                 listen_addr = 127.0.0.1\n\
+                 listen_port = {port}\n\
+                 unix_socket_dir =\n\
+                 auth_type = trust\n\
+                 auth_file = {users}\n\
+                 pool_mode = transaction\n\
+                 default_pool_size = {pool_size}\n\
+                 max_client_conn = 2000\n\
+                 logfile = {log}\n",
+                server = self.port,
+                users = users.display(),
+                log = log.display(),
+            ),
+        )?;
+        if let Some(ids) = self.user {
+            chown(dir.path(), ids)?;
+        }
+        let mut command = Command::new(program);
+        // PgBouncer refuses root, as PostgreSQL does.
+        if let Some((uid, gid)) = self.user {
+            command.uid(uid).gid(gid);
+        }
+        command
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = command
+            .spawn()
+            .map_err(|e| fail(format!("could not start pgbouncer: {e}")))?;
+        let mut bouncer = TestBouncer {
+            dir,
+            port,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(Ok(Some(status))) = bouncer.child.as_mut().map(Child::try_wait) {
+                return Err(fail(format!(
+                    "pgbouncer exited ({status}) while starting: {}",
+                    bouncer.log_tail()
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(fail(format!(
+                    "pgbouncer did not listen within 30 s: {}",
+                    bouncer.log_tail()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(bouncer)
+    }
+}
+
+/// A running PgBouncer in transaction mode ([`TestServer::bouncer`]).
+#[derive(Debug)]
+pub struct TestBouncer {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl TestBouncer {
+    /// A connection URL for `database` through the pooler.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgresql://{ROLE}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The pooler's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The end of the pooler's log.
+    pub fn log_tail(&self) -> String {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default();
+        let start = text.len().saturating_sub(2000);
+        text.get(start..).unwrap_or_default().to_owned()
+    }
+}
+
+impl Drop for TestBouncer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();

@@ -15,7 +15,7 @@ use ledger_core::{
 };
 use ledger_postgres::{PgLedger, PgOptions};
 
-use crate::support::{fresh_options, server};
+use crate::support::{bouncer, fresh_options, server};
 
 fn open(options: &PgOptions) -> PgLedger {
     PgLedger::open(options.clone()).unwrap_or_else(|e| panic!("{e}"))
@@ -350,6 +350,67 @@ fn a_start_up_lease_left_by_a_dead_holder_is_taken_once_it_runs_out() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
+}
+
+/// Two stores of two schemas through PgBouncer, sharing its server
+/// connections: each reads only its own (a session `search_path` would
+/// have followed the connection, not the store).
+#[test]
+fn through_pgbouncer_a_store_reads_only_its_own_schema() {
+    let through = |options: &PgOptions| {
+        let mut options = options.clone();
+        options.url = bouncer().url("inflight");
+        open(&options)
+    };
+    let (a_options, b_options) = (fresh_options(), fresh_options());
+    let (a, b) = (through(&a_options), through(&b_options));
+    let now = SystemClock.now();
+    for i in 0..20 {
+        admitted(
+            a.admit(
+                &request("local", &format!("A-{i}"), &format!("a{i}")),
+                &limits(100),
+                now,
+            )
+            .unwrap(),
+        );
+        assert!(b.open_slots().unwrap().is_empty(), "b sees a's slot {i}");
+        assert!(b.events_after(0, 100).unwrap().is_empty());
+    }
+    assert_eq!(a.open_slots().unwrap().len(), 20);
+    admitted(
+        b.admit(&request("local", "B-0", "b0"), &limits(1), now)
+            .unwrap(),
+    );
+    assert_eq!(b.open_slots().unwrap().len(), 1);
+    assert_eq!(a.open_slots().unwrap().len(), 20);
+    // And the rows are where the store was told: direct, by schema.
+    let direct = open(&b_options);
+    assert_eq!(direct.open_slots().unwrap().len(), 1);
+    let direct = open(&a_options);
+    assert_eq!(direct.open_slots().unwrap().len(), 20);
+}
+
+/// Through PgBouncer, the start-up lock a store drops is free for the next
+/// (a session lock would have stayed with the pooled server connection).
+#[test]
+fn through_pgbouncer_the_start_up_lock_is_released_when_dropped() {
+    let mut options = fresh_options();
+    options.url = bouncer().url("inflight");
+    let (a, b) = (open(&options), open(&options));
+    for _ in 0..3 {
+        let held = a.startup_lock(Duration::from_secs(5)).unwrap();
+        assert!(held.is_some());
+        assert!(
+            b.startup_lock(Duration::from_millis(100))
+                .unwrap()
+                .is_none()
+        );
+        drop(held);
+        let held = b.startup_lock(Duration::from_secs(5)).unwrap();
+        assert!(held.is_some(), "released by a, taken by b");
+        drop(held);
+    }
 }
 
 #[test]
