@@ -21,6 +21,11 @@
 //!   left by transactions that rolled back), and [`events_after`] returns
 //!   only events no transaction still in progress can precede, so a reader
 //!   following the log never misses one.
+//! - **No session state.** Nothing depends on staying on one server
+//!   connection between transactions (statements name their schema and
+//!   are sent unnamed with their types; functions carry their own
+//!   settings; the start-up lock is a lease row), so it runs behind
+//!   PgBouncer in transaction mode as it runs directly.
 //!
 //! Every call runs on a connection thread of the store's own (the blocking
 //! client must not run on an async runtime's thread, and the caller may be
