@@ -14,6 +14,12 @@ use postgres::Client;
 
 use crate::sql::{Param, render, typed};
 
+/// Parameters with their types, as the typed calls take them.
+type Typed<'a> = [(
+    &'a (dyn postgres::types::ToSql + Sync),
+    postgres::types::Type,
+)];
+
 /// The client's error, with the server's message and detail spelled out
 /// (`postgres::Error` displays only "db error").
 #[derive(Debug, thiserror::Error)]
@@ -87,44 +93,54 @@ impl Connection {
     /// Runs `sql` once with `params`: its rows. In a read-only store, in a
     /// read-only transaction of its own.
     pub(crate) fn query(&mut self, sql: &str, params: &[&dyn Param]) -> Result<Vec<postgres::Row>> {
-        let text = render(sql, &self.connector.schema);
-        let params = typed(params);
-        let read_only = self.connector.read_only;
-        let client = self.client()?;
-        let rows = if read_only {
-            client
-                .build_transaction()
-                .read_only(true)
-                .start()
-                .and_then(|mut tx| {
-                    let rows = tx.query_typed(&text, &params)?;
-                    tx.commit().map(|()| rows)
-                })
-        } else {
-            client.query_typed(&text, &params)
-        };
-        rows.map_err(|e| self.error(&e))
+        self.once(
+            sql,
+            params,
+            |c, text, params| c.query_typed(text, params),
+            |tx, text, params| tx.query_typed(text, params),
+        )
     }
 
     /// Runs `sql` once with `params`: how many rows it changed.
     pub(crate) fn execute(&mut self, sql: &str, params: &[&dyn Param]) -> Result<u64> {
+        self.once(
+            sql,
+            params,
+            |c, text, params| c.execute_typed(text, params),
+            |tx, text, params| tx.execute_typed(text, params),
+        )
+    }
+
+    /// One statement, on the client, or in a read-only store in a
+    /// read-only transaction of its own.
+    fn once<T>(
+        &mut self,
+        sql: &str,
+        params: &[&dyn Param],
+        on_client: impl FnOnce(&mut Client, &str, &Typed<'_>) -> std::result::Result<T, postgres::Error>,
+        in_transaction: impl FnOnce(
+            &mut postgres::Transaction<'_>,
+            &str,
+            &Typed<'_>,
+        ) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
         let text = render(sql, &self.connector.schema);
         let params = typed(params);
         let read_only = self.connector.read_only;
         let client = self.client()?;
-        let changed = if read_only {
+        let answer = if read_only {
             client
                 .build_transaction()
                 .read_only(true)
                 .start()
                 .and_then(|mut tx| {
-                    let changed = tx.execute_typed(&text, &params)?;
-                    tx.commit().map(|()| changed)
+                    let answer = in_transaction(&mut tx, &text, &params)?;
+                    tx.commit().map(|()| answer)
                 })
         } else {
-            client.execute_typed(&text, &params)
+            on_client(client, &text, &params)
         };
-        changed.map_err(|e| self.error(&e))
+        answer.map_err(|e| self.error(&e))
     }
 
     /// The schema, quoted, as statements put it in place of `{s}`.

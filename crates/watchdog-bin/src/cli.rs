@@ -74,7 +74,7 @@ pub enum Command {
     /// roles, recent events), at /task/TASK a task's `explain`, and the
     /// same as JSON under /api/ (/api/overview, /api/task/TASK). It
     /// refreshes itself and runs no script. GET and HEAD only. An address
-    /// other than loopback needs [http] token_env (exit 2 otherwise): every
+    /// other than loopback needs `[http] token_env` (exit 2 otherwise): every
     /// request must then carry the token (Authorization: Bearer TOKEN, or
     /// the password of HTTP Basic, which a browser asks for).
     Serve {

@@ -99,7 +99,7 @@ pub async fn find_task(
     }
     .map_err(|e| WatchdogError::Usage(format!("{asked:?} is not a task: {e}")))?;
     let (board, plane_error) = match item {
-        Ok(item) => match on_board(plane, &item).await {
+        Ok(item) => match on_board(plane, &config.plane.project_id, &item).await {
             Ok(board) => (Some(board), None),
             Err(e) => (None, Some(e.to_string())),
         },
@@ -119,6 +119,29 @@ pub async fn find_task(
     })
 }
 
+/// The project's identifier (`ROCK`), asked of Plane at most every ten
+/// minutes: a page left open asks for a task every few seconds, and each
+/// request is spent from the key's budget the runners share.
+async fn project_identifier(plane: &dyn Plane, project_id: &str) -> Option<String> {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    type Known = Option<(String, String, Instant)>;
+    static KNOWN: Mutex<Known> = Mutex::new(None);
+    let fresh = |known: &Known| {
+        known
+            .as_ref()
+            .filter(|(id, _, at)| id == project_id && at.elapsed() < Duration::from_secs(600))
+            .map(|(_, identifier, _)| identifier.clone())
+    };
+    if let Some(identifier) = fresh(&KNOWN.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Some(identifier);
+    }
+    let identifier = plane.project_identifier().await.ok()?;
+    *KNOWN.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((project_id.to_owned(), identifier.clone(), Instant::now()));
+    Some(identifier)
+}
+
 /// Whether `text` is a UUID (8-4-4-4-12 hex digits), as Plane's ids are.
 fn is_uuid(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
@@ -129,7 +152,11 @@ fn is_uuid(text: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-async fn on_board(plane: &dyn Plane, item: &WorkItem) -> Result<OnBoard, PlaneError> {
+async fn on_board(
+    plane: &dyn Plane,
+    project_id: &str,
+    item: &WorkItem,
+) -> Result<OnBoard, PlaneError> {
     let state = state_of(plane, item).await?;
     let known = if item.labels.iter().any(|l| matches!(l, LabelRef::Id(_))) {
         Some(plane.labels().await?)
@@ -147,7 +174,7 @@ async fn on_board(plane: &dyn Plane, item: &WorkItem) -> Result<OnBoard, PlaneEr
                 .map_or_else(|| id.clone(), |l| l.name.clone()),
         })
         .collect();
-    let project = plane.project_identifier().await.ok();
+    let project = project_identifier(plane, project_id).await;
     Ok(OnBoard {
         id: item.id.clone(),
         identifier: match (project, item.sequence_id) {
@@ -647,12 +674,11 @@ pub fn explanation_text(e: &Explanation) -> String {
 /// One slot that holds a cap, as a line.
 pub fn holder_text(h: &SlotStatus) -> String {
     format!(
-        "{:?} ({}) on {}: run {}, {} for {}, holder {} {}{}, lease {}",
+        "{:?} ({}) on {}: run {}, running for {}, holder {} {}{}, lease {}",
         crate::terminal_safe(h.title.as_deref().unwrap_or("(untitled)")),
         h.task_id,
         h.backend,
         h.run_id,
-        "running",
         crate::duration_text(h.age_secs),
         h.owner,
         h.liveness,

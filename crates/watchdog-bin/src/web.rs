@@ -41,9 +41,11 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self';
 
 const STYLE: &str = include_str!("../templates/style.css");
 
-/// How often the overview reloads itself, and a task's page.
+/// How often the overview reloads itself (it asks Plane nothing but the
+/// states and labels its client keeps), and a task's page (each load reads
+/// the task from Plane: one request of the key's shared budget).
 const OVERVIEW_REFRESH_SECS: u64 = 5;
-const TASK_REFRESH_SECS: u64 = 10;
+const TASK_REFRESH_SECS: u64 = 30;
 
 /// What the page reads: the ledger, Plane, the process probe, the clock.
 #[allow(missing_debug_implementations)]
@@ -269,11 +271,11 @@ fn task_failure(error: &WatchdogError) -> StatusCode {
 }
 
 /// What the templates call for display.
-struct Display<'a> {
+struct Formats<'a> {
     config: &'a Config,
 }
 
-impl Display<'_> {
+impl Formats<'_> {
     fn duration(&self, secs: &u64) -> String {
         crate::duration_text(*secs)
     }
@@ -312,7 +314,7 @@ struct OverviewPage<'a> {
     at: Timestamp,
     refresh_secs: u64,
     o: &'a Overview,
-    display: Display<'a>,
+    display: Formats<'a>,
 }
 
 /// The overview as the page's HTML.
@@ -321,7 +323,7 @@ pub fn overview_html(o: &Overview, config: &Config) -> Result<String, askama::Er
         at: o.at,
         refresh_secs: OVERVIEW_REFRESH_SECS,
         o,
-        display: Display { config },
+        display: Formats { config },
     }
     .render()
 }
@@ -347,7 +349,7 @@ struct TaskPage<'a> {
     refresh_secs: u64,
     e: &'a Explanation,
     waits: Vec<WaitView>,
-    display: Display<'a>,
+    display: Formats<'a>,
 }
 
 impl TaskPage<'_> {
@@ -381,7 +383,7 @@ pub fn task_html(e: &Explanation, config: &Config, at: Timestamp) -> Result<Stri
         refresh_secs: TASK_REFRESH_SECS,
         e,
         waits,
-        display: Display { config },
+        display: Formats { config },
     }
     .render()
 }
