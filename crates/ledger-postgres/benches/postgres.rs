@@ -32,6 +32,9 @@ const SAMPLES: usize = 500;
 const WARM_UP: usize = 20;
 const CYCLES_PER_PROCESS: usize = 150;
 const CAP_CHECKS: usize = 2_000;
+/// Cycles of churn, and how many cycles each end's median is taken over.
+const CHURN: usize = 100_000;
+const CHURN_SAMPLE: usize = 1_000;
 
 fn main() {
     if let Ok(spec) = std::env::var("PG_BENCH_CHILD") {
@@ -158,6 +161,16 @@ fn main() {
         "| cap check at 10^6 / at 10^3 | {:.2}x | | at most 2x |",
         large.as_secs_f64() / small.as_secs_f64()
     );
+    // Churn: every cycle leaves dead rows where admissions count open
+    // slots; with the server's own autovacuum only (no VACUUM by hand),
+    // does a cycle stay as cheap?
+    let (first, churned) = churn(&url);
+    println!(
+        "| cycle: first {CHURN_SAMPLE} / after {CHURN} cycles of churn (autovacuum only) | {} / {} ({:.2}x) | | within 1.3x |",
+        ms(first),
+        ms(churned),
+        churned.as_secs_f64() / first.as_secs_f64()
+    );
     // The plots `cargo xtask bench` draws.
     let plot = serde_json::json!({
         "name": "admit-latency-vs-history", "kind": "line",
@@ -243,6 +256,25 @@ fn cycle_on(store: &dyn LedgerStore, backend: &str, tag: &str, i: usize, global:
             now,
         )
         .unwrap();
+}
+
+/// The median cycle of the first [`CHURN_SAMPLE`] cycles on a fresh
+/// schema, and of [`CHURN_SAMPLE`] more after [`CHURN`] cycles.
+fn churn(url: &str) -> (Duration, Duration) {
+    let store = pg(url, "churn");
+    for i in 0..WARM_UP {
+        cycle_on(&store, "warm", "w", i, false);
+    }
+    let sample = |from: usize| {
+        median(
+            (from..from + CHURN_SAMPLE).map(|i| timed(|| cycle_on(&store, "churn", "c", i, false))),
+        )
+    };
+    let first = sample(0);
+    for i in CHURN_SAMPLE..CHURN_SAMPLE + CHURN {
+        cycle_on(&store, "churn", "c", i, false);
+    }
+    (first, sample(CHURN_SAMPLE + CHURN))
 }
 
 fn timed(f: impl FnOnce()) -> Duration {
