@@ -382,6 +382,23 @@ pub enum FinishReason {
     NotStarted,
 }
 
+impl FinishReason {
+    /// The field of [`TaskAttempts`] (as its JSON form names it) that a
+    /// finish for this reason counts in: what
+    /// [`TaskAttempts::record_finish`] adds one to.
+    pub fn attempts_counter(&self) -> &'static str {
+        match self {
+            FinishReason::Completed | FinishReason::Imported => "completed",
+            FinishReason::Failed => "failed",
+            FinishReason::Interrupted => "interrupted",
+            FinishReason::Reconciled { .. } => "reconciled",
+            FinishReason::ReleasedByOperator => "released",
+            FinishReason::Expired => "expired",
+            FinishReason::NotStarted => "not_started",
+        }
+    }
+}
+
 impl fmt::Display for FinishReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -575,7 +592,9 @@ impl TaskAttempts {
     }
 
     /// Counts a finish for `reason` (what every store does as it closes a
-    /// slot).
+    /// slot). The counter is the field [`FinishReason::attempts_counter`]
+    /// names (a store that counts in SQL adds one to that field of the
+    /// record's JSON).
     pub fn record_finish(&mut self, reason: &FinishReason) {
         let counter = match reason {
             FinishReason::Completed | FinishReason::Imported => &mut self.completed,
@@ -635,6 +654,32 @@ mod tests {
             denial.to_string(),
             "backend_rate_exceeded (60 of 60 in the last hour)"
         );
+    }
+
+    #[test]
+    fn a_finish_counts_in_the_field_its_reason_names() {
+        for reason in [
+            FinishReason::Completed,
+            FinishReason::Failed,
+            FinishReason::Interrupted,
+            FinishReason::Reconciled { rule: "X".into() },
+            FinishReason::ReleasedByOperator,
+            FinishReason::Expired,
+            FinishReason::Imported,
+            FinishReason::NotStarted,
+        ] {
+            let mut attempts = TaskAttempts::default();
+            attempts.record_finish(&reason);
+            let json = serde_json::to_value(attempts).unwrap();
+            let counted: Vec<_> = json
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(_, n)| n.as_u64() != Some(0))
+                .map(|(field, _)| field.as_str())
+                .collect();
+            assert_eq!(counted, [reason.attempts_counter()], "{reason}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use ledger_core::{
     Timestamp,
 };
 
-use crate::sql::{Fail, Step, Tx, settle, transact};
+use crate::sql::{Fail, Step, settle, transact};
 use crate::store::{PgLedger, millis, now_sql, query};
 
 const BOARD_READ: &str = "SELECT * FROM {s}.board_read($1, $2)";
@@ -87,7 +87,7 @@ impl FleetStore for PgLedger {
                     tx.execute(BUDGET_TAKE, &[&key, &at.as_unix_millis()])?;
                 }
                 // The expired takes were deleted: commit either way.
-                Ok(Tx::Commit(answer))
+                Ok(answer)
             })
         })
     }
@@ -111,7 +111,7 @@ impl FleetStore for PgLedger {
                     let at = at.as_unix_millis();
                     tx.execute(BUDGET_FILL, &[&key, &at, &i64::from(missing)])?;
                 }
-                Ok(Tx::Commit(missing))
+                Ok(missing)
             })
         })
     }
@@ -180,15 +180,15 @@ impl FleetStore for PgLedger {
                 let step =
                     ledger_core::board_step(previous, listing_until, max_age, listing_for, at);
                 Ok(match step {
-                    BoardStep::Answer(look) => Tx::Commit(look),
+                    BoardStep::Answer(look) => look,
                     BoardStep::Claim { until, previous } => {
                         tx.execute(BOARD_CLAIM, &[&key, &until.as_unix_millis()])?;
-                        Tx::Commit(BoardLook::YoursToList {
+                        BoardLook::YoursToList {
                             listed_at: at,
                             events_seen: newest,
                             until,
                             previous,
-                        })
+                        }
                     }
                 })
             })

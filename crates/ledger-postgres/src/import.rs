@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use ledger_core::usage::UsagePlan;
 use ledger_core::{EventKind, FinishReason, ImportReport, Owner, Result};
 
-use crate::sql::{Tx, append, encode, record_finish, transact};
+use crate::sql::{append, encode, record_finish, transact};
 use crate::worker::Connection;
 
 const IMPORTED: &str = "SELECT fingerprint FROM {s}.imported WHERE fingerprint = ANY($1)";
@@ -99,6 +99,6 @@ pub(crate) fn apply(c: &mut Connection, plan: UsagePlan) -> Result<ImportReport>
             )?;
             report.slots_opened += 1;
         }
-        Ok(Tx::Commit(report))
+        Ok(report)
     })
 }

@@ -4,12 +4,17 @@
 //! [`PgLedger`] implements [`ledger_core::LedgerStore`] and passes its whole
 //! conformance suite. Its promises beyond the contract:
 //!
-//! - **Capacity is the set of open slot rows**, never a separate counter:
-//!   an admission is one short transaction that locks the cap rows it
-//!   checks in a fixed order (the global row when there is a global cap,
-//!   then the backend's), counts the open slots and the recent starts,
-//!   applies [`ledger_core::admission`] and records the start. A unique key
-//!   allows one open slot per backend and task.
+//! - **Capacity is counted from the open slot rows**: a trigger on them
+//!   keeps each backend's count in its cap row, in the transaction that
+//!   opens or closes the slot, whoever writes it. An admission is one
+//!   call, one round trip and one transaction (the server function
+//!   `admit_one`): it locks the cap rows it checks in a fixed order (the
+//!   global row when there is a global cap, then the backend's), reads
+//!   the counts and the recent starts, applies the cap rule and records
+//!   the start or the denial. The rule is [`ledger_core::admission`],
+//!   mirrored in SQL and tested against it over random cases. A finish is
+//!   one call too (`finish_one`). A unique key allows one open slot per
+//!   backend and task.
 //! - **Time is the database's.** With [`TimeSource::Database`] (the
 //!   default) every stored and compared time is `now()` of the statement's
 //!   transaction, whatever the caller's clock says, so a host whose clock

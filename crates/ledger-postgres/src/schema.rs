@@ -275,10 +275,6 @@ $fn$;
 "#
 }
 
-/// Creates the schema and its tables if they are missing, or checks their
-/// version: a newer one is refused untouched, an older one migrated. Runs
-/// under a transaction-scoped advisory lock, so hosts starting together
-/// create it once.
 /// Version 4: shared board snapshots and their webhook hints. Neither is
 /// a record of anything (a lost listing or hint costs a Plane request), so
 /// their commits are not waited on for the flush.
@@ -338,7 +334,237 @@ $fn$;
 "#
 }
 
+/// What this build adds to a version-4 schema without changing its
+/// version: additions older builds of the same version neither call nor
+/// mind, so hosts can be upgraded one at a time. `meta`'s `additions` key
+/// says how many of the steps below a schema has had; an open that finds
+/// the version and the additions current reads one row and is done.
+pub(crate) const ADDITIONS: u64 = 1;
+
+/// Addition 1: an admission and a finish in one round trip each.
+///
+/// - Each backend's open slots are counted in its cap row (`caps.open`)
+///   by a trigger on `open_slots`, in the writing transaction, whoever
+///   writes (an older build's admission, an import, a finish): an
+///   admission reads one row it locks anyway instead of counting rows of
+///   `open_slots`, whose dead versions (one per finished slot, until a
+///   vacuum) an admission would otherwise step over by the thousand under
+///   churn. The global count is the sum over the backends' rows, read
+///   under the global row's lock, which every globally capped admission
+///   takes. The cap rows are updated in place (HOT, `fillfactor` leaving
+///   room), so their dead versions are pruned as the page is read.
+/// - `admission_rule` is `ledger_core::admission` in SQL (a property test
+///   runs both over random counts and limits and demands the same answer).
+/// - `admit_one` and `finish_one` read, decide and write in one call,
+///   committed by the call's own implicit transaction: the caller's round
+///   trip is the whole admission or finish. The event's JSON comes from
+///   the caller without the fields only the database knows (`seq`, `at`;
+///   a denial; a finish's run, start and role), which the function adds;
+///   a finish adds one to the attempts counter the caller names
+///   (`FinishReason::attempts_counter`).
+fn addition_1() -> &'static str {
+    r#"
+ALTER TABLE caps ADD COLUMN open bigint NOT NULL DEFAULT 0;
+ALTER TABLE caps SET (fillfactor = 20);
+INSERT INTO caps (scope) SELECT DISTINCT 'backend:' || backend FROM open_slots
+    ON CONFLICT DO NOTHING;
+UPDATE caps SET open = counted.n
+  FROM (SELECT 'backend:' || backend AS scope, count(*) AS n FROM open_slots GROUP BY backend) AS counted
+ WHERE caps.scope = counted.scope;
+
+CREATE FUNCTION count_open_slots() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        UPDATE caps SET open = open + 1 WHERE scope = 'backend:' || NEW.backend;
+        IF NOT FOUND THEN
+            INSERT INTO caps AS c (scope, open) VALUES ('backend:' || NEW.backend, 1)
+                ON CONFLICT (scope) DO UPDATE SET open = c.open + 1;
+        END IF;
+    ELSE
+        UPDATE caps SET open = open - 1 WHERE scope = 'backend:' || OLD.backend;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER count_open_slots AFTER INSERT OR DELETE ON open_slots
+    FOR EACH ROW EXECUTE FUNCTION count_open_slots();
+
+CREATE FUNCTION admission_rule(
+    p_in_flight boolean, p_open_total bigint, p_open_backend bigint,
+    p_last_hour bigint, p_last_day bigint,
+    p_global_max bigint, p_backend_max bigint, p_per_hour bigint, p_per_day bigint)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+BEGIN
+    IF p_in_flight THEN
+        RETURN jsonb_build_object('reason', 'already_in_flight', 'window', NULL,
+                                  'current', 1, 'limit', 1);
+    END IF;
+    IF p_global_max IS NOT NULL AND p_open_total >= p_global_max THEN
+        RETURN jsonb_build_object('reason', 'global_concurrency_exceeded', 'window', NULL,
+                                  'current', LEAST(p_open_total, 4294967295), 'limit', p_global_max);
+    END IF;
+    IF p_open_backend >= p_backend_max THEN
+        RETURN jsonb_build_object('reason', 'backend_concurrency_exceeded', 'window', NULL,
+                                  'current', LEAST(p_open_backend, 4294967295), 'limit', p_backend_max);
+    END IF;
+    IF p_per_hour IS NOT NULL AND p_last_hour IS NOT NULL AND p_last_hour >= p_per_hour THEN
+        RETURN jsonb_build_object('reason', 'backend_rate_exceeded', 'window', 'hourly',
+                                  'current', LEAST(p_last_hour, 4294967295), 'limit', p_per_hour);
+    END IF;
+    IF p_per_day IS NOT NULL AND p_last_day IS NOT NULL AND p_last_day >= p_per_day THEN
+        RETURN jsonb_build_object('reason', 'backend_rate_exceeded', 'window', 'daily',
+                                  'current', LEAST(p_last_day, 4294967295), 'limit', p_per_day);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- An admission, whole. The key's slot of the same run (a retry whose
+-- commit landed) is returned untouched; else the event's sequence number
+-- first, the cap rows locked in a fixed order (global when capped, then
+-- the backend's), the counts read under those locks, the rule applied,
+-- and the start or the denial written. `o_denial` is set for a denial.
+CREATE FUNCTION admit_one(
+    p_backend text, p_task text, p_run text, p_host text, p_owner text, p_lease_ms bigint,
+    p_global_max bigint, p_backend_max bigint, p_per_hour bigint, p_per_day bigint,
+    p_now bigint, p_started text, p_denied text,
+    OUT o_run text, OUT o_started_at bigint, OUT o_lease_until bigint,
+    OUT o_started_seq bigint, OUT o_owner text, OUT o_denial text)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_seq bigint;
+    v_at bigint;
+    v_in_flight boolean;
+    v_total bigint;
+    v_backend bigint;
+    v_hour bigint;
+    v_day bigint;
+    v_denial jsonb;
+BEGIN
+    SELECT run_id, started_at, lease_until, started_seq, owner
+      INTO o_run, o_started_at, o_lease_until, o_started_seq, o_owner
+      FROM open_slots WHERE backend = p_backend AND task_id = p_task;
+    IF o_run = p_run THEN
+        RETURN;
+    END IF;
+    -- First, before anything else takes the transaction's id.
+    v_seq := next_event_seq();
+    v_at := ms_now(p_now);
+    IF p_global_max IS NOT NULL THEN
+        PERFORM 1 FROM caps WHERE scope = 'global' FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO caps (scope) VALUES ('global') ON CONFLICT DO NOTHING;
+            PERFORM 1 FROM caps WHERE scope = 'global' FOR UPDATE;
+        END IF;
+    END IF;
+    SELECT open INTO v_backend FROM caps WHERE scope = 'backend:' || p_backend FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO caps (scope) VALUES ('backend:' || p_backend) ON CONFLICT DO NOTHING;
+        SELECT open INTO v_backend FROM caps WHERE scope = 'backend:' || p_backend FOR UPDATE;
+    END IF;
+    -- Read again under the locks: another run's admission of the key may
+    -- have committed while this one waited.
+    v_in_flight := EXISTS (SELECT 1 FROM open_slots WHERE backend = p_backend AND task_id = p_task);
+    IF p_global_max IS NOT NULL THEN
+        SELECT coalesce(sum(open), 0) INTO v_total FROM caps WHERE scope LIKE 'backend:%';
+    END IF;
+    IF p_per_hour IS NOT NULL THEN
+        SELECT count(*) INTO v_hour FROM starts
+         WHERE backend = p_backend AND started_at > v_at - 3600000;
+    END IF;
+    IF p_per_day IS NOT NULL THEN
+        SELECT count(*) INTO v_day FROM starts
+         WHERE backend = p_backend AND started_at > v_at - 86400000;
+    END IF;
+    v_denial := admission_rule(v_in_flight, v_total, v_backend, v_hour, v_day,
+                               p_global_max, p_backend_max, p_per_hour, p_per_day);
+    IF v_denial IS NOT NULL THEN
+        o_run := NULL;
+        o_denial := v_denial::text;
+        INSERT INTO events (seq, xid, at, kind, backend, task_id, event)
+        VALUES (v_seq, pg_current_xact_id(), v_at, 'denied', p_backend, p_task,
+                (p_denied::jsonb || jsonb_build_object('seq', v_seq, 'at', v_at, 'denial', v_denial))::text);
+        RETURN;
+    END IF;
+    o_run := p_run;
+    o_started_at := v_at;
+    o_lease_until := CASE WHEN p_lease_ms > 9223372036854775807 - v_at
+                          THEN 9223372036854775807 ELSE v_at + p_lease_ms END;
+    o_started_seq := v_seq;
+    o_owner := p_owner;
+    INSERT INTO open_slots (backend, task_id, run_id, host, started_at, lease_until, started_seq, owner)
+    VALUES (p_backend, p_task, p_run, p_host, v_at, o_lease_until, v_seq, p_owner);
+    INSERT INTO starts (backend, started_at, seq) VALUES (p_backend, v_at, v_seq);
+    INSERT INTO events (seq, xid, at, kind, backend, task_id, event)
+    VALUES (v_seq, pg_current_xact_id(), v_at, 'started', p_backend, p_task,
+            (p_started::jsonb || jsonb_build_object('seq', v_seq, 'at', v_at))::text);
+END
+$fn$;
+
+-- A finish, whole: the slot checked against the expected run (NULL: any),
+-- deleted, its event written and the task's attempts counted.
+-- `o_outcome`: finished, not_in_flight, other_run (`o_run` the open one).
+CREATE FUNCTION finish_one(
+    p_backend text, p_task text, p_run text, p_now bigint, p_finished text,
+    p_counter text, p_fresh_attempts text,
+    OUT o_outcome text, OUT o_run text, OUT o_started_at bigint,
+    OUT o_lease_until bigint, OUT o_started_seq bigint, OUT o_owner text)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_seq bigint;
+    v_at bigint;
+    v_event jsonb;
+BEGIN
+    SELECT run_id, started_at, lease_until, started_seq, owner
+      INTO o_run, o_started_at, o_lease_until, o_started_seq, o_owner
+      FROM open_slots WHERE backend = p_backend AND task_id = p_task;
+    IF NOT FOUND THEN
+        o_outcome := 'not_in_flight';
+        RETURN;
+    END IF;
+    IF p_run IS NOT NULL AND o_run <> p_run THEN
+        o_outcome := 'other_run';
+        RETURN;
+    END IF;
+    v_seq := next_event_seq();
+    v_at := ms_now(p_now);
+    -- Conditional on the run read above: one that finished or re-admitted
+    -- the key since wins, and this one changes nothing.
+    DELETE FROM open_slots WHERE backend = p_backend AND task_id = p_task AND run_id = o_run;
+    IF NOT FOUND THEN
+        o_outcome := 'not_in_flight';
+        RETURN;
+    END IF;
+    v_event := p_finished::jsonb || jsonb_build_object(
+        'seq', v_seq, 'at', v_at, 'run_id', o_run, 'started_at', o_started_at);
+    IF jsonb_typeof(o_owner::jsonb -> 'role') = 'string' THEN
+        v_event := v_event || jsonb_build_object('role', o_owner::jsonb -> 'role');
+    END IF;
+    INSERT INTO events (seq, xid, at, kind, backend, task_id, event)
+    VALUES (v_seq, pg_current_xact_id(), v_at, 'finished', p_backend, p_task, v_event::text);
+    INSERT INTO attempts AS a (task_id, attempts)
+    VALUES (p_task, jsonb_set(p_fresh_attempts::jsonb, ARRAY[p_counter], '1')::text)
+    ON CONFLICT (task_id) DO UPDATE SET attempts = jsonb_set(
+        a.attempts::jsonb, ARRAY[p_counter],
+        to_jsonb(coalesce((a.attempts::jsonb ->> p_counter)::bigint, 0) + 1))::text;
+    o_outcome := 'finished';
+END
+$fn$;
+"#
+}
+
+/// Creates the schema and its tables if they are missing, or checks their
+/// version: a newer one is refused untouched, an older one migrated. Runs
+/// under a transaction-scoped advisory lock, so hosts starting together
+/// create it once.
 pub(crate) fn prepare(connection: &mut Connection, schema: &str) -> Result<()> {
+    // Every keeper opens the store at its start: one row read when the
+    // schema is current, the migration's transaction only when it is not.
+    if current(connection, schema) {
+        return Ok(());
+    }
     let migrated = {
         let client = connection.client()?;
         migrate(client, schema)
@@ -362,6 +588,32 @@ pub(crate) fn prepare(connection: &mut Connection, schema: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Whether `schema` is at this build's version with all its additions,
+/// read in one round trip. Anything else (no schema yet, an older or newer
+/// one, an error) is for [`migrate`] to settle and report.
+fn current(connection: &mut Connection, schema: &str) -> bool {
+    let Ok(client) = connection.client() else {
+        return false;
+    };
+    let read = client.query_typed_one(
+        &format!(
+            "SELECT (SELECT value FROM \"{schema}\".meta WHERE key = 'schema_version'), \
+                    (SELECT value FROM \"{schema}\".meta WHERE key = 'additions')"
+        ),
+        &[],
+    );
+    let Ok(row) = read else {
+        return false;
+    };
+    let number = |i: usize| {
+        row.try_get::<_, Option<String>>(i)
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    number(0) == Some(VERSION) && number(1).is_some_and(|n| n >= ADDITIONS)
 }
 
 /// What each of the schema's functions runs with, set on the function
@@ -503,9 +755,6 @@ fn migrate(
         tx.batch_execute(v4())?;
         version = 4;
     }
-    // Each function carries its settings (see function_settings), set
-    // once, on the functions that lack them.
-    tx.batch_execute(&function_settings(schema))?;
     // The start-up sweep's lease (`startup_lock`): a table older builds
     // of the same version neither need nor mind, so no version change.
     // (They hold a session lock instead: during an upgrade an old and a
@@ -526,6 +775,22 @@ fn migrate(
     if indexed.is_none() {
         tx.batch_execute("CREATE INDEX events_by_task ON events (task_id, seq)")?;
     }
+    let added = tx
+        .query_typed_opt("SELECT value FROM meta WHERE key = 'additions'", &[])?
+        .map_or(0, |row| row.get::<_, String>(0).parse().unwrap_or(u64::MAX));
+    if added < 1 {
+        tx.batch_execute(addition_1())?;
+    }
+    if added < ADDITIONS {
+        tx.execute_typed(
+            "INSERT INTO meta (key, value) VALUES ('additions', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            &[(&ADDITIONS.to_string(), Type::TEXT)],
+        )?;
+    }
+    // Each function carries its settings (see function_settings), set
+    // once, on the functions that lack them.
+    tx.batch_execute(&function_settings(schema))?;
     if found != Some(version) {
         tx.execute_typed(
             "UPDATE meta SET value = $1 WHERE key = 'schema_version'",

@@ -176,16 +176,11 @@ pub(crate) fn encode(location: &str, value: &impl serde::Serialize) -> Step<Stri
     })
 }
 
-/// What a transaction's body decided.
-pub(crate) enum Tx<T> {
-    Commit(T),
-    Abort(T),
-}
-
-/// Runs `body` in a transaction (read-only in a read-only store).
+/// Runs `body` in a transaction (read-only in a read-only store) and
+/// commits it.
 pub(crate) fn transact<T>(
     c: &mut Connection,
-    body: impl FnOnce(&mut Txn<'_>) -> Step<Tx<T>>,
+    body: impl FnOnce(&mut Txn<'_>) -> Step<T>,
 ) -> Result<T> {
     let location = c.location().to_owned();
     let schema = c.schema().to_owned();
@@ -198,16 +193,9 @@ pub(crate) fn transact<T>(
             schema: &schema,
             location: &location,
         };
-        match body(&mut tx)? {
-            Tx::Commit(value) => {
-                tx.inner.commit()?;
-                Ok(value)
-            }
-            Tx::Abort(value) => {
-                tx.inner.rollback()?;
-                Ok(value)
-            }
-        }
+        let value = body(&mut tx)?;
+        tx.inner.commit()?;
+        Ok(value)
     })();
     settle(c, outcome)
 }

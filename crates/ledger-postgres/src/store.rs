@@ -13,7 +13,7 @@ use ledger_core::{
 use postgres::Row;
 
 use crate::schema;
-use crate::sql::{Fail, Param, Step, Tx, append, decode, encode, settle, transact};
+use crate::sql::{Fail, Param, Step, decode, encode, settle};
 use crate::worker::{Connection, Connector, Worker, database};
 use crate::{PgOptions, TimeSource};
 
@@ -241,6 +241,42 @@ fn listed_event(row: &Row, columns: usize) -> Step<Event> {
     ))
 }
 
+/// Stand-ins for the fields of an event only the database knows, which
+/// [`template`] leaves out and `admit_one` / `finish_one` fill in.
+const PLACEHOLDER_DENIAL: ledger_core::Denial = ledger_core::Denial {
+    reason: ledger_core::DenyReason::AlreadyInFlight,
+    window: None,
+    current: 0,
+    limit: 0,
+};
+
+/// An event's JSON without `seq`, `at` and the fields in `left_out`: what
+/// the database completes. The shape stays serde's (`Event`'s own form).
+fn template(location: &str, kind: EventKind, left_out: &[&str]) -> Step<String> {
+    let event = Event {
+        seq: 0,
+        at: Timestamp::from_unix_millis(0),
+        kind,
+    };
+    let mut value = serde_json::to_value(&event).map_err(|e| {
+        Fail::Ledger(database(
+            location,
+            format!("could not encode a record: {e}"),
+        ))
+    })?;
+    if let Some(fields) = value.as_object_mut() {
+        for field in ["seq", "at"].iter().chain(left_out) {
+            fields.remove(*field);
+        }
+    }
+    encode(location, &value)
+}
+
+/// A function that answers one row answered none.
+fn no_row(location: &str, function: &str) -> Fail {
+    Fail::Ledger(database(location, format!("{function} returned no row")))
+}
+
 /// `d` in milliseconds, as the tables keep durations.
 pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -253,19 +289,10 @@ pub(crate) fn query(c: &mut Connection, sql: &str, params: &[&dyn Param]) -> Res
 
 const SELECT_SLOT: &str = "SELECT backend, task_id, run_id, started_at, lease_until, started_seq, owner \
      FROM {s}.open_slots WHERE backend = $1 AND task_id = $2";
-const ADMIT_CHECK: &str = "SELECT * FROM {s}.admit_check($1, $2, $3, $4, $5, $6, $7)";
-const FINISH_TAKE: &str = "SELECT * FROM {s}.finish_take($1, $2, $3, $4, $5)";
-const WRITE_FINISH: &str = "WITH event AS ( \
-         INSERT INTO {s}.events (seq, xid, at, kind, backend, task_id, event) \
-         VALUES ($1, pg_current_xact_id(), $2, 'finished', $3, $4, $5)) \
-     UPDATE {s}.attempts SET attempts = $6 WHERE task_id = $4";
+const ADMIT_ONE: &str =
+    "SELECT * FROM {s}.admit_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+const FINISH_ONE: &str = "SELECT * FROM {s}.finish_one($1, $2, $3, $4, $5, $6, $7)";
 const COUNTS: &str = "SELECT * FROM {s}.admission_counts($1, $2, {s}.ms_now($3), $4, $5)";
-const INSERT_STARTED: &str = "WITH slot AS ( \
-         INSERT INTO {s}.open_slots (backend, task_id, run_id, host, started_at, lease_until, started_seq, owner) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)), \
-       start AS (INSERT INTO {s}.starts (backend, started_at, seq) VALUES ($1, $5, $7)) \
-     INSERT INTO {s}.events (seq, xid, at, kind, backend, task_id, event) \
-     VALUES ($7, pg_current_xact_id(), $5, 'started', $1, $2, $9)";
 const RENEW: &str = concat!(
     "UPDATE {s}.open_slots SET lease_until = GREATEST(lease_until, ",
     now_sql!(4),
@@ -392,75 +419,55 @@ impl LedgerStore for PgLedger {
         let limits = *limits;
         let caller_now = self.caller(now);
         self.worker.run(move |c| {
-            // Four round trips: BEGIN, the reading half (`admit_check`), the
-            // write, COMMIT.
-            transact(c, |tx| {
-                let location = tx.location;
-                let key = &request.key;
-                let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
-                let row = tx.query_one(
-                    ADMIT_CHECK,
-                    &[
-                        &backend,
-                        &task,
-                        &request.run_id.as_str(),
-                        &limits.global_max_concurrent.is_some(),
-                        &window(&limits, RateWindow::Hourly),
-                        &window(&limits, RateWindow::Daily),
-                        &caller_now,
-                    ],
-                )?;
-                let Some(seq) = row.try_get::<_, Option<i64>>(5)? else {
-                    // A retry of an admission whose commit landed: its
-                    // slot, unchanged, and nothing written.
-                    let slot = slot_from(location, key, &row)?;
-                    return Ok(Tx::Abort(AdmitOutcome::Admitted(slot)));
-                };
-                let at: i64 = row.try_get(6)?;
-                let counts = counts_from(&row, 7)?;
-                if let Some(denial) = admission(&counts, &limits) {
-                    let kind = EventKind::Denied {
-                        key: key.clone(),
-                        run_id: request.run_id.clone(),
-                        denial,
-                    };
-                    append(tx, seq, at, kind)?;
-                    return Ok(Tx::Commit(AdmitOutcome::Denied(denial)));
-                }
-                let lease = millis(request.lease);
-                let slot = Slot {
+            // One round trip: `admit_one` reads, decides and writes, and
+            // its statement's implicit transaction commits it.
+            let location = c.location().to_owned();
+            let key = &request.key;
+            let templates = (|| -> Step<(String, String, String)> {
+                let started = EventKind::Started {
                     key: key.clone(),
                     run_id: request.run_id.clone(),
-                    started_at: Timestamp::from_unix_millis(at),
                     owner: request.owner.clone(),
-                    lease_until: Timestamp::from_unix_millis(at.saturating_add(lease)),
-                    started_seq: seq as u64,
                 };
-                let event = Event {
-                    seq: seq as u64,
-                    at: slot.started_at,
-                    kind: EventKind::Started {
-                        key: key.clone(),
-                        run_id: request.run_id.clone(),
-                        owner: request.owner.clone(),
-                    },
+                let denied = EventKind::Denied {
+                    key: key.clone(),
+                    run_id: request.run_id.clone(),
+                    denial: PLACEHOLDER_DENIAL,
                 };
-                tx.execute(
-                    INSERT_STARTED,
-                    &[
-                        &backend,
-                        &task,
-                        &request.run_id.as_str(),
-                        &request.owner.host,
-                        &at,
-                        &slot.lease_until.as_unix_millis(),
-                        &seq,
-                        &encode(location, &request.owner)?,
-                        &encode(location, &event)?,
-                    ],
-                )?;
-                Ok(Tx::Commit(AdmitOutcome::Admitted(slot)))
-            })
+                Ok((
+                    encode(&location, &request.owner)?,
+                    template(&location, started, &[])?,
+                    template(&location, denied, &["denial"])?,
+                ))
+            })();
+            let (owner, started, denied) = settle(c, templates)?;
+            let cap = |cap: Option<u32>| cap.map(i64::from);
+            let rows = c.query(
+                ADMIT_ONE,
+                &[
+                    &key.backend.as_str(),
+                    &key.task_id.as_str(),
+                    &request.run_id.as_str(),
+                    &request.owner.host,
+                    &owner,
+                    &millis(request.lease),
+                    &cap(limits.global_max_concurrent),
+                    &i64::from(limits.backend.max_concurrent),
+                    &cap(limits.backend.max_per_hour),
+                    &cap(limits.backend.max_per_day),
+                    &caller_now,
+                    &started,
+                    &denied,
+                ],
+            )?;
+            let outcome = (|| -> Step<AdmitOutcome> {
+                let row = rows.first().ok_or_else(|| no_row(&location, "admit_one"))?;
+                if let Some(denial) = row.try_get::<_, Option<String>>(5)? {
+                    return Ok(AdmitOutcome::Denied(decode(&location, "events", &denial)?));
+                }
+                Ok(AdmitOutcome::Admitted(slot_from(&location, key, row)?))
+            })();
+            settle(c, outcome)
         })
     }
 
@@ -475,67 +482,60 @@ impl LedgerStore for PgLedger {
         let expected = expected_run.cloned();
         let caller_now = self.caller(now);
         self.worker.run(move |c| {
-            // Four round trips: BEGIN, the reading half (`finish_take`),
-            // the write, COMMIT.
-            transact(c, |tx| {
-                let location = tx.location;
-                let (backend, task) = (key.backend.as_str(), key.task_id.as_str());
-                let fresh = encode(location, &TaskAttempts::default())?;
-                let row = tx.query_one(
-                    FINISH_TAKE,
-                    &[
-                        &backend,
-                        &task,
-                        &expected.as_ref().map(RunId::as_str),
-                        &caller_now,
-                        &fresh,
-                    ],
-                )?;
+            // One round trip: `finish_one` checks the run, closes the slot,
+            // writes the event and counts the attempt.
+            let location = c.location().to_owned();
+            let counter = reason.attempts_counter();
+            let templates = (|| -> Step<(String, String)> {
+                let finished = EventKind::Finished {
+                    key: key.clone(),
+                    run_id: RunId::generate(Timestamp::from_unix_millis(0)),
+                    started_at: Timestamp::from_unix_millis(0),
+                    reason,
+                    role: None,
+                };
+                Ok((
+                    template(&location, finished, &["run_id", "started_at", "role"])?,
+                    encode(&location, &TaskAttempts::default())?,
+                ))
+            })();
+            let (finished, fresh) = settle(c, templates)?;
+            let rows = c.query(
+                FINISH_ONE,
+                &[
+                    &key.backend.as_str(),
+                    &key.task_id.as_str(),
+                    &expected.as_ref().map(RunId::as_str),
+                    &caller_now,
+                    &finished,
+                    &counter,
+                    &fresh,
+                ],
+            )?;
+            let outcome = (|| -> Step<FinishOutcome> {
+                let row = rows
+                    .first()
+                    .ok_or_else(|| no_row(&location, "finish_one"))?;
                 let outcome: String = row.try_get(0)?;
                 match outcome.as_str() {
-                    "finished" => {}
+                    "finished" => Ok(FinishOutcome::Finished(slot_from_offset(
+                        &location, &key, row, 1,
+                    )?)),
                     "other_run" => {
                         let open_run: String = row.try_get(1)?;
                         let open_run = RunId::new(open_run).map_err(|e| {
                             Fail::Ledger(LedgerError::Decode {
-                                path: location.into(),
+                                path: location.clone().into(),
                                 table: "open_slots",
                                 detail: e.to_string(),
                             })
                         })?;
-                        return Ok(Tx::Abort(FinishOutcome::OtherRunInFlight { open_run }));
+                        Ok(FinishOutcome::OtherRunInFlight { open_run })
                     }
-                    _ => return Ok(Tx::Abort(FinishOutcome::NotInFlight)),
+                    _ => Ok(FinishOutcome::NotInFlight),
                 }
-                let slot = slot_from_offset(location, &key, &row, 1)?;
-                let (seq, at): (i64, i64) = (row.try_get(6)?, row.try_get(7)?);
-                let attempts_text: String = row.try_get(8)?;
-                let mut attempts: TaskAttempts = decode(location, "attempts", &attempts_text)?;
-                attempts.record_finish(&reason);
-                let event = Event {
-                    seq: seq as u64,
-                    at: Timestamp::from_unix_millis(at),
-                    kind: EventKind::Finished {
-                        key: key.clone(),
-                        run_id: slot.run_id.clone(),
-                        started_at: slot.started_at,
-                        reason: reason.clone(),
-                        role: slot.owner.role.clone(),
-                    },
-                };
-                tx.execute(
-                    WRITE_FINISH,
-                    &[
-                        &seq,
-                        &at,
-                        &backend,
-                        &task,
-                        &encode(location, &event)?,
-                        &encode(location, &attempts)?,
-                    ],
-                )?;
-                Ok(Tx::Commit(FinishOutcome::Finished(slot)))
-            })
+            })();
+            settle(c, outcome)
         })
     }
 

@@ -202,6 +202,34 @@ impl TestServer {
             .join("\n")
     }
 
+    /// The server's whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Logs every statement sent to `database` by the sessions that start
+    /// from now on, each line with its session's process id (`[pid]`): for
+    /// tests that count round trips in [`log`](Self::log). A statement sent
+    /// in one round trip is one `statement:` or `execute` line.
+    pub fn log_statements(&self, database: &str) -> Result<(), TestServerError> {
+        let out = self
+            .program("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", ROLE])
+            .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!(
+                "ALTER DATABASE \"{database}\" SET log_statement = 'all'"
+            ))
+            .output()
+            .map_err(|e| fail(format!("could not run psql: {e}")))?;
+        if !out.status.success() {
+            return Err(fail(format!(
+                "could not log {database}'s statements: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
     /// The TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
