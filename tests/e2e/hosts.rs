@@ -601,3 +601,137 @@ fn opening_a_postgres_ledger_prints_no_notices() {
         );
     }
 }
+
+/// The statements one process sent, from the server's log of every
+/// statement (`[pid]` in each line): a `statement:` or `execute` line is
+/// one round trip; the `DETAIL:  parameters:` line after it is kept with
+/// it.
+fn statements(log: &str, schema: &str) -> Vec<(String, String)> {
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for line in log.lines() {
+        let pid = || {
+            line.split_once('[')
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map(|(pid, _)| pid.to_owned())
+                .unwrap_or_default()
+        };
+        if let Some((_, text)) = line
+            .split_once("LOG:  statement: ")
+            .or_else(|| line.split_once("LOG:  execute "))
+        {
+            sent.push((pid(), text.to_owned()));
+        } else if let Some((_, parameters)) = line.split_once("DETAIL:  parameters: ")
+            && let Some(last) = sent.last_mut()
+            && last.0 == pid()
+        {
+            last.1.push_str(" -- ");
+            last.1.push_str(parameters);
+        }
+    }
+    // BEGIN and COMMIT name no schema: they go with the statements of
+    // their session that do.
+    let ours: std::collections::BTreeSet<String> = sent
+        .iter()
+        .filter(|(_, text)| text.contains(schema))
+        .map(|(pid, _)| pid.clone())
+        .collect();
+    sent.into_iter()
+        .filter(|(pid, _)| ours.contains(pid))
+        .collect()
+}
+
+/// One dispatch, start to finish, as the real runner and its keeper make
+/// it against PostgreSQL, its round trips to the ledger counted from the
+/// server's log: the admission one, the finish one, the whole at most 8.
+/// What the runner sends for Plane's shared budget (one take per Plane
+/// request) and its look at the shared board, and its loop's lease
+/// renewals, are not the dispatch's and are counted apart.
+#[test]
+fn a_dispatch_takes_at_most_eight_round_trips_to_the_ledger() {
+    let mut world =
+        World::new(1, &[Role::new("goal", "Ready for AI")]).on_postgres_logging_statements();
+    let schema = world.pg_options().schema;
+    let runner = world.start_runner("goal", "runner");
+    // Past the runner's start-up (its sweep, its first looks).
+    std::thread::sleep(Duration::from_secs(3));
+    let mark = postgres_server().log().len();
+    let task = world
+        .sim
+        .add_work_item("count my round trips", "Ready for AI");
+    wait_until(Duration::from_secs(60), "the task is done", || {
+        world.sim.state_of(&task).as_deref() == Some("Done")
+    });
+    // Done on the board comes after the finish: the dispatch's last
+    // statement is sent. (Nothing here reads the ledger until the log is
+    // read: this test's own statements would count.)
+    std::thread::sleep(Duration::from_secs(1));
+    world.signal(runner, libc::SIGTERM);
+    assert!(world.wait(runner, Duration::from_secs(10)).is_some());
+    let log = postgres_server().log();
+    let sent = statements(log.get(mark..).unwrap_or_default(), &schema);
+
+    // Each statement by what it is for (its text, not its parameters); a
+    // transaction's START and COMMIT go with the statements inside.
+    let (mut fleet, mut renewals, mut dispatch) = (Vec::new(), Vec::new(), Vec::new());
+    // Per session: the transaction it is in, and its kind so far.
+    type Sent<'a> = (&'a String, &'a String);
+    let mut open: std::collections::HashMap<&String, (usize, Vec<Sent>)> = Default::default();
+    for (pid, sent) in &sent {
+        let text = sent.split(" -- ").next().unwrap_or_default();
+        // The shared board's look: its snapshot, and the log since it
+        // (which tasks started or finished meanwhile).
+        let kind = if text.contains("budget")
+            || text.contains("board")
+            || text.contains(".events WHERE seq >")
+        {
+            0
+        } else if text.contains("boot_id") {
+            1
+        } else {
+            2
+        };
+        if text.starts_with("START TRANSACTION") || text == "BEGIN" {
+            open.insert(pid, (2, vec![(pid, sent)]));
+            continue;
+        }
+        let (kind, mut statements) = match open.remove(pid) {
+            Some((inner, mut statements)) => {
+                statements.push((pid, sent));
+                if !(text.starts_with("COMMIT") || text.starts_with("ROLLBACK")) {
+                    let inner = if statements.len() == 2 { kind } else { inner };
+                    open.insert(pid, (inner, statements));
+                    continue;
+                }
+                (inner, statements)
+            }
+            None => (kind, vec![(pid, sent)]),
+        };
+        let into = [&mut fleet, &mut renewals, &mut dispatch];
+        into.into_iter().nth(kind).unwrap().append(&mut statements);
+    }
+    let short: Vec<String> = dispatch
+        .iter()
+        .map(|(pid, text)| format!("[{pid}] {}", text.chars().take(110).collect::<String>()))
+        .collect();
+    eprintln!(
+        "the dispatch's round trips to the ledger ({}):\n{}\nPlane's budget and the board's looks: {}, the runner's lease renewals: {}",
+        dispatch.len(),
+        short.join("\n"),
+        fleet.len(),
+        renewals.len()
+    );
+    let calls = |name: &str| dispatch.iter().filter(|(_, t)| t.contains(name)).count();
+    assert_eq!(calls("admit_one("), 1, "{dispatch:#?}");
+    assert_eq!(calls("finish_one("), 1, "{dispatch:#?}");
+    assert!(
+        dispatch
+            .iter()
+            .all(|(_, t)| !t.starts_with("START") && t.as_str() != "BEGIN"),
+        "no step of the dispatch is a transaction of several round trips: {dispatch:#?}"
+    );
+    assert!(
+        dispatch.len() <= 8,
+        "{} round trips: {short:#?}",
+        dispatch.len()
+    );
+}

@@ -147,6 +147,19 @@ impl World {
         self.on_postgres_url(pg_bouncer().url("inflight"))
     }
 
+    /// [`World::on_postgres`], in a database of the suite's server whose
+    /// every statement the server logs (`TestServer::log_statements`),
+    /// for counting round trips.
+    pub fn on_postgres_logging_statements(self) -> Self {
+        static LOGGED: std::sync::Once = std::sync::Once::new();
+        let server = postgres_server();
+        LOGGED.call_once(|| {
+            server.create_database("logged").unwrap();
+            server.log_statements("logged").unwrap();
+        });
+        self.on_postgres_url(server.url("logged"))
+    }
+
     fn on_postgres_url(mut self, url: String) -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);

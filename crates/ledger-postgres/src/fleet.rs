@@ -33,7 +33,7 @@ const BOARD_HINTS: &str = "SELECT b.last_hint, h.hint FROM {s}.boards b \
      LEFT JOIN {s}.board_hints h ON h.key = b.key AND h.seq > $2 \
      WHERE b.key = $1 ORDER BY h.seq";
 const BUDGET_READ: &str = "SELECT * FROM {s}.budget_read($1, $2, $3)";
-const BUDGET_TAKE: &str = "INSERT INTO {s}.budget_takes (key, taken_at) VALUES ($1, $2)";
+const BUDGET_TAKE: &str = "SELECT * FROM {s}.budget_take($1, $2, $3, $4)";
 const BUDGET_FILL: &str = "INSERT INTO {s}.budget_takes (key, taken_at) \
      SELECT $1, $2 FROM generate_series(1, $3::bigint)";
 const BUDGET_STATE: &str = concat!(
@@ -79,15 +79,32 @@ impl FleetStore for PgLedger {
         let caller_now = self.caller(now);
         let window_ms = millis(window);
         self.worker.run(move |c| {
-            transact(c, |tx| {
-                let read = tx.query_one(BUDGET_READ, &[&key, &window_ms, &caller_now])?;
-                let (at, paused, takes) = budget_row(&read)?;
-                let answer = ledger_core::budget(&takes, paused, limit, window, at);
-                if let BudgetAnswer::Taken { .. } = answer {
-                    tx.execute(BUDGET_TAKE, &[&key, &at.as_unix_millis()])?;
-                }
-                // The expired takes were deleted: commit either way.
-                Ok(answer)
+            // One round trip: `budget_take` reads the window and records
+            // the take when there is room; the answer is the rule's, on
+            // the same figures.
+            let rows = query(
+                c,
+                BUDGET_TAKE,
+                &[&key, &window_ms, &caller_now, &i64::from(limit)],
+            )?;
+            let location = c.location().to_owned();
+            let answer = rows
+                .first()
+                .map(|row| -> Step<_> {
+                    let (at, paused, takes) = budget_row(row)?;
+                    let taken: bool = row.try_get(3)?;
+                    let answer = ledger_core::budget(&takes, paused, limit, window, at);
+                    if taken != matches!(answer, BudgetAnswer::Taken { .. }) {
+                        return Err(Fail::Ledger(crate::worker::database(
+                            &location,
+                            "budget_take and ledger_core::budget disagree".into(),
+                        )));
+                    }
+                    Ok(answer)
+                })
+                .transpose();
+            settle(c, answer)?.ok_or_else(|| {
+                crate::worker::database(&location, "budget_take returned no row".into())
             })
         })
     }

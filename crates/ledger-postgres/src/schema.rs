@@ -355,7 +355,8 @@ pub(crate) const ADDITIONS: u64 = 1;
 ///   room), so their dead versions are pruned as the page is read.
 /// - `admission_rule` is `ledger_core::admission` in SQL (a property test
 ///   runs both over random counts and limits and demands the same answer).
-/// - `admit_one` and `finish_one` read, decide and write in one call,
+/// - `admit_one`, `finish_one` and `budget_take` read, decide and write
+///   in one call,
 ///   committed by the call's own implicit transaction: the caller's round
 ///   trip is the whole admission or finish. The event's JSON comes from
 ///   the caller without the fields only the database knows (`seq`, `at`;
@@ -421,11 +422,12 @@ BEGIN
 END
 $fn$;
 
--- An admission, whole. The key's slot of the same run (a retry whose
--- commit landed) is returned untouched; else the event's sequence number
--- first, the cap rows locked in a fixed order (global when capped, then
--- the backend's), the counts read under those locks, the rule applied,
--- and the start or the denial written. `o_denial` is set for a denial.
+-- An admission, whole: the event's sequence number first, the cap rows
+-- locked in a fixed order (global when capped, then the backend's), the
+-- key's slot and the counts read under those locks; the key's slot of the
+-- same run (a retry whose commit landed) is returned untouched, else the
+-- rule applied and the start or the denial written. `o_denial` is set
+-- for a denial.
 CREATE FUNCTION admit_one(
     p_backend text, p_task text, p_run text, p_host text, p_owner text, p_lease_ms bigint,
     p_global_max bigint, p_backend_max bigint, p_per_hour bigint, p_per_day bigint,
@@ -443,12 +445,6 @@ DECLARE
     v_day bigint;
     v_denial jsonb;
 BEGIN
-    SELECT run_id, started_at, lease_until, started_seq, owner
-      INTO o_run, o_started_at, o_lease_until, o_started_seq, o_owner
-      FROM open_slots WHERE backend = p_backend AND task_id = p_task;
-    IF o_run = p_run THEN
-        RETURN;
-    END IF;
     -- First, before anything else takes the transaction's id.
     v_seq := next_event_seq();
     v_at := ms_now(p_now);
@@ -464,9 +460,15 @@ BEGIN
         INSERT INTO caps (scope) VALUES ('backend:' || p_backend) ON CONFLICT DO NOTHING;
         SELECT open INTO v_backend FROM caps WHERE scope = 'backend:' || p_backend FOR UPDATE;
     END IF;
-    -- Read again under the locks: another run's admission of the key may
-    -- have committed while this one waited.
-    v_in_flight := EXISTS (SELECT 1 FROM open_slots WHERE backend = p_backend AND task_id = p_task);
+    -- The key's slot, read under the locks (another run's admission of
+    -- the key may have committed while this one waited).
+    SELECT run_id, started_at, lease_until, started_seq, owner
+      INTO o_run, o_started_at, o_lease_until, o_started_seq, o_owner
+      FROM open_slots WHERE backend = p_backend AND task_id = p_task;
+    IF o_run = p_run THEN
+        RETURN;
+    END IF;
+    v_in_flight := FOUND;
     IF p_global_max IS NOT NULL THEN
         SELECT coalesce(sum(open), 0) INTO v_total FROM caps WHERE scope LIKE 'backend:%';
     END IF;
@@ -500,6 +502,25 @@ BEGIN
     INSERT INTO events (seq, xid, at, kind, backend, task_id, event)
     VALUES (v_seq, pg_current_xact_id(), v_at, 'started', p_backend, p_task,
             (p_started::jsonb || jsonb_build_object('seq', v_seq, 'at', v_at))::text);
+END
+$fn$;
+
+-- A take of a Plane key's budget, whole: `budget_read`, then the take
+-- recorded when the key is not paused and the window has room (the two
+-- conditions under which `ledger_core::budget` answers Taken; the caller
+-- applies it to the same figures for the answer, and its tests hold the
+-- two together). One round trip instead of four.
+CREATE FUNCTION budget_take(
+    p_key text, p_window_ms bigint, p_now bigint, p_limit bigint,
+    OUT o_at bigint, OUT o_paused_until bigint, OUT o_takes bigint[], OUT o_taken boolean)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    SELECT * INTO o_at, o_paused_until, o_takes FROM budget_read(p_key, p_window_ms, p_now);
+    o_taken := (o_paused_until IS NULL OR o_paused_until <= o_at)
+               AND cardinality(o_takes) < p_limit;
+    IF o_taken THEN
+        INSERT INTO budget_takes (key, taken_at) VALUES (p_key, o_at);
+    END IF;
 END
 $fn$;
 

@@ -97,8 +97,10 @@ impl Released {
     }
 }
 
-/// How often a runner looks whether its keeper has taken the slot over.
-const HAND_OVER_POLL: Duration = Duration::from_millis(20);
+/// How often a runner looks whether its keeper has taken the slot over,
+/// when the keeper's word does not come (the keeper tells its runner as
+/// it takes the slot; the ledger decides).
+const HAND_OVER_POLL: Duration = Duration::from_secs(1);
 /// How long a keeper may take to take its slot over (start, load the
 /// configuration, open the store, one write).
 const HAND_OVER_LIMIT: Duration = Duration::from_secs(30);
@@ -181,7 +183,29 @@ impl Runner {
         let limit = Instant::now() + HAND_OVER_LIMIT;
         let mut exited = false;
         let mut stopping = stop.clone();
+        let mut word = keeper.word();
         loop {
+            // The keeper's word, its exit, a stop, or a look at the slot
+            // now and then: its word costs the ledger nothing.
+            tokio::select! {
+                said = &mut word => {
+                    if said {
+                        return Ok(keeper);
+                    }
+                    word = Box::pin(std::future::pending());
+                }
+                _ = keeper.wait(), if !exited => exited = true,
+                _ = tokio::time::sleep(HAND_OVER_POLL) => {}
+                // A stop does not wait for a keeper still starting: the run
+                // is left to it. If it takes the slot, the next runner
+                // adopts it; if it dies first (it dies with this runner
+                // until it has taken the slot), the slot's holder is this
+                // runner, gone, and the next sweep puts the task back.
+                _ = stopping.wait_for(|s| *s) => {
+                    tracing::info!(task = %run.task, run = %run.id, "shutting down while a keeper takes its slot: the run is left to it");
+                    return Ok(keeper);
+                }
+            }
             let (key, wanted) = (run.key.clone(), run.id.clone());
             match on_store(&self.ledger, move |s| s.slot(&key)).await {
                 Ok(Some(slot)) if slot.run_id == wanted && slot.owner.keeper.is_some() => {
@@ -211,19 +235,6 @@ impl Runner {
                 let _ = keeper.interrupt();
                 self.put_back(&run.task, stop).await;
                 return Err(Released::failed(why.into()));
-            }
-            tokio::select! {
-                _ = keeper.wait() => exited = true,
-                _ = tokio::time::sleep(HAND_OVER_POLL) => {}
-                // A stop does not wait for a keeper still starting: the run
-                // is left to it. If it takes the slot, the next runner
-                // adopts it; if it dies first (it dies with this runner
-                // until it has taken the slot), the slot's holder is this
-                // runner, gone, and the next sweep puts the task back.
-                _ = stopping.wait_for(|s| *s) => {
-                    tracing::info!(task = %run.task, run = %run.id, "shutting down while a keeper takes its slot: the run is left to it");
-                    return Ok(keeper);
-                }
             }
         }
     }

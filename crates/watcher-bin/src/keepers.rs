@@ -33,6 +33,15 @@ pub trait Keepers: Send + Sync + Debug {
 
 /// One keeper, as its runner follows it.
 pub trait Keeper: Send + Debug {
+    /// The keeper's word that it has taken its slot over (its holder is
+    /// recorded): `true` once it says so, `false` if it ended without
+    /// saying; never completes for a keeper that cannot say (an adopted
+    /// one). The runner waits for it instead of reading the slot over and
+    /// over; it can be taken once (later calls never complete). By
+    /// default a keeper cannot say.
+    fn word(&mut self) -> LaunchFuture<'static, bool> {
+        Box::pin(std::future::pending())
+    }
     /// Completes when the keeper has exited.
     fn wait(&mut self) -> LaunchFuture<'_, ()>;
     /// Asks it to stop its executor and record the run as interrupted.
@@ -75,14 +84,17 @@ impl Keepers for ProcessKeepers {
                 .args(["--log-format", self.log_format.as_str()])
                 .args(job.to_args())
                 .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null());
-            let child = self.spawner.spawn_keeper(command).await?;
+                // Its word that it took the slot (`TAKEN`), then nothing.
+                .stdout(std::process::Stdio::piped());
+            let mut child = self.spawner.spawn_keeper(command).await?;
             let pid = child
                 .id()
                 .ok_or_else(|| io::Error::other("the keeper exited at once"))?;
             let start_time = proc_stat(pid)?.map(|s| s.start_time).unwrap_or_default();
+            let word = child.stdout.take();
             Ok(Box::new(KeeperProcess {
                 child: Some(child),
+                word,
                 process: ProcessIdentity { pid, start_time },
             }) as Box<dyn Keeper>)
         })
@@ -91,6 +103,7 @@ impl Keepers for ProcessKeepers {
     fn adopt(&self, holder: &Owner) -> Box<dyn Keeper> {
         Box::new(KeeperProcess {
             child: None,
+            word: None,
             process: holder.runner.clone(),
         })
     }
@@ -101,8 +114,13 @@ impl Keepers for ProcessKeepers {
 #[derive(Debug)]
 struct KeeperProcess {
     child: Option<tokio::process::Child>,
+    /// The keeper's stdout, until its word is read.
+    word: Option<tokio::process::ChildStdout>,
     process: ProcessIdentity,
 }
+
+/// What a keeper process writes on its stdout once it has taken its slot.
+pub(crate) const TAKEN: &str = "taken";
 
 /// How often an adopted keeper (not this runner's child, so not waitable)
 /// is looked for in `/proc`.
@@ -116,6 +134,18 @@ impl KeeperProcess {
 }
 
 impl Keeper for KeeperProcess {
+    fn word(&mut self) -> LaunchFuture<'static, bool> {
+        let Some(stdout) = self.word.take() else {
+            return Box::pin(std::future::pending());
+        };
+        Box::pin(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut line = String::new();
+            let read = tokio::io::BufReader::new(stdout).read_line(&mut line).await;
+            read.is_ok() && line.trim_end() == TAKEN
+        })
+    }
+
     fn wait(&mut self) -> LaunchFuture<'_, ()> {
         Box::pin(async move {
             if let Some(child) = &mut self.child {
@@ -212,6 +242,7 @@ impl Keepers for InProcessKeepers {
             };
             let (interrupt, interrupted) = watch::channel(false);
             let (ended, end) = watch::channel(false);
+            let (said, word) = watch::channel(false);
             inner
                 .running
                 .lock()
@@ -220,7 +251,10 @@ impl Keepers for InProcessKeepers {
             let job = job.clone();
             let registry = self.inner.clone();
             tokio::spawn(async move {
-                let kept = keep(parts, job, || {}, || {}, interrupted).await;
+                let detach = move || {
+                    said.send_replace(true);
+                };
+                let kept = keep(parts, job, detach, || {}, interrupted).await;
                 tracing::debug!(?kept, "in-process keeper ended");
                 registry
                     .running
@@ -229,7 +263,11 @@ impl Keepers for InProcessKeepers {
                     .remove(&start_time);
                 let _ = ended.send(true);
             });
-            Ok(Box::new(InProcessKeeper { interrupt, end }) as Box<dyn Keeper>)
+            Ok(Box::new(InProcessKeeper {
+                interrupt,
+                end,
+                word: Some(word),
+            }) as Box<dyn Keeper>)
         })
     }
 
@@ -243,7 +281,11 @@ impl Keepers for InProcessKeepers {
             .cloned();
         let (interrupt, end) =
             running.unwrap_or_else(|| (watch::channel(false).0, watch::channel(true).1));
-        Box::new(InProcessKeeper { interrupt, end })
+        Box::new(InProcessKeeper {
+            interrupt,
+            end,
+            word: None,
+        })
     }
 }
 
@@ -251,9 +293,18 @@ impl Keepers for InProcessKeepers {
 struct InProcessKeeper {
     interrupt: watch::Sender<bool>,
     end: watch::Receiver<bool>,
+    word: Option<watch::Receiver<bool>>,
 }
 
 impl Keeper for InProcessKeeper {
+    fn word(&mut self) -> LaunchFuture<'static, bool> {
+        let Some(mut word) = self.word.take() else {
+            return Box::pin(std::future::pending());
+        };
+        // `false` when the keeper's task ended (its sender dropped) first.
+        Box::pin(async move { word.wait_for(|said| *said).await.is_ok() })
+    }
+
     fn wait(&mut self) -> LaunchFuture<'_, ()> {
         Box::pin(async move {
             let _ = self.end.wait_for(|ended| *ended).await;
@@ -379,8 +430,31 @@ fn release_start_up_pages() {
     }
 }
 
-/// The slot is the keeper's now: from here on it must outlive its runner.
+/// The slot is the keeper's now: from here on it must outlive its runner;
+/// and the runner waiting for it is told so.
 fn stop_dying_with_the_runner() {
+    detach_from_the_runner();
+    tell_the_runner();
+}
+
+/// Writes [`TAKEN`] on stdout (a pipe the runner reads), then points
+/// stdout at `/dev/null`: the pipe is for this one word, and a runner
+/// restarted since has closed its end (the write then fails with EPIPE,
+/// which Rust's ignored SIGPIPE turns into an error, ignored here: the
+/// runner also reads the slot).
+fn tell_the_runner() {
+    use std::io::Write;
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "{TAKEN}").and_then(|()| stdout.flush());
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto fd 1 with a valid open descriptor; stdout's
+        // lock is held, so no write of this process's is under way.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+fn detach_from_the_runner() {
     // SAFETY: prctl with PR_SET_PDEATHSIG and 0 has no memory-safety
     // preconditions.
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) } != 0 {
