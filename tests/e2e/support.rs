@@ -160,6 +160,13 @@ impl World {
         self.on_postgres_url(server.url("logged"))
     }
 
+    /// [`World::on_postgres`], every process reaching the database
+    /// through `bouncer` (a benchmark's, of its own size).
+    #[allow(dead_code)] // the fleet-pg benchmark's
+    pub fn on_postgres_through(self, bouncer: &ledger_postgres::test_server::TestBouncer) -> Self {
+        self.on_postgres_url(bouncer.url("inflight"))
+    }
+
     fn on_postgres_url(mut self, url: String) -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -242,7 +249,7 @@ impl World {
 
     /// Starts `program` with this world's configuration, logging to
     /// `logs/<tag>.log`, as `host` when given (`INFLIGHT_HOST`).
-    fn spawn(&mut self, host: Option<&str>, program: &str, args: &[&str], tag: &str) -> usize {
+    pub fn spawn(&mut self, host: Option<&str>, program: &str, args: &[&str], tag: &str) -> usize {
         let config = self.config.clone();
         self.spawn_with(&config, host, program, args, tag)
     }

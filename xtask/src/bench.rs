@@ -19,6 +19,9 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("e2e", "inflight-e2e", "e2e"),
     // The fleet's Plane budget: idle cost, pickup, requests per dispatch.
     ("fleet", "inflight-e2e", "fleet"),
+    // 200 runners and 50 watchdogs through PgBouncer on one PostgreSQL:
+    // about 3 minutes.
+    ("fleet-pg", "inflight-e2e", "fleet_pg"),
     // 300 tasks through one 60-a-minute budget: about 25 minutes.
     ("budget", "inflight-e2e", "budget"),
 ];

@@ -524,7 +524,8 @@ pub fn budget_shortfall(takes: usize, used: u32) -> u32 {
 
 /// The budget rule, shared by every store: given the times of the takes
 /// still in the window (oldest first) and a pause's end, whether a take at
-/// `now` fits. A store keeps the takes and the pause; this decides.
+/// `now` fits. A store keeps the takes and the pause; this decides (as
+/// [`budget_counted`], from what it needs of them).
 pub fn budget(
     takes: &[Timestamp],
     paused_until: Option<Timestamp>,
@@ -533,6 +534,26 @@ pub fn budget(
     now: Timestamp,
 ) -> BudgetAnswer {
     let in_window = u32::try_from(takes.len()).unwrap_or(u32::MAX);
+    let leaving = takes
+        .len()
+        .checked_sub(limit as usize)
+        .and_then(|i| takes.get(i))
+        .copied();
+    budget_counted(in_window, leaving, paused_until, limit, window, now)
+}
+
+/// [`budget`] from the two figures it reads of the takes: how many are in
+/// the window, and, when that is `limit` or more, the take whose leaving
+/// makes room for one more (the `(in_window - limit + 1)`-th oldest). A
+/// store that keeps a count need not read every take.
+pub fn budget_counted(
+    in_window: u32,
+    leaving: Option<Timestamp>,
+    paused_until: Option<Timestamp>,
+    limit: u32,
+    window: Duration,
+    now: Timestamp,
+) -> BudgetAnswer {
     if let Some(until) = paused_until
         && until > now
     {
@@ -548,10 +569,8 @@ pub fn budget(
         };
     }
     // With the limit lowered below what the window holds, enough of the
-    // oldest must leave for one to fit: the (held - limit + 1)-th oldest.
-    let frees = takes
-        .get(takes.len() - limit as usize)
-        .map_or(now, |oldest| oldest.saturating_add(window));
+    // oldest must leave for one to fit.
+    let frees = leaving.map_or(now, |oldest| oldest.saturating_add(window));
     BudgetAnswer::Wait {
         wait: frees.duration_since(now).max(Duration::from_millis(1)),
         in_window,

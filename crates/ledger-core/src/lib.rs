@@ -132,8 +132,8 @@ pub mod usage;
 pub use contract::{
     AdmissionCounts, BoardHints, BoardLook, BoardSnapshot, BoardStep, BoardVerdict, BudgetAnswer,
     BudgetState, FleetStore, HINT_RETENTION, ImportReport, LedgerStore, PruneReport, Store,
-    StoreLock, admission, board_rule, board_step, budget, budget_shortfall, listing_hold,
-    next_start_allowed,
+    StoreLock, admission, board_rule, board_step, budget, budget_counted, budget_shortfall,
+    listing_hold, next_start_allowed,
 };
 #[cfg(feature = "mocks")]
 pub use contract::{MockFleetStore, MockLedgerStore};

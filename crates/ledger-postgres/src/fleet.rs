@@ -14,6 +14,14 @@ use crate::sql::{Fail, Step, settle, transact};
 use crate::store::{PgLedger, millis, now_sql, query};
 
 const BOARD_READ: &str = "SELECT * FROM {s}.board_read($1, $2)";
+// A look without the row's lock (see `board_look`): what `board_read`
+// answers, read from the committed row.
+const BOARD_PEEK: &str = concat!(
+    "SELECT ",
+    now_sql!(2),
+    ", listed_at, events_seen, listing_until, body, ",
+    "(SELECT coalesce(max(seq), 0) FROM {s}.events) FROM {s}.boards WHERE key = $1"
+);
 const BOARD_CLAIM: &str = "UPDATE {s}.boards SET listing_until = $2 WHERE key = $1";
 // `ledger_core::listing_hold` in one statement, by the database's clock.
 const BOARD_HOLD: &str = concat!(
@@ -50,6 +58,30 @@ const BUDGET_PAUSE: &str = concat!(
     "GREATEST(budgets.paused_until, EXCLUDED.paused_until)"
 );
 
+/// A board's row as `board_read` and [`BOARD_PEEK`] answer it: the
+/// database's now, the last snapshot, a listing's end, the audit log's
+/// newest sequence number.
+type BoardRow = (Timestamp, Option<BoardSnapshot>, Option<Timestamp>, u64);
+
+fn board_row(row: &postgres::Row) -> std::result::Result<BoardRow, postgres::Error> {
+    let at = Timestamp::from_unix_millis(row.try_get(0)?);
+    let listed_at = row
+        .try_get::<_, Option<i64>>(1)?
+        .map(Timestamp::from_unix_millis);
+    let events_seen = u64::try_from(row.try_get::<_, i64>(2)?).unwrap_or(0);
+    let listing_until = row
+        .try_get::<_, Option<i64>>(3)?
+        .map(Timestamp::from_unix_millis);
+    let body: Option<Vec<u8>> = row.try_get(4)?;
+    let newest = u64::try_from(row.try_get::<_, i64>(5)?).unwrap_or(0);
+    let previous = listed_at.map(|listed_at| BoardSnapshot {
+        listed_at,
+        events_seen,
+        body: body.unwrap_or_default(),
+    });
+    Ok((at, previous, listing_until, newest))
+}
+
 /// `budget_read`'s answer: the database's now, the pause's end, the
 /// takes still in the window.
 fn budget_row(
@@ -79,7 +111,7 @@ impl FleetStore for PgLedger {
         let caller_now = self.caller(now);
         let window_ms = millis(window);
         self.worker.run(move |c| {
-            // One round trip: `budget_take` reads the window and records
+            // One round trip: `budget_take` counts the window and records
             // the take when there is room; the answer is the rule's, on
             // the same figures.
             let rows = query(
@@ -91,9 +123,18 @@ impl FleetStore for PgLedger {
             let answer = rows
                 .first()
                 .map(|row| -> Step<_> {
-                    let (at, paused, takes) = budget_row(row)?;
-                    let taken: bool = row.try_get(3)?;
-                    let answer = ledger_core::budget(&takes, paused, limit, window, at);
+                    let at = Timestamp::from_unix_millis(row.try_get(0)?);
+                    let paused = row
+                        .try_get::<_, Option<i64>>(1)?
+                        .map(Timestamp::from_unix_millis);
+                    let in_window =
+                        u32::try_from(row.try_get::<_, i64>(2)?.max(0)).unwrap_or(u32::MAX);
+                    let leaving = row
+                        .try_get::<_, Option<i64>>(3)?
+                        .map(Timestamp::from_unix_millis);
+                    let taken: bool = row.try_get(4)?;
+                    let answer =
+                        ledger_core::budget_counted(in_window, leaving, paused, limit, window, at);
                     if taken != matches!(answer, BudgetAnswer::Taken { .. }) {
                         return Err(Fail::Ledger(crate::worker::database(
                             &location,
@@ -177,23 +218,30 @@ impl FleetStore for PgLedger {
         let key = key.to_owned();
         let caller_now = self.caller(now);
         self.worker.run(move |c| {
+            // Most looks find a fresh snapshot or a listing under way, and
+            // write nothing: one read, no lock, no transaction. Only a look
+            // that would claim the listing takes the row's lock and
+            // decides again under it.
+            let rows = query(c, BOARD_PEEK, &[&key, &caller_now])?;
+            let peeked = rows
+                .first()
+                .map(|row| -> Step<_> {
+                    let (at, previous, listing_until, _) = board_row(row)?;
+                    Ok(ledger_core::board_step(
+                        previous,
+                        listing_until,
+                        max_age,
+                        listing_for,
+                        at,
+                    ))
+                })
+                .transpose();
+            if let Some(BoardStep::Answer(look)) = settle(c, peeked)? {
+                return Ok(look);
+            }
             transact(c, |tx| {
                 let row = tx.query_one(BOARD_READ, &[&key, &caller_now])?;
-                let at = Timestamp::from_unix_millis(row.try_get(0)?);
-                let listed_at = row
-                    .try_get::<_, Option<i64>>(1)?
-                    .map(Timestamp::from_unix_millis);
-                let events_seen = u64::try_from(row.try_get::<_, i64>(2)?).unwrap_or(0);
-                let listing_until = row
-                    .try_get::<_, Option<i64>>(3)?
-                    .map(Timestamp::from_unix_millis);
-                let body: Option<Vec<u8>> = row.try_get(4)?;
-                let newest = u64::try_from(row.try_get::<_, i64>(5)?).unwrap_or(0);
-                let previous = listed_at.map(|listed_at| BoardSnapshot {
-                    listed_at,
-                    events_seen,
-                    body: body.unwrap_or_default(),
-                });
+                let (at, previous, listing_until, newest) = board_row(&row)?;
                 let step =
                     ledger_core::board_step(previous, listing_until, max_age, listing_for, at);
                 Ok(match step {

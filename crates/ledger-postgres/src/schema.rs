@@ -343,16 +343,22 @@ pub(crate) const ADDITIONS: u64 = 1;
 
 /// Addition 1: an admission and a finish in one round trip each.
 ///
-/// - Each backend's open slots are counted in its cap row (`caps.open`)
-///   by a trigger on `open_slots`, in the writing transaction, whoever
-///   writes (an older build's admission, an import, a finish): an
-///   admission reads one row it locks anyway instead of counting rows of
-///   `open_slots`, whose dead versions (one per finished slot, until a
-///   vacuum) an admission would otherwise step over by the thousand under
-///   churn. The global count is the sum over the backends' rows, read
-///   under the global row's lock, which every globally capped admission
-///   takes. The cap rows are updated in place (HOT, `fillfactor` leaving
-///   room), so their dead versions are pruned as the page is read.
+/// - Each backend's open slots are counted by a trigger on `open_slots`,
+///   in the writing transaction, whoever writes (an older build's
+///   admission, an import, a finish): its cap row (`caps.open` of
+///   `backend:NAME`) counts the slots opened, a row of its own
+///   (`closed:NAME`, negative) those closed, and their sum is the slots
+///   open. An admission reads the first under the lock it takes anyway
+///   and the second without a lock (a close committing meanwhile is
+///   missed: the count is higher, never lower), so finishes and
+///   admissions do not queue behind one another's commits; and neither
+///   steps over the dead versions of `open_slots` rows (one per finished
+///   slot, until a vacuum) that counting the rows would, by the thousand
+///   under churn. The global count is the sum over every backend's rows,
+///   read under the global row's lock, which every globally capped
+///   admission takes. The cap rows are updated in place (HOT, `fillfactor`
+///   leaving room), so their dead versions are pruned as the page is
+///   read.
 /// - `admission_rule` is `ledger_core::admission` in SQL (a property test
 ///   runs both over random counts and limits and demands the same answer).
 /// - `admit_one`, `finish_one` and `budget_take` read, decide and write
@@ -363,9 +369,12 @@ pub(crate) const ADDITIONS: u64 = 1;
 ///   a denial; a finish's run, start and role), which the function adds;
 ///   a finish adds one to the attempts counter the caller names
 ///   (`FinishReason::attempts_counter`).
+///
+/// Written to run again over itself (a schema whose marker was lost gets
+/// the same result), as every addition must.
 fn addition_1() -> &'static str {
     r#"
-ALTER TABLE caps ADD COLUMN open bigint NOT NULL DEFAULT 0;
+ALTER TABLE caps ADD COLUMN IF NOT EXISTS open bigint NOT NULL DEFAULT 0;
 ALTER TABLE caps SET (fillfactor = 20);
 INSERT INTO caps (scope) SELECT DISTINCT 'backend:' || backend FROM open_slots
     ON CONFLICT DO NOTHING;
@@ -373,7 +382,7 @@ UPDATE caps SET open = counted.n
   FROM (SELECT 'backend:' || backend AS scope, count(*) AS n FROM open_slots GROUP BY backend) AS counted
  WHERE caps.scope = counted.scope;
 
-CREATE FUNCTION count_open_slots() RETURNS trigger
+CREATE OR REPLACE FUNCTION count_open_slots() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -383,15 +392,22 @@ BEGIN
                 ON CONFLICT (scope) DO UPDATE SET open = c.open + 1;
         END IF;
     ELSE
-        UPDATE caps SET open = open - 1 WHERE scope = 'backend:' || OLD.backend;
+        -- On a row of its own: a finish does not wait for an admission's
+        -- lock on the backend's row, nor an admission for a finish's.
+        UPDATE caps SET open = open - 1 WHERE scope = 'closed:' || OLD.backend;
+        IF NOT FOUND THEN
+            INSERT INTO caps AS c (scope, open) VALUES ('closed:' || OLD.backend, -1)
+                ON CONFLICT (scope) DO UPDATE SET open = c.open - 1;
+        END IF;
     END IF;
     RETURN NULL;
 END
 $fn$;
+DROP TRIGGER IF EXISTS count_open_slots ON open_slots;
 CREATE TRIGGER count_open_slots AFTER INSERT OR DELETE ON open_slots
     FOR EACH ROW EXECUTE FUNCTION count_open_slots();
 
-CREATE FUNCTION admission_rule(
+CREATE OR REPLACE FUNCTION admission_rule(
     p_in_flight boolean, p_open_total bigint, p_open_backend bigint,
     p_last_hour bigint, p_last_day bigint,
     p_global_max bigint, p_backend_max bigint, p_per_hour bigint, p_per_day bigint)
@@ -422,13 +438,13 @@ BEGIN
 END
 $fn$;
 
--- An admission, whole: the event's sequence number first, the cap rows
--- locked in a fixed order (global when capped, then the backend's), the
--- key's slot and the counts read under those locks; the key's slot of the
--- same run (a retry whose commit landed) is returned untouched, else the
--- rule applied and the start or the denial written. `o_denial` is set
--- for a denial.
-CREATE FUNCTION admit_one(
+-- An admission, whole: the event's sequence number first; a denial by a
+-- look without locks; else the cap rows locked in a fixed order (global
+-- when capped, then the backend's), the key's slot and the counts read
+-- under those locks; the key's slot of the same run (a retry whose commit
+-- landed) is returned untouched, else the rule applied and the start or
+-- the denial written. `o_denial` is set for a denial.
+CREATE OR REPLACE FUNCTION admit_one(
     p_backend text, p_task text, p_run text, p_host text, p_owner text, p_lease_ms bigint,
     p_global_max bigint, p_backend_max bigint, p_per_hour bigint, p_per_day bigint,
     p_now bigint, p_started text, p_denied text,
@@ -448,20 +464,13 @@ BEGIN
     -- First, before anything else takes the transaction's id.
     v_seq := next_event_seq();
     v_at := ms_now(p_now);
-    IF p_global_max IS NOT NULL THEN
-        PERFORM 1 FROM caps WHERE scope = 'global' FOR UPDATE;
-        IF NOT FOUND THEN
-            INSERT INTO caps (scope) VALUES ('global') ON CONFLICT DO NOTHING;
-            PERFORM 1 FROM caps WHERE scope = 'global' FOR UPDATE;
-        END IF;
-    END IF;
-    SELECT open INTO v_backend FROM caps WHERE scope = 'backend:' || p_backend FOR UPDATE;
-    IF NOT FOUND THEN
-        INSERT INTO caps (scope) VALUES ('backend:' || p_backend) ON CONFLICT DO NOTHING;
-        SELECT open INTO v_backend FROM caps WHERE scope = 'backend:' || p_backend FOR UPDATE;
-    END IF;
-    -- The key's slot, read under the locks (another run's admission of
-    -- the key may have committed while this one waited).
+    -- A first look without the cap rows' locks. A cap full now is full
+    -- for this admission too: these counts can only be older than what
+    -- the locks would show, higher only by slots closed since (a denial a
+    -- retry would not meet), never lower by slots opened since. So a
+    -- denial by the key or a concurrency cap waits on no other admission,
+    -- and at a full cap the many askers do not queue behind one another's
+    -- commits. An admission is decided again under the locks.
     SELECT run_id, started_at, lease_until, started_seq, owner
       INTO o_run, o_started_at, o_lease_until, o_started_seq, o_owner
       FROM open_slots WHERE backend = p_backend AND task_id = p_task;
@@ -469,19 +478,55 @@ BEGIN
         RETURN;
     END IF;
     v_in_flight := FOUND;
+    SELECT coalesce(sum(open), 0) INTO v_backend FROM caps
+     WHERE scope IN ('backend:' || p_backend, 'closed:' || p_backend);
     IF p_global_max IS NOT NULL THEN
-        SELECT coalesce(sum(open), 0) INTO v_total FROM caps WHERE scope LIKE 'backend:%';
+        SELECT coalesce(sum(open), 0) INTO v_total FROM caps
+         WHERE scope LIKE 'backend:%' OR scope LIKE 'closed:%';
     END IF;
-    IF p_per_hour IS NOT NULL THEN
-        SELECT count(*) INTO v_hour FROM starts
-         WHERE backend = p_backend AND started_at > v_at - 3600000;
+    v_denial := admission_rule(v_in_flight, v_total, v_backend, NULL, NULL,
+                               p_global_max, p_backend_max, NULL, NULL);
+    IF v_denial IS NULL THEN
+        IF p_global_max IS NOT NULL THEN
+            PERFORM 1 FROM caps WHERE scope = 'global' FOR UPDATE;
+            IF NOT FOUND THEN
+                INSERT INTO caps (scope) VALUES ('global') ON CONFLICT DO NOTHING;
+                PERFORM 1 FROM caps WHERE scope = 'global' FOR UPDATE;
+            END IF;
+        END IF;
+        SELECT open INTO v_backend FROM caps WHERE scope = 'backend:' || p_backend FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO caps (scope) VALUES ('backend:' || p_backend) ON CONFLICT DO NOTHING;
+            SELECT open INTO v_backend FROM caps WHERE scope = 'backend:' || p_backend FOR UPDATE;
+        END IF;
+        -- The closes, read without their row's lock: one committing now
+        -- is missed, and the count is higher than it is, never lower.
+        v_backend := v_backend + coalesce(
+            (SELECT open FROM caps WHERE scope = 'closed:' || p_backend), 0);
+        -- The key's slot, read under the locks (another run's admission of
+        -- the key may have committed while this one waited).
+        SELECT run_id, started_at, lease_until, started_seq, owner
+          INTO o_run, o_started_at, o_lease_until, o_started_seq, o_owner
+          FROM open_slots WHERE backend = p_backend AND task_id = p_task;
+        IF o_run = p_run THEN
+            RETURN;
+        END IF;
+        v_in_flight := FOUND;
+        IF p_global_max IS NOT NULL THEN
+            SELECT coalesce(sum(open), 0) INTO v_total FROM caps
+             WHERE scope LIKE 'backend:%' OR scope LIKE 'closed:%';
+        END IF;
+        IF p_per_hour IS NOT NULL THEN
+            SELECT count(*) INTO v_hour FROM starts
+             WHERE backend = p_backend AND started_at > v_at - 3600000;
+        END IF;
+        IF p_per_day IS NOT NULL THEN
+            SELECT count(*) INTO v_day FROM starts
+             WHERE backend = p_backend AND started_at > v_at - 86400000;
+        END IF;
+        v_denial := admission_rule(v_in_flight, v_total, v_backend, v_hour, v_day,
+                                   p_global_max, p_backend_max, p_per_hour, p_per_day);
     END IF;
-    IF p_per_day IS NOT NULL THEN
-        SELECT count(*) INTO v_day FROM starts
-         WHERE backend = p_backend AND started_at > v_at - 86400000;
-    END IF;
-    v_denial := admission_rule(v_in_flight, v_total, v_backend, v_hour, v_day,
-                               p_global_max, p_backend_max, p_per_hour, p_per_day);
     IF v_denial IS NOT NULL THEN
         o_run := NULL;
         o_denial := v_denial::text;
@@ -505,19 +550,69 @@ BEGIN
 END
 $fn$;
 
--- A take of a Plane key's budget, whole: `budget_read`, then the take
--- recorded when the key is not paused and the window has room (the two
--- conditions under which `ledger_core::budget` answers Taken; the caller
--- applies it to the same figures for the answer, and its tests hold the
--- two together). One round trip instead of four.
-CREATE FUNCTION budget_take(
-    p_key text, p_window_ms bigint, p_now bigint, p_limit bigint,
-    OUT o_at bigint, OUT o_paused_until bigint, OUT o_takes bigint[], OUT o_taken boolean)
+-- Each key's takes are counted in its budget row (`held`), by statement
+-- triggers on `budget_takes` (whoever inserts or deletes them), so that a
+-- take reads one row instead of every take in the window: at a fleet's
+-- pace the window holds thousands, and every take of the key waits on its
+-- row's lock.
+ALTER TABLE budgets ADD COLUMN IF NOT EXISTS held bigint NOT NULL DEFAULT 0;
+UPDATE budgets SET held = counted.n
+  FROM (SELECT key, count(*) AS n FROM budget_takes GROUP BY key) AS counted
+ WHERE budgets.key = counted.key;
+CREATE OR REPLACE FUNCTION count_budget_takes() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    SELECT * INTO o_at, o_paused_until, o_takes FROM budget_read(p_key, p_window_ms, p_now);
-    o_taken := (o_paused_until IS NULL OR o_paused_until <= o_at)
-               AND cardinality(o_takes) < p_limit;
+    IF TG_OP = 'INSERT' THEN
+        UPDATE budgets b SET held = b.held + n.c
+          FROM (SELECT key, count(*) AS c FROM added GROUP BY key) AS n WHERE b.key = n.key;
+    ELSE
+        UPDATE budgets b SET held = b.held - n.c
+          FROM (SELECT key, count(*) AS c FROM removed GROUP BY key) AS n WHERE b.key = n.key;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+DROP TRIGGER IF EXISTS count_budget_takes_added ON budget_takes;
+CREATE TRIGGER count_budget_takes_added AFTER INSERT ON budget_takes
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION count_budget_takes();
+DROP TRIGGER IF EXISTS count_budget_takes_removed ON budget_takes;
+CREATE TRIGGER count_budget_takes_removed AFTER DELETE ON budget_takes
+    REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION count_budget_takes();
+
+-- A take of a Plane key's budget, whole, in one round trip: the key's row
+-- locked, the takes that left the window dropped, and what
+-- `ledger_core::budget_counted` reads: how many are in the window and,
+-- when that is the limit or more, the take whose leaving makes room
+-- (`o_leaving`). The take is recorded when the key is not paused and the
+-- window has room (the two conditions under which the rule answers
+-- Taken; the caller applies the rule to the same figures and checks
+-- they agree). A lost take costs a request's worth of budget: the commit
+-- is not waited on for the flush.
+CREATE OR REPLACE FUNCTION budget_take(
+    p_key text, p_window_ms bigint, p_now bigint, p_limit bigint,
+    OUT o_at bigint, OUT o_paused_until bigint, OUT o_in_window bigint,
+    OUT o_leaving bigint, OUT o_taken boolean)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_gone bigint;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    o_at := ms_now(p_now);
+    SELECT paused_until, held INTO o_paused_until, o_in_window
+      FROM budgets WHERE key = p_key FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO budgets (key) VALUES (p_key) ON CONFLICT DO NOTHING;
+        SELECT paused_until, held INTO o_paused_until, o_in_window
+          FROM budgets WHERE key = p_key FOR UPDATE;
+    END IF;
+    DELETE FROM budget_takes WHERE key = p_key AND taken_at <= o_at - p_window_ms;
+    GET DIAGNOSTICS v_gone = ROW_COUNT;
+    o_in_window := o_in_window - v_gone;
+    IF o_in_window >= p_limit THEN
+        SELECT taken_at INTO o_leaving FROM budget_takes WHERE key = p_key
+         ORDER BY taken_at, id OFFSET o_in_window - p_limit LIMIT 1;
+    END IF;
+    o_taken := (o_paused_until IS NULL OR o_paused_until <= o_at) AND o_in_window < p_limit;
     IF o_taken THEN
         INSERT INTO budget_takes (key, taken_at) VALUES (p_key, o_at);
     END IF;
@@ -527,7 +622,7 @@ $fn$;
 -- A finish, whole: the slot checked against the expected run (NULL: any),
 -- deleted, its event written and the task's attempts counted.
 -- `o_outcome`: finished, not_in_flight, other_run (`o_run` the open one).
-CREATE FUNCTION finish_one(
+CREATE OR REPLACE FUNCTION finish_one(
     p_backend text, p_task text, p_run text, p_now bigint, p_finished text,
     p_counter text, p_fresh_attempts text,
     OUT o_outcome text, OUT o_run text, OUT o_started_at bigint,

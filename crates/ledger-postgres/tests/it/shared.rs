@@ -229,6 +229,7 @@ fn an_older_schema_is_migrated_and_keeps_its_ledger() {
         .batch_execute(&format!(
             "SET search_path TO {schema};
              UPDATE meta SET value = '1' WHERE key = 'schema_version';
+             DELETE FROM meta WHERE key = 'additions';
              CREATE OR REPLACE FUNCTION next_event_seq() RETURNS bigint
                LANGUAGE sql AS 'SELECT s FROM next_event_seqs(1) AS s';
              DROP FUNCTION budget_read, board_read, board_hint_add;
