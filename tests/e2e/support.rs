@@ -39,6 +39,10 @@ pub struct World {
     /// Where `watcher` and `watchdog` are taken from (`None`: beside this
     /// test), for a benchmark that runs another revision's.
     pub bins: Option<PathBuf>,
+    /// The niceness the processes it starts run at (and what they start:
+    /// keepers, executors), for a benchmark that shares the machine's
+    /// CPUs with a database standing in for one on a host of its own.
+    pub nice: i32,
     /// Keeps the simulator's server running.
     _rt: tokio::runtime::Runtime,
     children: Vec<Child>,
@@ -123,6 +127,7 @@ impl World {
             sim,
             postgres: None,
             bins: None,
+            nice: 0,
             _rt: rt,
             children: Vec::new(),
         }
@@ -311,6 +316,19 @@ impl World {
             command.env("INFLIGHT_HOST", host);
         }
         self.env(&mut command);
+        if self.nice != 0 {
+            use std::os::unix::process::CommandExt;
+            let nice = self.nice;
+            // SAFETY: setpriority is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         self.children.push(command.spawn().unwrap());
         self.children.len() - 1
     }

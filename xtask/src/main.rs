@@ -22,7 +22,8 @@ commands:
                   dependency boundaries of docs/ARCHITECTURE.md, and the store
                   seam (the binaries and runtime name no redb type)
   bench [--against REV [--rounds N]] [NAME]
-                  run the benchmarks (ledger, reconcile, window, e2e and fleet; or the one
+                  run the benchmarks (ledger, reconcile, window, e2e, fleet and fleet-pg,
+                  200 runners through PgBouncer on one PostgreSQL; or the one
                   NAME, which may also be budget: about 25 minutes, so only when
                   named) and write the figures to target/bench-report.md; with --against, also REV's (checked
                   out under target/bench-against), N rounds each (default 2), alternating,
