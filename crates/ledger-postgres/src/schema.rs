@@ -631,26 +631,15 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
     v_seq bigint;
     v_at bigint;
+    v_attempts text;
     v_event jsonb;
 BEGIN
-    SELECT run_id, started_at, lease_until, started_seq, owner
-      INTO o_run, o_started_at, o_lease_until, o_started_seq, o_owner
-      FROM open_slots WHERE backend = p_backend AND task_id = p_task;
-    IF NOT FOUND THEN
-        o_outcome := 'not_in_flight';
-        RETURN;
-    END IF;
-    IF p_run IS NOT NULL AND o_run <> p_run THEN
-        o_outcome := 'other_run';
-        RETURN;
-    END IF;
-    v_seq := next_event_seq();
-    v_at := ms_now(p_now);
-    -- Conditional on the run read above: one that finished or re-admitted
-    -- the key since wins, and this one changes nothing.
-    DELETE FROM open_slots WHERE backend = p_backend AND task_id = p_task AND run_id = o_run;
-    IF NOT FOUND THEN
-        o_outcome := 'not_in_flight';
+    -- The reading half is the older builds' own: the slot checked, the
+    -- sequence number taken, the slot deleted, the attempts row locked.
+    SELECT * INTO o_outcome, o_run, o_started_at, o_lease_until, o_started_seq, o_owner,
+                  v_seq, v_at, v_attempts
+      FROM finish_take(p_backend, p_task, p_run, p_now, p_fresh_attempts);
+    IF o_outcome <> 'finished' THEN
         RETURN;
     END IF;
     v_event := p_finished::jsonb || jsonb_build_object(
@@ -660,12 +649,10 @@ BEGIN
     END IF;
     INSERT INTO events (seq, xid, at, kind, backend, task_id, event)
     VALUES (v_seq, pg_current_xact_id(), v_at, 'finished', p_backend, p_task, v_event::text);
-    INSERT INTO attempts AS a (task_id, attempts)
-    VALUES (p_task, jsonb_set(p_fresh_attempts::jsonb, ARRAY[p_counter], '1')::text)
-    ON CONFLICT (task_id) DO UPDATE SET attempts = jsonb_set(
-        a.attempts::jsonb, ARRAY[p_counter],
-        to_jsonb(coalesce((a.attempts::jsonb ->> p_counter)::bigint, 0) + 1))::text;
-    o_outcome := 'finished';
+    UPDATE attempts SET attempts = jsonb_set(
+        v_attempts::jsonb, ARRAY[p_counter],
+        to_jsonb(coalesce((v_attempts::jsonb ->> p_counter)::bigint, 0) + 1))::text
+     WHERE task_id = p_task;
 END
 $fn$;
 "#
