@@ -409,7 +409,7 @@ fn keep_in_this_process(config: &std::path::Path, job: KeeperJob) -> Result<Keep
             keep(
                 parts,
                 job,
-                stop_dying_with_the_runner,
+                on_taking_the_slot,
                 release_start_up_pages,
                 interrupted,
             )
@@ -432,7 +432,7 @@ fn release_start_up_pages() {
 
 /// The slot is the keeper's now: from here on it must outlive its runner;
 /// and the runner waiting for it is told so.
-fn stop_dying_with_the_runner() {
+fn on_taking_the_slot() {
     detach_from_the_runner();
     tell_the_runner();
 }
