@@ -8,9 +8,10 @@
 //!   keeps each backend's count in its cap row, in the transaction that
 //!   opens or closes the slot, whoever writes it. An admission is one
 //!   call, one round trip and one transaction (the server function
-//!   `admit_one`): a denial by a full concurrency cap is decided on a
-//!   look without locks (counts read earlier are only ever higher, by
-//!   slots closed since); otherwise it locks the cap rows it checks in a
+//!   `admit_one`): when another admission holds the cap rows, a denial
+//!   by a full concurrency cap is decided on a look without locks (counts
+//!   read earlier are only ever higher, by slots closed since); otherwise
+//!   it locks the cap rows it checks in a
 //!   fixed order (the global row when there is a global cap, then the
 //!   backend's), reads the counts and the recent starts, applies the cap
 //!   rule and records the start or the denial. The rule is [`ledger_core::admission`],

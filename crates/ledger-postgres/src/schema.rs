@@ -438,8 +438,9 @@ BEGIN
 END
 $fn$;
 
--- An admission, whole: the event's sequence number first; a denial by a
--- look without locks; else the cap rows locked in a fixed order (global
+-- An admission, whole: the event's sequence number first; when the cap
+-- rows are held by another admission, a denial by a look without locks;
+-- else the cap rows locked in a fixed order (global
 -- when capped, then the backend's), the key's slot and the counts read
 -- under those locks; the key's slot of the same run (a retry whose commit
 -- landed) is returned untouched, else the rule applied and the start or
@@ -464,28 +465,38 @@ BEGIN
     -- First, before anything else takes the transaction's id.
     v_seq := next_event_seq();
     v_at := ms_now(p_now);
-    -- A first look without the cap rows' locks. A cap full now is full
-    -- for this admission too: these counts can only be older than what
-    -- the locks would show, higher only by slots closed since (a denial a
-    -- retry would not meet), never lower by slots opened since. So a
-    -- denial by the key or a concurrency cap waits on no other admission,
-    -- and at a full cap the many askers do not queue behind one another's
-    -- commits. An admission is decided again under the locks.
-    SELECT run_id, started_at, lease_until, started_seq, owner
-      INTO o_run, o_started_at, o_lease_until, o_started_seq, o_owner
-      FROM open_slots WHERE backend = p_backend AND task_id = p_task;
-    IF o_run = p_run THEN
-        RETURN;
-    END IF;
-    v_in_flight := FOUND;
-    SELECT coalesce(sum(open), 0) INTO v_backend FROM caps
-     WHERE scope IN ('backend:' || p_backend, 'closed:' || p_backend);
+    -- The first cap row this admission must lock (the global one under a
+    -- global cap), taken if no other admission holds it.
     IF p_global_max IS NOT NULL THEN
-        SELECT coalesce(sum(open), 0) INTO v_total FROM caps
-         WHERE scope LIKE 'backend:%' OR scope LIKE 'closed:%';
+        PERFORM 1 FROM caps WHERE scope = 'global' FOR UPDATE SKIP LOCKED;
+    ELSE
+        PERFORM 1 FROM caps WHERE scope = 'backend:' || p_backend FOR UPDATE SKIP LOCKED;
     END IF;
-    v_denial := admission_rule(v_in_flight, v_total, v_backend, NULL, NULL,
-                               p_global_max, p_backend_max, NULL, NULL);
+    IF NOT FOUND THEN
+        -- Held by another (or not made yet): a first look without the
+        -- locks. A cap full now is full for this admission too: these
+        -- counts can only be older than what the locks would show, higher
+        -- only by slots closed since (a denial a retry would not meet),
+        -- never lower by slots opened since. So a denial by the key or a
+        -- concurrency cap waits on no other admission, and at a full cap
+        -- the many askers do not queue behind one another's commits. An
+        -- admission is decided again under the locks.
+        SELECT run_id, started_at, lease_until, started_seq, owner
+          INTO o_run, o_started_at, o_lease_until, o_started_seq, o_owner
+          FROM open_slots WHERE backend = p_backend AND task_id = p_task;
+        IF o_run = p_run THEN
+            RETURN;
+        END IF;
+        v_in_flight := FOUND;
+        SELECT coalesce(sum(open), 0) INTO v_backend FROM caps
+         WHERE scope IN ('backend:' || p_backend, 'closed:' || p_backend);
+        IF p_global_max IS NOT NULL THEN
+            SELECT coalesce(sum(open), 0) INTO v_total FROM caps
+             WHERE scope LIKE 'backend:%' OR scope LIKE 'closed:%';
+        END IF;
+        v_denial := admission_rule(v_in_flight, v_total, v_backend, NULL, NULL,
+                                   p_global_max, p_backend_max, NULL, NULL);
+    END IF;
     IF v_denial IS NULL THEN
         IF p_global_max IS NOT NULL THEN
             PERFORM 1 FROM caps WHERE scope = 'global' FOR UPDATE;
