@@ -5,19 +5,20 @@
 //! conformance suite. Its promises beyond the contract:
 //!
 //! - **Capacity is counted from the open slot rows**: a trigger on them
-//!   keeps each backend's count in its cap row, in the transaction that
-//!   opens or closes the slot, whoever writes it. An admission is one
+//!   keeps each backend's count in cap rows (the slots opened in the
+//!   backend's, those closed in one of their own), in the transaction
+//!   that opens or closes the slot, whoever writes it. An admission is one
 //!   call, one round trip and one transaction (the server function
-//!   `admit_one`): when another admission holds the cap rows, a denial
-//!   by a full concurrency cap is decided on a look without locks (counts
+//!   `admit_one`): when another admission holds the cap rows, a denial by
+//!   a full concurrency cap is decided on a look without locks (counts
 //!   read earlier are only ever higher, by slots closed since); otherwise
-//!   it locks the cap rows it checks in a
-//!   fixed order (the global row when there is a global cap, then the
-//!   backend's), reads the counts and the recent starts, applies the cap
-//!   rule and records the start or the denial. The rule is [`ledger_core::admission`],
-//!   mirrored in SQL and tested against it over random cases. A finish is
-//!   one call too (`finish_one`). A unique key allows one open slot per
-//!   backend and task.
+//!   it locks the cap rows it checks in a fixed order (the global row when
+//!   there is a global cap, then the backend's), reads the counts and the
+//!   recent starts, applies the cap rule and records the start or the
+//!   denial. The rule is [`ledger_core::admission`], mirrored in SQL and
+//!   tested against it over random cases. A finish is one call too
+//!   (`finish_one`). A unique key allows one open slot per backend and
+//!   task.
 //! - **Time is the database's.** With [`TimeSource::Database`] (the
 //!   default) every stored and compared time is `now()` of the statement's
 //!   transaction, whatever the caller's clock says, so a host whose clock
