@@ -592,29 +592,15 @@ fn kill_hosts(
     by_host: &BTreeMap<String, Vec<usize>>,
     hosts: &[String],
 ) -> usize {
+    let mut executors = 0;
     for host in hosts {
         for index in by_host.get(host).into_iter().flatten() {
             world.signal(*index, libc::SIGKILL);
         }
-    }
-    let mut executors = 0;
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let ours = environ.split(|b| *b == 0).any(|var| {
-            hosts
-                .iter()
-                .any(|h| var == format!("INFLIGHT_HOST={h}").as_bytes())
-        });
-        if ours {
-            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            executors += usize::from(comm.trim() == "e2e-executor");
+        for pid in inflight_e2e::processes_with_env(&format!("INFLIGHT_HOST={host}")) {
+            let name = inflight_e2e::process_name(pid);
+            inflight_e2e::send_signal(pid, libc::SIGKILL);
+            executors += usize::from(name == "e2e-executor");
         }
     }
     executors
@@ -622,17 +608,9 @@ fn kill_hosts(
 
 /// The executor processes of this world still alive.
 fn executors_alive(world: &World) -> usize {
-    let ours = format!("E2E_DIR={}", world.dir.path().display());
-    std::fs::read_dir("/proc")
+    inflight_e2e::processes_with_env(&format!("E2E_DIR={}", world.dir.path().display()))
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|entry| {
-            std::fs::read_to_string(entry.path().join("comm"))
-                .is_ok_and(|c| c.trim() == "e2e-executor")
-                && std::fs::read(entry.path().join("environ"))
-                    .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == ours.as_bytes()))
-        })
+        .filter(|pid| inflight_e2e::process_name(*pid) == "e2e-executor")
         .count()
 }
 

@@ -36,28 +36,33 @@ pub fn executor_holders(dir: &Path) -> (i64, i64) {
 /// SIGKILLs every process whose environment has `E2E_DIR=dir`: what a test
 /// world started, keepers and executors included (they outlive runners).
 pub fn kill_processes_of(dir: &Path) {
-    let wanted = format!("E2E_DIR={}", dir.display());
+    for pid in processes_with_env(&format!("E2E_DIR={}", dir.display())) {
+        send_signal(pid, libc::SIGKILL);
+    }
+}
+
+/// Every process but this one whose environment holds `var` (`NAME=value`,
+/// whole).
+pub fn processes_with_env(var: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
+        return Vec::new();
     };
     let me = std::process::id();
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if environ
-            .split(|b| *b == 0)
-            .any(|var| var == wanted.as_bytes())
-        {
-            send_signal(pid, libc::SIGKILL);
-        }
-    }
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            (pid != me && environ.split(|b| *b == 0).any(|v| v == var.as_bytes())).then_some(pid)
+        })
+        .collect()
+}
+
+/// A process's name (`/proc/PID/comm`), empty once it is gone.
+pub fn process_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// Sends `signal` to process `pid`.
