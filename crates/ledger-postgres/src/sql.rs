@@ -1,8 +1,9 @@
 //! What every transaction of the store is made of, shared by the store's
 //! operations and the `usage.json` import: a job's failure and how it
 //! settles, records in and out of JSON, statements sent with their
-//! parameters' types, a transaction, and the audit log's and the attempts'
-//! writes.
+//! parameters' types, a transaction; and, for the import (an admission
+//! and a finish write theirs inside `admit_one` and `finish_one`), the
+//! audit log's and the attempts' writes.
 //!
 //! No statement is prepared under a name: each is sent unnamed with its
 //! parameters' types (Parse, Bind, Execute and Sync in one round trip), so
@@ -200,13 +201,12 @@ pub(crate) fn transact<T>(
     settle(c, outcome)
 }
 
-pub(crate) const INSERT_EVENT: &str = "INSERT INTO {s}.events (seq, xid, at, kind, backend, task_id, event) \
+const INSERT_EVENT: &str = "INSERT INTO {s}.events (seq, xid, at, kind, backend, task_id, event) \
      VALUES ($1, pg_current_xact_id(), $2, $3, $4, $5, $6)";
-pub(crate) const ENSURE_ATTEMPTS: &str =
+const ENSURE_ATTEMPTS: &str =
     "INSERT INTO {s}.attempts (task_id, attempts) VALUES ($1, $2) ON CONFLICT DO NOTHING";
-pub(crate) const LOCK_ATTEMPTS: &str =
-    "SELECT attempts FROM {s}.attempts WHERE task_id = $1 FOR UPDATE";
-pub(crate) const WRITE_ATTEMPTS: &str = "UPDATE {s}.attempts SET attempts = $2 WHERE task_id = $1";
+const LOCK_ATTEMPTS: &str = "SELECT attempts FROM {s}.attempts WHERE task_id = $1 FOR UPDATE";
+const WRITE_ATTEMPTS: &str = "UPDATE {s}.attempts SET attempts = $2 WHERE task_id = $1";
 /// The event's kind as the `kind` column holds it.
 fn kind_name(kind: &EventKind) -> &'static str {
     match kind {
