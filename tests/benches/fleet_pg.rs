@@ -187,9 +187,9 @@ fn main() {
 
     let mut sampler = Sampler::new(&server, &schema);
     let mut timeline: Vec<Sample> = Vec::new();
-    let mut histograms: Vec<Histogram> = Vec::new();
+    let mut histograms: Vec<Scraped> = Vec::new();
     let deadline = Instant::now() + WARM_UP + MEASURED;
-    let mut measured_from: Option<(Sample, Histogram)> = None;
+    let mut measured_from: Option<(Sample, Scraped)> = None;
     // Each scrape has a runner read the ledger for its gauges: the
     // timeline follows every tenth runner; the totals are every runner's,
     // at the measured minute's ends.
@@ -251,7 +251,7 @@ fn main() {
     let left_open = sampler.open();
     let (most_held_after, _) = world.holders();
     let running_after = executors_alive(&world);
-    let busy = sampler.cpu_busy(&from, &to);
+    let busy = to.cpu_busy_since(&from);
 
     let seconds = to.at - from.at;
     let admissions = (to.started - from.started) as f64 / seconds;
@@ -324,7 +324,7 @@ fn main() {
     };
     let p99 = points(&|i, _| {
         let before = if i == 0 {
-            Histogram::default()
+            Scraped::default()
         } else {
             histograms[i - 1].clone()
         };
@@ -443,14 +443,16 @@ impl Sampler {
             .unwrap()
             .get(0)
     }
+}
 
+impl Sample {
     /// The share of the machine's CPU time PostgreSQL's processes and
-    /// PgBouncer used between two samples.
-    fn cpu_busy(&self, from: &Sample, to: &Sample) -> (f64, f64) {
-        let total = to.total_ticks.saturating_sub(from.total_ticks).max(1) as f64;
+    /// PgBouncer used since `earlier`.
+    fn cpu_busy_since(&self, earlier: &Sample) -> (f64, f64) {
+        let total = self.total_ticks.saturating_sub(earlier.total_ticks).max(1) as f64;
         (
-            to.postgres_ticks.saturating_sub(from.postgres_ticks) as f64 / total,
-            to.bouncer_ticks.saturating_sub(from.bouncer_ticks) as f64 / total,
+            self.postgres_ticks.saturating_sub(earlier.postgres_ticks) as f64 / total,
+            self.bouncer_ticks.saturating_sub(earlier.bouncer_ticks) as f64 / total,
         )
     }
 }
@@ -499,19 +501,20 @@ fn machine_ticks() -> u64 {
         .unwrap_or(0)
 }
 
-/// The runners' admission histograms (`inflight_admit_duration_seconds`),
-/// summed over every runner: cumulative counts by upper bound; and their
-/// lease renewals (`inflight_lease_renewals_total`).
+/// What the runners' metrics say, summed over the runners scraped: their
+/// admission histograms (`inflight_admit_duration_seconds`, cumulative
+/// counts by upper bound) and their lease renewals
+/// (`inflight_lease_renewals_total`).
 #[derive(Clone, Debug, Default)]
-struct Histogram {
+struct Scraped {
     buckets: BTreeMap<u64, u64>,
     count: u64,
     renewals: u64,
 }
 
-impl Histogram {
-    fn minus(&self, earlier: &Histogram) -> Histogram {
-        Histogram {
+impl Scraped {
+    fn minus(&self, earlier: &Scraped) -> Scraped {
+        Scraped {
             buckets: self
                 .buckets
                 .iter()
@@ -542,8 +545,8 @@ impl Histogram {
 
 /// Every runner's histogram, summed (a runner that does not answer adds
 /// nothing).
-fn scrape(ports: &[(String, u16)]) -> Histogram {
-    let mut sum = Histogram::default();
+fn scrape(ports: &[(String, u16)]) -> Scraped {
+    let mut sum = Scraped::default();
     for (_, port) in ports {
         let Some(text) = get_metrics(*port) else {
             continue;
