@@ -543,8 +543,8 @@ impl Scraped {
     }
 }
 
-/// Every runner's histogram, summed (a runner that does not answer adds
-/// nothing).
+/// The metrics of the runners at `ports`, summed (a runner that does not
+/// answer adds nothing).
 fn scrape(ports: &[(String, u16)]) -> Scraped {
     let mut sum = Scraped::default();
     for (_, port) in ports {

@@ -169,12 +169,15 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 }
 
 pub(crate) fn encode(location: &str, value: &impl serde::Serialize) -> Step<String> {
-    serde_json::to_string(value).map_err(|e| {
-        Fail::Ledger(database(
-            location,
-            format!("could not encode a record: {e}"),
-        ))
-    })
+    serde_json::to_string(value).map_err(|e| not_encoded(location, e))
+}
+
+/// A record that would not encode.
+pub(crate) fn not_encoded(location: &str, e: serde_json::Error) -> Fail {
+    Fail::Ledger(database(
+        location,
+        format!("could not encode a record: {e}"),
+    ))
 }
 
 /// Runs `body` in a transaction (read-only in a read-only store) and

@@ -13,7 +13,7 @@ use ledger_core::{
 use postgres::Row;
 
 use crate::schema;
-use crate::sql::{Fail, Param, Step, decode, encode, settle};
+use crate::sql::{Fail, Param, Step, decode, encode, not_encoded, settle};
 use crate::worker::{Connection, Connector, Worker, database};
 use crate::{PgOptions, TimeSource};
 
@@ -258,12 +258,7 @@ fn template(location: &str, kind: EventKind, left_out: &[&str]) -> Step<String> 
         at: Timestamp::from_unix_millis(0),
         kind,
     };
-    let mut value = serde_json::to_value(&event).map_err(|e| {
-        Fail::Ledger(database(
-            location,
-            format!("could not encode a record: {e}"),
-        ))
-    })?;
+    let mut value = serde_json::to_value(&event).map_err(|e| not_encoded(location, e))?;
     if let Some(fields) = value.as_object_mut() {
         for field in ["seq", "at"].iter().chain(left_out) {
             fields.remove(*field);
